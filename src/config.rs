@@ -1,0 +1,623 @@
+//! `/etc/sysroots.toml`: schema, validation and error positions.
+//!
+//! Parsing is pure (bytes in, [`Config`] or [`ConfigError`] out) so it can be
+//! unit-tested and fuzzed; opening the file securely is [`crate::trusted`]'s job.
+//!
+//! One broken `[sysroot.NAME]` entry does not stop the others: it is kept in
+//! [`Config::broken`] with its error, which is reported when somebody tries to
+//! enter it. A syntax error, or an error in `[defaults]` or at the top level,
+//! stops everything.
+#![forbid(unsafe_code)]
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// The configuration path, fixed at build time. A test build may set
+/// `IMAGESWITCH_CONFIG_PATH` when compiling; nothing at run time can change it.
+pub const CONFIG_PATH: &str = match option_env!("IMAGESWITCH_CONFIG_PATH") {
+    Some(path) => path,
+    None => "/etc/sysroots.toml",
+};
+
+/// Largest configuration file we read; anything bigger is refused unread.
+pub const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
+/// Longest sysroot, alias, user or group name accepted.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// The name the binary answers to in its command-line form.
+pub const PROGRAM_NAME: &str = "imageswitch";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Personality {
+    /// `PER_LINUX`: the host's native execution domain.
+    Linux,
+    /// `PER_LINUX32`: `uname -m` says i686, for i386 trees on x86_64 hosts.
+    Linux32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Defaults {
+    /// Host paths bound at the same path inside every sysroot.
+    pub binds: Vec<PathBuf>,
+    /// Host syslog socket bound onto `TREE/dev/log`; `None` when configured as "".
+    pub log_socket: Option<PathBuf>,
+}
+
+impl Default for Defaults {
+    fn default() -> Self {
+        Defaults {
+            binds: vec![PathBuf::from("/home"), PathBuf::from("/tmp")],
+            log_socket: Some(PathBuf::from("/dev/log")),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sysroot {
+    pub name: String,
+    /// The tree's root on the host (may be a root-owned symlink to a generation).
+    pub path: PathBuf,
+    pub personality: Personality,
+    /// Names that enter this sysroot when the binary is invoked under them.
+    pub aliases: Vec<String>,
+    /// Host directory whose entries run `/bin/ENTRY` inside the tree.
+    pub bin_dir: Option<PathBuf>,
+    /// Who may enter: `None` for both means everyone.
+    pub users: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
+    /// Extra binds for this sysroot, after `defaults.binds`.
+    pub binds: Vec<PathBuf>,
+    /// `true` lets setuid programs inside the tree elevate (no `no_new_privs`).
+    pub setuid: bool,
+    /// Shell used when the caller's passwd shell does not exist in the tree.
+    pub shell: Option<PathBuf>,
+    /// 1-based line of the `[sysroot.NAME]` header, for messages.
+    pub line: usize,
+}
+
+impl Sysroot {
+    /// Every host path bound into this sysroot, defaults first, without repeats.
+    pub fn all_binds<'a>(&'a self, defaults: &'a Defaults) -> Vec<&'a Path> {
+        let mut out: Vec<&Path> = Vec::new();
+        for bind in defaults.binds.iter().chain(self.binds.iter()) {
+            if !out.iter().any(|seen| *seen == bind.as_path()) {
+                out.push(bind);
+            }
+        }
+        out
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub defaults: Defaults,
+    /// Valid sysroots, in file order.
+    pub sysroots: Vec<Sysroot>,
+    /// Sysroots whose entry has an error, in file order.
+    pub broken: Vec<(String, ConfigError)>,
+}
+
+impl Config {
+    pub fn sysroot(&self, name: &str) -> Option<&Sysroot> {
+        self.sysroots.iter().find(|s| s.name == name)
+    }
+
+    pub fn broken(&self, name: &str) -> Option<&ConfigError> {
+        self.broken.iter().find(|(n, _)| n == name).map(|(_, e)| e)
+    }
+}
+
+/// A configuration problem with its position: `FILE:LINE:COL: MESSAGE`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "{}: {}", self.file, self.message)
+        } else {
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Turns byte offsets into `file:line:col` errors.
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn position(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.text.len());
+        let before = &self.text.as_bytes()[..offset];
+        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        (line, column)
+    }
+
+    fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
+        let (line, column) = self.position(span.start);
+        ConfigError { file: self.file.to_string(), line, column, message: message.into() }
+    }
+}
+
+/// Whether `name` is a valid sysroot, alias, user or group name.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name != "."
+        && name != ".."
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Absolute, with no `.`/`..` components, no repeated or trailing slashes
+/// (other than `/` itself), no NUL: the only form we compare by component.
+pub fn is_clean_absolute(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains('\0') || path.len() > 4096 {
+        return false;
+    }
+    if path == "/" {
+        return true;
+    }
+    if path.ends_with('/') || path.contains("//") {
+        return false;
+    }
+    path[1..].split('/').all(|part| part != "." && part != "..")
+}
+
+fn type_name(value: &DeValue<'_>) -> &'static str {
+    match value {
+        DeValue::String(_) => "a string",
+        DeValue::Integer(_) => "an integer",
+        DeValue::Float(_) => "a float",
+        DeValue::Boolean(_) => "a boolean",
+        DeValue::Datetime(_) => "a datetime",
+        DeValue::Array(_) => "an array",
+        DeValue::Table(_) => "a table",
+    }
+}
+
+type Entry<'i> = (&'i Spanned<toml::de::DeString<'i>>, &'i Spanned<DeValue<'i>>);
+
+fn expect_str<'a>(src: &Source<'_>, key: &str, value: &'a Spanned<DeValue<'_>>) -> Result<&'a str, ConfigError> {
+    match value.get_ref() {
+        DeValue::String(s) => Ok(s.as_ref()),
+        other => Err(src.error(&value.span(), format!("\"{key}\" must be a string, found {}", type_name(other)))),
+    }
+}
+
+fn expect_bool(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<bool, ConfigError> {
+    match value.get_ref() {
+        DeValue::Boolean(b) => Ok(*b),
+        other => Err(src.error(&value.span(), format!("\"{key}\" must be true or false, found {}", type_name(other)))),
+    }
+}
+
+fn expect_path(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<PathBuf, ConfigError> {
+    let text = expect_str(src, key, value)?;
+    if !is_clean_absolute(text) {
+        return Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be an absolute path without \".\", \"..\" or repeated slashes, found \"{text}\""),
+        ));
+    }
+    Ok(PathBuf::from(text))
+}
+
+/// An array of strings, each checked by `check` (which says what is wrong).
+fn expect_list<T>(
+    src: &Source<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    check: impl Fn(&str) -> Result<T, String>,
+) -> Result<Vec<T>, ConfigError> {
+    let DeValue::Array(items) = value.get_ref() else {
+        return Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be an array, found {}", type_name(value.get_ref())),
+        ));
+    };
+    let mut out = Vec::with_capacity(items.len());
+    for item in items.iter() {
+        let text = expect_str(src, key, item)?;
+        out.push(check(text).map_err(|why| src.error(&item.span(), format!("in \"{key}\": {why}")))?);
+    }
+    Ok(out)
+}
+
+fn name_item(text: &str) -> Result<String, String> {
+    if is_valid_name(text) {
+        Ok(text.to_string())
+    } else {
+        Err(format!("invalid name \"{text}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN})"))
+    }
+}
+
+fn bind_item(text: &str) -> Result<PathBuf, String> {
+    if !is_clean_absolute(text) {
+        return Err(format!("\"{text}\" is not an absolute path without \".\", \"..\" or repeated slashes"));
+    }
+    if text == "/" {
+        return Err("binding \"/\" would cover the whole tree".to_string());
+    }
+    Ok(PathBuf::from(text))
+}
+
+fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, ConfigError> {
+    let mut defaults = Defaults::default();
+    for (key, value) in table.iter() {
+        match key.get_ref().as_ref() {
+            "binds" => defaults.binds = expect_list(src, "binds", value, bind_item)?,
+            "log_socket" => {
+                let text = expect_str(src, "log_socket", value)?;
+                defaults.log_socket = if text.is_empty() { None } else { Some(expect_path(src, "log_socket", value)?) };
+            }
+            other => return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [defaults]"))),
+        }
+    }
+    Ok(defaults)
+}
+
+fn parse_sysroot(src: &Source<'_>, name: &str, header: &Range<usize>, table: &DeTable<'_>) -> Result<Sysroot, ConfigError> {
+    let (line, _) = src.position(header.start);
+    let mut sysroot = Sysroot {
+        name: name.to_string(),
+        path: PathBuf::new(),
+        personality: Personality::Linux,
+        aliases: Vec::new(),
+        bin_dir: None,
+        users: None,
+        groups: None,
+        binds: Vec::new(),
+        setuid: false,
+        shell: None,
+        line,
+    };
+    let mut have_path = false;
+    let mut entries: Vec<Entry<'_>> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    for (key, value) in entries {
+        match key.get_ref().as_ref() {
+            "path" => {
+                sysroot.path = expect_path(src, "path", value)?;
+                if sysroot.path == Path::new("/") {
+                    return Err(src.error(&value.span(), "\"path\" must not be \"/\""));
+                }
+                have_path = true;
+            }
+            "personality" => {
+                sysroot.personality = match expect_str(src, "personality", value)? {
+                    "linux" => Personality::Linux,
+                    "linux32" => Personality::Linux32,
+                    other => {
+                        return Err(src.error(
+                            &value.span(),
+                            format!("\"personality\" must be \"linux\" or \"linux32\", found \"{other}\""),
+                        ));
+                    }
+                }
+            }
+            "aliases" => {
+                sysroot.aliases = expect_list(src, "aliases", value, |text| {
+                    let alias = name_item(text)?;
+                    if alias == PROGRAM_NAME {
+                        return Err(format!("\"{PROGRAM_NAME}\" is the program's own name"));
+                    }
+                    Ok(alias)
+                })?
+            }
+            "bin_dir" => {
+                let dir = expect_path(src, "bin_dir", value)?;
+                if dir == Path::new("/") {
+                    return Err(src.error(&value.span(), "\"bin_dir\" must not be \"/\""));
+                }
+                sysroot.bin_dir = Some(dir);
+            }
+            "users" => sysroot.users = Some(expect_list(src, "users", value, name_item)?),
+            "groups" => sysroot.groups = Some(expect_list(src, "groups", value, name_item)?),
+            "binds" => sysroot.binds = expect_list(src, "binds", value, bind_item)?,
+            "setuid" => sysroot.setuid = expect_bool(src, "setuid", value)?,
+            "shell" => sysroot.shell = Some(expect_path(src, "shell", value)?),
+            // Belongs to sysrootctl; its contents are not ours to judge.
+            "build" => {}
+            other => return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [sysroot.{name}]"))),
+        }
+    }
+    if !have_path {
+        return Err(src.error(header, format!("missing key \"path\" in [sysroot.{name}]")));
+    }
+    Ok(sysroot)
+}
+
+/// Parses and validates the configuration text. `file` is used only in messages.
+pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+    let src = Source { file, text };
+    let document = DeTable::parse(text).map_err(|err| {
+        let span = err.span().unwrap_or(0..0);
+        let message = err.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
+        let mut error = src.error(&span, format!("syntax error: {message}"));
+        error.message.push_str(" (no sysroot can be entered until this is fixed)");
+        error
+    })?;
+    let document = document.get_ref();
+
+    let mut defaults = Defaults::default();
+    let mut sysroot_table = None;
+    for (key, value) in document.iter() {
+        match key.get_ref().as_ref() {
+            "defaults" => match value.get_ref() {
+                DeValue::Table(table) => defaults = parse_defaults(&src, table)?,
+                other => return Err(src.error(&value.span(), format!("[defaults] must be a table, found {}", type_name(other)))),
+            },
+            "sysroot" => match value.get_ref() {
+                DeValue::Table(table) => sysroot_table = Some(table),
+                other => return Err(src.error(&value.span(), format!("[sysroot] must be a table, found {}", type_name(other)))),
+            },
+            other => return Err(src.error(&key.span(), format!("unknown top-level key \"{other}\""))),
+        }
+    }
+
+    let mut config = Config { defaults, sysroots: Vec::new(), broken: Vec::new() };
+    let Some(table) = sysroot_table else { return Ok(config) };
+
+    let mut entries: Vec<Entry<'_>> = table.iter().collect();
+    entries.sort_by_key(|(key, _)| key.span().start);
+    // Names that dispatch must map to exactly one sysroot: name, alias, bin_dir.
+    let mut claimed_names: BTreeMap<String, String> = BTreeMap::new();
+    let mut claimed_dirs: BTreeMap<PathBuf, String> = BTreeMap::new();
+    for (key, value) in entries {
+        let name = key.get_ref().as_ref();
+        let result = if !is_valid_name(name) || name == PROGRAM_NAME {
+            Err(src.error(
+                &key.span(),
+                format!("invalid sysroot name \"{name}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN}, not \"{PROGRAM_NAME}\")"),
+            ))
+        } else {
+            match value.get_ref() {
+                DeValue::Table(entry) => parse_sysroot(&src, name, &key.span(), entry),
+                other => Err(src.error(&value.span(), format!("[sysroot.{name}] must be a table, found {}", type_name(other)))),
+            }
+        };
+        let result = result.and_then(|sysroot| {
+            for alias in &sysroot.aliases {
+                if let Some(owner) = claimed_names.get(alias) {
+                    return Err(src.error(&key.span(), format!("alias \"{alias}\" of [sysroot.{name}] is already used by [sysroot.{owner}]")));
+                }
+            }
+            if let Some(dir) = &sysroot.bin_dir {
+                if let Some(owner) = claimed_dirs.get(dir) {
+                    return Err(src.error(
+                        &key.span(),
+                        format!("bin_dir \"{}\" of [sysroot.{name}] is already used by [sysroot.{owner}]", dir.display()),
+                    ));
+                }
+            }
+            Ok(sysroot)
+        });
+        match result {
+            Ok(sysroot) => {
+                for alias in &sysroot.aliases {
+                    claimed_names.insert(alias.clone(), sysroot.name.clone());
+                }
+                if let Some(dir) = &sysroot.bin_dir {
+                    claimed_dirs.insert(dir.clone(), sysroot.name.clone());
+                }
+                config.sysroots.push(sysroot);
+            }
+            Err(error) => config.broken.push((name.to_string(), error)),
+        }
+    }
+    Ok(config)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = "/etc/sysroots.toml";
+
+    fn parse_ok(text: &str) -> Config {
+        match parse(FILE, text) {
+            Ok(config) => config,
+            Err(err) => panic!("unexpected error: {err}"),
+        }
+    }
+
+    fn parse_err(text: &str) -> String {
+        match parse(FILE, text) {
+            Ok(config) => panic!("accepted: {config:?}"),
+            Err(err) => err.to_string(),
+        }
+    }
+
+    fn broken_err(text: &str, name: &str) -> String {
+        let config = parse_ok(text);
+        match config.broken(name) {
+            Some(err) => err.to_string(),
+            None => panic!("{name} not broken: {config:?}"),
+        }
+    }
+
+    const FULL: &str = r#"
+[defaults]
+binds = ["/home", "/tmp"]
+log_socket = "/dev/log"
+
+[sysroot.sl5]
+path = "/sysroot/sl5"
+personality = "linux32"
+aliases = ["sl5"]
+bin_dir = "/bin5"
+users = ["alice"]
+groups = ["physics"]
+binds = ["/data"]
+setuid = false
+shell = "/bin/bash"
+
+[sysroot.sl5.build]
+method = "debootstrap"
+anything = 3
+"#;
+
+    #[test]
+    fn full_example_parses() {
+        let config = parse_ok(FULL);
+        assert!(config.broken.is_empty());
+        let s = config.sysroot("sl5").expect("sl5");
+        assert_eq!(s.path, PathBuf::from("/sysroot/sl5"));
+        assert_eq!(s.personality, Personality::Linux32);
+        assert_eq!(s.aliases, vec!["sl5".to_string()]);
+        assert_eq!(s.bin_dir, Some(PathBuf::from("/bin5")));
+        assert_eq!(s.users, Some(vec!["alice".to_string()]));
+        assert_eq!(s.groups, Some(vec!["physics".to_string()]));
+        assert_eq!(s.shell, Some(PathBuf::from("/bin/bash")));
+        assert_eq!(s.line, 6);
+        assert_eq!(
+            s.all_binds(&config.defaults),
+            vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]
+        );
+    }
+
+    #[test]
+    fn defaults_apply_when_absent() {
+        let config = parse_ok("[sysroot.a]\npath = \"/srv/a\"\n");
+        assert_eq!(config.defaults, Defaults::default());
+        let a = config.sysroot("a").expect("a");
+        assert_eq!(a.personality, Personality::Linux);
+        assert!(!a.setuid);
+        assert_eq!(a.users, None);
+    }
+
+    #[test]
+    fn empty_log_socket_means_none() {
+        let config = parse_ok("[defaults]\nlog_socket = \"\"\n");
+        assert_eq!(config.defaults.log_socket, None);
+    }
+
+    #[test]
+    fn unknown_key_names_line_column_and_table() {
+        let err = broken_err("[sysroot.sl5]\npath = \"/a\"\n\n\npth = \"/b\"\n", "sl5");
+        assert_eq!(err, "/etc/sysroots.toml:5:1: unknown key \"pth\" in [sysroot.sl5]");
+    }
+
+    #[test]
+    fn broken_entry_does_not_stop_others() {
+        let config = parse_ok("[sysroot.bad]\npath = 3\n[sysroot.good]\npath = \"/g\"\n");
+        assert!(config.sysroot("good").is_some());
+        assert_eq!(
+            config.broken("bad").map(ToString::to_string).as_deref(),
+            Some("/etc/sysroots.toml:2:8: \"path\" must be a string, found an integer")
+        );
+    }
+
+    #[test]
+    fn syntax_error_stops_all() {
+        let err = parse_err("[sysroot.a]\npath = \"/a\n");
+        assert!(err.starts_with("/etc/sysroots.toml:2:"), "{err}");
+        assert!(err.contains("syntax error"), "{err}");
+        assert!(err.contains("no sysroot can be entered"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_table_is_a_syntax_error() {
+        let err = parse_err("[sysroot.a]\npath = \"/a\"\n[sysroot.a]\npath = \"/b\"\n");
+        assert!(err.contains(":3:"), "{err}");
+    }
+
+    #[test]
+    fn unknown_top_level_and_defaults_keys_stop_all() {
+        assert_eq!(parse_err("\nfoo = 1\n"), "/etc/sysroots.toml:2:1: unknown top-level key \"foo\"");
+        assert_eq!(parse_err("[defaults]\nbind = []\n"), "/etc/sysroots.toml:2:1: unknown key \"bind\" in [defaults]");
+        assert_eq!(
+            parse_err("[defaults]\nbinds = [\"tmp\"]\n"),
+            "/etc/sysroots.toml:2:10: in \"binds\": \"tmp\" is not an absolute path without \".\", \"..\" or repeated slashes"
+        );
+        assert_eq!(parse_err("sysroot = 1\n"), "/etc/sysroots.toml:1:11: [sysroot] must be a table, found an integer");
+    }
+
+    #[test]
+    fn missing_path() {
+        assert_eq!(
+            broken_err("[sysroot.a]\npersonality = \"linux\"\n", "a"),
+            "/etc/sysroots.toml:1:10: missing key \"path\" in [sysroot.a]"
+        );
+    }
+
+    #[test]
+    fn paths_must_be_clean_and_absolute() {
+        for bad in ["relative/x", "/a/../b", "/a/./b", "/a//b", "/a/", ""] {
+            let text = format!("[sysroot.a]\npath = \"{bad}\"\n");
+            let err = broken_err(&text, "a");
+            assert!(err.contains("must be an absolute path"), "{bad}: {err}");
+        }
+        assert!(broken_err("[sysroot.a]\npath = \"/\"\n", "a").contains("must not be \"/\""));
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nbinds = [\"/\"]\n", "a").contains("would cover the whole tree"));
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nbin_dir = \"/\"\n", "a").contains("must not be \"/\""));
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nshell = \"bash\"\n", "a").contains("must be an absolute path"));
+    }
+
+    #[test]
+    fn names_are_restricted() {
+        let err = broken_err("[sysroot.\"a b\"]\npath = \"/a\"\n", "a b");
+        assert!(err.contains("invalid sysroot name \"a b\""), "{err}");
+        let err = broken_err("[sysroot.imageswitch]\npath = \"/a\"\n", "imageswitch");
+        assert!(err.contains("invalid sysroot name"), "{err}");
+        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"../x\"]\n", "a");
+        assert!(err.contains("invalid name \"../x\""), "{err}");
+        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n", "a");
+        assert!(err.contains("program's own name"), "{err}");
+        let err = broken_err("[sysroot.a]\npath = \"/a\"\nusers = [\"al ice\"]\n", "a");
+        assert!(err.contains("invalid name"), "{err}");
+        let long = "x".repeat(MAX_NAME_LEN + 1);
+        assert!(!is_valid_name(&long));
+        assert!(is_valid_name(&"x".repeat(MAX_NAME_LEN)));
+    }
+
+    #[test]
+    fn wrong_types() {
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nsetuid = \"no\"\n", "a").contains("\"setuid\" must be true or false, found a string"));
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nusers = \"alice\"\n", "a").contains("\"users\" must be an array, found a string"));
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nusers = [1]\n", "a").contains("\"users\" must be a string, found an integer"));
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\npersonality = \"i386\"\n", "a").contains("\"linux\" or \"linux32\""));
+        assert!(broken_err("[sysroot]\na = 1\n", "a").contains("[sysroot.a] must be a table"));
+    }
+
+    #[test]
+    fn aliases_and_bin_dirs_are_unique() {
+        let text = "[sysroot.a]\npath = \"/a\"\naliases = [\"x\"]\nbin_dir = \"/b\"\n[sysroot.b]\npath = \"/b\"\naliases = [\"x\"]\n[sysroot.c]\npath = \"/c\"\nbin_dir = \"/b\"\n";
+        let config = parse_ok(text);
+        assert!(config.sysroot("a").is_some());
+        assert!(config.broken("b").map(ToString::to_string).unwrap_or_default().contains("alias \"x\" of [sysroot.b] is already used by [sysroot.a]"));
+        assert!(config.broken("c").map(ToString::to_string).unwrap_or_default().contains("bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]"));
+    }
+
+    #[test]
+    fn binds_deduplicate_against_defaults() {
+        let config = parse_ok("[sysroot.a]\npath = \"/a\"\nbinds = [\"/tmp\", \"/data\"]\n");
+        let a = config.sysroot("a").expect("a");
+        assert_eq!(a.all_binds(&config.defaults), vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]);
+    }
+
+    #[test]
+    fn columns_count_characters_not_bytes() {
+        let err = broken_err("[sysroot.a]\npath = \"/a\" # é\n  pth = 1\n", "a");
+        assert!(err.starts_with("/etc/sysroots.toml:3:3:"), "{err}");
+        let err = broken_err("[sysroot.a]\n\"é\" = 1\npath = \"/a\"\n", "a");
+        assert!(err.starts_with("/etc/sysroots.toml:2:1:"), "{err}");
+    }
+}
