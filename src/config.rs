@@ -86,7 +86,7 @@ impl Sysroot {
     pub fn all_binds<'a>(&'a self, defaults: &'a Defaults) -> Vec<&'a Path> {
         let mut out: Vec<&Path> = Vec::new();
         for bind in defaults.binds.iter().chain(self.binds.iter()) {
-            if !out.iter().any(|seen| *seen == bind.as_path()) {
+            if !out.contains(&bind.as_path()) {
                 out.push(bind);
             }
         }
@@ -127,7 +127,11 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         }
     }
 }
@@ -145,14 +149,25 @@ impl Source<'_> {
         let offset = offset.min(self.text.len());
         let before = &self.text.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+        let line_start = before
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..])
+            .chars()
+            .count()
+            + 1;
         (line, column)
     }
 
     fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
         let (line, column) = self.position(span.start);
-        ConfigError { file: self.file.to_string(), line, column, message: message.into() }
+        ConfigError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+        }
     }
 }
 
@@ -162,7 +177,9 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.len() <= MAX_NAME_LEN
         && name != "."
         && name != ".."
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Absolute, with no `.`/`..` components, no repeated or trailing slashes
@@ -192,23 +209,47 @@ fn type_name(value: &DeValue<'_>) -> &'static str {
     }
 }
 
-type Entry<'i> = (&'i Spanned<toml::de::DeString<'i>>, &'i Spanned<DeValue<'i>>);
+type Entry<'i> = (
+    &'i Spanned<toml::de::DeString<'i>>,
+    &'i Spanned<DeValue<'i>>,
+);
 
-fn expect_str<'a>(src: &Source<'_>, key: &str, value: &'a Spanned<DeValue<'_>>) -> Result<&'a str, ConfigError> {
+fn expect_str<'a>(
+    src: &Source<'_>,
+    key: &str,
+    value: &'a Spanned<DeValue<'_>>,
+) -> Result<&'a str, ConfigError> {
     match value.get_ref() {
         DeValue::String(s) => Ok(s.as_ref()),
-        other => Err(src.error(&value.span(), format!("\"{key}\" must be a string, found {}", type_name(other)))),
+        other => Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be a string, found {}", type_name(other)),
+        )),
     }
 }
 
-fn expect_bool(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<bool, ConfigError> {
+fn expect_bool(
+    src: &Source<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<bool, ConfigError> {
     match value.get_ref() {
         DeValue::Boolean(b) => Ok(*b),
-        other => Err(src.error(&value.span(), format!("\"{key}\" must be true or false, found {}", type_name(other)))),
+        other => Err(src.error(
+            &value.span(),
+            format!(
+                "\"{key}\" must be true or false, found {}",
+                type_name(other)
+            ),
+        )),
     }
 }
 
-fn expect_path(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<PathBuf, ConfigError> {
+fn expect_path(
+    src: &Source<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+) -> Result<PathBuf, ConfigError> {
     let text = expect_str(src, key, value)?;
     if !is_clean_absolute(text) {
         return Err(src.error(
@@ -229,13 +270,18 @@ fn expect_list<T>(
     let DeValue::Array(items) = value.get_ref() else {
         return Err(src.error(
             &value.span(),
-            format!("\"{key}\" must be an array, found {}", type_name(value.get_ref())),
+            format!(
+                "\"{key}\" must be an array, found {}",
+                type_name(value.get_ref())
+            ),
         ));
     };
     let mut out = Vec::with_capacity(items.len());
     for item in items.iter() {
         let text = expect_str(src, key, item)?;
-        out.push(check(text).map_err(|why| src.error(&item.span(), format!("in \"{key}\": {why}")))?);
+        out.push(
+            check(text).map_err(|why| src.error(&item.span(), format!("in \"{key}\": {why}")))?,
+        );
     }
     Ok(out)
 }
@@ -244,13 +290,17 @@ fn name_item(text: &str) -> Result<String, String> {
     if is_valid_name(text) {
         Ok(text.to_string())
     } else {
-        Err(format!("invalid name \"{text}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN})"))
+        Err(format!(
+            "invalid name \"{text}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN})"
+        ))
     }
 }
 
 fn bind_item(text: &str) -> Result<PathBuf, String> {
     if !is_clean_absolute(text) {
-        return Err(format!("\"{text}\" is not an absolute path without \".\", \"..\" or repeated slashes"));
+        return Err(format!(
+            "\"{text}\" is not an absolute path without \".\", \"..\" or repeated slashes"
+        ));
     }
     if text == "/" {
         return Err("binding \"/\" would cover the whole tree".to_string());
@@ -265,15 +315,29 @@ fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, Con
             "binds" => defaults.binds = expect_list(src, "binds", value, bind_item)?,
             "log_socket" => {
                 let text = expect_str(src, "log_socket", value)?;
-                defaults.log_socket = if text.is_empty() { None } else { Some(expect_path(src, "log_socket", value)?) };
+                defaults.log_socket = if text.is_empty() {
+                    None
+                } else {
+                    Some(expect_path(src, "log_socket", value)?)
+                };
             }
-            other => return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [defaults]"))),
+            other => {
+                return Err(src.error(
+                    &key.span(),
+                    format!("unknown key \"{other}\" in [defaults]"),
+                ));
+            }
         }
     }
     Ok(defaults)
 }
 
-fn parse_sysroot(src: &Source<'_>, name: &str, header: &Range<usize>, table: &DeTable<'_>) -> Result<Sysroot, ConfigError> {
+fn parse_sysroot(
+    src: &Source<'_>,
+    name: &str,
+    header: &Range<usize>,
+    table: &DeTable<'_>,
+) -> Result<Sysroot, ConfigError> {
     let (line, _) = src.position(header.start);
     let mut sysroot = Sysroot {
         name: name.to_string(),
@@ -335,7 +399,12 @@ fn parse_sysroot(src: &Source<'_>, name: &str, header: &Range<usize>, table: &De
             "shell" => sysroot.shell = Some(expect_path(src, "shell", value)?),
             // Belongs to sysrootctl; its contents are not ours to judge.
             "build" => {}
-            other => return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [sysroot.{name}]"))),
+            other => {
+                return Err(src.error(
+                    &key.span(),
+                    format!("unknown key \"{other}\" in [sysroot.{name}]"),
+                ));
+            }
         }
     }
     if !have_path {
@@ -349,9 +418,17 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let src = Source { file, text };
     let document = DeTable::parse(text).map_err(|err| {
         let span = err.span().unwrap_or(0..0);
-        let message = err.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
+        let message = err
+            .message()
+            .lines()
+            .next()
+            .unwrap_or("invalid TOML")
+            .trim()
+            .to_string();
         let mut error = src.error(&span, format!("syntax error: {message}"));
-        error.message.push_str(" (no sysroot can be entered until this is fixed)");
+        error
+            .message
+            .push_str(" (no sysroot can be entered until this is fixed)");
         error
     })?;
     let document = document.get_ref();
@@ -362,18 +439,36 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         match key.get_ref().as_ref() {
             "defaults" => match value.get_ref() {
                 DeValue::Table(table) => defaults = parse_defaults(&src, table)?,
-                other => return Err(src.error(&value.span(), format!("[defaults] must be a table, found {}", type_name(other)))),
+                other => {
+                    return Err(src.error(
+                        &value.span(),
+                        format!("[defaults] must be a table, found {}", type_name(other)),
+                    ));
+                }
             },
             "sysroot" => match value.get_ref() {
                 DeValue::Table(table) => sysroot_table = Some(table),
-                other => return Err(src.error(&value.span(), format!("[sysroot] must be a table, found {}", type_name(other)))),
+                other => {
+                    return Err(src.error(
+                        &value.span(),
+                        format!("[sysroot] must be a table, found {}", type_name(other)),
+                    ));
+                }
             },
-            other => return Err(src.error(&key.span(), format!("unknown top-level key \"{other}\""))),
+            other => {
+                return Err(src.error(&key.span(), format!("unknown top-level key \"{other}\"")));
+            }
         }
     }
 
-    let mut config = Config { defaults, sysroots: Vec::new(), broken: Vec::new() };
-    let Some(table) = sysroot_table else { return Ok(config) };
+    let mut config = Config {
+        defaults,
+        sysroots: Vec::new(),
+        broken: Vec::new(),
+    };
+    let Some(table) = sysroot_table else {
+        return Ok(config);
+    };
 
     let mut entries: Vec<Entry<'_>> = table.iter().collect();
     entries.sort_by_key(|(key, _)| key.span().start);
@@ -390,7 +485,13 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         } else {
             match value.get_ref() {
                 DeValue::Table(entry) => parse_sysroot(&src, name, &key.span(), entry),
-                other => Err(src.error(&value.span(), format!("[sysroot.{name}] must be a table, found {}", type_name(other)))),
+                other => Err(src.error(
+                    &value.span(),
+                    format!(
+                        "[sysroot.{name}] must be a table, found {}",
+                        type_name(other)
+                    ),
+                )),
             }
         };
         let result = result.and_then(|sysroot| {
@@ -512,7 +613,10 @@ anything = 3
     #[test]
     fn unknown_key_names_line_column_and_table() {
         let err = broken_err("[sysroot.sl5]\npath = \"/a\"\n\n\npth = \"/b\"\n", "sl5");
-        assert_eq!(err, "/etc/sysroots.toml:5:1: unknown key \"pth\" in [sysroot.sl5]");
+        assert_eq!(
+            err,
+            "/etc/sysroots.toml:5:1: unknown key \"pth\" in [sysroot.sl5]"
+        );
     }
 
     #[test]
@@ -541,13 +645,22 @@ anything = 3
 
     #[test]
     fn unknown_top_level_and_defaults_keys_stop_all() {
-        assert_eq!(parse_err("\nfoo = 1\n"), "/etc/sysroots.toml:2:1: unknown top-level key \"foo\"");
-        assert_eq!(parse_err("[defaults]\nbind = []\n"), "/etc/sysroots.toml:2:1: unknown key \"bind\" in [defaults]");
+        assert_eq!(
+            parse_err("\nfoo = 1\n"),
+            "/etc/sysroots.toml:2:1: unknown top-level key \"foo\""
+        );
+        assert_eq!(
+            parse_err("[defaults]\nbind = []\n"),
+            "/etc/sysroots.toml:2:1: unknown key \"bind\" in [defaults]"
+        );
         assert_eq!(
             parse_err("[defaults]\nbinds = [\"tmp\"]\n"),
             "/etc/sysroots.toml:2:10: in \"binds\": \"tmp\" is not an absolute path without \".\", \"..\" or repeated slashes"
         );
-        assert_eq!(parse_err("sysroot = 1\n"), "/etc/sysroots.toml:1:11: [sysroot] must be a table, found an integer");
+        assert_eq!(
+            parse_err("sysroot = 1\n"),
+            "/etc/sysroots.toml:1:11: [sysroot] must be a table, found an integer"
+        );
     }
 
     #[test]
@@ -566,9 +679,18 @@ anything = 3
             assert!(err.contains("must be an absolute path"), "{bad}: {err}");
         }
         assert!(broken_err("[sysroot.a]\npath = \"/\"\n", "a").contains("must not be \"/\""));
-        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nbinds = [\"/\"]\n", "a").contains("would cover the whole tree"));
-        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nbin_dir = \"/\"\n", "a").contains("must not be \"/\""));
-        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nshell = \"bash\"\n", "a").contains("must be an absolute path"));
+        assert!(
+            broken_err("[sysroot.a]\npath = \"/a\"\nbinds = [\"/\"]\n", "a")
+                .contains("would cover the whole tree")
+        );
+        assert!(
+            broken_err("[sysroot.a]\npath = \"/a\"\nbin_dir = \"/\"\n", "a")
+                .contains("must not be \"/\"")
+        );
+        assert!(
+            broken_err("[sysroot.a]\npath = \"/a\"\nshell = \"bash\"\n", "a")
+                .contains("must be an absolute path")
+        );
     }
 
     #[test]
@@ -579,7 +701,10 @@ anything = 3
         assert!(err.contains("invalid sysroot name"), "{err}");
         let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"../x\"]\n", "a");
         assert!(err.contains("invalid name \"../x\""), "{err}");
-        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n", "a");
+        let err = broken_err(
+            "[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n",
+            "a",
+        );
         assert!(err.contains("program's own name"), "{err}");
         let err = broken_err("[sysroot.a]\npath = \"/a\"\nusers = [\"al ice\"]\n", "a");
         assert!(err.contains("invalid name"), "{err}");
@@ -590,10 +715,22 @@ anything = 3
 
     #[test]
     fn wrong_types() {
-        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nsetuid = \"no\"\n", "a").contains("\"setuid\" must be true or false, found a string"));
-        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nusers = \"alice\"\n", "a").contains("\"users\" must be an array, found a string"));
-        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nusers = [1]\n", "a").contains("\"users\" must be a string, found an integer"));
-        assert!(broken_err("[sysroot.a]\npath = \"/a\"\npersonality = \"i386\"\n", "a").contains("\"linux\" or \"linux32\""));
+        assert!(
+            broken_err("[sysroot.a]\npath = \"/a\"\nsetuid = \"no\"\n", "a")
+                .contains("\"setuid\" must be true or false, found a string")
+        );
+        assert!(
+            broken_err("[sysroot.a]\npath = \"/a\"\nusers = \"alice\"\n", "a")
+                .contains("\"users\" must be an array, found a string")
+        );
+        assert!(
+            broken_err("[sysroot.a]\npath = \"/a\"\nusers = [1]\n", "a")
+                .contains("\"users\" must be a string, found an integer")
+        );
+        assert!(
+            broken_err("[sysroot.a]\npath = \"/a\"\npersonality = \"i386\"\n", "a")
+                .contains("\"linux\" or \"linux32\"")
+        );
         assert!(broken_err("[sysroot]\na = 1\n", "a").contains("[sysroot.a] must be a table"));
     }
 
@@ -602,15 +739,30 @@ anything = 3
         let text = "[sysroot.a]\npath = \"/a\"\naliases = [\"x\"]\nbin_dir = \"/b\"\n[sysroot.b]\npath = \"/b\"\naliases = [\"x\"]\n[sysroot.c]\npath = \"/c\"\nbin_dir = \"/b\"\n";
         let config = parse_ok(text);
         assert!(config.sysroot("a").is_some());
-        assert!(config.broken("b").map(ToString::to_string).unwrap_or_default().contains("alias \"x\" of [sysroot.b] is already used by [sysroot.a]"));
-        assert!(config.broken("c").map(ToString::to_string).unwrap_or_default().contains("bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]"));
+        assert!(
+            config
+                .broken("b")
+                .map(ToString::to_string)
+                .unwrap_or_default()
+                .contains("alias \"x\" of [sysroot.b] is already used by [sysroot.a]")
+        );
+        assert!(
+            config
+                .broken("c")
+                .map(ToString::to_string)
+                .unwrap_or_default()
+                .contains("bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]")
+        );
     }
 
     #[test]
     fn binds_deduplicate_against_defaults() {
         let config = parse_ok("[sysroot.a]\npath = \"/a\"\nbinds = [\"/tmp\", \"/data\"]\n");
         let a = config.sysroot("a").expect("a");
-        assert_eq!(a.all_binds(&config.defaults), vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]);
+        assert_eq!(
+            a.all_binds(&config.defaults),
+            vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]
+        );
     }
 
     #[test]

@@ -1,8 +1,22 @@
 //! imageswitch: run a user's command inside another installed Linux tree.
 //!
 //! The setuid binary is a thin `main` over [`run::main`]; every privileged
-//! step is in [`run::enter`], in order, top to bottom.
-#![forbid(unsafe_code)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+//! step is in [`run::enter`], in order, top to bottom. `unsafe` lives only in
+//! [`sys`]; every other module is `#![forbid(unsafe_code)]`.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
+pub mod access;
 pub mod config;
+pub mod dispatch;
+pub mod env;
+pub mod error;
+pub mod exec;
+pub mod mounts;
+pub mod privileges;
+pub mod run;
+pub mod sys;
+pub mod syslog;
+pub mod trusted;

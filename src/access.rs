@@ -1,0 +1,148 @@
+//! Who is calling, from the host's passwd and group databases, and whether
+//! they may enter a sysroot. Never from `$USER`, `$HOME` or any variable.
+#![forbid(unsafe_code)]
+
+use std::ffi::CString;
+use std::path::PathBuf;
+
+use nix::unistd::{Gid, Group, Uid, User, getgrouplist, getuid};
+
+use crate::config::Sysroot;
+use crate::error::Error;
+
+/// The real user behind this process, resolved on the host before any chroot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub uid: Uid,
+    pub gid: Gid,
+    pub name: String,
+    pub home: PathBuf,
+    pub shell: PathBuf,
+    /// Supplementary groups from the group database (including the primary).
+    pub groups: Vec<Gid>,
+}
+
+impl Caller {
+    /// Resolves the real uid through NSS on the host.
+    pub fn resolve() -> Result<Caller, Error> {
+        let uid = getuid();
+        let user = User::from_uid(uid)
+            .map_err(|e| Error::Caller(format!("uid {uid}: {e}")))?
+            .ok_or_else(|| Error::Caller(format!("uid {uid} has no passwd entry")))?;
+        let cname = CString::new(user.name.as_bytes())
+            .map_err(|_| Error::Caller("user name contains NUL".into()))?;
+        let mut groups = getgrouplist(&cname, user.gid)
+            .map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
+        groups.sort_by_key(|g| g.as_raw());
+        groups.dedup();
+        Ok(Caller {
+            uid,
+            gid: user.gid,
+            name: user.name,
+            home: user.dir,
+            shell: user.shell,
+            groups,
+        })
+    }
+}
+
+/// Whether `caller` may enter `sysroot`: the union of `users` and `groups`;
+/// with neither configured, everyone may. `group_gid` looks a group name up.
+pub fn may_enter(
+    sysroot: &Sysroot,
+    caller: &Caller,
+    group_gid: impl Fn(&str) -> Option<Gid>,
+) -> bool {
+    if sysroot.users.is_none() && sysroot.groups.is_none() {
+        return true;
+    }
+    if sysroot
+        .users
+        .iter()
+        .flatten()
+        .any(|name| *name == caller.name)
+    {
+        return true;
+    }
+    sysroot
+        .groups
+        .iter()
+        .flatten()
+        .filter_map(|name| group_gid(name))
+        .any(|gid| gid == caller.gid || caller.groups.contains(&gid))
+}
+
+/// Looks a group up in the host's group database.
+pub fn host_group_gid(name: &str) -> Option<Gid> {
+    Group::from_name(name).ok().flatten().map(|g| g.gid)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn caller(name: &str, gid: u32, groups: &[u32]) -> Caller {
+        Caller {
+            uid: Uid::from_raw(1000),
+            gid: Gid::from_raw(gid),
+            name: name.into(),
+            home: "/home/x".into(),
+            shell: "/bin/sh".into(),
+            groups: groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+        }
+    }
+
+    fn sysroot(extra: &str) -> Sysroot {
+        let text = format!("[sysroot.a]\npath = \"/a\"\n{extra}\n");
+        parse("t", &text).expect("valid").sysroots.remove(0)
+    }
+
+    fn groups(name: &str) -> Option<Gid> {
+        match name {
+            "physics" => Some(Gid::from_raw(500)),
+            "chem" => Some(Gid::from_raw(600)),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn nobody_listed_means_everyone() {
+        assert!(may_enter(&sysroot(""), &caller("bob", 100, &[100]), groups));
+    }
+
+    #[test]
+    fn listed_user_enters_others_do_not() {
+        let s = sysroot("users = [\"alice\"]");
+        assert!(may_enter(&s, &caller("alice", 100, &[100]), groups));
+        assert!(!may_enter(&s, &caller("bob", 100, &[100]), groups));
+    }
+
+    #[test]
+    fn empty_lists_admit_nobody() {
+        let s = sysroot("users = []");
+        assert!(!may_enter(&s, &caller("alice", 100, &[100]), groups));
+    }
+
+    #[test]
+    fn group_membership_primary_or_supplementary() {
+        let s = sysroot("groups = [\"physics\"]");
+        assert!(may_enter(&s, &caller("bob", 500, &[500]), groups));
+        assert!(may_enter(&s, &caller("bob", 100, &[100, 500]), groups));
+        assert!(!may_enter(&s, &caller("bob", 100, &[100, 600]), groups));
+    }
+
+    #[test]
+    fn users_and_groups_are_a_union() {
+        let s = sysroot("users = [\"alice\"]\ngroups = [\"chem\"]");
+        assert!(may_enter(&s, &caller("alice", 100, &[100]), groups));
+        assert!(may_enter(&s, &caller("carol", 100, &[600]), groups));
+        assert!(!may_enter(&s, &caller("dave", 100, &[500]), groups));
+    }
+
+    #[test]
+    fn unknown_group_admits_nobody() {
+        let s = sysroot("groups = [\"nosuchgroup\"]");
+        assert!(!may_enter(&s, &caller("bob", 100, &[100]), groups));
+    }
+}

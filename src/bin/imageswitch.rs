@@ -1,0 +1,3 @@
+fn main() {
+    std::process::exit(imageswitch::run::main());
+}

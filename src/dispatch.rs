@@ -1,0 +1,316 @@
+//! What the caller asked for, from argv alone. argv[0] only *keys into* the
+//! root-owned configuration by exact match; it never builds a path.
+#![forbid(unsafe_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::config::{Config, PROGRAM_NAME, is_valid_name};
+use crate::error::Error;
+
+/// What to run inside the tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    /// The user's shell as an interactive login shell.
+    LoginShell,
+    /// The user's shell with these arguments, untouched.
+    Shell(Vec<OsString>),
+    /// A program (a path, or a name looked up in `PATH` inside) with arguments.
+    Program {
+        program: OsString,
+        args: Vec<OsString>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
+    Help,
+    Version,
+    List,
+    Enter { sysroot: String, command: Command },
+}
+
+fn basename(argv0: &OsStr) -> &OsStr {
+    Path::new(argv0).file_name().unwrap_or(argv0)
+}
+
+/// `--help`/`--version` are answered without privilege or configuration.
+pub fn informational(argv: &[OsString]) -> Option<Invocation> {
+    let argv0 = argv.first()?;
+    if basename(argv0) != PROGRAM_NAME {
+        return None;
+    }
+    match argv.get(1).map(|a| a.as_bytes()) {
+        Some(b"--help") | Some(b"-h") => Some(Invocation::Help),
+        Some(b"--version") | Some(b"-V") => Some(Invocation::Version),
+        None => Some(Invocation::Help),
+        _ => None,
+    }
+}
+
+/// Maps argv onto an [`Invocation`] using the configuration's names.
+pub fn dispatch(argv: &[OsString], config: &Config) -> Result<Invocation, Error> {
+    let argv0 = argv
+        .first()
+        .ok_or_else(|| Error::Usage("empty argument list".into()))?;
+    let rest = &argv[1..];
+    let base = basename(argv0);
+
+    if base == PROGRAM_NAME {
+        return dispatch_program(rest, config);
+    }
+
+    // `/bin5/bash`: the directory is a configured bin_dir, compared by path
+    // component; the entry must be a plain name.
+    let as_path = Path::new(argv0);
+    if let Some(parent) = as_path.parent().filter(|p| p.is_absolute()) {
+        for sysroot in &config.sysroots {
+            if sysroot.bin_dir.as_deref() == Some(parent) {
+                let entry = base.to_str().filter(|e| is_valid_name(e)).ok_or_else(|| {
+                    Error::UnknownName(String::from_utf8_lossy(argv0.as_bytes()).into_owned())
+                })?;
+                let mut program = PathBuf::from("/bin");
+                program.push(entry);
+                return Ok(Invocation::Enter {
+                    sysroot: sysroot.name.clone(),
+                    command: Command::Program {
+                        program: program.into_os_string(),
+                        args: rest.to_vec(),
+                    },
+                });
+            }
+        }
+    }
+
+    // `sl5`: an alias behaves like a shell. `-sl5` is how login(1) starts a
+    // login shell named in passwd.
+    let alias = base
+        .as_bytes()
+        .strip_prefix(b"-")
+        .map_or(base, OsStr::from_bytes);
+    let alias = alias.to_str().unwrap_or("");
+    if is_valid_name(alias) {
+        if let Some(sysroot) = config
+            .sysroots
+            .iter()
+            .find(|s| s.aliases.iter().any(|a| a == alias))
+        {
+            let command = if rest.is_empty() {
+                Command::LoginShell
+            } else {
+                Command::Shell(rest.to_vec())
+            };
+            return Ok(Invocation::Enter {
+                sysroot: sysroot.name.clone(),
+                command,
+            });
+        }
+        if let Some(err) = config.broken(alias) {
+            return Err(Error::Config(err.clone()));
+        }
+    }
+    Err(Error::UnknownName(
+        String::from_utf8_lossy(base.as_bytes()).into_owned(),
+    ))
+}
+
+fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Error> {
+    let mut args = rest.iter();
+    let mut first = args.next();
+    match first.map(|a| a.as_bytes()) {
+        Some(b"--list") | Some(b"-l") => {
+            if args.next().is_some() {
+                return Err(Error::Usage("--list takes no arguments".into()));
+            }
+            return Ok(Invocation::List);
+        }
+        Some(b"--help") | Some(b"-h") | None => return Ok(Invocation::Help),
+        Some(b"--version") | Some(b"-V") => return Ok(Invocation::Version),
+        Some(b"--") => first = args.next(),
+        Some(opt) if opt.starts_with(b"-") => {
+            return Err(Error::Usage(format!(
+                "unknown option \"{}\"",
+                String::from_utf8_lossy(opt)
+            )));
+        }
+        _ => {}
+    }
+    let name_os = first.ok_or_else(|| Error::Usage("missing sysroot NAME".into()))?;
+    let name = name_os.to_str().unwrap_or("");
+    if !is_valid_name(name) {
+        return Err(Error::UnknownName(
+            String::from_utf8_lossy(name_os.as_bytes()).into_owned(),
+        ));
+    }
+    let sysroot = config.sysroots.iter().find(|s| s.name == name).or_else(|| {
+        config
+            .sysroots
+            .iter()
+            .find(|s| s.aliases.iter().any(|a| a == name))
+    });
+    let Some(sysroot) = sysroot else {
+        if let Some(err) = config.broken(name) {
+            return Err(Error::Config(err.clone()));
+        }
+        return Err(Error::UnknownName(name.to_string()));
+    };
+    let command = match args.next() {
+        None => Command::LoginShell,
+        Some(program) => Command::Program {
+            program: program.clone(),
+            args: args.cloned().collect(),
+        },
+    };
+    Ok(Invocation::Enter {
+        sysroot: sysroot.name.clone(),
+        command,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+
+    fn config() -> Config {
+        parse(
+            "t",
+            "[sysroot.sl5]\npath = \"/s\"\naliases = [\"sl5\", \"old\"]\nbin_dir = \"/bin5\"\n\
+             [sysroot.deb]\npath = \"/d\"\n[sysroot.bad]\npth = \"/x\"\naliases = [\"b\"]\n",
+        )
+        .expect("valid")
+    }
+
+    fn argv(items: &[&str]) -> Vec<OsString> {
+        items.iter().map(OsString::from).collect()
+    }
+
+    fn enter(sysroot: &str, command: Command) -> Invocation {
+        Invocation::Enter {
+            sysroot: sysroot.into(),
+            command,
+        }
+    }
+
+    fn run(items: &[&str]) -> Result<Invocation, String> {
+        dispatch(&argv(items), &config()).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn program_form() {
+        assert_eq!(
+            run(&["imageswitch", "deb"]),
+            Ok(enter("deb", Command::LoginShell))
+        );
+        assert_eq!(
+            run(&["/usr/sbin/imageswitch", "deb", "ls", "-l"]),
+            Ok(enter(
+                "deb",
+                Command::Program {
+                    program: "ls".into(),
+                    args: argv(&["-l"])
+                }
+            ))
+        );
+        assert_eq!(
+            run(&["imageswitch", "--", "old", "--weird"]),
+            Ok(enter(
+                "sl5",
+                Command::Program {
+                    program: "--weird".into(),
+                    args: vec![]
+                }
+            ))
+        );
+        assert_eq!(run(&["imageswitch", "--list"]), Ok(Invocation::List));
+        assert_eq!(run(&["imageswitch"]), Ok(Invocation::Help));
+        assert!(
+            run(&["imageswitch", "-u", "root", "deb"])
+                .unwrap_err()
+                .contains("unknown option \"-u\"")
+        );
+        assert!(
+            run(&["imageswitch", "nosuch"])
+                .unwrap_err()
+                .contains("unknown sysroot name \"nosuch\"")
+        );
+        assert!(
+            run(&["imageswitch", "../etc"])
+                .unwrap_err()
+                .contains("unknown sysroot name")
+        );
+    }
+
+    #[test]
+    fn alias_behaves_like_a_shell() {
+        assert_eq!(run(&["sl5"]), Ok(enter("sl5", Command::LoginShell)));
+        assert_eq!(
+            run(&["/usr/local/bin/old"]),
+            Ok(enter("sl5", Command::LoginShell))
+        );
+        assert_eq!(run(&["-sl5"]), Ok(enter("sl5", Command::LoginShell)));
+        assert_eq!(
+            run(&["sl5", "-c", "echo hi"]),
+            Ok(enter("sl5", Command::Shell(argv(&["-c", "echo hi"]))))
+        );
+        assert_eq!(
+            run(&["sl5", "script.sh", "a"]),
+            Ok(enter("sl5", Command::Shell(argv(&["script.sh", "a"]))))
+        );
+    }
+
+    #[test]
+    fn bin_dir_runs_bin_entry() {
+        assert_eq!(
+            run(&["/bin5/sh", "/home/u/job.sh", "x"]),
+            Ok(enter(
+                "sl5",
+                Command::Program {
+                    program: "/bin/sh".into(),
+                    args: argv(&["/home/u/job.sh", "x"])
+                }
+            ))
+        );
+        // Relative or differently spelled directories do not match.
+        assert!(run(&["bin5/sh"]).is_err());
+        assert!(run(&["/bin5/../etc/sh"]).is_err());
+        assert!(run(&["/bin6/sh"]).is_err());
+    }
+
+    #[test]
+    fn hostile_argv0_is_only_a_key() {
+        assert!(
+            run(&["../../etc/shadow"])
+                .unwrap_err()
+                .contains("unknown sysroot name \"shadow\"")
+        );
+        assert!(run(&[""]).is_err());
+        let non_utf8 = vec![OsString::from(OsStr::from_bytes(b"/bin5/\xff"))];
+        assert!(dispatch(&non_utf8, &config()).is_err());
+        assert!(dispatch(&[], &config()).is_err());
+    }
+
+    #[test]
+    fn broken_sysroot_reports_its_config_error() {
+        let err = run(&["imageswitch", "bad"]).unwrap_err();
+        assert!(
+            err.contains("unknown key \"pth\" in [sysroot.bad]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn informational_needs_no_config() {
+        assert_eq!(
+            informational(&argv(&["imageswitch", "--version"])),
+            Some(Invocation::Version)
+        );
+        assert_eq!(
+            informational(&argv(&["imageswitch", "-h"])),
+            Some(Invocation::Help)
+        );
+        assert_eq!(informational(&argv(&["sl5", "--help"])), None);
+        assert_eq!(informational(&argv(&["imageswitch", "deb"])), None);
+    }
+}

@@ -1,0 +1,122 @@
+//! One error type for the setuid path. `main` prints it once as
+//! `imageswitch: <what failed>: <why>` and exits with [`Error::exit_code`].
+#![forbid(unsafe_code)]
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+use crate::config::ConfigError;
+
+/// imageswitch itself failed (config, access, tree, mount, privileges).
+pub const EXIT_FAILURE: i32 = 125;
+/// The command was found but could not be executed.
+pub const EXIT_NOT_EXECUTABLE: i32 = 126;
+/// The command was not found inside the tree.
+pub const EXIT_NOT_FOUND: i32 = 127;
+
+#[derive(Debug)]
+pub enum Error {
+    /// Wrong command line.
+    Usage(String),
+    /// The binary is not installed or invoked so that it can work.
+    SelfCheck(String),
+    /// The configuration file could not be opened or trusted.
+    ConfigFile { path: PathBuf, why: String },
+    /// The configuration file (or one entry) is invalid.
+    Config(ConfigError),
+    /// argv[0] or NAME matches no sysroot, alias or bin_dir.
+    UnknownName(String),
+    /// The calling user could not be resolved from passwd.
+    Caller(String),
+    /// The caller is not in the sysroot's users or groups.
+    Denied { user: String, sysroot: String },
+    /// The tree is missing or not trustworthy.
+    Tree {
+        sysroot: String,
+        path: PathBuf,
+        why: String,
+    },
+    /// Building the tree's view failed.
+    Mount {
+        sysroot: String,
+        what: String,
+        why: io::Error,
+    },
+    /// A step of the identity switch failed or did not verify.
+    Privilege { step: &'static str, why: String },
+    /// The command could not be started.
+    Exec { command: String, why: io::Error },
+}
+
+impl Error {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::Exec { why, .. } if why.kind() == io::ErrorKind::NotFound => EXIT_NOT_FOUND,
+            Error::Exec { .. } => EXIT_NOT_EXECUTABLE,
+            _ => EXIT_FAILURE,
+        }
+    }
+
+    pub fn mount(sysroot: &str, what: impl Into<String>, why: io::Error) -> Self {
+        Error::Mount {
+            sysroot: sysroot.to_string(),
+            what: what.into(),
+            why,
+        }
+    }
+
+    pub fn privilege(step: &'static str, why: impl fmt::Display) -> Self {
+        Error::Privilege {
+            step,
+            why: why.to_string(),
+        }
+    }
+}
+
+/// `io::Error`'s text without the "(os error N)" suffix, lowercase first letter.
+pub fn describe(err: &io::Error) -> String {
+    let text = match err.raw_os_error() {
+        Some(code) => nix::errno::Errno::from_raw(code).desc().to_string(),
+        None => err.to_string(),
+    };
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => first.to_lowercase().chain(chars).collect(),
+        None => text,
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Usage(msg) => write!(f, "{msg} (see imageswitch --help)"),
+            Error::SelfCheck(msg) => f.write_str(msg),
+            Error::ConfigFile { path, why } => write!(f, "{}: {why}", path.display()),
+            Error::Config(err) => write!(f, "{err}"),
+            Error::UnknownName(name) => write!(
+                f,
+                "unknown sysroot name \"{name}\" (see imageswitch --list)"
+            ),
+            Error::Caller(msg) => write!(f, "cannot resolve the calling user: {msg}"),
+            Error::Denied { user, sysroot } => {
+                write!(f, "{sysroot}: user {user} may not enter this sysroot")
+            }
+            Error::Tree { sysroot, path, why } => {
+                write!(f, "{sysroot}: tree {}: {why}", path.display())
+            }
+            Error::Mount { sysroot, what, why } => {
+                write!(f, "{sysroot}: {what}: {}", describe(why))
+            }
+            Error::Privilege { step, why } => {
+                write!(f, "dropping privileges failed at {step}: {why}")
+            }
+            Error::Exec { command, why } if why.kind() == io::ErrorKind::NotFound => {
+                write!(f, "{command}: command not found")
+            }
+            Error::Exec { command, why } => write!(f, "{command}: {}", describe(why)),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

@@ -1,0 +1,226 @@
+//! Finding and starting the command inside the tree, after the identity
+//! switch: every check here runs with the caller's own permissions.
+#![forbid(unsafe_code)]
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{AccessFlags, access, execve};
+
+use crate::dispatch::Command;
+
+/// `PATH` inside the tree when the caller has none.
+pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
+
+/// Fallback shell when neither the passwd shell nor the sysroot's exists.
+pub const LAST_RESORT_SHELL: &str = "/bin/sh";
+
+/// The first of `candidates` that is an executable file inside the tree.
+pub fn choose_shell<'a>(candidates: &[&'a Path], executable: impl Fn(&Path) -> bool) -> &'a Path {
+    candidates
+        .iter()
+        .copied()
+        .find(|c| executable(c))
+        .unwrap_or(Path::new(LAST_RESORT_SHELL))
+}
+
+pub fn is_executable(path: &Path) -> bool {
+    access(path, AccessFlags::X_OK).is_ok() && !path.is_dir()
+}
+
+/// Looks `program` up like execvp: a name with a slash is used as is.
+pub fn find_program(
+    program: &OsStr,
+    path_var: Option<&OsStr>,
+    executable: impl Fn(&Path) -> bool,
+) -> io::Result<PathBuf> {
+    if program.is_empty() {
+        return Err(io::Error::from(io::ErrorKind::NotFound));
+    }
+    if program.as_bytes().contains(&b'/') {
+        return Ok(PathBuf::from(program));
+    }
+    let search = path_var
+        .map(OsStr::as_bytes)
+        .unwrap_or(DEFAULT_PATH.as_bytes());
+    let mut denied = false;
+    for dir in search.split(|&b| b == b':') {
+        let dir = if dir.is_empty() {
+            Path::new(".")
+        } else {
+            Path::new(OsStr::from_bytes(dir))
+        };
+        let candidate = dir.join(program);
+        if executable(&candidate) {
+            return Ok(candidate);
+        }
+        denied |= candidate.exists();
+    }
+    Err(io::Error::from(if denied {
+        io::ErrorKind::PermissionDenied
+    } else {
+        io::ErrorKind::NotFound
+    }))
+}
+
+/// The program to execute and its full argv (argv[0] included).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Launch {
+    pub program: PathBuf,
+    pub argv: Vec<OsString>,
+}
+
+/// Turns a [`Command`] into a [`Launch`], given the shell chosen in the tree.
+pub fn launch_for(
+    command: &Command,
+    shell: &Path,
+    path_var: Option<&OsStr>,
+    executable: impl Fn(&Path) -> bool,
+) -> io::Result<Launch> {
+    match command {
+        Command::LoginShell => {
+            let name = shell.file_name().unwrap_or(shell.as_os_str());
+            let mut argv0 = OsString::from("-");
+            argv0.push(name);
+            Ok(Launch {
+                program: shell.to_path_buf(),
+                argv: vec![argv0],
+            })
+        }
+        Command::Shell(args) => {
+            let mut argv = vec![shell.as_os_str().to_os_string()];
+            argv.extend(args.iter().cloned());
+            Ok(Launch {
+                program: shell.to_path_buf(),
+                argv,
+            })
+        }
+        Command::Program { program, args } => {
+            let found = find_program(program, path_var, executable)?;
+            let mut argv = vec![program.clone()];
+            argv.extend(args.iter().cloned());
+            Ok(Launch {
+                program: found,
+                argv,
+            })
+        }
+    }
+}
+
+fn c_string(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
+/// Replaces the process; returns only the error when it could not.
+pub fn exec(launch: &Launch, env: &[CString]) -> io::Error {
+    let program = match c_string(launch.program.as_os_str()) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let argv: Result<Vec<CString>, _> = launch.argv.iter().map(|a| c_string(a)).collect();
+    match argv {
+        Ok(argv) => match execve(&program, &argv, env) {
+            Err(errno) => io::Error::from(errno),
+            Ok(never) => match never {},
+        },
+        Err(e) => e,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn only(paths: &'static [&'static str]) -> impl Fn(&Path) -> bool {
+        move |p: &Path| paths.iter().any(|x| Path::new(x) == p)
+    }
+
+    #[test]
+    fn shell_preference_passwd_then_configured_then_sh() {
+        let passwd = Path::new("/usr/bin/zsh");
+        let configured = Path::new("/bin/bash");
+        assert_eq!(
+            choose_shell(&[passwd, configured], only(&["/usr/bin/zsh", "/bin/bash"])),
+            passwd
+        );
+        assert_eq!(
+            choose_shell(&[passwd, configured], only(&["/bin/bash"])),
+            configured
+        );
+        assert_eq!(
+            choose_shell(&[passwd, configured], only(&[])),
+            Path::new("/bin/sh")
+        );
+    }
+
+    #[test]
+    fn path_search() {
+        let exe = only(&["/usr/bin/ls", "/bin/true"]);
+        assert_eq!(
+            find_program(OsStr::new("ls"), None, &exe).expect("found"),
+            PathBuf::from("/usr/bin/ls")
+        );
+        assert_eq!(
+            find_program(OsStr::new("true"), Some(OsStr::new("/nope:/bin")), &exe).expect("found"),
+            PathBuf::from("/bin/true")
+        );
+        assert_eq!(
+            find_program(OsStr::new("nosuch"), None, &exe)
+                .unwrap_err()
+                .kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            find_program(OsStr::new("./x"), None, &exe).expect("as is"),
+            PathBuf::from("./x")
+        );
+        assert_eq!(
+            find_program(OsStr::new(""), None, &exe).unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn launches() {
+        let exe = only(&["/usr/bin/env"]);
+        let shell = Path::new("/bin/bash");
+        assert_eq!(
+            launch_for(&Command::LoginShell, shell, None, &exe).expect("ok"),
+            Launch {
+                program: shell.into(),
+                argv: vec!["-bash".into()]
+            }
+        );
+        assert_eq!(
+            launch_for(
+                &Command::Shell(vec!["-c".into(), "id".into()]),
+                shell,
+                None,
+                &exe
+            )
+            .expect("ok"),
+            Launch {
+                program: shell.into(),
+                argv: vec!["/bin/bash".into(), "-c".into(), "id".into()]
+            }
+        );
+        assert_eq!(
+            launch_for(
+                &Command::Program {
+                    program: "env".into(),
+                    args: vec!["A=1".into()]
+                },
+                shell,
+                None,
+                &exe
+            )
+            .expect("ok"),
+            Launch {
+                program: "/usr/bin/env".into(),
+                argv: vec!["env".into(), "A=1".into()]
+            }
+        );
+    }
+}

@@ -1,0 +1,483 @@
+//! The whole switch, top to bottom. [`main`] does the unprivileged-safe
+//! preparation on the host; [`enter`] is the privileged sequence itself,
+//! written against [`Kernel`] so its order is unit-tested with a recording
+//! fake, and its effect tested for real as root (see `tests/`).
+#![forbid(unsafe_code)]
+
+use std::convert::Infallible;
+use std::ffi::{CString, OsString};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{chdir, chroot, fchdir};
+
+use crate::access::{Caller, host_group_gid, may_enter};
+use crate::config::{self, CONFIG_PATH, Config, Personality, Sysroot};
+use crate::dispatch::{Command, Invocation, dispatch, informational};
+use crate::env::{Identity, MAX_ENV_BYTES, MAX_ENV_ENTRIES, child_environment, lookup};
+use crate::error::{EXIT_FAILURE, Error};
+use crate::exec::{Launch, choose_shell, launch_for};
+use crate::mounts::{self, IfMissing, MountSpec, Outcome};
+use crate::privileges::{self, CoreLimit};
+use crate::sys;
+use crate::syslog::{self, Severity, escape};
+use crate::trusted::{self, Kind};
+
+const PER_LINUX: libc::c_ulong = 0x0000;
+const PER_LINUX32: libc::c_ulong = 0x0008;
+
+/// Most argv entries accepted.
+const MAX_ARGS: usize = 1 << 16;
+
+/// The privileged operations of [`enter`], in the order it calls them.
+pub trait Kernel {
+    fn unshare_mount_namespace(&mut self) -> Result<(), Error>;
+    /// Makes every mount a slave, so nothing we mount propagates to the host.
+    fn make_mounts_slave(&mut self) -> Result<(), Error>;
+    /// Opens the tree (inside the new namespace: binds must target its
+    /// mounts) and checks that it is root-owned all the way.
+    fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error>;
+    fn bind(&mut self, spec: &MountSpec) -> Result<(), Error>;
+    fn chroot_into_tree(&mut self) -> Result<(), Error>;
+    fn set_personality(&mut self, personality: Personality) -> Result<(), Error>;
+    fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error>;
+    fn verify_dropped(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error>;
+    /// As the caller: `chdir`, true on success.
+    fn change_directory(&mut self, dir: &Path) -> bool;
+    fn is_executable(&self, path: &Path) -> bool;
+    /// Replaces the process; returns only on failure.
+    fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error;
+}
+
+/// Everything [`enter`] needs, resolved on the host beforehand.
+pub struct EntryPlan<'a> {
+    pub sysroot: &'a Sysroot,
+    pub caller: &'a Caller,
+    pub mounts: Vec<MountSpec>,
+    /// Where the caller was, most faithful first (logical `$PWD`, physical).
+    pub cwd: Vec<PathBuf>,
+    pub command: Command,
+    pub caller_env: &'a [(OsString, OsString)],
+}
+
+/// The privileged sequence: namespace, binds, chroot, personality, identity
+/// drop and its verification, then — as the caller — directory and exec.
+pub fn enter(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Error {
+    match enter_steps(kernel, plan) {
+        Ok(never) => match never {},
+        Err(err) => err,
+    }
+}
+
+fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infallible, Error> {
+    kernel.unshare_mount_namespace()?;
+    kernel.make_mounts_slave()?;
+    kernel.open_tree(plan.sysroot)?;
+    for spec in &plan.mounts {
+        kernel.bind(spec)?;
+    }
+    kernel.chroot_into_tree()?;
+    kernel.set_personality(plan.sysroot.personality)?;
+    let no_new_privs = !plan.sysroot.setuid;
+    kernel.drop_privileges(plan.caller, no_new_privs)?;
+    kernel.verify_dropped(plan.caller, no_new_privs)?;
+
+    // From here on we are the caller: every check below is theirs.
+    let wanted = plan.cwd.first().map(|p| p.display().to_string());
+    let fallbacks = [plan.caller.home.clone(), PathBuf::from("/")];
+    let mut landed = None;
+    for dir in plan.cwd.iter().chain(fallbacks.iter()) {
+        if kernel.change_directory(dir) {
+            landed = Some(dir);
+            break;
+        }
+    }
+    let in_cwd = landed.is_some_and(|dir| plan.cwd.contains(dir));
+    if !in_cwd {
+        let wanted = wanted.unwrap_or_else(|| "the current directory".to_string());
+        let landed = landed.map_or_else(
+            || "an unknown directory".to_string(),
+            |d| d.display().to_string(),
+        );
+        eprintln!(
+            "imageswitch: warning: {wanted} does not exist in {}; starting in {landed}",
+            plan.sysroot.name
+        );
+    }
+
+    let mut shells: Vec<&Path> = vec![plan.caller.shell.as_path()];
+    shells.extend(plan.sysroot.shell.as_deref());
+    let shell = choose_shell(&shells, |p| kernel.is_executable(p));
+    let who = Identity {
+        user: &plan.caller.name,
+        home: &plan.caller.home,
+        shell,
+        sysroot: &plan.sysroot.name,
+    };
+    let env = child_environment(plan.caller_env, &who);
+    let path_var = lookup(plan.caller_env, "PATH");
+    let launch =
+        launch_for(&plan.command, shell, path_var, |p| kernel.is_executable(p)).map_err(|why| {
+            Error::Exec {
+                command: command_name(&plan.command, shell),
+                why,
+            }
+        })?;
+    Err(kernel.exec(&launch, &env))
+}
+
+fn command_name(command: &Command, shell: &Path) -> String {
+    match command {
+        Command::Program { program, .. } => escape(program.as_encoded_bytes()),
+        _ => shell.display().to_string(),
+    }
+}
+
+/// The real kernel, holding the tree's descriptor.
+struct Real {
+    tree: Option<OwnedFd>,
+    tree_path: PathBuf,
+    sysroot: String,
+    caller: Caller,
+    core_limit: CoreLimit,
+}
+
+impl Real {
+    fn tree(&self) -> Result<&OwnedFd, Error> {
+        self.tree.as_ref().ok_or_else(|| {
+            Error::mount(
+                &self.sysroot,
+                "tree",
+                std::io::Error::from_raw_os_error(libc::EBADF),
+            )
+        })
+    }
+}
+
+impl Kernel for Real {
+    fn unshare_mount_namespace(&mut self) -> Result<(), Error> {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| Error::mount(&self.sysroot, "private mount namespace", e.into()))
+    }
+
+    fn make_mounts_slave(&mut self) -> Result<(), Error> {
+        use nix::mount::{MsFlags, mount};
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| Error::mount(&self.sysroot, "making mounts slave", e.into()))
+    }
+
+    fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
+        let tree_error = |path: PathBuf, why: String| Error::Tree {
+            sysroot: sysroot.name.clone(),
+            path,
+            why,
+        };
+        let tree = trusted::open_trusted(&sysroot.path, Kind::Directory)
+            .map_err(|(c, why)| tree_error(c, why))?;
+        trusted::check_tree_entries(&tree)
+            .map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
+        self.tree = Some(tree);
+        Ok(())
+    }
+
+    fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
+        let tree = self.tree()?;
+        match mounts::bind(
+            tree,
+            &self.tree_path,
+            spec,
+            self.caller.uid,
+            self.caller.gid,
+        ) {
+            Ok(Outcome::Mounted) => Ok(()),
+            Ok(Outcome::Missing(why)) => {
+                if spec.if_missing == IfMissing::Warn {
+                    eprintln!("imageswitch: warning: {}: {why}", self.sysroot);
+                }
+                Ok(())
+            }
+            Err(err) => Err(Error::mount(&self.sysroot, err.what, err.why)),
+        }
+    }
+
+    fn chroot_into_tree(&mut self) -> Result<(), Error> {
+        fchdir(self.tree()?)
+            .map_err(|e| Error::mount(&self.sysroot, "entering the tree", e.into()))?;
+        chroot(".").map_err(|e| Error::mount(&self.sysroot, "chroot", e.into()))
+    }
+
+    fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
+        let persona = match personality {
+            Personality::Linux => PER_LINUX,
+            Personality::Linux32 => PER_LINUX32,
+        };
+        sys::set_personality(persona)
+            .map(drop)
+            .map_err(|e| Error::mount(&self.sysroot, "personality", e))
+    }
+
+    fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
+        privileges::drop_to(caller, no_new_privs)
+    }
+
+    fn verify_dropped(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
+        privileges::verify_dropped(caller, no_new_privs)
+    }
+
+    fn change_directory(&mut self, dir: &Path) -> bool {
+        chdir(dir).is_ok()
+    }
+
+    fn is_executable(&self, path: &Path) -> bool {
+        crate::exec::is_executable(path)
+    }
+
+    fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
+        privileges::restore_core_limit(&self.core_limit);
+        let why = crate::exec::exec(launch, env);
+        Error::Exec {
+            command: escape(
+                launch
+                    .argv
+                    .first()
+                    .map_or(b"".as_slice(), |a| a.as_encoded_bytes()),
+            ),
+            why,
+        }
+    }
+}
+
+/// Reads the configuration from its fixed path, trusting it only when it and
+/// every directory above it are root-owned and not group/world-writable.
+pub fn load_config() -> Result<Config, Error> {
+    let path = Path::new(CONFIG_PATH);
+    let refused = |component: PathBuf, why: String| {
+        let why = if component == path {
+            why
+        } else {
+            format!("{}: {why}", component.display())
+        };
+        Error::ConfigFile {
+            path: path.to_path_buf(),
+            why: format!("refusing configuration: {why}"),
+        }
+    };
+    let fd = trusted::open_trusted(path, Kind::File).map_err(|(c, why)| refused(c, why))?;
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(config::MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::ConfigFile {
+            path: path.to_path_buf(),
+            why: format!("cannot read: {e}"),
+        })?;
+    if text.len() as u64 > config::MAX_CONFIG_BYTES {
+        return Err(Error::ConfigFile {
+            path: path.to_path_buf(),
+            why: "larger than 1 MiB".into(),
+        });
+    }
+    config::parse(CONFIG_PATH, &text).map_err(Error::Config)
+}
+
+/// The caller's directory: `$PWD` when it names the same directory (keeps
+/// symlinked paths such as /home -> /export/home), then the physical path.
+fn current_directory(caller_env: &[(OsString, OsString)]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let here = std::fs::metadata(".").ok();
+    if let (Some(pwd), Some(here)) = (lookup(caller_env, "PWD"), here.as_ref()) {
+        let pwd = Path::new(pwd);
+        if pwd.is_absolute() {
+            if let Ok(meta) = std::fs::metadata(pwd) {
+                if meta.dev() == here.dev() && meta.ino() == here.ino() {
+                    out.push(pwd.to_path_buf());
+                }
+            }
+        }
+    }
+    if let Ok(physical) = nix::unistd::getcwd() {
+        if !out.contains(&physical) {
+            out.push(physical);
+        }
+    }
+    out
+}
+
+fn audit(config: &Config, severity: Severity, message: &str) {
+    if let Some(socket) = &config.defaults.log_socket {
+        syslog::send(socket, severity, message);
+    }
+}
+
+fn describe_command(command: &Command) -> String {
+    let words: Vec<String> = match command {
+        Command::LoginShell => vec!["<login shell>".into()],
+        Command::Shell(args) => std::iter::once("<shell>".to_string())
+            .chain(args.iter().map(|a| escape(a.as_encoded_bytes())))
+            .collect(),
+        Command::Program { program, args } => std::iter::once(program)
+            .chain(args.iter())
+            .map(|a| escape(a.as_encoded_bytes()))
+            .collect(),
+    };
+    words.join(" ")
+}
+
+fn list(config: &Config, caller: &Caller) {
+    for sysroot in &config.sysroots {
+        if may_enter(sysroot, caller, host_group_gid) {
+            let mut line = format!("{}\t{}", sysroot.name, sysroot.path.display());
+            if !sysroot.aliases.is_empty() {
+                line.push_str(&format!("\taliases: {}", sysroot.aliases.join(",")));
+            }
+            if let Some(dir) = &sysroot.bin_dir {
+                line.push_str(&format!("\tbin_dir: {}", dir.display()));
+            }
+            println!("{line}");
+        }
+    }
+    for (name, err) in &config.broken {
+        eprintln!("imageswitch: {name}: not usable: {err}");
+    }
+}
+
+const HELP: &str = "\
+usage: imageswitch NAME [COMMAND [ARGS...]]   run COMMAND (default: your login shell) inside sysroot NAME
+       imageswitch --list                      sysroots you may enter
+       ALIAS [SHELL-ARGS...]                   (a link named after an alias) your shell inside the sysroot
+       BIN_DIR/PROGRAM [ARGS...]               (a link in a sysroot's bin_dir) /bin/PROGRAM inside it
+
+Configuration: ";
+
+fn run(
+    argv: &[OsString],
+    caller_env: &[(OsString, OsString)],
+    core_limit: CoreLimit,
+) -> Result<i32, Error> {
+    privileges::check_setuid_root()?;
+    let caller = Caller::resolve()?;
+    let config = load_config()?;
+    let (name, command) = match dispatch(argv, &config)? {
+        Invocation::Help => {
+            println!("{HELP}{CONFIG_PATH}");
+            return Ok(0);
+        }
+        Invocation::Version => {
+            println!("imageswitch {}", env!("CARGO_PKG_VERSION"));
+            return Ok(0);
+        }
+        Invocation::List => {
+            list(&config, &caller);
+            return Ok(0);
+        }
+        Invocation::Enter { sysroot, command } => (sysroot, command),
+    };
+    let sysroot = config
+        .sysroot(&name)
+        .ok_or_else(|| Error::UnknownName(name.clone()))?;
+
+    if !may_enter(sysroot, &caller, host_group_gid) {
+        audit(
+            &config,
+            Severity::Warning,
+            &format!(
+                "refused: user={} uid={} sysroot={}",
+                caller.name, caller.uid, sysroot.name
+            ),
+        );
+        return Err(Error::Denied {
+            user: caller.name.clone(),
+            sysroot: sysroot.name.clone(),
+        });
+    }
+
+    let cwd = current_directory(caller_env);
+    audit(
+        &config,
+        Severity::Info,
+        &format!(
+            "user={} uid={} sysroot={} cwd={} command={}",
+            caller.name,
+            caller.uid,
+            sysroot.name,
+            cwd.first()
+                .map_or_else(|| "?".into(), |c| escape(c.as_os_str().as_encoded_bytes())),
+            describe_command(&command)
+        ),
+    );
+
+    let plan = EntryPlan {
+        sysroot,
+        caller: &caller,
+        mounts: mounts::plan(sysroot, &config.defaults, &caller.home),
+        cwd,
+        command,
+        caller_env,
+    };
+    let mut kernel = Real {
+        tree: None,
+        tree_path: sysroot.path.clone(),
+        sysroot: sysroot.name.clone(),
+        caller: caller.clone(),
+        core_limit,
+    };
+    Err(enter(&mut kernel, &plan))
+}
+
+/// The setuid binary's entry point; returns the exit status.
+pub fn main() -> i32 {
+    let core_limit = match privileges::harden_process() {
+        Ok(limit) => limit,
+        Err(err) => {
+            eprintln!("imageswitch: {err}");
+            return EXIT_FAILURE;
+        }
+    };
+    let argv: Vec<OsString> = std::env::args_os().take(MAX_ARGS + 1).collect();
+    let caller_env: Vec<(OsString, OsString)> =
+        std::env::vars_os().take(MAX_ENV_ENTRIES + 1).collect();
+    if let Err(e) = sys::clear_environment() {
+        eprintln!("imageswitch: cannot clear the environment: {e}");
+        return EXIT_FAILURE;
+    }
+    let result = if argv.is_empty() {
+        Err(Error::Usage(
+            "refusing to run with an empty argument list".into(),
+        ))
+    } else if argv.len() > MAX_ARGS {
+        Err(Error::Usage(format!("more than {MAX_ARGS} arguments")))
+    } else if caller_env.len() > MAX_ENV_ENTRIES
+        || caller_env
+            .iter()
+            .map(|(n, v)| n.len() + v.len() + 2)
+            .sum::<usize>()
+            > MAX_ENV_BYTES
+    {
+        Err(Error::Usage(format!(
+            "environment larger than {MAX_ENV_ENTRIES} variables or {MAX_ENV_BYTES} bytes"
+        )))
+    } else if let Some(info) = informational(&argv) {
+        match info {
+            Invocation::Version => println!("imageswitch {}", env!("CARGO_PKG_VERSION")),
+            _ => println!("{HELP}{CONFIG_PATH}"),
+        }
+        Ok(0)
+    } else {
+        run(&argv, &caller_env, core_limit)
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("imageswitch: {err}");
+            err.exit_code()
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The only module with `unsafe`: thin wrappers over the system calls that
+//! `nix` does not cover safely. One function per call, each block with a
+//! `// SAFETY:` line. Everything else in the crate is `#![forbid(unsafe_code)]`.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// Empties the process environment so no later libc code (NSS, iconv, time
+/// zones) reads a caller-chosen variable while we are privileged.
+pub fn clear_environment() -> io::Result<()> {
+    // SAFETY: called once at the very start of main, before any thread exists
+    // and while no reference into the environment block is held.
+    let ret = unsafe { libc::clearenv() };
+    check(ret.into()).map(drop)
+}
+
+/// Whether `fd` is open (`fcntl(F_GETFD)` succeeds).
+pub fn fd_is_open(fd: RawFd) -> bool {
+    // SAFETY: F_GETFD only reads the descriptor flags; an unopened number gives EBADF.
+    unsafe { libc::fcntl(fd, libc::F_GETFD) != -1 }
+}
+
+/// Opens `/dev/null` onto each of 0, 1, 2 that is closed, so nothing we open
+/// later can land on a standard stream.
+pub fn reopen_missing_stdio() -> io::Result<()> {
+    for fd in 0..=2 {
+        if fd_is_open(fd) {
+            continue;
+        }
+        // SAFETY: the path is a valid NUL-terminated string; the lowest free
+        // descriptor is `fd` itself because all lower ones are open.
+        let opened = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDWR) };
+        if opened < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if opened != fd {
+            // SAFETY: `opened` was just returned by open(2) and is owned by nobody else.
+            drop(unsafe { OwnedFd::from_raw_fd(opened) });
+            return Err(io::Error::other(
+                "could not reopen a closed standard stream",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `prctl(PR_CAPBSET_DROP)` for every capability the kernel knows.
+pub fn drop_bounding_set() -> io::Result<()> {
+    for cap in 0..64 {
+        // SAFETY: PR_CAPBSET_DROP takes an integer capability number, no pointers.
+        let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        if ret < 0 {
+            let err = io::Error::last_os_error();
+            // EINVAL: past the last capability this kernel knows.
+            if err.raw_os_error() == Some(libc::EINVAL) && cap > 0 {
+                return Ok(());
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+/// Whether capability `cap` is still in the bounding set (`None` past the last).
+pub fn bounding_set_has(cap: u32) -> Option<bool> {
+    // SAFETY: PR_CAPBSET_READ takes an integer capability number, no pointers.
+    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
+    if ret < 0 { None } else { Some(ret == 1) }
+}
+
+/// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
+pub fn clear_ambient_caps() -> io::Result<()> {
+    // SAFETY: integer arguments only.
+    let ret = unsafe {
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    };
+    check(ret.into()).map(drop)
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAP_VERSION_3: u32 = 0x2008_0522;
+
+/// The (effective, permitted, inheritable) sets as 64-bit masks.
+pub fn capability_sets() -> io::Result<(u64, u64, u64)> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let mut data = [CapData::default(); 2];
+    // SAFETY: header and a two-element data array of the v3 layout, as capget(2) requires.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut CapHeader,
+            data.as_mut_ptr(),
+        )
+    };
+    check(ret)?;
+    let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
+    Ok((
+        join(data[0].effective, data[1].effective),
+        join(data[0].permitted, data[1].permitted),
+        join(data[0].inheritable, data[1].inheritable),
+    ))
+}
+
+/// Empties the effective, permitted and inheritable capability sets.
+pub fn clear_capability_sets() -> io::Result<()> {
+    let mut header = CapHeader {
+        version: CAP_VERSION_3,
+        pid: 0,
+    };
+    let data = [CapData::default(); 2];
+    // SAFETY: header and a two-element data array of the v3 layout, as capset(2) requires.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_capset,
+            &mut header as *mut CapHeader,
+            data.as_ptr(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `personality(2)` with exactly `persona`, returning the previous value.
+pub fn set_personality(persona: libc::c_ulong) -> io::Result<libc::c_int> {
+    // SAFETY: integer argument only.
+    let ret = unsafe { libc::personality(persona) };
+    check(ret.into()).map(|_| ret)
+}
+
+/// Reads the current personality without changing it.
+pub fn current_personality() -> io::Result<libc::c_int> {
+    // SAFETY: 0xffffffff is the documented query value; nothing is changed.
+    let ret = unsafe { libc::personality(0xffff_ffff) };
+    check(ret.into()).map(|_| ret)
+}
+
+/// `open_tree(2)`: a detached copy of the mount tree at `path` (resolved
+/// relative to `dirfd`), recursive when `recursive`.
+pub fn open_tree_clone(dirfd: impl AsFd, path: &CStr, recursive: bool) -> io::Result<OwnedFd> {
+    let mut flags = libc::OPEN_TREE_CLONE | libc::OPEN_TREE_CLOEXEC;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    if path.is_empty() {
+        flags |= libc::AT_EMPTY_PATH as libc::c_uint;
+    }
+    // SAFETY: valid fd and NUL-terminated path; flags are from the uapi header.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            dirfd.as_fd().as_raw_fd(),
+            path.as_ptr(),
+            flags,
+        )
+    };
+    let fd = check(ret)?;
+    // SAFETY: open_tree returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `mount_setattr(2)` on a detached mount: sets `attr_set`, recursively when asked.
+pub fn mount_setattr(mount: impl AsFd, attr_set: u64, recursive: bool) -> io::Result<()> {
+    let attr = libc::mount_attr {
+        attr_set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        flags |= libc::AT_RECURSIVE as libc::c_uint;
+    }
+    // SAFETY: valid fd, empty path with AT_EMPTY_PATH, and a properly sized mount_attr.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            mount.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+            &attr as *const libc::mount_attr,
+            std::mem::size_of::<libc::mount_attr>(),
+        )
+    };
+    check(ret).map(drop)
+}
+
+/// `move_mount(2)`: attaches the detached `mount` on top of `target`, both by fd.
+pub fn move_mount_onto(mount: impl AsFd, target: impl AsFd) -> io::Result<()> {
+    let flags = libc::MOVE_MOUNT_F_EMPTY_PATH | libc::MOVE_MOUNT_T_EMPTY_PATH;
+    // SAFETY: valid fds, empty paths with the EMPTY_PATH flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_move_mount,
+            mount.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            target.as_fd().as_raw_fd(),
+            c"".as_ptr(),
+            flags,
+        )
+    };
+    check(ret).map(drop)
+}
