@@ -29,39 +29,22 @@ impl Caller {
         let user = User::from_uid(uid)
             .map_err(|e| Error::Caller(format!("uid {uid}: {e}")))?
             .ok_or_else(|| Error::Caller(format!("uid {uid} has no passwd entry")))?;
-        let cname = CString::new(user.name.as_bytes())
-            .map_err(|_| Error::Caller("user name contains NUL".into()))?;
-        let mut groups = getgrouplist(&cname, user.gid)
-            .map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
+        let cname = CString::new(user.name.as_bytes()).map_err(|_| Error::Caller("user name contains NUL".into()))?;
+        let mut groups =
+            getgrouplist(&cname, user.gid).map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
         groups.sort_by_key(|g| g.as_raw());
         groups.dedup();
-        Ok(Caller {
-            uid,
-            gid: user.gid,
-            name: user.name,
-            home: user.dir,
-            shell: user.shell,
-            groups,
-        })
+        Ok(Caller { uid, gid: user.gid, name: user.name, home: user.dir, shell: user.shell, groups })
     }
 }
 
 /// Whether `caller` may enter `sysroot`: the union of `users` and `groups`;
 /// with neither configured, everyone may. `group_gid` looks a group name up.
-pub fn may_enter(
-    sysroot: &Sysroot,
-    caller: &Caller,
-    group_gid: impl Fn(&str) -> Option<Gid>,
-) -> bool {
+pub fn may_enter(sysroot: &Sysroot, caller: &Caller, group_gid: impl Fn(&str) -> Option<Gid>) -> bool {
     if sysroot.users.is_none() && sysroot.groups.is_none() {
         return true;
     }
-    if sysroot
-        .users
-        .iter()
-        .flatten()
-        .any(|name| *name == caller.name)
-    {
+    if sysroot.users.iter().flatten().any(|name| *name == caller.name) {
         return true;
     }
     sysroot

@@ -127,11 +127,7 @@ impl fmt::Display for ConfigError {
         if self.line == 0 {
             write!(f, "{}: {}", self.file, self.message)
         } else {
-            write!(
-                f,
-                "{}:{}:{}: {}",
-                self.file, self.line, self.column, self.message
-            )
+            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
         }
     }
 }
@@ -149,25 +145,14 @@ impl Source<'_> {
         let offset = offset.min(self.text.len());
         let before = &self.text.as_bytes()[..offset];
         let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&before[line_start..])
-            .chars()
-            .count()
-            + 1;
+        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
         (line, column)
     }
 
     fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
         let (line, column) = self.position(span.start);
-        ConfigError {
-            file: self.file.to_string(),
-            line,
-            column,
-            message: message.into(),
-        }
+        ConfigError { file: self.file.to_string(), line, column, message: message.into() }
     }
 }
 
@@ -177,9 +162,7 @@ pub fn is_valid_name(name: &str) -> bool {
         && name.len() <= MAX_NAME_LEN
         && name != "."
         && name != ".."
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
 /// Absolute, with no `.`/`..` components, no repeated or trailing slashes
@@ -209,47 +192,23 @@ fn type_name(value: &DeValue<'_>) -> &'static str {
     }
 }
 
-type Entry<'i> = (
-    &'i Spanned<toml::de::DeString<'i>>,
-    &'i Spanned<DeValue<'i>>,
-);
+type Entry<'i> = (&'i Spanned<toml::de::DeString<'i>>, &'i Spanned<DeValue<'i>>);
 
-fn expect_str<'a>(
-    src: &Source<'_>,
-    key: &str,
-    value: &'a Spanned<DeValue<'_>>,
-) -> Result<&'a str, ConfigError> {
+fn expect_str<'a>(src: &Source<'_>, key: &str, value: &'a Spanned<DeValue<'_>>) -> Result<&'a str, ConfigError> {
     match value.get_ref() {
         DeValue::String(s) => Ok(s.as_ref()),
-        other => Err(src.error(
-            &value.span(),
-            format!("\"{key}\" must be a string, found {}", type_name(other)),
-        )),
+        other => Err(src.error(&value.span(), format!("\"{key}\" must be a string, found {}", type_name(other)))),
     }
 }
 
-fn expect_bool(
-    src: &Source<'_>,
-    key: &str,
-    value: &Spanned<DeValue<'_>>,
-) -> Result<bool, ConfigError> {
+fn expect_bool(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<bool, ConfigError> {
     match value.get_ref() {
         DeValue::Boolean(b) => Ok(*b),
-        other => Err(src.error(
-            &value.span(),
-            format!(
-                "\"{key}\" must be true or false, found {}",
-                type_name(other)
-            ),
-        )),
+        other => Err(src.error(&value.span(), format!("\"{key}\" must be true or false, found {}", type_name(other)))),
     }
 }
 
-fn expect_path(
-    src: &Source<'_>,
-    key: &str,
-    value: &Spanned<DeValue<'_>>,
-) -> Result<PathBuf, ConfigError> {
+fn expect_path(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<PathBuf, ConfigError> {
     let text = expect_str(src, key, value)?;
     if !is_clean_absolute(text) {
         return Err(src.error(
@@ -268,20 +227,14 @@ fn expect_list<T>(
     check: impl Fn(&str) -> Result<T, String>,
 ) -> Result<Vec<T>, ConfigError> {
     let DeValue::Array(items) = value.get_ref() else {
-        return Err(src.error(
-            &value.span(),
-            format!(
-                "\"{key}\" must be an array, found {}",
-                type_name(value.get_ref())
-            ),
-        ));
+        return Err(
+            src.error(&value.span(), format!("\"{key}\" must be an array, found {}", type_name(value.get_ref())))
+        );
     };
     let mut out = Vec::with_capacity(items.len());
     for item in items.iter() {
         let text = expect_str(src, key, item)?;
-        out.push(
-            check(text).map_err(|why| src.error(&item.span(), format!("in \"{key}\": {why}")))?,
-        );
+        out.push(check(text).map_err(|why| src.error(&item.span(), format!("in \"{key}\": {why}")))?);
     }
     Ok(out)
 }
@@ -290,17 +243,13 @@ fn name_item(text: &str) -> Result<String, String> {
     if is_valid_name(text) {
         Ok(text.to_string())
     } else {
-        Err(format!(
-            "invalid name \"{text}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN})"
-        ))
+        Err(format!("invalid name \"{text}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN})"))
     }
 }
 
 fn bind_item(text: &str) -> Result<PathBuf, String> {
     if !is_clean_absolute(text) {
-        return Err(format!(
-            "\"{text}\" is not an absolute path without \".\", \"..\" or repeated slashes"
-        ));
+        return Err(format!("\"{text}\" is not an absolute path without \".\", \"..\" or repeated slashes"));
     }
     if text == "/" {
         return Err("binding \"/\" would cover the whole tree".to_string());
@@ -315,17 +264,10 @@ fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, Con
             "binds" => defaults.binds = expect_list(src, "binds", value, bind_item)?,
             "log_socket" => {
                 let text = expect_str(src, "log_socket", value)?;
-                defaults.log_socket = if text.is_empty() {
-                    None
-                } else {
-                    Some(expect_path(src, "log_socket", value)?)
-                };
+                defaults.log_socket = if text.is_empty() { None } else { Some(expect_path(src, "log_socket", value)?) };
             }
             other => {
-                return Err(src.error(
-                    &key.span(),
-                    format!("unknown key \"{other}\" in [defaults]"),
-                ));
+                return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [defaults]")));
             }
         }
     }
@@ -400,10 +342,7 @@ fn parse_sysroot(
             // Belongs to sysrootctl; its contents are not ours to judge.
             "build" => {}
             other => {
-                return Err(src.error(
-                    &key.span(),
-                    format!("unknown key \"{other}\" in [sysroot.{name}]"),
-                ));
+                return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [sysroot.{name}]")));
             }
         }
     }
@@ -418,17 +357,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     let src = Source { file, text };
     let document = DeTable::parse(text).map_err(|err| {
         let span = err.span().unwrap_or(0..0);
-        let message = err
-            .message()
-            .lines()
-            .next()
-            .unwrap_or("invalid TOML")
-            .trim()
-            .to_string();
+        let message = err.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
         let mut error = src.error(&span, format!("syntax error: {message}"));
-        error
-            .message
-            .push_str(" (no sysroot can be entered until this is fixed)");
+        error.message.push_str(" (no sysroot can be entered until this is fixed)");
         error
     })?;
     let document = document.get_ref();
@@ -440,19 +371,17 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             "defaults" => match value.get_ref() {
                 DeValue::Table(table) => defaults = parse_defaults(&src, table)?,
                 other => {
-                    return Err(src.error(
-                        &value.span(),
-                        format!("[defaults] must be a table, found {}", type_name(other)),
-                    ));
+                    return Err(
+                        src.error(&value.span(), format!("[defaults] must be a table, found {}", type_name(other)))
+                    );
                 }
             },
             "sysroot" => match value.get_ref() {
                 DeValue::Table(table) => sysroot_table = Some(table),
                 other => {
-                    return Err(src.error(
-                        &value.span(),
-                        format!("[sysroot] must be a table, found {}", type_name(other)),
-                    ));
+                    return Err(
+                        src.error(&value.span(), format!("[sysroot] must be a table, found {}", type_name(other)))
+                    );
                 }
             },
             other => {
@@ -461,11 +390,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
     }
 
-    let mut config = Config {
-        defaults,
-        sysroots: Vec::new(),
-        broken: Vec::new(),
-    };
+    let mut config = Config { defaults, sysroots: Vec::new(), broken: Vec::new() };
     let Some(table) = sysroot_table else {
         return Ok(config);
     };
@@ -485,26 +410,29 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         } else {
             match value.get_ref() {
                 DeValue::Table(entry) => parse_sysroot(&src, name, &key.span(), entry),
-                other => Err(src.error(
-                    &value.span(),
-                    format!(
-                        "[sysroot.{name}] must be a table, found {}",
-                        type_name(other)
-                    ),
-                )),
+                other => {
+                    Err(src
+                        .error(&value.span(), format!("[sysroot.{name}] must be a table, found {}", type_name(other))))
+                }
             }
         };
         let result = result.and_then(|sysroot| {
             for alias in &sysroot.aliases {
                 if let Some(owner) = claimed_names.get(alias) {
-                    return Err(src.error(&key.span(), format!("alias \"{alias}\" of [sysroot.{name}] is already used by [sysroot.{owner}]")));
+                    return Err(src.error(
+                        &key.span(),
+                        format!("alias \"{alias}\" of [sysroot.{name}] is already used by [sysroot.{owner}]"),
+                    ));
                 }
             }
             if let Some(dir) = &sysroot.bin_dir {
                 if let Some(owner) = claimed_dirs.get(dir) {
                     return Err(src.error(
                         &key.span(),
-                        format!("bin_dir \"{}\" of [sysroot.{name}] is already used by [sysroot.{owner}]", dir.display()),
+                        format!(
+                            "bin_dir \"{}\" of [sysroot.{name}] is already used by [sysroot.{owner}]",
+                            dir.display()
+                        ),
                     ));
                 }
             }
@@ -588,10 +516,7 @@ anything = 3
         assert_eq!(s.groups, Some(vec!["physics".to_string()]));
         assert_eq!(s.shell, Some(PathBuf::from("/bin/bash")));
         assert_eq!(s.line, 6);
-        assert_eq!(
-            s.all_binds(&config.defaults),
-            vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]
-        );
+        assert_eq!(s.all_binds(&config.defaults), vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]);
     }
 
     #[test]
@@ -613,10 +538,7 @@ anything = 3
     #[test]
     fn unknown_key_names_line_column_and_table() {
         let err = broken_err("[sysroot.sl5]\npath = \"/a\"\n\n\npth = \"/b\"\n", "sl5");
-        assert_eq!(
-            err,
-            "/etc/sysroots.toml:5:1: unknown key \"pth\" in [sysroot.sl5]"
-        );
+        assert_eq!(err, "/etc/sysroots.toml:5:1: unknown key \"pth\" in [sysroot.sl5]");
     }
 
     #[test]
@@ -645,22 +567,13 @@ anything = 3
 
     #[test]
     fn unknown_top_level_and_defaults_keys_stop_all() {
-        assert_eq!(
-            parse_err("\nfoo = 1\n"),
-            "/etc/sysroots.toml:2:1: unknown top-level key \"foo\""
-        );
-        assert_eq!(
-            parse_err("[defaults]\nbind = []\n"),
-            "/etc/sysroots.toml:2:1: unknown key \"bind\" in [defaults]"
-        );
+        assert_eq!(parse_err("\nfoo = 1\n"), "/etc/sysroots.toml:2:1: unknown top-level key \"foo\"");
+        assert_eq!(parse_err("[defaults]\nbind = []\n"), "/etc/sysroots.toml:2:1: unknown key \"bind\" in [defaults]");
         assert_eq!(
             parse_err("[defaults]\nbinds = [\"tmp\"]\n"),
             "/etc/sysroots.toml:2:10: in \"binds\": \"tmp\" is not an absolute path without \".\", \"..\" or repeated slashes"
         );
-        assert_eq!(
-            parse_err("sysroot = 1\n"),
-            "/etc/sysroots.toml:1:11: [sysroot] must be a table, found an integer"
-        );
+        assert_eq!(parse_err("sysroot = 1\n"), "/etc/sysroots.toml:1:11: [sysroot] must be a table, found an integer");
     }
 
     #[test]
@@ -680,17 +593,10 @@ anything = 3
         }
         assert!(broken_err("[sysroot.a]\npath = \"/\"\n", "a").contains("must not be \"/\""));
         assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nbinds = [\"/\"]\n", "a")
-                .contains("would cover the whole tree")
+            broken_err("[sysroot.a]\npath = \"/a\"\nbinds = [\"/\"]\n", "a").contains("would cover the whole tree")
         );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nbin_dir = \"/\"\n", "a")
-                .contains("must not be \"/\"")
-        );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nshell = \"bash\"\n", "a")
-                .contains("must be an absolute path")
-        );
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nbin_dir = \"/\"\n", "a").contains("must not be \"/\""));
+        assert!(broken_err("[sysroot.a]\npath = \"/a\"\nshell = \"bash\"\n", "a").contains("must be an absolute path"));
     }
 
     #[test]
@@ -701,10 +607,7 @@ anything = 3
         assert!(err.contains("invalid sysroot name"), "{err}");
         let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"../x\"]\n", "a");
         assert!(err.contains("invalid name \"../x\""), "{err}");
-        let err = broken_err(
-            "[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n",
-            "a",
-        );
+        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n", "a");
         assert!(err.contains("program's own name"), "{err}");
         let err = broken_err("[sysroot.a]\npath = \"/a\"\nusers = [\"al ice\"]\n", "a");
         assert!(err.contains("invalid name"), "{err}");
@@ -759,10 +662,7 @@ anything = 3
     fn binds_deduplicate_against_defaults() {
         let config = parse_ok("[sysroot.a]\npath = \"/a\"\nbinds = [\"/tmp\", \"/data\"]\n");
         let a = config.sysroot("a").expect("a");
-        assert_eq!(
-            a.all_binds(&config.defaults),
-            vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]
-        );
+        assert_eq!(a.all_binds(&config.defaults), vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]);
     }
 
     #[test]

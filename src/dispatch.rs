@@ -17,10 +17,7 @@ pub enum Command {
     /// The user's shell with these arguments, untouched.
     Shell(Vec<OsString>),
     /// A program (a path, or a name looked up in `PATH` inside) with arguments.
-    Program {
-        program: OsString,
-        args: Vec<OsString>,
-    },
+    Program { program: OsString, args: Vec<OsString> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +48,7 @@ pub fn informational(argv: &[OsString]) -> Option<Invocation> {
 
 /// Maps argv onto an [`Invocation`] using the configuration's names.
 pub fn dispatch(argv: &[OsString], config: &Config) -> Result<Invocation, Error> {
-    let argv0 = argv
-        .first()
-        .ok_or_else(|| Error::Usage("empty argument list".into()))?;
+    let argv0 = argv.first().ok_or_else(|| Error::Usage("empty argument list".into()))?;
     let rest = &argv[1..];
     let base = basename(argv0);
 
@@ -67,17 +62,15 @@ pub fn dispatch(argv: &[OsString], config: &Config) -> Result<Invocation, Error>
     if let Some(parent) = as_path.parent().filter(|p| p.is_absolute()) {
         for sysroot in &config.sysroots {
             if sysroot.bin_dir.as_deref() == Some(parent) {
-                let entry = base.to_str().filter(|e| is_valid_name(e)).ok_or_else(|| {
-                    Error::UnknownName(String::from_utf8_lossy(argv0.as_bytes()).into_owned())
-                })?;
+                let entry = base
+                    .to_str()
+                    .filter(|e| is_valid_name(e))
+                    .ok_or_else(|| Error::UnknownName(String::from_utf8_lossy(argv0.as_bytes()).into_owned()))?;
                 let mut program = PathBuf::from("/bin");
                 program.push(entry);
                 return Ok(Invocation::Enter {
                     sysroot: sysroot.name.clone(),
-                    command: Command::Program {
-                        program: program.into_os_string(),
-                        args: rest.to_vec(),
-                    },
+                    command: Command::Program { program: program.into_os_string(), args: rest.to_vec() },
                 });
             }
         }
@@ -85,34 +78,18 @@ pub fn dispatch(argv: &[OsString], config: &Config) -> Result<Invocation, Error>
 
     // `sl5`: an alias behaves like a shell. `-sl5` is how login(1) starts a
     // login shell named in passwd.
-    let alias = base
-        .as_bytes()
-        .strip_prefix(b"-")
-        .map_or(base, OsStr::from_bytes);
+    let alias = base.as_bytes().strip_prefix(b"-").map_or(base, OsStr::from_bytes);
     let alias = alias.to_str().unwrap_or("");
     if is_valid_name(alias) {
-        if let Some(sysroot) = config
-            .sysroots
-            .iter()
-            .find(|s| s.aliases.iter().any(|a| a == alias))
-        {
-            let command = if rest.is_empty() {
-                Command::LoginShell
-            } else {
-                Command::Shell(rest.to_vec())
-            };
-            return Ok(Invocation::Enter {
-                sysroot: sysroot.name.clone(),
-                command,
-            });
+        if let Some(sysroot) = config.sysroots.iter().find(|s| s.aliases.iter().any(|a| a == alias)) {
+            let command = if rest.is_empty() { Command::LoginShell } else { Command::Shell(rest.to_vec()) };
+            return Ok(Invocation::Enter { sysroot: sysroot.name.clone(), command });
         }
         if let Some(err) = config.broken(alias) {
             return Err(Error::Config(err.clone()));
         }
     }
-    Err(Error::UnknownName(
-        String::from_utf8_lossy(base.as_bytes()).into_owned(),
-    ))
+    Err(Error::UnknownName(String::from_utf8_lossy(base.as_bytes()).into_owned()))
 }
 
 fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Error> {
@@ -129,26 +106,20 @@ fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Er
         Some(b"--version") | Some(b"-V") => return Ok(Invocation::Version),
         Some(b"--") => first = args.next(),
         Some(opt) if opt.starts_with(b"-") => {
-            return Err(Error::Usage(format!(
-                "unknown option \"{}\"",
-                String::from_utf8_lossy(opt)
-            )));
+            return Err(Error::Usage(format!("unknown option \"{}\"", String::from_utf8_lossy(opt))));
         }
         _ => {}
     }
     let name_os = first.ok_or_else(|| Error::Usage("missing sysroot NAME".into()))?;
     let name = name_os.to_str().unwrap_or("");
     if !is_valid_name(name) {
-        return Err(Error::UnknownName(
-            String::from_utf8_lossy(name_os.as_bytes()).into_owned(),
-        ));
+        return Err(Error::UnknownName(String::from_utf8_lossy(name_os.as_bytes()).into_owned()));
     }
-    let sysroot = config.sysroots.iter().find(|s| s.name == name).or_else(|| {
-        config
-            .sysroots
-            .iter()
-            .find(|s| s.aliases.iter().any(|a| a == name))
-    });
+    let sysroot = config
+        .sysroots
+        .iter()
+        .find(|s| s.name == name)
+        .or_else(|| config.sysroots.iter().find(|s| s.aliases.iter().any(|a| a == name)));
     let Some(sysroot) = sysroot else {
         if let Some(err) = config.broken(name) {
             return Err(Error::Config(err.clone()));
@@ -157,15 +128,9 @@ fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Er
     };
     let command = match args.next() {
         None => Command::LoginShell,
-        Some(program) => Command::Program {
-            program: program.clone(),
-            args: args.cloned().collect(),
-        },
+        Some(program) => Command::Program { program: program.clone(), args: args.cloned().collect() },
     };
-    Ok(Invocation::Enter {
-        sysroot: sysroot.name.clone(),
-        command,
-    })
+    Ok(Invocation::Enter { sysroot: sysroot.name.clone(), command })
 }
 
 #[cfg(test)]
@@ -187,10 +152,7 @@ mod tests {
     }
 
     fn enter(sysroot: &str, command: Command) -> Invocation {
-        Invocation::Enter {
-            sysroot: sysroot.into(),
-            command,
-        }
+        Invocation::Enter { sysroot: sysroot.into(), command }
     }
 
     fn run(items: &[&str]) -> Result<Invocation, String> {
@@ -199,78 +161,36 @@ mod tests {
 
     #[test]
     fn program_form() {
-        assert_eq!(
-            run(&["imageswitch", "deb"]),
-            Ok(enter("deb", Command::LoginShell))
-        );
+        assert_eq!(run(&["imageswitch", "deb"]), Ok(enter("deb", Command::LoginShell)));
         assert_eq!(
             run(&["/usr/sbin/imageswitch", "deb", "ls", "-l"]),
-            Ok(enter(
-                "deb",
-                Command::Program {
-                    program: "ls".into(),
-                    args: argv(&["-l"])
-                }
-            ))
+            Ok(enter("deb", Command::Program { program: "ls".into(), args: argv(&["-l"]) }))
         );
         assert_eq!(
             run(&["imageswitch", "--", "old", "--weird"]),
-            Ok(enter(
-                "sl5",
-                Command::Program {
-                    program: "--weird".into(),
-                    args: vec![]
-                }
-            ))
+            Ok(enter("sl5", Command::Program { program: "--weird".into(), args: vec![] }))
         );
         assert_eq!(run(&["imageswitch", "--list"]), Ok(Invocation::List));
         assert_eq!(run(&["imageswitch"]), Ok(Invocation::Help));
-        assert!(
-            run(&["imageswitch", "-u", "root", "deb"])
-                .unwrap_err()
-                .contains("unknown option \"-u\"")
-        );
-        assert!(
-            run(&["imageswitch", "nosuch"])
-                .unwrap_err()
-                .contains("unknown sysroot name \"nosuch\"")
-        );
-        assert!(
-            run(&["imageswitch", "../etc"])
-                .unwrap_err()
-                .contains("unknown sysroot name")
-        );
+        assert!(run(&["imageswitch", "-u", "root", "deb"]).unwrap_err().contains("unknown option \"-u\""));
+        assert!(run(&["imageswitch", "nosuch"]).unwrap_err().contains("unknown sysroot name \"nosuch\""));
+        assert!(run(&["imageswitch", "../etc"]).unwrap_err().contains("unknown sysroot name"));
     }
 
     #[test]
     fn alias_behaves_like_a_shell() {
         assert_eq!(run(&["sl5"]), Ok(enter("sl5", Command::LoginShell)));
-        assert_eq!(
-            run(&["/usr/local/bin/old"]),
-            Ok(enter("sl5", Command::LoginShell))
-        );
+        assert_eq!(run(&["/usr/local/bin/old"]), Ok(enter("sl5", Command::LoginShell)));
         assert_eq!(run(&["-sl5"]), Ok(enter("sl5", Command::LoginShell)));
-        assert_eq!(
-            run(&["sl5", "-c", "echo hi"]),
-            Ok(enter("sl5", Command::Shell(argv(&["-c", "echo hi"]))))
-        );
-        assert_eq!(
-            run(&["sl5", "script.sh", "a"]),
-            Ok(enter("sl5", Command::Shell(argv(&["script.sh", "a"]))))
-        );
+        assert_eq!(run(&["sl5", "-c", "echo hi"]), Ok(enter("sl5", Command::Shell(argv(&["-c", "echo hi"])))));
+        assert_eq!(run(&["sl5", "script.sh", "a"]), Ok(enter("sl5", Command::Shell(argv(&["script.sh", "a"])))));
     }
 
     #[test]
     fn bin_dir_runs_bin_entry() {
         assert_eq!(
             run(&["/bin5/sh", "/home/u/job.sh", "x"]),
-            Ok(enter(
-                "sl5",
-                Command::Program {
-                    program: "/bin/sh".into(),
-                    args: argv(&["/home/u/job.sh", "x"])
-                }
-            ))
+            Ok(enter("sl5", Command::Program { program: "/bin/sh".into(), args: argv(&["/home/u/job.sh", "x"]) }))
         );
         // Relative or differently spelled directories do not match.
         assert!(run(&["bin5/sh"]).is_err());
@@ -280,11 +200,7 @@ mod tests {
 
     #[test]
     fn hostile_argv0_is_only_a_key() {
-        assert!(
-            run(&["../../etc/shadow"])
-                .unwrap_err()
-                .contains("unknown sysroot name \"shadow\"")
-        );
+        assert!(run(&["../../etc/shadow"]).unwrap_err().contains("unknown sysroot name \"shadow\""));
         assert!(run(&[""]).is_err());
         let non_utf8 = vec![OsString::from(OsStr::from_bytes(b"/bin5/\xff"))];
         assert!(dispatch(&non_utf8, &config()).is_err());
@@ -294,22 +210,13 @@ mod tests {
     #[test]
     fn broken_sysroot_reports_its_config_error() {
         let err = run(&["imageswitch", "bad"]).unwrap_err();
-        assert!(
-            err.contains("unknown key \"pth\" in [sysroot.bad]"),
-            "{err}"
-        );
+        assert!(err.contains("unknown key \"pth\" in [sysroot.bad]"), "{err}");
     }
 
     #[test]
     fn informational_needs_no_config() {
-        assert_eq!(
-            informational(&argv(&["imageswitch", "--version"])),
-            Some(Invocation::Version)
-        );
-        assert_eq!(
-            informational(&argv(&["imageswitch", "-h"])),
-            Some(Invocation::Help)
-        );
+        assert_eq!(informational(&argv(&["imageswitch", "--version"])), Some(Invocation::Version));
+        assert_eq!(informational(&argv(&["imageswitch", "-h"])), Some(Invocation::Help));
         assert_eq!(informational(&argv(&["sl5", "--help"])), None);
         assert_eq!(informational(&argv(&["imageswitch", "deb"])), None);
     }

@@ -33,13 +33,10 @@ pub const MAX_ENV_ENTRIES: usize = 8192;
 pub const MAX_ENV_BYTES: usize = 1 << 20;
 
 pub fn is_removed(name: &[u8]) -> bool {
-    REMOVED
-        .iter()
-        .any(|pattern| match pattern.strip_suffix('*') {
-            Some(prefix) => name.starts_with(prefix.as_bytes()),
-            None => name == pattern.as_bytes(),
-        })
-        || SET_BY_US.iter().any(|ours| name == ours.as_bytes())
+    REMOVED.iter().any(|pattern| match pattern.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix.as_bytes()),
+        None => name == pattern.as_bytes(),
+    }) || SET_BY_US.iter().any(|ours| name == ours.as_bytes())
 }
 
 pub struct Identity<'a> {
@@ -75,19 +72,13 @@ pub fn child_environment(caller_env: &[(OsString, OsString)], who: &Identity<'_>
         ("SHELL", who.shell.as_os_str()),
         ("IMAGESWITCH_SYSROOT", OsStr::new(who.sysroot)),
     ];
-    out.extend(
-        ours.iter()
-            .filter_map(|(name, value)| entry(name.as_bytes(), value.as_bytes())),
-    );
+    out.extend(ours.iter().filter_map(|(name, value)| entry(name.as_bytes(), value.as_bytes())));
     out
 }
 
 /// The value of `name` in the caller's environment.
 pub fn lookup<'a>(caller_env: &'a [(OsString, OsString)], name: &str) -> Option<&'a OsStr> {
-    caller_env
-        .iter()
-        .find(|(n, _)| n == name)
-        .map(|(_, v)| v.as_os_str())
+    caller_env.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_os_str())
 }
 
 #[cfg(test)]
@@ -95,42 +86,19 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
-        pairs
-            .iter()
-            .map(|(n, v)| (OsString::from(n), OsString::from(v)))
-            .collect()
+        pairs.iter().map(|(n, v)| (OsString::from(n), OsString::from(v))).collect()
     }
 
     fn build(pairs: &[(&str, &str)]) -> Vec<String> {
-        let who = Identity {
-            user: "alice",
-            home: Path::new("/home/alice"),
-            shell: Path::new("/bin/bash"),
-            sysroot: "sl5",
-        };
-        child_environment(&env(pairs), &who)
-            .into_iter()
-            .map(|c| c.into_string().expect("utf8"))
-            .collect()
+        let who =
+            Identity { user: "alice", home: Path::new("/home/alice"), shell: Path::new("/bin/bash"), sysroot: "sl5" };
+        child_environment(&env(pairs), &who).into_iter().map(|c| c.into_string().expect("utf8")).collect()
     }
 
     #[test]
     fn passes_ordinary_variables_through_in_order() {
-        let out = build(&[
-            ("PATH", "/usr/bin:/bin"),
-            ("TERM", "xterm"),
-            ("TMPDIR", "/scratch"),
-            ("DISPLAY", ":0"),
-        ]);
-        assert_eq!(
-            &out[..4],
-            [
-                "PATH=/usr/bin:/bin",
-                "TERM=xterm",
-                "TMPDIR=/scratch",
-                "DISPLAY=:0"
-            ]
-        );
+        let out = build(&[("PATH", "/usr/bin:/bin"), ("TERM", "xterm"), ("TMPDIR", "/scratch"), ("DISPLAY", ":0")]);
+        assert_eq!(&out[..4], ["PATH=/usr/bin:/bin", "TERM=xterm", "TMPDIR=/scratch", "DISPLAY=:0"]);
     }
 
     #[test]
@@ -155,20 +123,10 @@ mod tests {
 
     #[test]
     fn identity_comes_from_passwd_not_the_caller() {
-        let out = build(&[
-            ("HOME", "/etc"),
-            ("USER", "root"),
-            ("IMAGESWITCH_SYSROOT", "other"),
-        ]);
+        let out = build(&[("HOME", "/etc"), ("USER", "root"), ("IMAGESWITCH_SYSROOT", "other")]);
         assert_eq!(
             out,
-            [
-                "HOME=/home/alice",
-                "USER=alice",
-                "LOGNAME=alice",
-                "SHELL=/bin/bash",
-                "IMAGESWITCH_SYSROOT=sl5"
-            ]
+            ["HOME=/home/alice", "USER=alice", "LOGNAME=alice", "SHELL=/bin/bash", "IMAGESWITCH_SYSROOT=sl5"]
         );
     }
 

@@ -32,17 +32,9 @@ pub enum Error {
     /// The caller is not in the sysroot's users or groups.
     Denied { user: String, sysroot: String },
     /// The tree is missing or not trustworthy.
-    Tree {
-        sysroot: String,
-        path: PathBuf,
-        why: String,
-    },
+    Tree { sysroot: String, path: PathBuf, why: String },
     /// Building the tree's view failed.
-    Mount {
-        sysroot: String,
-        what: String,
-        why: io::Error,
-    },
+    Mount { sysroot: String, what: String, why: io::Error },
     /// A step of the identity switch failed or did not verify.
     Privilege { step: &'static str, why: String },
     /// The command could not be started.
@@ -59,18 +51,11 @@ impl Error {
     }
 
     pub fn mount(sysroot: &str, what: impl Into<String>, why: io::Error) -> Self {
-        Error::Mount {
-            sysroot: sysroot.to_string(),
-            what: what.into(),
-            why,
-        }
+        Error::Mount { sysroot: sysroot.to_string(), what: what.into(), why }
     }
 
     pub fn privilege(step: &'static str, why: impl fmt::Display) -> Self {
-        Error::Privilege {
-            step,
-            why: why.to_string(),
-        }
+        Error::Privilege { step, why: why.to_string() }
     }
 }
 
@@ -94,10 +79,7 @@ impl fmt::Display for Error {
             Error::SelfCheck(msg) => f.write_str(msg),
             Error::ConfigFile { path, why } => write!(f, "{}: {why}", path.display()),
             Error::Config(err) => write!(f, "{err}"),
-            Error::UnknownName(name) => write!(
-                f,
-                "unknown sysroot name \"{name}\" (see imageswitch --list)"
-            ),
+            Error::UnknownName(name) => write!(f, "unknown sysroot name \"{name}\" (see imageswitch --list)"),
             Error::Caller(msg) => write!(f, "cannot resolve the calling user: {msg}"),
             Error::Denied { user, sysroot } => {
                 write!(f, "{sysroot}: user {user} may not enter this sysroot")

@@ -19,11 +19,7 @@ pub const LAST_RESORT_SHELL: &str = "/bin/sh";
 
 /// The first of `candidates` that is an executable file inside the tree.
 pub fn choose_shell<'a>(candidates: &[&'a Path], executable: impl Fn(&Path) -> bool) -> &'a Path {
-    candidates
-        .iter()
-        .copied()
-        .find(|c| executable(c))
-        .unwrap_or(Path::new(LAST_RESORT_SHELL))
+    candidates.iter().copied().find(|c| executable(c)).unwrap_or(Path::new(LAST_RESORT_SHELL))
 }
 
 pub fn is_executable(path: &Path) -> bool {
@@ -42,27 +38,17 @@ pub fn find_program(
     if program.as_bytes().contains(&b'/') {
         return Ok(PathBuf::from(program));
     }
-    let search = path_var
-        .map(OsStr::as_bytes)
-        .unwrap_or(DEFAULT_PATH.as_bytes());
+    let search = path_var.map(OsStr::as_bytes).unwrap_or(DEFAULT_PATH.as_bytes());
     let mut denied = false;
     for dir in search.split(|&b| b == b':') {
-        let dir = if dir.is_empty() {
-            Path::new(".")
-        } else {
-            Path::new(OsStr::from_bytes(dir))
-        };
+        let dir = if dir.is_empty() { Path::new(".") } else { Path::new(OsStr::from_bytes(dir)) };
         let candidate = dir.join(program);
         if executable(&candidate) {
             return Ok(candidate);
         }
         denied |= candidate.exists();
     }
-    Err(io::Error::from(if denied {
-        io::ErrorKind::PermissionDenied
-    } else {
-        io::ErrorKind::NotFound
-    }))
+    Err(io::Error::from(if denied { io::ErrorKind::PermissionDenied } else { io::ErrorKind::NotFound }))
 }
 
 /// The program to execute and its full argv (argv[0] included).
@@ -84,27 +70,18 @@ pub fn launch_for(
             let name = shell.file_name().unwrap_or(shell.as_os_str());
             let mut argv0 = OsString::from("-");
             argv0.push(name);
-            Ok(Launch {
-                program: shell.to_path_buf(),
-                argv: vec![argv0],
-            })
+            Ok(Launch { program: shell.to_path_buf(), argv: vec![argv0] })
         }
         Command::Shell(args) => {
             let mut argv = vec![shell.as_os_str().to_os_string()];
             argv.extend(args.iter().cloned());
-            Ok(Launch {
-                program: shell.to_path_buf(),
-                argv,
-            })
+            Ok(Launch { program: shell.to_path_buf(), argv })
         }
         Command::Program { program, args } => {
             let found = find_program(program, path_var, executable)?;
             let mut argv = vec![program.clone()];
             argv.extend(args.iter().cloned());
-            Ok(Launch {
-                program: found,
-                argv,
-            })
+            Ok(Launch { program: found, argv })
         }
     }
 }
@@ -141,45 +118,22 @@ mod tests {
     fn shell_preference_passwd_then_configured_then_sh() {
         let passwd = Path::new("/usr/bin/zsh");
         let configured = Path::new("/bin/bash");
-        assert_eq!(
-            choose_shell(&[passwd, configured], only(&["/usr/bin/zsh", "/bin/bash"])),
-            passwd
-        );
-        assert_eq!(
-            choose_shell(&[passwd, configured], only(&["/bin/bash"])),
-            configured
-        );
-        assert_eq!(
-            choose_shell(&[passwd, configured], only(&[])),
-            Path::new("/bin/sh")
-        );
+        assert_eq!(choose_shell(&[passwd, configured], only(&["/usr/bin/zsh", "/bin/bash"])), passwd);
+        assert_eq!(choose_shell(&[passwd, configured], only(&["/bin/bash"])), configured);
+        assert_eq!(choose_shell(&[passwd, configured], only(&[])), Path::new("/bin/sh"));
     }
 
     #[test]
     fn path_search() {
         let exe = only(&["/usr/bin/ls", "/bin/true"]);
-        assert_eq!(
-            find_program(OsStr::new("ls"), None, &exe).expect("found"),
-            PathBuf::from("/usr/bin/ls")
-        );
+        assert_eq!(find_program(OsStr::new("ls"), None, &exe).expect("found"), PathBuf::from("/usr/bin/ls"));
         assert_eq!(
             find_program(OsStr::new("true"), Some(OsStr::new("/nope:/bin")), &exe).expect("found"),
             PathBuf::from("/bin/true")
         );
-        assert_eq!(
-            find_program(OsStr::new("nosuch"), None, &exe)
-                .unwrap_err()
-                .kind(),
-            io::ErrorKind::NotFound
-        );
-        assert_eq!(
-            find_program(OsStr::new("./x"), None, &exe).expect("as is"),
-            PathBuf::from("./x")
-        );
-        assert_eq!(
-            find_program(OsStr::new(""), None, &exe).unwrap_err().kind(),
-            io::ErrorKind::NotFound
-        );
+        assert_eq!(find_program(OsStr::new("nosuch"), None, &exe).unwrap_err().kind(), io::ErrorKind::NotFound);
+        assert_eq!(find_program(OsStr::new("./x"), None, &exe).expect("as is"), PathBuf::from("./x"));
+        assert_eq!(find_program(OsStr::new(""), None, &exe).unwrap_err().kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
@@ -188,39 +142,16 @@ mod tests {
         let shell = Path::new("/bin/bash");
         assert_eq!(
             launch_for(&Command::LoginShell, shell, None, &exe).expect("ok"),
-            Launch {
-                program: shell.into(),
-                argv: vec!["-bash".into()]
-            }
+            Launch { program: shell.into(), argv: vec!["-bash".into()] }
         );
         assert_eq!(
-            launch_for(
-                &Command::Shell(vec!["-c".into(), "id".into()]),
-                shell,
-                None,
-                &exe
-            )
-            .expect("ok"),
-            Launch {
-                program: shell.into(),
-                argv: vec!["/bin/bash".into(), "-c".into(), "id".into()]
-            }
+            launch_for(&Command::Shell(vec!["-c".into(), "id".into()]), shell, None, &exe).expect("ok"),
+            Launch { program: shell.into(), argv: vec!["/bin/bash".into(), "-c".into(), "id".into()] }
         );
         assert_eq!(
-            launch_for(
-                &Command::Program {
-                    program: "env".into(),
-                    args: vec!["A=1".into()]
-                },
-                shell,
-                None,
-                &exe
-            )
-            .expect("ok"),
-            Launch {
-                program: "/usr/bin/env".into(),
-                argv: vec!["env".into(), "A=1".into()]
-            }
+            launch_for(&Command::Program { program: "env".into(), args: vec!["A=1".into()] }, shell, None, &exe)
+                .expect("ok"),
+            Launch { program: "/usr/bin/env".into(), argv: vec!["env".into(), "A=1".into()] }
         );
     }
 }

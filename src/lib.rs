@@ -3,10 +3,7 @@
 //! The setuid binary is a thin `main` over [`run::main`]; every privileged
 //! step is in [`run::enter`], in order, top to bottom. `unsafe` lives only in
 //! [`sys`]; every other module is `#![forbid(unsafe_code)]`.
-#![cfg_attr(
-    not(test),
-    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
-)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod access;
 pub mod config;

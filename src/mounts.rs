@@ -132,10 +132,7 @@ pub struct MountError {
 }
 
 fn fail(what: String, why: impl Into<io::Error>) -> MountError {
-    MountError {
-        what,
-        why: why.into(),
-    }
+    MountError { what, why: why.into() }
 }
 
 fn file_type(st: &FileStat) -> SFlag {
@@ -168,75 +165,44 @@ fn open_target(tree: &OwnedFd, target: &Path) -> nix::Result<OwnedFd> {
     let relative = target.strip_prefix("/").unwrap_or(target);
     let how = OpenHow::new()
         .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     openat2(tree, relative, how)
 }
 
 /// Makes one bind from `spec` onto the tree at `tree`.
-pub fn bind(
-    tree: &OwnedFd,
-    tree_path: &Path,
-    spec: &MountSpec,
-    uid: Uid,
-    gid: Gid,
-) -> Result<Outcome, MountError> {
+pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: Gid) -> Result<Outcome, MountError> {
     let source_shown = spec.source.display().to_string();
-    let target_shown = tree_path
-        .join(spec.target.strip_prefix("/").unwrap_or(&spec.target))
-        .display()
-        .to_string();
+    let target_shown = tree_path.join(spec.target.strip_prefix("/").unwrap_or(&spec.target)).display().to_string();
     let missing = |what: String, err: io::Error| -> Result<Outcome, MountError> {
         if spec.if_missing == IfMissing::Fail || err.kind() != io::ErrorKind::NotFound {
             Err(fail(what, err))
         } else {
-            Ok(Outcome::Missing(format!(
-                "{what}: {}",
-                crate::error::describe(&err)
-            )))
+            Ok(Outcome::Missing(format!("{what}: {}", crate::error::describe(&err))))
         }
     };
 
-    let source_c = CString::new(spec.source.as_os_str().as_bytes()).map_err(|_| {
-        fail(
-            source_shown.clone(),
-            io::Error::from(io::ErrorKind::InvalidInput),
-        )
-    })?;
+    let source_c = CString::new(spec.source.as_os_str().as_bytes())
+        .map_err(|_| fail(source_shown.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
     let detached = match with_fs_identity(spec.as_caller, uid, gid, || {
         sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source_c, spec.recursive)
     }) {
         Ok(fd) => fd,
         Err(err) => return missing(format!("bind source {source_shown}"), err),
     };
-    let source_stat =
-        fstat(&detached).map_err(|e| fail(format!("bind source {source_shown}"), e))?;
+    let source_stat = fstat(&detached).map_err(|e| fail(format!("bind source {source_shown}"), e))?;
     if !kind_matches(spec.kind, &source_stat) {
         if spec.if_missing == IfMissing::Skip {
-            return Ok(Outcome::Missing(format!(
-                "{source_shown} is not a {:?}",
-                spec.kind
-            )));
+            return Ok(Outcome::Missing(format!("{source_shown} is not a {:?}", spec.kind)));
         }
-        return Err(fail(
-            format!("bind source {source_shown}"),
-            io::Error::from_raw_os_error(libc::ENOTDIR),
-        ));
+        return Err(fail(format!("bind source {source_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
     sys::mount_setattr(&detached, spec.attrs, spec.recursive)
         .map_err(|e| fail(format!("setting mount flags on {source_shown}"), e))?;
 
     let target = match open_target(tree, &spec.target) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::ELOOP) | Err(nix::errno::Errno::EXDEV)
-            if spec.if_missing == IfMissing::Skip =>
-        {
-            return Ok(Outcome::Missing(format!(
-                "{target_shown} is a symbolic link"
-            )));
+        Err(nix::errno::Errno::ELOOP) | Err(nix::errno::Errno::EXDEV) if spec.if_missing == IfMissing::Skip => {
+            return Ok(Outcome::Missing(format!("{target_shown} is a symbolic link")));
         }
         Err(nix::errno::Errno::ELOOP) => {
             return Err(fail(
@@ -246,28 +212,20 @@ pub fn bind(
         }
         Err(err) => return missing(format!("bind destination {target_shown}"), err.into()),
     };
-    let target_stat =
-        fstat(&target).map_err(|e| fail(format!("bind destination {target_shown}"), e))?;
-    if !kind_matches(spec.kind, &target_stat) {
+    let target_stat = fstat(&target).map_err(|e| fail(format!("bind destination {target_shown}"), e))?;
+    // /dev/log is often a symlink into /run (journald); the bind replaces the
+    // link itself, which was opened without following it.
+    let socket_over_link = spec.kind == Kind::Socket && file_type(&target_stat) == SFlag::S_IFLNK;
+    if !kind_matches(spec.kind, &target_stat) && !socket_over_link {
         if spec.if_missing == IfMissing::Skip {
-            return Ok(Outcome::Missing(format!(
-                "{target_shown} is not a {:?}",
-                spec.kind
-            )));
+            return Ok(Outcome::Missing(format!("{target_shown} is not a {:?}", spec.kind)));
         }
-        return Err(fail(
-            format!("bind destination {target_shown}"),
-            io::Error::from_raw_os_error(libc::ENOTDIR),
-        ));
+        return Err(fail(format!("bind destination {target_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
-    let owner_ok = target_stat.st_uid == 0
-        || (spec.caller_may_own_target && target_stat.st_uid == uid.as_raw());
+    let owner_ok = target_stat.st_uid == 0 || (spec.caller_may_own_target && target_stat.st_uid == uid.as_raw());
     if !owner_ok {
         return Err(fail(
-            format!(
-                "bind destination {target_shown} is owned by uid {}, not root",
-                target_stat.st_uid
-            ),
+            format!("bind destination {target_shown} is owned by uid {}, not root", target_stat.st_uid),
             io::Error::from_raw_os_error(libc::EPERM),
         ));
     }
@@ -287,24 +245,13 @@ mod tests {
     }
 
     fn targets(specs: &[MountSpec]) -> Vec<String> {
-        specs
-            .iter()
-            .map(|s| s.target.display().to_string())
-            .collect()
+        specs.iter().map(|s| s.target.display().to_string()).collect()
     }
 
     #[test]
     fn default_plan_order_and_flags() {
-        let specs = plan_for(
-            "[sysroot.a]\npath = \"/a\"\nbinds = [\"/data\"]\n",
-            "/home/alice",
-        );
-        assert_eq!(
-            targets(&specs),
-            [
-                "/proc", "/sys", "/dev", "/home", "/tmp", "/data", "/dev/log"
-            ]
-        );
+        let specs = plan_for("[sysroot.a]\npath = \"/a\"\nbinds = [\"/data\"]\n", "/home/alice");
+        assert_eq!(targets(&specs), ["/proc", "/sys", "/dev", "/home", "/tmp", "/data", "/dev/log"]);
         assert_eq!(specs[0].attrs, NOSUID | NODEV | NOEXEC);
         assert_eq!(specs[2].attrs, NOSUID);
         for bind in &specs[3..6] {
@@ -318,14 +265,8 @@ mod tests {
 
     #[test]
     fn home_outside_binds_gets_its_own_bind() {
-        let specs = plan_for(
-            "[defaults]\nbinds = [\"/tmp\"]\n[sysroot.a]\npath = \"/a\"\n",
-            "/users/alice",
-        );
-        let home = specs
-            .iter()
-            .find(|s| s.target == Path::new("/users/alice"))
-            .expect("home bind");
+        let specs = plan_for("[defaults]\nbinds = [\"/tmp\"]\n[sysroot.a]\npath = \"/a\"\n", "/users/alice");
+        let home = specs.iter().find(|s| s.target == Path::new("/users/alice")).expect("home bind");
         assert!(home.as_caller && home.caller_may_own_target);
         assert_eq!(home.if_missing, IfMissing::Warn);
         // Component-wise: /home2/x is not under /home.
@@ -335,10 +276,7 @@ mod tests {
 
     #[test]
     fn no_log_socket_when_disabled() {
-        let specs = plan_for(
-            "[defaults]\nlog_socket = \"\"\n[sysroot.a]\npath = \"/a\"\n",
-            "/home/a",
-        );
+        let specs = plan_for("[defaults]\nlog_socket = \"\"\n[sysroot.a]\npath = \"/a\"\n", "/home/a");
         assert!(!specs.iter().any(|s| s.kind == Kind::Socket));
     }
 }

@@ -5,9 +5,7 @@
 
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
-use nix::unistd::{
-    Gid, Uid, geteuid, getgroups, getresgid, getresuid, setgroups, setresgid, setresuid,
-};
+use nix::unistd::{Gid, Uid, geteuid, getgroups, getresgid, getresuid, setgroups, setresgid, setresuid};
 
 use crate::access::Caller;
 use crate::error::Error;
@@ -19,14 +17,10 @@ pub struct CoreLimit(libc::rlim_t, libc::rlim_t);
 /// First steps of main: standard streams, no ptrace or core dumps of the
 /// privileged process, and the environment out of libc's reach.
 pub fn harden_process() -> Result<CoreLimit, Error> {
-    sys::reopen_missing_stdio()
-        .map_err(|e| Error::SelfCheck(format!("cannot reopen standard streams: {e}")))?;
-    prctl::set_dumpable(false)
-        .map_err(|e| Error::SelfCheck(format!("prctl(PR_SET_DUMPABLE): {e}")))?;
-    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE)
-        .map_err(|e| Error::SelfCheck(format!("getrlimit: {e}")))?;
-    setrlimit(Resource::RLIMIT_CORE, 0, hard)
-        .map_err(|e| Error::SelfCheck(format!("setrlimit: {e}")))?;
+    sys::reopen_missing_stdio().map_err(|e| Error::SelfCheck(format!("cannot reopen standard streams: {e}")))?;
+    prctl::set_dumpable(false).map_err(|e| Error::SelfCheck(format!("prctl(PR_SET_DUMPABLE): {e}")))?;
+    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE).map_err(|e| Error::SelfCheck(format!("getrlimit: {e}")))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, hard).map_err(|e| Error::SelfCheck(format!("setrlimit: {e}")))?;
     Ok(CoreLimit(soft, hard))
 }
 
@@ -85,44 +79,27 @@ pub fn verify_dropped(caller: &Caller, no_new_privs: bool) -> Result<(), Error> 
     groups.sort_by_key(|g| g.as_raw());
     groups.dedup();
     if groups != caller.groups {
-        return Err(Error::privilege(
-            "verify groups",
-            "supplementary groups differ from the caller's",
-        ));
+        return Err(Error::privilege("verify groups", "supplementary groups differ from the caller's"));
     }
     let sets = sys::capability_sets().map_err(|e| Error::privilege("verify capabilities", e))?;
     if sets != (0, 0, 0) {
-        return Err(Error::privilege(
-            "verify capabilities",
-            format!("capability sets not empty: {sets:x?}"),
-        ));
+        return Err(Error::privilege("verify capabilities", format!("capability sets not empty: {sets:x?}")));
     }
     if (0..64).map_while(sys::bounding_set_has).any(|held| held) {
-        return Err(Error::privilege(
-            "verify capabilities",
-            "bounding set not empty",
-        ));
+        return Err(Error::privilege("verify capabilities", "bounding set not empty"));
     }
     if no_new_privs && !prctl::get_no_new_privs().unwrap_or(false) {
         return Err(Error::privilege("verify no_new_privs", "not set"));
     }
     // A process that dropped root for good cannot take it back.
-    if !caller.uid.is_root()
-        && setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok()
-    {
-        return Err(Error::privilege(
-            "verify uids",
-            "setresuid(0) still succeeds",
-        ));
+    if !caller.uid.is_root() && setresuid(Uid::from_raw(0), Uid::from_raw(0), Uid::from_raw(0)).is_ok() {
+        return Err(Error::privilege("verify uids", "setresuid(0) still succeeds"));
     }
     if caller.gid.as_raw() != 0
         && !caller.uid.is_root()
         && setresgid(Gid::from_raw(0), Gid::from_raw(0), Gid::from_raw(0)).is_ok()
     {
-        return Err(Error::privilege(
-            "verify gids",
-            "setresgid(0) still succeeds",
-        ));
+        return Err(Error::privilege("verify gids", "setresgid(0) still succeeds"));
     }
     Ok(())
 }

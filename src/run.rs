@@ -97,34 +97,18 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
     let in_cwd = landed.is_some_and(|dir| plan.cwd.contains(dir));
     if !in_cwd {
         let wanted = wanted.unwrap_or_else(|| "the current directory".to_string());
-        let landed = landed.map_or_else(
-            || "an unknown directory".to_string(),
-            |d| d.display().to_string(),
-        );
-        eprintln!(
-            "imageswitch: warning: {wanted} does not exist in {}; starting in {landed}",
-            plan.sysroot.name
-        );
+        let landed = landed.map_or_else(|| "an unknown directory".to_string(), |d| d.display().to_string());
+        eprintln!("imageswitch: warning: {wanted} does not exist in {}; starting in {landed}", plan.sysroot.name);
     }
 
     let mut shells: Vec<&Path> = vec![plan.caller.shell.as_path()];
     shells.extend(plan.sysroot.shell.as_deref());
     let shell = choose_shell(&shells, |p| kernel.is_executable(p));
-    let who = Identity {
-        user: &plan.caller.name,
-        home: &plan.caller.home,
-        shell,
-        sysroot: &plan.sysroot.name,
-    };
+    let who = Identity { user: &plan.caller.name, home: &plan.caller.home, shell, sysroot: &plan.sysroot.name };
     let env = child_environment(plan.caller_env, &who);
     let path_var = lookup(plan.caller_env, "PATH");
-    let launch =
-        launch_for(&plan.command, shell, path_var, |p| kernel.is_executable(p)).map_err(|why| {
-            Error::Exec {
-                command: command_name(&plan.command, shell),
-                why,
-            }
-        })?;
+    let launch = launch_for(&plan.command, shell, path_var, |p| kernel.is_executable(p))
+        .map_err(|why| Error::Exec { command: command_name(&plan.command, shell), why })?;
     Err(kernel.exec(&launch, &env))
 }
 
@@ -146,13 +130,9 @@ struct Real {
 
 impl Real {
     fn tree(&self) -> Result<&OwnedFd, Error> {
-        self.tree.as_ref().ok_or_else(|| {
-            Error::mount(
-                &self.sysroot,
-                "tree",
-                std::io::Error::from_raw_os_error(libc::EBADF),
-            )
-        })
+        self.tree
+            .as_ref()
+            .ok_or_else(|| Error::mount(&self.sysroot, "tree", std::io::Error::from_raw_os_error(libc::EBADF)))
     }
 }
 
@@ -164,39 +144,21 @@ impl Kernel for Real {
 
     fn make_mounts_slave(&mut self) -> Result<(), Error> {
         use nix::mount::{MsFlags, mount};
-        mount(
-            None::<&str>,
-            "/",
-            None::<&str>,
-            MsFlags::MS_REC | MsFlags::MS_SLAVE,
-            None::<&str>,
-        )
-        .map_err(|e| Error::mount(&self.sysroot, "making mounts slave", e.into()))
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+            .map_err(|e| Error::mount(&self.sysroot, "making mounts slave", e.into()))
     }
 
     fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
-        let tree_error = |path: PathBuf, why: String| Error::Tree {
-            sysroot: sysroot.name.clone(),
-            path,
-            why,
-        };
-        let tree = trusted::open_trusted(&sysroot.path, Kind::Directory)
-            .map_err(|(c, why)| tree_error(c, why))?;
-        trusted::check_tree_entries(&tree)
-            .map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
+        let tree_error = |path: PathBuf, why: String| Error::Tree { sysroot: sysroot.name.clone(), path, why };
+        let tree = trusted::open_trusted(&sysroot.path, Kind::Directory).map_err(|(c, why)| tree_error(c, why))?;
+        trusted::check_tree_entries(&tree).map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
         self.tree = Some(tree);
         Ok(())
     }
 
     fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
         let tree = self.tree()?;
-        match mounts::bind(
-            tree,
-            &self.tree_path,
-            spec,
-            self.caller.uid,
-            self.caller.gid,
-        ) {
+        match mounts::bind(tree, &self.tree_path, spec, self.caller.uid, self.caller.gid) {
             Ok(Outcome::Mounted) => Ok(()),
             Ok(Outcome::Missing(why)) => {
                 if spec.if_missing == IfMissing::Warn {
@@ -209,8 +171,7 @@ impl Kernel for Real {
     }
 
     fn chroot_into_tree(&mut self) -> Result<(), Error> {
-        fchdir(self.tree()?)
-            .map_err(|e| Error::mount(&self.sysroot, "entering the tree", e.into()))?;
+        fchdir(self.tree()?).map_err(|e| Error::mount(&self.sysroot, "entering the tree", e.into()))?;
         chroot(".").map_err(|e| Error::mount(&self.sysroot, "chroot", e.into()))
     }
 
@@ -219,9 +180,7 @@ impl Kernel for Real {
             Personality::Linux => PER_LINUX,
             Personality::Linux32 => PER_LINUX32,
         };
-        sys::set_personality(persona)
-            .map(drop)
-            .map_err(|e| Error::mount(&self.sysroot, "personality", e))
+        sys::set_personality(persona).map(drop).map_err(|e| Error::mount(&self.sysroot, "personality", e))
     }
 
     fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
@@ -243,15 +202,7 @@ impl Kernel for Real {
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
         privileges::restore_core_limit(&self.core_limit);
         let why = crate::exec::exec(launch, env);
-        Error::Exec {
-            command: escape(
-                launch
-                    .argv
-                    .first()
-                    .map_or(b"".as_slice(), |a| a.as_encoded_bytes()),
-            ),
-            why,
-        }
+        Error::Exec { command: escape(launch.argv.first().map_or(b"".as_slice(), |a| a.as_encoded_bytes())), why }
     }
 }
 
@@ -260,30 +211,17 @@ impl Kernel for Real {
 pub fn load_config() -> Result<Config, Error> {
     let path = Path::new(CONFIG_PATH);
     let refused = |component: PathBuf, why: String| {
-        let why = if component == path {
-            why
-        } else {
-            format!("{}: {why}", component.display())
-        };
-        Error::ConfigFile {
-            path: path.to_path_buf(),
-            why: format!("refusing configuration: {why}"),
-        }
+        let why = if component == path { why } else { format!("{}: {why}", component.display()) };
+        Error::ConfigFile { path: path.to_path_buf(), why: format!("refusing configuration: {why}") }
     };
     let fd = trusted::open_trusted(path, Kind::File).map_err(|(c, why)| refused(c, why))?;
     let mut text = String::new();
     std::fs::File::from(fd)
         .take(config::MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
-        .map_err(|e| Error::ConfigFile {
-            path: path.to_path_buf(),
-            why: format!("cannot read: {e}"),
-        })?;
+        .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), why: format!("cannot read: {e}") })?;
     if text.len() as u64 > config::MAX_CONFIG_BYTES {
-        return Err(Error::ConfigFile {
-            path: path.to_path_buf(),
-            why: "larger than 1 MiB".into(),
-        });
+        return Err(Error::ConfigFile { path: path.to_path_buf(), why: "larger than 1 MiB".into() });
     }
     config::parse(CONFIG_PATH, &text).map_err(Error::Config)
 }
@@ -320,13 +258,12 @@ fn audit(config: &Config, severity: Severity, message: &str) {
 fn describe_command(command: &Command) -> String {
     let words: Vec<String> = match command {
         Command::LoginShell => vec!["<login shell>".into()],
-        Command::Shell(args) => std::iter::once("<shell>".to_string())
-            .chain(args.iter().map(|a| escape(a.as_encoded_bytes())))
-            .collect(),
-        Command::Program { program, args } => std::iter::once(program)
-            .chain(args.iter())
-            .map(|a| escape(a.as_encoded_bytes()))
-            .collect(),
+        Command::Shell(args) => {
+            std::iter::once("<shell>".to_string()).chain(args.iter().map(|a| escape(a.as_encoded_bytes()))).collect()
+        }
+        Command::Program { program, args } => {
+            std::iter::once(program).chain(args.iter()).map(|a| escape(a.as_encoded_bytes())).collect()
+        }
     };
     words.join(" ")
 }
@@ -357,11 +294,7 @@ usage: imageswitch NAME [COMMAND [ARGS...]]   run COMMAND (default: your login s
 
 Configuration: ";
 
-fn run(
-    argv: &[OsString],
-    caller_env: &[(OsString, OsString)],
-    core_limit: CoreLimit,
-) -> Result<i32, Error> {
+fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], core_limit: CoreLimit) -> Result<i32, Error> {
     privileges::check_setuid_root()?;
     let caller = Caller::resolve()?;
     let config = load_config()?;
@@ -380,23 +313,15 @@ fn run(
         }
         Invocation::Enter { sysroot, command } => (sysroot, command),
     };
-    let sysroot = config
-        .sysroot(&name)
-        .ok_or_else(|| Error::UnknownName(name.clone()))?;
+    let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;
 
     if !may_enter(sysroot, &caller, host_group_gid) {
         audit(
             &config,
             Severity::Warning,
-            &format!(
-                "refused: user={} uid={} sysroot={}",
-                caller.name, caller.uid, sysroot.name
-            ),
+            &format!("refused: user={} uid={} sysroot={}", caller.name, caller.uid, sysroot.name),
         );
-        return Err(Error::Denied {
-            user: caller.name.clone(),
-            sysroot: sysroot.name.clone(),
-        });
+        return Err(Error::Denied { user: caller.name.clone(), sysroot: sysroot.name.clone() });
     }
 
     let cwd = current_directory(caller_env);
@@ -408,8 +333,7 @@ fn run(
             caller.name,
             caller.uid,
             sysroot.name,
-            cwd.first()
-                .map_or_else(|| "?".into(), |c| escape(c.as_os_str().as_encoded_bytes())),
+            cwd.first().map_or_else(|| "?".into(), |c| escape(c.as_os_str().as_encoded_bytes())),
             describe_command(&command)
         ),
     );
@@ -442,28 +366,19 @@ pub fn main() -> i32 {
         }
     };
     let argv: Vec<OsString> = std::env::args_os().take(MAX_ARGS + 1).collect();
-    let caller_env: Vec<(OsString, OsString)> =
-        std::env::vars_os().take(MAX_ENV_ENTRIES + 1).collect();
+    let caller_env: Vec<(OsString, OsString)> = std::env::vars_os().take(MAX_ENV_ENTRIES + 1).collect();
     if let Err(e) = sys::clear_environment() {
         eprintln!("imageswitch: cannot clear the environment: {e}");
         return EXIT_FAILURE;
     }
     let result = if argv.is_empty() {
-        Err(Error::Usage(
-            "refusing to run with an empty argument list".into(),
-        ))
+        Err(Error::Usage("refusing to run with an empty argument list".into()))
     } else if argv.len() > MAX_ARGS {
         Err(Error::Usage(format!("more than {MAX_ARGS} arguments")))
     } else if caller_env.len() > MAX_ENV_ENTRIES
-        || caller_env
-            .iter()
-            .map(|(n, v)| n.len() + v.len() + 2)
-            .sum::<usize>()
-            > MAX_ENV_BYTES
+        || caller_env.iter().map(|(n, v)| n.len() + v.len() + 2).sum::<usize>() > MAX_ENV_BYTES
     {
-        Err(Error::Usage(format!(
-            "environment larger than {MAX_ENV_ENTRIES} variables or {MAX_ENV_BYTES} bytes"
-        )))
+        Err(Error::Usage(format!("environment larger than {MAX_ENV_ENTRIES} variables or {MAX_ENV_BYTES} bytes")))
     } else if let Some(info) = informational(&argv) {
         match info {
             Invocation::Version => println!("imageswitch {}", env!("CARGO_PKG_VERSION")),

@@ -7,11 +7,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
+    if ret < 0 { Err(io::Error::last_os_error()) } else { Ok(ret) }
 }
 
 /// Empties the process environment so no later libc code (NSS, iconv, time
@@ -45,9 +41,7 @@ pub fn reopen_missing_stdio() -> io::Result<()> {
         if opened != fd {
             // SAFETY: `opened` was just returned by open(2) and is owned by nobody else.
             drop(unsafe { OwnedFd::from_raw_fd(opened) });
-            return Err(io::Error::other(
-                "could not reopen a closed standard stream",
-            ));
+            return Err(io::Error::other("could not reopen a closed standard stream"));
         }
     }
     Ok(())
@@ -80,15 +74,7 @@ pub fn bounding_set_has(cap: u32) -> Option<bool> {
 /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
 pub fn clear_ambient_caps() -> io::Result<()> {
     // SAFETY: integer arguments only.
-    let ret = unsafe {
-        libc::prctl(
-            libc::PR_CAP_AMBIENT,
-            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
-            0,
-            0,
-            0,
-        )
-    };
+    let ret = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
     check(ret.into()).map(drop)
 }
 
@@ -110,19 +96,10 @@ const CAP_VERSION_3: u32 = 0x2008_0522;
 
 /// The (effective, permitted, inheritable) sets as 64-bit masks.
 pub fn capability_sets() -> io::Result<(u64, u64, u64)> {
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
+    let mut header = CapHeader { version: CAP_VERSION_3, pid: 0 };
     let mut data = [CapData::default(); 2];
     // SAFETY: header and a two-element data array of the v3 layout, as capget(2) requires.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_capget,
-            &mut header as *mut CapHeader,
-            data.as_mut_ptr(),
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_capget, &mut header as *mut CapHeader, data.as_mut_ptr()) };
     check(ret)?;
     let join = |lo: u32, hi: u32| u64::from(lo) | (u64::from(hi) << 32);
     Ok((
@@ -134,19 +111,10 @@ pub fn capability_sets() -> io::Result<(u64, u64, u64)> {
 
 /// Empties the effective, permitted and inheritable capability sets.
 pub fn clear_capability_sets() -> io::Result<()> {
-    let mut header = CapHeader {
-        version: CAP_VERSION_3,
-        pid: 0,
-    };
+    let mut header = CapHeader { version: CAP_VERSION_3, pid: 0 };
     let data = [CapData::default(); 2];
     // SAFETY: header and a two-element data array of the v3 layout, as capset(2) requires.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_capset,
-            &mut header as *mut CapHeader,
-            data.as_ptr(),
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) };
     check(ret).map(drop)
 }
 
@@ -175,14 +143,7 @@ pub fn open_tree_clone(dirfd: impl AsFd, path: &CStr, recursive: bool) -> io::Re
         flags |= libc::AT_EMPTY_PATH as libc::c_uint;
     }
     // SAFETY: valid fd and NUL-terminated path; flags are from the uapi header.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_open_tree,
-            dirfd.as_fd().as_raw_fd(),
-            path.as_ptr(),
-            flags,
-        )
-    };
+    let ret = unsafe { libc::syscall(libc::SYS_open_tree, dirfd.as_fd().as_raw_fd(), path.as_ptr(), flags) };
     let fd = check(ret)?;
     // SAFETY: open_tree returned a new descriptor that nobody else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
@@ -190,12 +151,7 @@ pub fn open_tree_clone(dirfd: impl AsFd, path: &CStr, recursive: bool) -> io::Re
 
 /// `mount_setattr(2)` on a detached mount: sets `attr_set`, recursively when asked.
 pub fn mount_setattr(mount: impl AsFd, attr_set: u64, recursive: bool) -> io::Result<()> {
-    let attr = libc::mount_attr {
-        attr_set,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
+    let attr = libc::mount_attr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 };
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;

@@ -52,10 +52,7 @@ pub fn format_record(severity: Severity, pid: u32, message: &str) -> Vec<u8> {
 /// syslog daemon must not stop people from working.
 pub fn send(socket: &Path, severity: Severity, message: &str) {
     if let Ok(sock) = UnixDatagram::unbound() {
-        let _ = sock.send_to(
-            &format_record(severity, std::process::id(), message),
-            socket,
-        );
+        let _ = sock.send_to(&format_record(severity, std::process::id(), message), socket);
     }
 }
 
@@ -78,16 +75,12 @@ mod tests {
 
     #[test]
     fn records_are_bounded() {
-        assert_eq!(
-            format_record(Severity::Info, 1, &"x".repeat(10_000)).len(),
-            MAX_MESSAGE
-        );
+        assert_eq!(format_record(Severity::Info, 1, &"x".repeat(10_000)).len(), MAX_MESSAGE);
     }
 
     #[test]
     fn reaches_a_real_listener() {
-        let dir =
-            std::env::temp_dir().join(format!("imageswitch-syslog-test-{}", std::process::id()));
+        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-test-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("log");
         let _ = std::fs::remove_file(&path);

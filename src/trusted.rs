@@ -37,10 +37,7 @@ pub fn untrusted_reason(st: &FileStat) -> Option<String> {
         return Some(format!("owned by uid {}, not root", st.st_uid));
     }
     if file_type(st) != SFlag::S_IFLNK && st.st_mode & 0o022 != 0 {
-        return Some(format!(
-            "writable by group or others (mode {:04o})",
-            st.st_mode & 0o7777
-        ));
+        return Some(format!("writable by group or others (mode {:04o})", st.st_mode & 0o7777));
     }
     None
 }
@@ -53,19 +50,12 @@ fn errno_text(err: nix::errno::Errno) -> String {
 /// failed and why, as `(component, reason)`.
 pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String)> {
     let dir_flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let root = openat(
-        nix::fcntl::AT_FDCWD,
-        "/",
-        dir_flags | OFlag::O_DIRECTORY,
-        Mode::empty(),
-    )
-    .map_err(|e| (PathBuf::from("/"), errno_text(e)))?;
+    let root = openat(nix::fcntl::AT_FDCWD, "/", dir_flags | OFlag::O_DIRECTORY, Mode::empty())
+        .map_err(|e| (PathBuf::from("/"), errno_text(e)))?;
     check_trusted(&root, Path::new("/"))?;
 
     let mut pending: VecDeque<OsString> = components(path);
-    let mut current = root
-        .try_clone()
-        .map_err(|e| (PathBuf::from("/"), e.to_string()))?;
+    let mut current = root.try_clone().map_err(|e| (PathBuf::from("/"), e.to_string()))?;
     let mut shown = PathBuf::from("/");
     let mut links = 0;
     while let Some(part) = pending.pop_front() {
@@ -76,21 +66,15 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
         shown.push(&part);
         let want_file = last && kind == Kind::File;
         let flags = if want_file {
-            OFlag::O_RDONLY
-                | OFlag::O_NOFOLLOW
-                | OFlag::O_CLOEXEC
-                | OFlag::O_NONBLOCK
-                | OFlag::O_NOCTTY
+            OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY
         } else {
             dir_flags
         };
         let next = match openat(&current, part.as_os_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             // O_NOFOLLOW on a symlink without O_PATH gives ELOOP: reopen it as a path to read the link.
-            Err(nix::errno::Errno::ELOOP) if want_file => {
-                openat(&current, part.as_os_str(), dir_flags, Mode::empty())
-                    .map_err(|e| (shown.clone(), errno_text(e)))?
-            }
+            Err(nix::errno::Errno::ELOOP) if want_file => openat(&current, part.as_os_str(), dir_flags, Mode::empty())
+                .map_err(|e| (shown.clone(), errno_text(e)))?,
             Err(e) => return Err((shown, errno_text(e))),
         };
         let st = fstat(&next).map_err(|e| (shown.clone(), errno_text(e)))?;
@@ -110,9 +94,7 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
                 pending = spliced;
                 shown.pop();
                 if target.is_absolute() {
-                    current = root
-                        .try_clone()
-                        .map_err(|e| (shown.clone(), e.to_string()))?;
+                    current = root.try_clone().map_err(|e| (shown.clone(), e.to_string()))?;
                     shown = PathBuf::from("/");
                 }
             }

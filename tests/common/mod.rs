@@ -1,0 +1,309 @@
+//! Shared fixture for the end-to-end tests: real trees, a real setuid-root
+//! install, real unprivileged users, a real syslog listener.
+//!
+//! Everything lives under [`PREFIX`] and `/etc/imageswitch-test/`, and is
+//! (re)created idempotently, once per test binary. The binary under test must
+//! be built with `IMAGESWITCH_CONFIG_PATH=/etc/imageswitch-test/sysroots.toml`
+//! (`tests/run` does that); the fixture checks and says so otherwise.
+#![allow(dead_code)]
+
+use std::fs;
+use std::os::unix::fs::{PermissionsExt, symlink};
+use std::os::unix::net::UnixDatagram;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+pub const TEST_CONFIG: &str = "/etc/imageswitch-test/sysroots.toml";
+pub const PREFIX: &str = "/var/lib/imageswitch-test";
+pub const CACHE: &str = "/var/cache/imageswitch-test";
+pub const BIN: &str = "/var/lib/imageswitch-test/bin/imageswitch";
+pub const LOG_SOCKET: &str = "/var/lib/imageswitch-test/log.sock";
+/// Host bin_dir of the i386 tree (and the same path inside it).
+pub const BIN11: &str = "/imgsw-test-bin11";
+pub const BINBB: &str = "/imgsw-test-binbb";
+
+/// Allowed into every sysroot (member of `imgsw-physics`).
+pub const ALICE: &str = "imgsw-alice";
+/// Not in `imgsw-physics`: refused by `deb11`, allowed elsewhere.
+pub const BOB: &str = "imgsw-bob";
+pub const PHYSICS: &str = "imgsw-physics";
+
+pub fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Root-needing tests call this first: it skips visibly when not root, and
+/// fails instead under `CI=true`, where a skip would hide missing coverage.
+#[macro_export]
+macro_rules! require_root {
+    () => {
+        if !$crate::common::is_root() {
+            if std::env::var_os("CI").is_some_and(|v| v == "true") {
+                panic!("SKIPPED under CI=true: this test needs root");
+            }
+            eprintln!("SKIPPED (needs root): {}", module_path!());
+            return;
+        }
+    };
+}
+
+pub struct Fixture {
+    pub deb11: PathBuf,
+    pub trixie: PathBuf,
+    /// A private busybox tree for tests that change things inside.
+    pub bb: PathBuf,
+    log: Mutex<Vec<String>>,
+}
+
+static FIXTURE: OnceLock<Fixture> = OnceLock::new();
+
+pub fn fixture() -> &'static Fixture {
+    FIXTURE.get_or_init(setup)
+}
+
+pub fn sh(script: &str) {
+    let status = Command::new("sh").arg("-ec").arg(script).status().expect("sh");
+    assert!(status.success(), "setup step failed: {script}");
+}
+
+fn ensure_user(name: &str, groups: &[&str]) {
+    if Command::new("id").arg(name).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("id").success() {
+        return;
+    }
+    let mut cmd = Command::new("useradd");
+    cmd.args(["-m", "-s", "/bin/bash"]);
+    if !groups.is_empty() {
+        cmd.arg("-G").arg(groups.join(","));
+    }
+    assert!(cmd.arg(name).status().expect("useradd").success(), "useradd {name}");
+}
+
+const CONFIG: &str = r#"# written by tests/common/mod.rs
+[defaults]
+binds = ["/tmp"]
+log_socket = "/var/lib/imageswitch-test/log.sock"
+
+[sysroot.deb11]
+path = "/var/cache/imageswitch-test/bullseye-i386"
+personality = "linux32"
+aliases = ["imgsw-deb11"]
+bin_dir = "/imgsw-test-bin11"
+groups = ["imgsw-physics"]
+binds = ["/home"]
+
+[sysroot.trixie]
+path = "/var/cache/imageswitch-test/trixie-amd64"
+aliases = ["imgsw-trixie"]
+binds = ["/home"]
+shell = "/bin/bash"
+
+[sysroot.bb]
+path = "/var/lib/imageswitch-test/trees/bb"
+aliases = ["imgsw-bb"]
+bin_dir = "/imgsw-test-binbb"
+binds = ["/home"]
+
+# Same tree with setuid programs allowed to elevate (no no_new_privs).
+[sysroot.bb-setuid]
+path = "/var/lib/imageswitch-test/trees/bb"
+binds = ["/home"]
+setuid = true
+
+# No /home bind: the caller's home is bound onto TREE/home/USER directly.
+[sysroot.bb-homedirect]
+path = "/var/lib/imageswitch-test/trees/bb-homedirect"
+
+# TREE/etc owned by a user: must be refused.
+[sysroot.bb-userowned]
+path = "/var/lib/imageswitch-test/trees/bb-userowned"
+binds = ["/home"]
+
+# path is a symlink owned by a user: must be refused.
+[sysroot.bb-userlink]
+path = "/var/lib/imageswitch-test/trees/userlink"
+binds = ["/home"]
+
+# path is a root-owned symlink (a generation link): allowed.
+[sysroot.bb-rootlink]
+path = "/var/lib/imageswitch-test/trees/rootlink"
+binds = ["/home"]
+
+[sysroot.bb-missing]
+path = "/var/lib/imageswitch-test/trees/does-not-exist"
+
+# Only alice: bob is refused.
+[sysroot.bb-alice]
+path = "/var/lib/imageswitch-test/trees/bb"
+users = ["imgsw-alice"]
+binds = ["/home"]
+
+[sysroot.bb-broken]
+path = "/var/lib/imageswitch-test/trees/bb"
+pth = "/typo"
+"#;
+
+/// A small busybox tree (copied from the cache) owned by root.
+fn make_busybox_tree(dest: &Path) {
+    sh(&format!(
+        "rm -rf {d}.new && cp -a {CACHE}/busybox {d}.new && mkdir -p {d}.new/home {d}.new/var/log {d}.new{BINBB} \
+         && for p in sh true id cat ls pwd env uname logger; do ln -sf /bin/$p {d}.new{BINBB}/$p; done \
+         && cp {d}.new/bin/busybox {d}.new/bin/suid-busybox && chmod 4755 {d}.new/bin/suid-busybox \
+         && rm -rf {d} && mv {d}.new {d}",
+        d = dest.display()
+    ));
+}
+
+fn setup() -> Fixture {
+    assert!(is_root(), "the end-to-end fixture needs root");
+    let here = env!("CARGO_MANIFEST_DIR");
+    sh(&format!("bash {here}/tests/support/trees.sh busybox bullseye-i386 trixie-amd64"));
+
+    let built = PathBuf::from(env!("CARGO_BIN_EXE_imageswitch"));
+    let help = Command::new(&built).arg("--help").output().expect("run imageswitch --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains(TEST_CONFIG),
+        "{} was not built for the tests (its configuration is not {TEST_CONFIG}); run the suite with tests/run, \
+         or set IMAGESWITCH_CONFIG_PATH={TEST_CONFIG} when building",
+        built.display()
+    );
+
+    sh(&format!("getent group {PHYSICS} >/dev/null || groupadd {PHYSICS}"));
+    ensure_user(ALICE, &[PHYSICS]);
+    ensure_user(BOB, &[]);
+
+    sh(&format!(
+        "mkdir -p {PREFIX}/bin {PREFIX}/trees /etc/imageswitch-test && chmod 755 {PREFIX} {PREFIX}/bin {PREFIX}/trees"
+    ));
+    sh(&format!("install -m 4755 -o root -g root {} {BIN}.new && mv -f {BIN}.new {BIN}", built.display()));
+    for alias in ["imgsw-deb11", "imgsw-trixie", "imgsw-bb"] {
+        let link = Path::new(PREFIX).join("bin").join(alias);
+        let _ = fs::remove_file(&link);
+        symlink("imageswitch", &link).expect("alias link");
+    }
+
+    // bin_dir on the host (links to the binary) and inside the i386 tree
+    // (links to /bin, for scripts that are already inside).
+    let deb11 = PathBuf::from(CACHE).join("bullseye-i386");
+    for (dir, tree) in [(BIN11, &deb11)] {
+        sh(&format!(
+            "mkdir -p {dir} {t}{dir} && for p in sh bash true uname id cat; do ln -sfn {BIN} {dir}/$p; ln -sfn /bin/$p {t}{dir}/$p; done",
+            t = tree.display()
+        ));
+    }
+    sh(&format!(
+        "mkdir -p {BINBB} && for p in sh true id cat ls pwd env uname logger; do ln -sfn {BIN} {BINBB}/$p; done"
+    ));
+
+    let trees = PathBuf::from(PREFIX).join("trees");
+    let bb = trees.join("bb");
+    make_busybox_tree(&bb);
+    let homedirect = trees.join("bb-homedirect");
+    make_busybox_tree(&homedirect);
+    sh(&format!(
+        "mkdir -p {h}/home/{ALICE} {h}/home/{BOB} && chown {ALICE}: {h}/home/{ALICE} && chown {BOB}: {h}/home/{BOB}",
+        h = homedirect.display()
+    ));
+    let userowned = trees.join("bb-userowned");
+    make_busybox_tree(&userowned);
+    sh(&format!("chown {ALICE} {}/etc", userowned.display()));
+    sh(&format!(
+        "cd {t} && rm -f userlink rootlink && ln -s bb rootlink && ln -s bb userlink && chown -h {ALICE} userlink",
+        t = trees.display()
+    ));
+
+    fs::write(TEST_CONFIG, CONFIG).expect("write config");
+    fs::set_permissions(TEST_CONFIG, fs::Permissions::from_mode(0o644)).expect("chmod config");
+
+    let fixture = Fixture { deb11, trixie: PathBuf::from(CACHE).join("trixie-amd64"), bb, log: Mutex::new(Vec::new()) };
+    start_log_listener();
+    fixture
+}
+
+fn start_log_listener() {
+    let _ = fs::remove_file(LOG_SOCKET);
+    let sock = UnixDatagram::bind(LOG_SOCKET).expect("bind log socket");
+    fs::set_permissions(LOG_SOCKET, fs::Permissions::from_mode(0o666)).expect("chmod log socket");
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 8192];
+        while let Ok(n) = sock.recv(&mut buf) {
+            let line = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if let Some(f) = FIXTURE.get() {
+                f.log.lock().expect("log lock").push(line);
+            } else {
+                PENDING.lock().expect("pending lock").push(line);
+            }
+        }
+    });
+}
+
+static PENDING: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+impl Fixture {
+    /// Waits up to 5 s for a syslog record containing `needle`.
+    pub fn wait_for_log(&self, needle: &str) -> Option<String> {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let found = {
+                let mut pending = PENDING.lock().expect("pending lock");
+                let mut log = self.log.lock().expect("log lock");
+                log.append(&mut pending);
+                log.iter().find(|l| l.contains(needle)).cloned()
+            };
+            if found.is_some() || Instant::now() > deadline {
+                return found;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A command run as `user` (real uid, gid and groups from passwd), via setpriv.
+pub fn as_user(user: &str, program: &str) -> Command {
+    let mut cmd = Command::new("setpriv");
+    cmd.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).arg("--init-groups").arg("--").arg(program);
+    cmd.current_dir(home_of(user));
+    cmd
+}
+
+pub fn home_of(user: &str) -> PathBuf {
+    PathBuf::from("/home").join(user)
+}
+
+pub fn alias(name: &str) -> String {
+    format!("{PREFIX}/bin/{name}")
+}
+
+pub fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.stdin(Stdio::null()).output().expect("spawn")
+}
+
+/// The host's mount table as seen from the test process, without the
+/// per-read fields that change by themselves.
+pub fn host_mounts() -> String {
+    fs::read_to_string("/proc/self/mountinfo").expect("mountinfo")
+}
+
+/// A fresh directory under /tmp owned by `user`, unique per call.
+pub fn user_tmpdir(user: &str, tag: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/tmp/imgsw-{tag}-{}-{}", std::process::id(), unique()));
+    fs::create_dir_all(&dir).expect("mkdir");
+    sh(&format!("chown {user}: {}", dir.display()));
+    dir
+}
+
+pub fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}

@@ -1,0 +1,348 @@
+#!/usr/bin/env bash
+# End-to-end test of the Slurm SPANK plugin (packaging/slurm) on a one-node
+# cluster this script starts itself: munged, slurmctld and slurmd with a
+# minimal slurm.conf, the setuid imageswitch installed in a root-owned scratch
+# prefix, real users created with useradd, and a copy of the cached Debian
+# bullseye i386 tree. Every job is submitted as an unprivileged user.
+#
+#   bash tests/slurm.sh          (as root; installs what it needs with apt-get)
+#
+# One line per check, then "N passed, N failed"; non-zero exit on any failure.
+# Every daemon started here is stopped on exit, and the users, prefix and
+# state directories are removed.
+#
+# Build output goes to $SLURM_TEST_TARGET_DIR (default: target/slurm-test in
+# the checkout), separate from other builds because the imageswitch binary is
+# compiled with this test's own config path.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+NAME=imageswitch-slurm-test
+CONF_DIR=/etc/$NAME                     # the build-time config path lives here
+CONFIG=$CONF_DIR/sysroots.toml
+PREFIX=/opt/$NAME                       # root-owned scratch install prefix
+RUN=/run/$NAME                          # daemon state, sockets, logs
+SPOOL=/var/spool/$NAME                  # SlurmdSpoolDir; bound into the tree
+TREE_SRC=${IMAGESWITCH_TEST_CACHE:-/var/cache/imageswitch-test}/bullseye-i386
+TREE=/var/lib/$NAME/bullseye-i386       # our copy: it gets a $SPOOL mount point
+BIN_DIR=/bin11-slurmtest                # the sysroot's bin_dir (shebang jobs)
+USER_OK=isw-slurm
+USER_NO=isw-slurm-no
+TARGET=${SLURM_TEST_TARGET_DIR:-$REPO/target/slurm-test}
+export SLURM_CONF=$CONF_DIR/slurm.conf
+
+passed=0
+failed=0
+pids=()
+
+say() { echo "$*"; }
+pass() { passed=$((passed + 1)); say "ok: $1"; }
+fail() {
+    failed=$((failed + 1))
+    say "FAIL: $1"
+    shift
+    local line
+    for line in "$@"; do say "#   $line"; done
+}
+# check NAME EXPECTED ACTUAL: exact string comparison.
+check_eq() {
+    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected: $2" "actual:   $3"; fi
+}
+finish() {
+    say "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
+    exit $?
+}
+# A setup step that must work; anything else is reported as one failure.
+must() {
+    local what=$1
+    shift
+    local out
+    if ! out=$("$@" 2>&1); then
+        fail "setup: $what" "${out//$'\n'/$'\n'#   }"
+        finish
+    fi
+}
+
+if [ "$(id -u)" != 0 ]; then
+    say "skipped: tests/slurm.sh needs root (it starts Slurm daemons and installs a setuid binary)"
+    say "0 passed, 0 failed, 1 skipped"
+    [ "${CI:-}" = true ] && exit 1
+    exit 0
+fi
+
+cleanup() {
+    local pid
+    if [ -n "${slurmctld_pid:-}" ] && [ -x "$(command -v scancel)" ]; then
+        scancel --quiet --full --user="$USER_OK" 2>/dev/null
+        scancel --quiet --full --user="$USER_NO" 2>/dev/null
+        local i
+        for i in $(seq 1 20); do
+            [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
+            sleep 0.5
+        done
+    fi
+    for pid in "${pids[@]}"; do
+        kill "$pid" 2>/dev/null
+    done
+    for pid in "${pids[@]}"; do
+        local i
+        for i in $(seq 1 40); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.25
+        done
+        kill -9 "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    done
+    userdel -r "$USER_OK" >/dev/null 2>&1
+    userdel -r "$USER_NO" >/dev/null 2>&1
+    rm -rf "$RUN" "$SPOOL" "$PREFIX" "$CONF_DIR" "$BIN_DIR"
+}
+trap cleanup EXIT
+
+# --- what the test needs ----------------------------------------------------
+
+need_pkgs=()
+for pair in slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge \
+    mungekey:munge debootstrap:debootstrap busybox:busybox-static; do
+    command -v "${pair%%:*}" >/dev/null || need_pkgs+=("${pair#*:}")
+done
+[ -r /usr/include/slurm/spank.h ] || need_pkgs+=(libslurm-dev)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    say "# installing: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
+        { apt-get update >/dev/null 2>&1 && must "apt-get install ${need_pkgs[*]}" \
+            apt-get install -y --no-install-recommends "${need_pkgs[@]}"; }
+fi
+must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
+
+must "build imageswitch with config $CONFIG" \
+    env IMAGESWITCH_CONFIG_PATH="$CONFIG" cargo build --quiet --manifest-path "$REPO/Cargo.toml" \
+    --bin imageswitch --target-dir "$TARGET/imageswitch"
+must "build the SPANK plugin" \
+    cargo build --quiet --manifest-path "$REPO/packaging/slurm/Cargo.toml" --target-dir "$TARGET/spank"
+
+# Start from a clean slate in case an earlier run was killed.
+cleanup
+install -d -m 755 -o root -g root "$PREFIX" "$PREFIX/bin" "$PREFIX/lib" "$CONF_DIR" "$RUN" "$SPOOL" "$BIN_DIR"
+install -m 4755 -o root -g root "$TARGET/imageswitch/debug/imageswitch" "$PREFIX/bin/imageswitch"
+install -m 644 -o root -g root "$TARGET/spank/debug/libimageswitch_spank.so" "$PREFIX/lib/imageswitch_spank.so"
+ln -s "$PREFIX/bin/imageswitch" "$BIN_DIR/bash"
+
+# Our own copy of the tree, so we can add the spool mount point the shebang
+# job needs; refreshed when the cache is newer.
+if [ ! -e "$TREE/.complete" ] || [ "$TREE_SRC/.complete" -nt "$TREE/.complete" ]; then
+    rm -rf "$TREE"
+    install -d -m 755 -o root -g root "/var/lib/$NAME"
+    must "copy $TREE_SRC" cp -a "$TREE_SRC" "$TREE"
+fi
+install -d -m 755 -o root -g root "$TREE$SPOOL"
+
+useradd -m -s /bin/bash "$USER_OK"
+useradd -m -s /bin/bash "$USER_NO"
+HOME_OK=$(getent passwd "$USER_OK" | cut -d: -f6)
+HOME_NO=$(getent passwd "$USER_NO" | cut -d: -f6)
+
+cat >"$CONFIG" <<EOF
+[defaults]
+binds = ["/home", "/tmp"]
+log_socket = ""
+
+[sysroot.deb11]
+path = "$TREE"
+personality = "linux32"
+aliases = ["deb11"]
+bin_dir = "$BIN_DIR"
+users = ["$USER_OK"]
+binds = ["$SPOOL"]
+EOF
+
+# --- the cluster ------------------------------------------------------------
+
+install -d -m 755 -o munge -g munge "$RUN/munge"
+install -d -m 700 -o root -g root "$RUN/state"
+must "create a munge key" setpriv --reuid=munge --regid=munge --init-groups \
+    mungekey --create --keyfile="$RUN/munge/munge.key"
+setpriv --reuid=munge --regid=munge --init-groups \
+    munged --foreground --socket="$RUN/munge/munge.sock" --key-file="$RUN/munge/munge.key" \
+    --pid-file="$RUN/munge/munged.pid" --seed-file="$RUN/munge/munge.seed" \
+    --log-file="$RUN/munge/munged.log" >/dev/null 2>&1 &
+pids+=($!)
+
+HOST=$(hostname -s)
+# slurmd -C prints this machine's real layout, which slurmd validates against.
+NODE_LINE=$(slurmd -C | head -1)
+case $NODE_LINE in NodeName=*) ;; *) fail "setup: slurmd -C" "$NODE_LINE"; finish ;; esac
+cat >"$SLURM_CONF" <<EOF
+ClusterName=isw-test
+SlurmctldHost=$HOST(127.0.0.1)
+SlurmctldPort=16817
+SlurmdPort=16818
+SlurmUser=root
+SlurmdUser=root
+AuthType=auth/munge
+CredType=cred/munge
+AuthInfo=socket=$RUN/munge/munge.sock
+StateSaveLocation=$RUN/state
+SlurmdSpoolDir=$SPOOL
+SlurmctldPidFile=$RUN/slurmctld.pid
+SlurmdPidFile=$RUN/slurmd.pid
+SlurmctldLogFile=$RUN/slurmctld.log
+SlurmdLogFile=$RUN/slurmd.log
+SlurmdDebug=debug
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+PlugStackConfig=$CONF_DIR/plugstack.conf
+SchedulerType=sched/builtin
+SelectType=select/cons_tres
+SelectTypeParameters=CR_Core
+MpiDefault=none
+JobAcctGatherType=jobacct_gather/none
+AccountingStorageType=accounting_storage/none
+ReturnToService=2
+$NODE_LINE NodeAddr=127.0.0.1 State=UNKNOWN
+PartitionName=test Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
+EOF
+echo "required $PREFIX/lib/imageswitch_spank.so imageswitch=$PREFIX/bin/imageswitch" \
+    >"$CONF_DIR/plugstack.conf"
+chmod 644 "$SLURM_CONF" "$CONF_DIR/plugstack.conf" "$CONFIG"
+
+for i in $(seq 1 40); do [ -S "$RUN/munge/munge.sock" ] && break; sleep 0.25; done
+slurmctld -D -i -f "$SLURM_CONF" >"$RUN/slurmctld.out" 2>&1 &
+slurmctld_pid=$!
+pids+=("$slurmctld_pid")
+slurmd -D -f "$SLURM_CONF" >"$RUN/slurmd.out" 2>&1 &
+pids+=($!)
+
+state=""
+for i in $(seq 1 60); do
+    state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null)
+    [ "$state" = idle ] && break
+    sleep 0.5
+done
+if [ "$state" != idle ]; then
+    fail "cluster up: node $HOST idle" "state: ${state:-none}" \
+        "$(tail -5 "$RUN/slurmctld.log" "$RUN/slurmd.log" 2>&1 | tr '\n' '|')"
+    finish
+fi
+pass "cluster up: munged, slurmctld, slurmd; node $HOST idle"
+
+# --- checks, as the users -------------------------------------------------
+
+mounts_before=$(findmnt -rn -o TARGET,SOURCE | sort)
+
+# as USER CMD...: run in the user's home with the test's slurm.conf.
+as() {
+    local user=$1 home
+    shift
+    home=$(getent passwd "$user" | cut -d: -f6)
+    (cd "$home" && timeout 120 runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" "$@")
+}
+
+out=$(as "$USER_OK" srun --help 2>&1)
+if grep -q -- '--sysroot=NAME' <<<"$out"; then
+    pass "srun --help lists --sysroot=NAME (plugin loaded by srun)"
+else
+    fail "srun --help lists --sysroot=NAME" "$(grep -i -m3 'spank\|error' <<<"$out")"
+fi
+
+out=$(as "$USER_OK" srun uname -m 2>&1)
+check_eq "srun without --sysroot runs on the host" "$(uname -m)" "$out"
+
+out=$(as "$USER_OK" srun --sysroot=deb11 uname -m 2>&1)
+check_eq "srun --sysroot=deb11 uname -m" "i686" "$out"
+
+out=$(as "$USER_OK" srun --sysroot=deb11 cat /etc/debian_version 2>&1)
+check_eq "srun --sysroot=deb11 sees the tree's /etc/debian_version" \
+    "$(cat "$TREE/etc/debian_version")" "$out"
+
+out=$(as "$USER_OK" srun --sysroot=deb11 sh -c 'echo "$IMAGESWITCH_SYSROOT $SLURM_JOB_ID $PWD"' 2>&1)
+if [[ $out =~ ^deb11\ [0-9]+\ $HOME_OK$ ]]; then
+    pass "srun task keeps the job's environment and cwd (IMAGESWITCH_SYSROOT, SLURM_JOB_ID, PWD)"
+else
+    fail "srun task keeps the job's environment and cwd" "expected: deb11 <jobid> $HOME_OK" "actual:   $out"
+fi
+
+out=$(as "$USER_OK" srun --sysroot=deb11 id -u 2>&1)
+check_eq "srun --sysroot task runs as the user" "$(id -u "$USER_OK")" "$out"
+
+out=$(as "$USER_OK" srun --ntasks=2 --sysroot=deb11 uname -m 2>&1)
+check_eq "srun --ntasks=2: every task in the sysroot" "i686 i686" "$(echo $out)"
+
+out=$(as "$USER_OK" salloc --sysroot=deb11 srun uname -m 2>&1 | grep -v '^salloc:')
+check_eq "salloc --sysroot=deb11 srun uname -m" "i686" "$out"
+
+out=$(as "$USER_OK" srun --sysroot=../etc true 2>&1)
+status=$?
+if [ "$status" -ne 0 ] && grep -q 'imageswitch-spank: --sysroot name "../etc"' <<<"$out"; then
+    pass "srun --sysroot=../etc refused at submission (status $status)"
+else
+    fail "srun --sysroot=../etc refused at submission" "status $status" "$out"
+fi
+
+# sbatch with --sysroot: the batch script itself runs inside the tree.
+cat >"$HOME_OK/job-sysroot.sh" <<'EOF'
+#!/bin/sh
+echo "arch=$(uname -m) debian=$(cat /etc/debian_version) sysroot=$IMAGESWITCH_SYSROOT arg=$1"
+EOF
+chown "$USER_OK:" "$HOME_OK/job-sysroot.sh"
+as "$USER_OK" sbatch --wait --quiet --sysroot=deb11 -o "$HOME_OK/job-sysroot.out" job-sysroot.sh A1 >/dev/null 2>&1
+status=$?
+out=$(cat "$HOME_OK/job-sysroot.out" 2>&1)
+check_eq "sbatch --sysroot=deb11 job (status $status)" \
+    "arch=i686 debian=$(cat "$TREE/etc/debian_version") sysroot=deb11 arg=A1" "$out"
+
+# A #!BIN_DIR/bash job script under plain sbatch: no plugin involved.
+cat >"$HOME_OK/job-shebang.sh" <<EOF
+#!$BIN_DIR/bash
+echo "arch=\$(uname -m) debian=\$(cat /etc/debian_version) bash=\$BASH_VERSION"
+EOF
+chown "$USER_OK:" "$HOME_OK/job-shebang.sh"
+as "$USER_OK" sbatch --wait --quiet -o "$HOME_OK/job-shebang.out" job-shebang.sh >/dev/null 2>&1
+status=$?
+out=$(cat "$HOME_OK/job-shebang.out" 2>&1)
+tree_bash=$(chroot "$TREE" /bin/bash -c 'echo $BASH_VERSION')
+check_eq "sbatch job with #!$BIN_DIR/bash (status $status)" \
+    "arch=i686 debian=$(cat "$TREE/etc/debian_version") bash=$tree_bash" "$out"
+
+# A user outside the sysroot's users list: refused by imageswitch, status 125.
+out=$(as "$USER_NO" srun --sysroot=deb11 uname -m 2>&1)
+status=$?
+if [ "$status" -eq 125 ] && grep -q '^imageswitch: ' <<<"$out" && ! grep -q i686 <<<"$out"; then
+    pass "srun --sysroot=deb11 as $USER_NO refused with status 125: $(grep -m1 '^imageswitch: ' <<<"$out")"
+else
+    fail "srun --sysroot=deb11 as $USER_NO refused with status 125" "status $status" "$out"
+fi
+
+as "$USER_NO" sbatch --wait --quiet --sysroot=deb11 -o "$HOME_NO/job-refused.out" \
+    --wrap 'uname -m' >/dev/null 2>&1
+status=$?
+out=$(cat "$HOME_NO/job-refused.out" 2>&1)
+if [ "$status" -eq 125 ] && grep -q '^imageswitch: ' <<<"$out" && ! grep -q i686 <<<"$out"; then
+    pass "sbatch --sysroot=deb11 as $USER_NO: job output says $(grep -m1 '^imageswitch: ' <<<"$out")"
+else
+    fail "sbatch --sysroot=deb11 as $USER_NO refused with status 125 and a message" "status $status" "$out"
+fi
+
+mounts_after=$(findmnt -rn -o TARGET,SOURCE | sort)
+if [ "$mounts_before" = "$mounts_after" ]; then
+    pass "host mount table unchanged by the jobs"
+else
+    fail "host mount table unchanged by the jobs" "$(diff <(echo "$mounts_before") <(echo "$mounts_after") | head -5)"
+fi
+
+# Fail closed: when imageswitch cannot be executed the task ends with 125 and
+# never runs on the host, even with an "optional" plugstack.conf line.
+echo "optional $PREFIX/lib/imageswitch_spank.so imageswitch=$PREFIX/bin/missing" \
+    >"$CONF_DIR/plugstack.conf"
+out=$(as "$USER_OK" srun --sysroot=deb11 uname -m 2>&1)
+status=$?
+if [ "$status" -eq 125 ] && grep -q "imageswitch-spank: cannot execute $PREFIX/bin/missing" <<<"$out" &&
+    ! grep -q "$(uname -m)" <<<"$out"; then
+    pass "imageswitch missing: task fails closed with status 125, not run on the host"
+else
+    fail "imageswitch missing: task fails closed with status 125" "status $status" "$out"
+fi
+
+finish
