@@ -2,10 +2,9 @@
 //! they may enter a sysroot. Never from `$USER`, `$HOME` or any variable.
 #![forbid(unsafe_code)]
 
-use std::ffi::CString;
 use std::path::PathBuf;
 
-use nix::unistd::{Gid, Group, Uid, User, getgrouplist, getuid};
+use nix::unistd::{Gid, Group, Uid, User, getgid, getgroups, getuid};
 
 use crate::config::Sysroot;
 use crate::error::Error;
@@ -14,27 +13,29 @@ use crate::error::Error;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
     pub uid: Uid,
+    /// The real gid at start (the caller's current group, after any newgrp).
     pub gid: Gid,
     pub name: String,
     pub home: PathBuf,
     pub shell: PathBuf,
-    /// Supplementary groups from the group database (including the primary).
+    /// Supplementary groups the process had when it started.
     pub groups: Vec<Gid>,
 }
 
 impl Caller {
-    /// Resolves the real uid through NSS on the host.
+    /// Resolves the real uid through NSS on the host. The supplementary
+    /// groups are the ones the process already has (a setuid exec keeps them):
+    /// recomputing them from the group database could hand back a group the
+    /// caller's session had dropped (newgrp, a scheduler's cgroup of groups).
     pub fn resolve() -> Result<Caller, Error> {
         let uid = getuid();
         let user = User::from_uid(uid)
             .map_err(|e| Error::Caller(format!("uid {uid}: {e}")))?
             .ok_or_else(|| Error::Caller(format!("uid {uid} has no passwd entry")))?;
-        let cname = CString::new(user.name.as_bytes()).map_err(|_| Error::Caller("user name contains NUL".into()))?;
-        let mut groups =
-            getgrouplist(&cname, user.gid).map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
+        let mut groups = getgroups().map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
         groups.sort_by_key(|g| g.as_raw());
         groups.dedup();
-        Ok(Caller { uid, gid: user.gid, name: user.name, home: user.dir, shell: user.shell, groups })
+        Ok(Caller { uid, gid: getgid(), name: user.name, home: user.dir, shell: user.shell, groups })
     }
 }
 

@@ -12,6 +12,7 @@ use std::ffi::CString;
 use std::io;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
@@ -181,6 +182,14 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
         }
     };
 
+    // The tree's /dev is the host's: a host /dev/log socket is already there.
+    // Only a link (journald's, into /run) needs the socket bound over it.
+    if spec.kind == Kind::Socket
+        && spec.source == spec.target
+        && std::fs::symlink_metadata(&spec.source).is_ok_and(|m| m.file_type().is_socket())
+    {
+        return Ok(Outcome::Mounted);
+    }
     let source_c = CString::new(spec.source.as_os_str().as_bytes())
         .map_err(|_| fail(source_shown.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
     let detached = match with_fs_identity(spec.as_caller, uid, gid, || {

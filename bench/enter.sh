@@ -1,0 +1,122 @@
+#!/usr/bin/env bash
+# Cost of entering the i386 tree and running /bin/true, against peers in the
+# same run, as ratios of medians:
+#   imageswitch (all default binds, as an ordinary user)
+#   chroot(8)   (no mounts, as root: the floor)
+#   schroot     (type=directory, Debian's default profile, as the user)
+#   bwrap       (same binds, unprivileged user namespace, as the user)
+# then how imageswitch's cost grows with the number of mounts on the host.
+#
+#   sudo bench/enter.sh [RUNS]        (default 300 runs per command)
+# Needs: hyperfine schroot bubblewrap debootstrap (installed if missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${1:-300}
+[ "$(id -u)" = 0 ] || { echo "bench/enter.sh: run as root" >&2; exit 2; }
+
+need=()
+for pc in hyperfine:hyperfine schroot:schroot bubblewrap:bwrap debootstrap:debootstrap jq:jq; do
+    command -v "${pc#*:}" >/dev/null || need+=("${pc%%:*}")
+done
+[ ${#need[@]} -eq 0 ] || { apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; }
+
+bash tests/support/trees.sh bullseye-i386
+TREE=/var/cache/imageswitch-test/bullseye-i386
+USER_NAME=imgsw-bench
+CONF=/etc/imageswitch-bench/sysroots.toml
+PREFIX=/var/lib/imageswitch-bench
+OUT=$(mktemp -d) && chmod 1777 "$OUT"
+MNT=$PREFIX/many
+
+getent passwd $USER_NAME >/dev/null || useradd -m -s /bin/bash $USER_NAME
+
+# A release build whose configuration path is the bench's own.
+IMAGESWITCH_CONFIG_PATH=$CONF cargo build --release -q --bin imageswitch --target-dir target/bench
+mkdir -p $PREFIX/bin /etc/imageswitch-bench && chmod 755 $PREFIX $PREFIX/bin
+install -m 4755 -o root target/bench/release/imageswitch $PREFIX/bin/imageswitch
+cat >$CONF <<EOF
+[defaults]
+binds = ["/home", "/tmp"]
+log_socket = "/dev/log"
+[sysroot.bench]
+path = "$TREE"
+personality = "linux32"
+EOF
+chmod 644 $CONF
+
+cat >/etc/schroot/chroot.d/imgsw-bench <<EOF
+[imgsw-bench]
+type=directory
+directory=$TREE
+users=$USER_NAME
+personality=linux32
+profile=default
+EOF
+
+cleanup() {
+    if [ -d $MNT ]; then
+        findmnt -rn -o TARGET | grep "^$MNT/" | sort -r | xargs -r -n 50 umount 2>/dev/null || true
+        rm -rf $MNT
+    fi
+    rm -f /etc/schroot/chroot.d/imgsw-bench
+    rm -rf "$OUT"
+}
+trap cleanup EXIT
+
+as_user() { setpriv --reuid=$USER_NAME --regid=$USER_NAME --init-groups -- "$@"; }
+median() { jq -r '.results[0].median' "$1"; }
+
+# hyperfine -N runs each command without an intermediate shell.
+measure() { # name runs user|root command...
+    local name=$1 runs=$2 who=$3; shift 3
+    local json=$OUT/$name.json
+    if [ "$who" = user ]; then
+        (cd /home/$USER_NAME && as_user hyperfine -N -w 20 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
+    else
+        (cd /home/$USER_NAME && hyperfine -N -w 20 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
+    fi
+    median "$json"
+}
+
+# Sanity: each path really runs inside the i386 tree.
+test "$(cd /tmp && as_user $PREFIX/bin/imageswitch bench uname -m)" = i686
+test "$(chroot $TREE /bin/true && echo ok)" = ok
+test "$(cd /tmp && as_user schroot -q -c imgsw-bench -- uname -m)" = i686
+BWRAP=(setarch linux32 bwrap --bind $TREE / --proc /proc --dev /dev --bind /home /home --bind /tmp /tmp --chdir /tmp)
+test "$(cd /tmp && as_user "${BWRAP[@]}" uname -m)" = i686
+
+chroot_s=$(measure chroot "$RUNS" root chroot $TREE /bin/true)
+imgsw_s=$(measure imageswitch "$RUNS" user $PREFIX/bin/imageswitch bench /bin/true)
+bwrap_s=$(measure bwrap "$RUNS" user "${BWRAP[@]}" /bin/true)
+schroot_runs=$(( RUNS / 10 > 20 ? RUNS / 10 : 20 ))
+schroot_s=$(measure schroot "$schroot_runs" user schroot -q -c imgsw-bench -- /bin/true)
+
+ms() { awk -v s="$1" 'BEGIN { printf "%.3f", s * 1000 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+echo "## Entering the bullseye i386 tree and running /bin/true (median of $RUNS runs; schroot $schroot_runs)"
+echo
+echo "| how | median ms | × chroot(8) | imageswitch faster by |"
+echo "|---|---|---|---|"
+echo "| chroot(8), no mounts, root | $(ms "$chroot_s") | 1.00 | |"
+echo "| imageswitch, default binds, user | $(ms "$imgsw_s") | $(ratio "$imgsw_s" "$chroot_s") | |"
+echo "| bwrap, same binds, user | $(ms "$bwrap_s") | $(ratio "$bwrap_s" "$chroot_s") | $(ratio "$bwrap_s" "$imgsw_s")× |"
+echo "| schroot, type=directory, user | $(ms "$schroot_s") | $(ratio "$schroot_s" "$chroot_s") | $(ratio "$schroot_s" "$imgsw_s")× |"
+echo
+
+echo "## imageswitch cost against the number of mounts on the host"
+echo
+echo "| extra host mounts | imageswitch ms | chroot(8) ms | × chroot(8) |"
+echo "|---|---|---|---|"
+mkdir -p $MNT
+have=0
+for n in 0 20 200 1000; do
+    while [ $have -lt $n ]; do
+        mkdir -p $MNT/$have
+        mount -t tmpfs -o size=64k tmpfs $MNT/$have
+        have=$((have + 1))
+    done
+    i=$(measure "imgsw-$n" "$RUNS" user $PREFIX/bin/imageswitch bench /bin/true)
+    c=$(measure "chroot-$n" "$RUNS" root chroot $TREE /bin/true)
+    echo "| $n | $(ms "$i") | $(ms "$c") | $(ratio "$i" "$c") |"
+done
