@@ -11,6 +11,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::unistd::{chdir, chroot, fchdir};
 
 use crate::access::{Caller, host_group_gid, may_enter};
@@ -44,8 +45,8 @@ pub trait Kernel {
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error>;
     fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error>;
     fn verify_dropped(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error>;
-    /// As the caller: `chdir`, true on success.
-    fn change_directory(&mut self, dir: &Path) -> bool;
+    /// As the caller: `chdir`.
+    fn change_directory(&mut self, dir: &Path) -> Result<(), Errno>;
     fn is_executable(&self, path: &Path) -> bool;
     /// Replaces the process; returns only on failure.
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error;
@@ -85,20 +86,34 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
     kernel.verify_dropped(plan.caller, no_new_privs)?;
 
     // From here on we are the caller: every check below is theirs.
-    let wanted = plan.cwd.first().map(|p| p.display().to_string());
-    let fallbacks = [plan.caller.home.clone(), PathBuf::from("/")];
+    let mut first_failure = None;
     let mut landed = None;
+    let fallbacks = [plan.caller.home.clone(), PathBuf::from("/")];
     for dir in plan.cwd.iter().chain(fallbacks.iter()) {
-        if kernel.change_directory(dir) {
-            landed = Some(dir);
-            break;
+        match kernel.change_directory(dir) {
+            Ok(()) => {
+                landed = Some(dir);
+                break;
+            }
+            Err(errno) => {
+                first_failure.get_or_insert((dir, errno));
+            }
         }
     }
-    let in_cwd = landed.is_some_and(|dir| plan.cwd.contains(dir));
-    if !in_cwd {
-        let wanted = wanted.unwrap_or_else(|| "the current directory".to_string());
+    if !landed.is_some_and(|dir| plan.cwd.contains(dir)) {
         let landed = landed.map_or_else(|| "an unknown directory".to_string(), |d| d.display().to_string());
-        eprintln!("imageswitch: warning: {wanted} does not exist in {}; starting in {landed}", plan.sysroot.name);
+        let name = &plan.sysroot.name;
+        match first_failure.filter(|(dir, _)| plan.cwd.contains(dir)) {
+            Some((dir, Errno::ENOENT)) => {
+                eprintln!("imageswitch: warning: {} does not exist in {name}; starting in {landed}", dir.display())
+            }
+            Some((dir, errno)) => eprintln!(
+                "imageswitch: warning: cannot enter {} in {name} ({}); starting in {landed}",
+                dir.display(),
+                errno.desc().to_lowercase()
+            ),
+            None => eprintln!("imageswitch: warning: the current directory is gone; starting in {landed}"),
+        }
     }
 
     let mut shells: Vec<&Path> = vec![plan.caller.shell.as_path()];
@@ -191,8 +206,8 @@ impl Kernel for Real {
         privileges::verify_dropped(caller, no_new_privs)
     }
 
-    fn change_directory(&mut self, dir: &Path) -> bool {
-        chdir(dir).is_ok()
+    fn change_directory(&mut self, dir: &Path) -> Result<(), Errno> {
+        chdir(dir)
     }
 
     fn is_executable(&self, path: &Path) -> bool {
@@ -394,5 +409,170 @@ pub fn main() -> i32 {
             eprintln!("imageswitch: {err}");
             err.exit_code()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use nix::unistd::{Gid, Uid};
+
+    /// Records each privileged step instead of making it.
+    #[derive(Default)]
+    struct Recorder {
+        steps: Vec<String>,
+        fail_at: Option<&'static str>,
+        existing_dirs: Vec<PathBuf>,
+        executables: Vec<PathBuf>,
+    }
+
+    impl Recorder {
+        fn step(&mut self, name: String) -> Result<(), Error> {
+            let failing = self.fail_at.is_some_and(|f| name.starts_with(f));
+            self.steps.push(name);
+            if failing { Err(Error::privilege("fake", "injected failure")) } else { Ok(()) }
+        }
+    }
+
+    impl Kernel for Recorder {
+        fn unshare_mount_namespace(&mut self) -> Result<(), Error> {
+            self.step("unshare".into())
+        }
+        fn make_mounts_slave(&mut self) -> Result<(), Error> {
+            self.step("slave".into())
+        }
+        fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
+            self.step(format!("open_tree {}", sysroot.path.display()))
+        }
+        fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
+            self.step(format!("bind {}", spec.target.display()))
+        }
+        fn chroot_into_tree(&mut self) -> Result<(), Error> {
+            self.step("chroot".into())
+        }
+        fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
+            self.step(format!("personality {personality:?}"))
+        }
+        fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
+            self.step(format!("drop uid={} nnp={no_new_privs}", caller.uid))
+        }
+        fn verify_dropped(&mut self, _caller: &Caller, _no_new_privs: bool) -> Result<(), Error> {
+            self.step("verify".into())
+        }
+        fn change_directory(&mut self, dir: &Path) -> Result<(), Errno> {
+            self.steps.push(format!("chdir {}", dir.display()));
+            if self.existing_dirs.iter().any(|d| d == dir) { Ok(()) } else { Err(Errno::ENOENT) }
+        }
+        fn is_executable(&self, path: &Path) -> bool {
+            self.executables.iter().any(|p| p == path)
+        }
+        fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
+            let sysroot_var = env.iter().any(|e| e.as_bytes() == b"IMAGESWITCH_SYSROOT=sl5");
+            self.steps.push(format!("exec {} {:?} env_ok={sysroot_var}", launch.program.display(), launch.argv));
+            Error::privilege("fake", "exec recorded")
+        }
+    }
+
+    fn sysroot(extra: &str) -> Sysroot {
+        let text =
+            format!("[sysroot.sl5]\npath = \"/srv/sl5\"\npersonality = \"linux32\"\nbinds = [\"/data\"]\n{extra}");
+        parse("t", &text).expect("valid").sysroots.remove(0)
+    }
+
+    fn caller() -> Caller {
+        Caller {
+            uid: Uid::from_raw(1000),
+            gid: Gid::from_raw(1000),
+            name: "alice".into(),
+            home: "/home/alice".into(),
+            shell: "/bin/zsh".into(),
+            groups: vec![Gid::from_raw(1000)],
+        }
+    }
+
+    fn run_plan(sysroot: &Sysroot, recorder: &mut Recorder, cwd: &[&str], command: Command) -> Error {
+        let caller = caller();
+        let env = vec![(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        let plan = EntryPlan {
+            sysroot,
+            caller: &caller,
+            mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), &caller.home),
+            cwd: cwd.iter().map(PathBuf::from).collect(),
+            command,
+            caller_env: &env,
+        };
+        enter(recorder, &plan)
+    }
+
+    #[test]
+    fn privileged_steps_happen_in_order() {
+        let s = sysroot("");
+        let mut rec = Recorder {
+            existing_dirs: vec!["/work/run1".into()],
+            executables: vec!["/bin/bash".into(), "/usr/bin/id".into()],
+            ..Default::default()
+        };
+        run_plan(&s, &mut rec, &["/work/run1"], Command::Program { program: "id".into(), args: vec![] });
+        assert_eq!(
+            rec.steps,
+            [
+                "unshare",
+                "slave",
+                "open_tree /srv/sl5",
+                "bind /proc",
+                "bind /sys",
+                "bind /dev",
+                "bind /home",
+                "bind /tmp",
+                "bind /data",
+                "bind /dev/log",
+                "chroot",
+                "personality Linux32",
+                "drop uid=1000 nnp=true",
+                "verify",
+                "chdir /work/run1",
+                "exec /usr/bin/id [\"id\"] env_ok=true",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_bind_stops_before_chroot_and_exec() {
+        let s = sysroot("");
+        let mut rec = Recorder { fail_at: Some("bind /tmp"), ..Default::default() };
+        let err = run_plan(&s, &mut rec, &["/x"], Command::LoginShell);
+        assert!(err.to_string().contains("injected failure"));
+        assert_eq!(rec.steps.last().map(String::as_str), Some("bind /tmp"));
+        assert!(!rec.steps.iter().any(|s| s == "chroot" || s.starts_with("drop") || s.starts_with("exec")));
+    }
+
+    #[test]
+    fn a_failed_drop_never_reaches_exec() {
+        let s = sysroot("");
+        let mut rec = Recorder { fail_at: Some("verify"), ..Default::default() };
+        run_plan(&s, &mut rec, &["/x"], Command::LoginShell);
+        assert_eq!(rec.steps.last().map(String::as_str), Some("verify"));
+    }
+
+    #[test]
+    fn setuid_sysroot_skips_no_new_privs_only() {
+        let s = sysroot("setuid = true");
+        let mut rec = Recorder { existing_dirs: vec!["/".into()], ..Default::default() };
+        run_plan(&s, &mut rec, &[], Command::LoginShell);
+        assert!(rec.steps.contains(&"drop uid=1000 nnp=false".to_string()), "{:?}", rec.steps);
+    }
+
+    #[test]
+    fn cwd_falls_back_to_home_then_root_and_shell_to_configured() {
+        let s = sysroot("shell = \"/bin/bash\"");
+        let mut rec = Recorder {
+            existing_dirs: vec!["/home/alice".into()],
+            executables: vec!["/bin/bash".into()],
+            ..Default::default()
+        };
+        run_plan(&s, &mut rec, &["/hostonly"], Command::LoginShell);
+        let tail: Vec<&str> = rec.steps.iter().rev().take(3).rev().map(String::as_str).collect();
+        assert_eq!(tail, ["chdir /hostonly", "chdir /home/alice", "exec /bin/bash [\"-bash\"] env_ok=true"]);
     }
 }
