@@ -64,18 +64,36 @@ cleanup() {
 trap cleanup EXIT
 
 as_user() { setpriv --reuid=$USER_NAME --regid=$USER_NAME --init-groups -- "$@"; }
-median() { jq -r '.results[0].median' "$1"; }
 
-# hyperfine -N runs each command without an intermediate shell.
-measure() { # name runs user|root command...
-    local name=$1 runs=$2 who=$3; shift 3
-    local json=$OUT/$name.json
+# hyperfine -N runs each command without an intermediate shell. Each
+# measurement is split into ROUNDS slices taken in turn with the others, so
+# drifting load on the machine touches every command alike; the figure is the
+# median of all samples.
+ROUNDS=5
+sample() { # json-file runs user|root command...
+    local json=$1 runs=$2 who=$3; shift 3
     if [ "$who" = user ]; then
-        (cd /home/$USER_NAME && as_user hyperfine -N -w 20 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
+        (cd /home/$USER_NAME && as_user hyperfine -N -w 5 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
     else
-        (cd /home/$USER_NAME && hyperfine -N -w 20 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
+        (cd /home/$USER_NAME && hyperfine -N -w 5 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
     fi
-    median "$json"
+}
+median_of() { # name...  -> median seconds over all rounds of each name, one per line
+    for name in "$@"; do
+        jq -s '[.[].results[0].times[]] | sort | .[length/2|floor]' "$OUT/$name".*.json
+    done
+}
+# measure_set RUNS name:who:command ...  (commands separated as name|who|cmd)
+measure_set() {
+    local runs=$1; shift
+    local per=$(( runs / ROUNDS > 2 ? runs / ROUNDS : 2 ))
+    for r in $(seq $ROUNDS); do
+        for spec in "$@"; do
+            IFS='|' read -r name who cmd <<<"$spec"
+            # shellcheck disable=SC2086
+            sample "$OUT/$name.$r.json" "$per" "$who" $cmd
+        done
+    done
 }
 
 # Sanity: each path really runs inside the i386 tree.
@@ -85,11 +103,12 @@ test "$(cd /tmp && as_user schroot -q -c imgsw-bench -- uname -m)" = i686
 BWRAP=(setarch linux32 bwrap --bind $TREE / --proc /proc --dev /dev --bind /home /home --bind /tmp /tmp --chdir /tmp)
 test "$(cd /tmp && as_user "${BWRAP[@]}" uname -m)" = i686
 
-chroot_s=$(measure chroot "$RUNS" root chroot $TREE /bin/true)
-imgsw_s=$(measure imageswitch "$RUNS" user $PREFIX/bin/imageswitch bench /bin/true)
-bwrap_s=$(measure bwrap "$RUNS" user "${BWRAP[@]}" /bin/true)
 schroot_runs=$(( RUNS / 10 > 20 ? RUNS / 10 : 20 ))
-schroot_s=$(measure schroot "$schroot_runs" user schroot -q -c imgsw-bench -- /bin/true)
+measure_set "$RUNS" "chroot|root|chroot $TREE /bin/true" \
+    "imageswitch|user|$PREFIX/bin/imageswitch bench /bin/true" \
+    "bwrap|user|${BWRAP[*]} /bin/true"
+measure_set "$schroot_runs" "schroot|user|schroot -q -c imgsw-bench -- /bin/true"
+read -r chroot_s imgsw_s bwrap_s schroot_s <<<"$(median_of chroot imageswitch bwrap schroot | tr "\n" " ")"
 
 ms() { awk -v s="$1" 'BEGIN { printf "%.3f", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -106,8 +125,8 @@ echo
 
 echo "## imageswitch cost against the number of mounts on the host"
 echo
-echo "| extra host mounts | imageswitch ms | chroot(8) ms | × chroot(8) |"
-echo "|---|---|---|---|"
+echo "| extra host mounts | imageswitch ms | chroot(8) ms | × chroot(8) | bwrap ms |"
+echo "|---|---|---|---|---|"
 mkdir -p $MNT
 have=0
 for n in 0 20 200 1000; do
@@ -116,7 +135,8 @@ for n in 0 20 200 1000; do
         mount -t tmpfs -o size=64k tmpfs $MNT/$have
         have=$((have + 1))
     done
-    i=$(measure "imgsw-$n" "$RUNS" user $PREFIX/bin/imageswitch bench /bin/true)
-    c=$(measure "chroot-$n" "$RUNS" root chroot $TREE /bin/true)
-    echo "| $n | $(ms "$i") | $(ms "$c") | $(ratio "$i" "$c") |"
+    measure_set "$RUNS" "imgsw-$n|user|$PREFIX/bin/imageswitch bench /bin/true" "chroot-$n|root|chroot $TREE /bin/true" \
+        "bwrap-$n|user|${BWRAP[*]} /bin/true"
+    read -r i c b <<<"$(median_of "imgsw-$n" "chroot-$n" "bwrap-$n" | tr "\n" " ")"
+    echo "| $n | $(ms "$i") | $(ms "$c") | $(ratio "$i" "$c") | $(ms "$b") |"
 done

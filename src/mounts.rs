@@ -192,11 +192,18 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
     }
     let source_c = CString::new(spec.source.as_os_str().as_bytes())
         .map_err(|_| fail(source_shown.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let too_old = |e: io::Error| {
+        if e.raw_os_error() == Some(libc::ENOSYS) {
+            io::Error::other("the kernel lacks the new mount API (imageswitch needs Linux 5.12 or newer)")
+        } else {
+            e
+        }
+    };
     let detached = match with_fs_identity(spec.as_caller, uid, gid, || {
         sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source_c, spec.recursive)
     }) {
         Ok(fd) => fd,
-        Err(err) => return missing(format!("bind source {source_shown}"), err),
+        Err(err) => return missing(format!("bind source {source_shown}"), too_old(err)),
     };
     let source_stat = fstat(&detached).map_err(|e| fail(format!("bind source {source_shown}"), e))?;
     if !kind_matches(spec.kind, &source_stat) {
@@ -206,7 +213,7 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
         return Err(fail(format!("bind source {source_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
     sys::mount_setattr(&detached, spec.attrs, spec.recursive)
-        .map_err(|e| fail(format!("setting mount flags on {source_shown}"), e))?;
+        .map_err(|e| fail(format!("setting mount flags on {source_shown}"), too_old(e)))?;
 
     let target = match open_target(tree, &spec.target) {
         Ok(fd) => fd,

@@ -43,7 +43,11 @@ macro_rules! require_root {
             if std::env::var_os("CI").is_some_and(|v| v == "true") {
                 panic!("SKIPPED under CI=true: this test needs root");
             }
-            eprintln!("SKIPPED (needs root): {}", module_path!());
+            // Written past the harness's output capture, so the skip shows.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED (needs root): {}\n", module_path!()).as_bytes(),
+            );
             return;
         }
     };
@@ -142,17 +146,50 @@ binds = ["/home"]
 [sysroot.bb-broken]
 path = "/var/lib/imageswitch-test/trees/bb"
 pth = "/typo"
+
+# Root-owned symlink into a directory owned by a user: must be refused.
+[sysroot.bb-linkout]
+path = "/var/lib/imageswitch-test/trees/linkout"
+
+# A bind whose source only root can reach: must not be bound for a user.
+[sysroot.bb-privbind]
+path = "/var/lib/imageswitch-test/trees/bb"
+binds = ["/var/lib/imageswitch-test/private/visible"]
+
+# TREE/home is world-writable (1777) and not bound: users can plant entries
+# where their home is bound.
+[sysroot.bb-sharedhome]
+path = "/var/lib/imageswitch-test/trees/bb-sharedhome"
 "#;
 
-/// A small busybox tree (copied from the cache) owned by root.
+/// A small busybox tree (copied from the cache) owned by root. Left alone
+/// when an identical one is already there: test binaries run by other people
+/// at the same time must not see the trees they are in vanish.
 fn make_busybox_tree(dest: &Path) {
-    sh(&format!(
+    let recipe = format!(
         "rm -rf {d}.new && cp -a {CACHE}/busybox {d}.new && mkdir -p {d}.new/home {d}.new/var/log {d}.new{BINBB} \
          && for p in sh true id cat ls pwd env uname logger; do ln -sf /bin/$p {d}.new{BINBB}/$p; done \
-         && cp {d}.new/bin/busybox {d}.new/bin/suid-busybox && chmod 4755 {d}.new/bin/suid-busybox \
-         && rm -rf {d} && mv {d}.new {d}",
+         && cp {d}.new/bin/busybox {d}.new/bin/suid-busybox && chmod 4755 {d}.new/bin/suid-busybox",
+        d = dest.display()
+    );
+    let stamp = dest.join(".imgsw-fixture");
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == recipe) {
+        return;
+    }
+    sh(&recipe);
+    fs::write(format!("{}.new/.imgsw-fixture", dest.display()), &recipe).expect("tree stamp");
+    sh(&format!("rm -rf {d} && mv {d}.new {d}", d = dest.display()));
+}
+
+/// A private copy of the busybox tree under `PREFIX/scratch`, root-owned,
+/// for a test to change (bound over a fixture tree in its own mount namespace).
+pub fn scratch_tree(tag: &str) -> PathBuf {
+    let dest = PathBuf::from(format!("{PREFIX}/scratch/{tag}-{}-{}", std::process::id(), unique()));
+    sh(&format!(
+        "cp -a {CACHE}/busybox {d} && rm -f {d}/.complete && cp {d}/bin/busybox {d}/bin/suid-busybox && chmod 4755 {d}/bin/suid-busybox",
         d = dest.display()
     ));
+    dest
 }
 
 fn setup() -> Fixture {
@@ -214,7 +251,27 @@ fn setup() -> Fixture {
         t = trees.display()
     ));
 
-    fs::write(TEST_CONFIG, CONFIG).expect("write config");
+    let sharedhome = trees.join("bb-sharedhome");
+    make_busybox_tree(&sharedhome);
+    sh(&format!("chmod 1777 {}/home", sharedhome.display()));
+    sh(&format!("mkdir -p {PREFIX}/user-area && chown {ALICE}: {PREFIX}/user-area && chmod 755 {PREFIX}/user-area"));
+    make_busybox_tree(&PathBuf::from(format!("{PREFIX}/user-area/tree")));
+    sh(&format!("cd {t} && rm -f linkout && ln -s {PREFIX}/user-area/tree linkout", t = trees.display()));
+    sh(&format!(
+        "mkdir -p {p}/visible && chmod 700 {p} && chmod 755 {p}/visible && echo root-only > {p}/visible/secret \
+         && chmod 644 {p}/visible/secret",
+        p = format!("{PREFIX}/private")
+    ));
+    sh(&format!("mkdir -p {PREFIX}/scratch && chmod 755 {PREFIX}/scratch"));
+
+    // Replaced in one step, and only when it differs: a binary running
+    // concurrently never reads a half-written file.
+    if fs::read_to_string(TEST_CONFIG).ok().as_deref() != Some(CONFIG) {
+        let new = format!("{TEST_CONFIG}.new");
+        fs::write(&new, CONFIG).expect("write config");
+        fs::set_permissions(&new, fs::Permissions::from_mode(0o644)).expect("chmod config");
+        fs::rename(&new, TEST_CONFIG).expect("install config");
+    }
     fs::set_permissions(TEST_CONFIG, fs::Permissions::from_mode(0o644)).expect("chmod config");
 
     let fixture = Fixture { deb11, trixie: PathBuf::from(CACHE).join("trixie-amd64"), bb, log: Mutex::new(Vec::new()) };
