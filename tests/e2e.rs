@@ -284,3 +284,14 @@ fn help_and_version_need_no_privilege() {
     assert!(stderr(&out).contains("not running as root: install the binary setuid root"), "{}", stderr(&out));
     let _ = fs::remove_dir_all(dir);
 }
+
+#[test]
+fn sigpipe_disposition_is_the_callers() {
+    require_root!();
+    fixture();
+    // With SIGPIPE at its default, `yes` dies of it (141); had imageswitch left
+    // it ignored, `yes` would see EPIPE and exit 1.
+    let out = imageswitch_as(ALICE, &["trixie", "bash", "-c", "yes | head -n1 >/dev/null; echo ${PIPESTATUS[0]}"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "141\n");
+}
