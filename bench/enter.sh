@@ -21,10 +21,14 @@ done
 [ ${#need[@]} -eq 0 ] || { apt-get update -q; DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${need[@]}"; }
 
 bash tests/support/trees.sh bullseye-i386
-TREE=/var/cache/imageswitch-test/bullseye-i386
 USER_NAME=imgsw-bench
 CONF=/etc/imageswitch-bench/sysroots.toml
 PREFIX=/var/lib/imageswitch-bench
+# schroot's setup scripts write into the tree (passwd, group, debian_chroot):
+# the bench gets its own copy rather than the test suite's cached one.
+TREE=$PREFIX/bullseye-i386
+mkdir -p $PREFIX && chmod 755 $PREFIX
+[ -e $TREE/etc/debian_version ] || cp -a /var/cache/imageswitch-test/bullseye-i386 $TREE
 OUT=$(mktemp -d) && chmod 1777 "$OUT"
 MNT=$PREFIX/many
 
