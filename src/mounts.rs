@@ -5,17 +5,19 @@
 //! copies the source into a detached mount, `mount_setattr` sets nosuid/nodev
 //! on it and on every submount *before* it is visible anywhere, and
 //! `move_mount` attaches it onto a destination descriptor that was resolved
-//! inside the tree without following any symbolic link.
+//! inside the tree without following any symbolic link. Kernels without that
+//! API (before 5.12) get the same view through mount(2); see [`classic`].
 #![forbid(unsafe_code)]
 
-use std::ffi::CString;
+use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat2};
+use nix::fcntl::{OFlag, openat};
+use nix::sys::stat::Mode;
 use nix::sys::stat::{FileStat, SFlag, fstat};
 use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
 
@@ -160,14 +162,31 @@ fn with_fs_identity<T>(as_caller: bool, uid: Uid, gid: Gid, f: impl FnOnce() -> 
     result
 }
 
-/// Opens the destination inside `tree` without following any symbolic link
-/// and without leaving the tree, even through `..`.
+/// Opens the destination inside `tree` one component at a time, refusing
+/// symbolic links and `..` (the same guarantee as openat2's
+/// RESOLVE_NO_SYMLINKS within the tree, on kernels without openat2).
 fn open_target(tree: &OwnedFd, target: &Path) -> nix::Result<OwnedFd> {
-    let relative = target.strip_prefix("/").unwrap_or(target);
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC)
-        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    openat2(tree, relative, how)
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let mut current = openat(tree, ".", flags | OFlag::O_DIRECTORY, Mode::empty())?;
+    let mut parts = target.as_os_str().as_bytes().split(|&b| b == b'/').filter(|p| !p.is_empty()).peekable();
+    while let Some(part) = parts.next() {
+        if part == b"." || part == b".." {
+            return Err(nix::errno::Errno::EINVAL);
+        }
+        let next = openat(&current, OsStr::from_bytes(part), flags, Mode::empty())?;
+        // A link is returned only as the last component, unfollowed; the
+        // caller decides whether a link may be mounted over.
+        if parts.peek().is_some() && file_type(&fstat(&next)?) == SFlag::S_IFLNK {
+            return Err(nix::errno::Errno::ELOOP);
+        }
+        current = next;
+    }
+    Ok(current)
+}
+
+/// The path of a descriptor, for mount(2)'s path arguments.
+fn fd_path(fd: &OwnedFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
 /// Makes one bind from `spec` onto the tree at `tree`.
@@ -190,35 +209,11 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
     {
         return Ok(Outcome::Mounted);
     }
-    let source_c = CString::new(spec.source.as_os_str().as_bytes())
-        .map_err(|_| fail(source_shown.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
-    let too_old = |e: io::Error| {
-        if e.raw_os_error() == Some(libc::ENOSYS) {
-            io::Error::other("the kernel lacks the new mount API (imageswitch needs Linux 5.12 or newer)")
-        } else {
-            e
-        }
-    };
-    let detached = match with_fs_identity(spec.as_caller, uid, gid, || {
-        sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source_c, spec.recursive)
-    }) {
-        Ok(fd) => fd,
-        Err(err) => return missing(format!("bind source {source_shown}"), too_old(err)),
-    };
-    let source_stat = fstat(&detached).map_err(|e| fail(format!("bind source {source_shown}"), e))?;
-    if !kind_matches(spec.kind, &source_stat) {
-        if spec.if_missing == IfMissing::Skip {
-            return Ok(Outcome::Missing(format!("{source_shown} is not a {:?}", spec.kind)));
-        }
-        return Err(fail(format!("bind source {source_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
-    }
-    sys::mount_setattr(&detached, spec.attrs, spec.recursive)
-        .map_err(|e| fail(format!("setting mount flags on {source_shown}"), too_old(e)))?;
 
     let target = match open_target(tree, &spec.target) {
         Ok(fd) => fd,
-        Err(nix::errno::Errno::ELOOP) | Err(nix::errno::Errno::EXDEV) if spec.if_missing == IfMissing::Skip => {
-            return Ok(Outcome::Missing(format!("{target_shown} is a symbolic link")));
+        Err(nix::errno::Errno::ELOOP) if spec.if_missing == IfMissing::Skip => {
+            return Ok(Outcome::Missing(format!("{target_shown} passes through a symbolic link")));
         }
         Err(nix::errno::Errno::ELOOP) => {
             return Err(fail(
@@ -238,6 +233,12 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
         }
         return Err(fail(format!("bind destination {target_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
+    if file_type(&target_stat) == SFlag::S_IFLNK && !socket_over_link {
+        return Err(fail(
+            format!("bind destination {target_shown} is a symbolic link"),
+            io::Error::from_raw_os_error(libc::ELOOP),
+        ));
+    }
     let owner_ok = target_stat.st_uid == 0 || (spec.caller_may_own_target && target_stat.st_uid == uid.as_raw());
     if !owner_ok {
         return Err(fail(
@@ -245,9 +246,149 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
             io::Error::from_raw_os_error(libc::EPERM),
         ));
     }
+
+    let source_c = CString::new(spec.source.as_os_str().as_bytes())
+        .map_err(|_| fail(source_shown.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
+    let detached = with_fs_identity(spec.as_caller, uid, gid, || {
+        sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source_c, spec.recursive)
+    });
+    let detached = match detached {
+        Ok(fd) => fd,
+        Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => {
+            return classic::bind(tree, &target, spec, uid, gid).map_err(|(what, why)| fail(what, why));
+        }
+        Err(err) => return missing(format!("bind source {source_shown}"), err),
+    };
+    let source_stat = fstat(&detached).map_err(|e| fail(format!("bind source {source_shown}"), e))?;
+    if !kind_matches(spec.kind, &source_stat) {
+        if spec.if_missing == IfMissing::Skip {
+            return Ok(Outcome::Missing(format!("{source_shown} is not a {:?}", spec.kind)));
+        }
+        return Err(fail(format!("bind source {source_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
+    }
+    sys::mount_setattr(&detached, spec.attrs, spec.recursive)
+        .map_err(|e| fail(format!("setting mount flags on {source_shown}"), e))?;
     sys::move_mount_onto(&detached, &target)
         .map_err(|e| fail(format!("binding {source_shown} onto {target_shown}"), e))?;
     Ok(Outcome::Mounted)
+}
+
+/// Kernels before 5.12 (no open_tree/mount_setattr): a recursive bind with
+/// mount(2) onto the destination's descriptor, then a bind remount of each new
+/// mount — found by comparing mount ids in mountinfo before and after, and
+/// reached again by descriptor — adding nosuid/nodev/noexec to the flags each
+/// already has.
+mod classic {
+    use super::*;
+    use nix::mount::{MsFlags, mount};
+    use nix::sys::statvfs::{FsFlags, fstatvfs};
+
+    // A host mount stacked under another at the same point (the host's own
+    // /dev/pts often is) stays covered: unreachable by path, and unusable.
+
+    /// (mount id, mount point) of every mount in this namespace.
+    fn mounts() -> io::Result<Vec<(u64, PathBuf)>> {
+        let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let mut fields = line.split(' ');
+                let id = fields.next()?.parse().ok()?;
+                let point = fields.nth(3)?;
+                Some((id, PathBuf::from(OsStr::from_bytes(&unescape(point)))))
+            })
+            .collect())
+    }
+
+    /// mountinfo's octal escapes (`\040` for a space, ...).
+    pub(super) fn unescape(field: &str) -> Vec<u8> {
+        let bytes = field.as_bytes();
+        let mut out = Vec::with_capacity(bytes.len());
+        let mut i = 0;
+        while i < bytes.len() {
+            let octal = bytes
+                .get(i + 1..i + 4)
+                .and_then(|d| std::str::from_utf8(d).ok())
+                .and_then(|d| u8::from_str_radix(d, 8).ok());
+            match (bytes[i], octal) {
+                (b'\\', Some(value)) => {
+                    out.push(value);
+                    i += 4;
+                }
+                (b, _) => {
+                    out.push(b);
+                    i += 1;
+                }
+            }
+        }
+        out
+    }
+
+    fn ms_flags(attrs: u64) -> MsFlags {
+        let mut flags = MsFlags::empty();
+        flags.set(MsFlags::MS_NOSUID, attrs & NOSUID != 0);
+        flags.set(MsFlags::MS_NODEV, attrs & NODEV != 0);
+        flags.set(MsFlags::MS_NOEXEC, attrs & NOEXEC != 0);
+        flags
+    }
+
+    /// The per-mount flags a bind remount must repeat so as not to clear them.
+    fn current_flags(fd: &OwnedFd) -> nix::Result<MsFlags> {
+        let have = fstatvfs(fd)?.flags();
+        let mut flags = MsFlags::empty();
+        for (st, ms) in [
+            (FsFlags::ST_RDONLY, MsFlags::MS_RDONLY),
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+            (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+            (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+            (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+        ] {
+            flags.set(ms, have.contains(st));
+        }
+        Ok(flags)
+    }
+
+    pub(super) fn bind(
+        tree: &OwnedFd,
+        target: &OwnedFd,
+        spec: &MountSpec,
+        uid: Uid,
+        gid: Gid,
+    ) -> Result<Outcome, (String, io::Error)> {
+        let shown = spec.source.display().to_string();
+        let err = |what: &str, e: nix::errno::Errno| (format!("{what} {shown}"), io::Error::from(e));
+        let tree_real = std::fs::read_link(fd_path(tree)).map_err(|e| (format!("locating the tree for {shown}"), e))?;
+        let target_real = tree_real.join(spec.target.strip_prefix("/").unwrap_or(&spec.target));
+        let before: Vec<u64> = mounts()
+            .map_err(|e| (format!("reading mountinfo for {shown}"), e))?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+
+        let mut flags = MsFlags::MS_BIND;
+        flags.set(MsFlags::MS_REC, spec.recursive);
+        with_fs_identity(spec.as_caller, uid, gid, || {
+            mount(Some(&spec.source), fd_path(target).as_str(), None::<&str>, flags, None::<&str>)
+        })
+        .map_err(|e| err("bind source", e))?;
+
+        let added = mounts().map_err(|e| (format!("reading mountinfo for {shown}"), e))?;
+        for (id, point) in added.into_iter().filter(|(id, _)| !before.contains(id)) {
+            let Ok(inside) = point.strip_prefix(&tree_real) else { continue };
+            if !point.starts_with(&target_real) {
+                continue;
+            }
+            let fd = open_target(tree, &Path::new("/").join(inside))
+                .map_err(|e| err(&format!("reaching mount {id} of"), e))?;
+            let keep = current_flags(&fd).map_err(|e| err("reading mount flags of", e))?;
+            let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | keep | ms_flags(spec.attrs);
+            mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, remount, None::<&str>)
+                .map_err(|e| err("setting mount flags on", e))?;
+        }
+        Ok(Outcome::Mounted)
+    }
 }
 
 #[cfg(test)]

@@ -75,7 +75,11 @@ pub fn bounding_set_has(cap: u32) -> Option<bool> {
 pub fn clear_ambient_caps() -> io::Result<()> {
     // SAFETY: integer arguments only.
     let ret = unsafe { libc::prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0, 0, 0) };
-    check(ret.into()).map(drop)
+    match check(ret.into()) {
+        // Kernels before 4.3 have no ambient set: nothing to clear.
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => Ok(()),
+        other => other.map(drop),
+    }
 }
 
 #[repr(C)]

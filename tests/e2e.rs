@@ -295,3 +295,52 @@ fn sigpipe_disposition_is_the_callers() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "141\n");
 }
+
+/// Builds tests/support/oldkernel.c: runs a program as a user under a seccomp
+/// filter answering ENOSYS for open_tree, move_mount, mount_setattr, openat2.
+fn oldkernel() -> String {
+    let out = format!("{PREFIX}/bin/oldkernel");
+    sh(&format!(
+        "gcc -O2 -o {out}.new {}/tests/support/oldkernel.c && mv -f {out}.new {out}",
+        env!("CARGO_MANIFEST_DIR")
+    ));
+    out
+}
+
+#[test]
+fn kernels_without_the_new_mount_api_get_the_same_view() {
+    require_root!();
+    fixture();
+    let helper = oldkernel();
+    let before = host_mounts();
+    let dir = user_tmpdir(ALICE, "oldkernel");
+    let name = format!("old-{}", unique());
+    let script = format!(
+        "uname -m; pwd; echo x > ~/{name} && rm ~/{name} && echo home-writable; \
+         awk '{{print $5, $6}}' /proc/self/mountinfo"
+    );
+    let out = run(Command::new(&helper).args([ALICE, BIN, "deb11", "sh", "-c", &script]).current_dir(&dir));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("i686"));
+    assert_eq!(lines.next(), Some(dir.to_str().expect("utf8")));
+    assert_eq!(lines.next(), Some("home-writable"));
+    let table: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(' ')).collect();
+    let top = |point: &str| table.iter().rev().find(|(p, _)| *p == point).map(|(_, o)| *o).unwrap_or_default();
+    for (point, wanted) in [
+        ("/proc", &["nosuid", "nodev", "noexec"][..]),
+        ("/sys", &["nosuid", "nodev", "noexec"]),
+        ("/dev", &["nosuid"]),
+        ("/dev/pts", &["nosuid"]),
+        ("/home", &["nosuid", "nodev"]),
+        ("/tmp", &["nosuid", "nodev"]),
+    ] {
+        let options = top(point);
+        for flag in wanted {
+            assert!(options.split(',').any(|o| o == *flag), "{point} lacks {flag}: {options:?}\n{text}");
+        }
+    }
+    assert!(!top("/dev").split(',').any(|o| o == "nodev"), "/dev keeps device access");
+    assert_eq!(host_mounts(), before);
+}
