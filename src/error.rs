@@ -75,11 +75,17 @@ pub fn describe(err: &io::Error) -> String {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Usage(msg) => write!(f, "{msg} (see imageswitch --help)"),
+            Error::Usage(msg) => write!(f, "{} (see imageswitch --help)", crate::syslog::escape(msg.as_bytes())),
             Error::SelfCheck(msg) => f.write_str(msg),
             Error::ConfigFile { path, why } => write!(f, "{}: {why}", path.display()),
             Error::Config(err) => write!(f, "{err}"),
-            Error::UnknownName(name) => write!(f, "unknown sysroot name \"{name}\" (see imageswitch --list)"),
+            Error::UnknownName(name) => {
+                write!(
+                    f,
+                    "unknown sysroot name \"{}\" (see imageswitch --list)",
+                    crate::syslog::escape(name.as_bytes())
+                )
+            }
             Error::Caller(msg) => write!(f, "cannot resolve the calling user: {msg}"),
             Error::Denied { user, sysroot } => {
                 write!(f, "{sysroot}: user {user} may not enter this sysroot")
@@ -102,3 +108,24 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caller_text_is_shown_without_control_bytes() {
+        let err = Error::UnknownName("x\u{1b}]2;pwned\u{7}\ny".into());
+        assert_eq!(err.to_string(), "unknown sysroot name \"x\\u{1b}]2;pwned\\u{7}\\ny\" (see imageswitch --list)");
+        assert!(!Error::Usage("unknown option \"-\u{1b}[2J\"".into()).to_string().contains('\u{1b}'));
+    }
+
+    #[test]
+    fn exit_codes_follow_chroot() {
+        assert_eq!(Error::UnknownName("x".into()).exit_code(), 125);
+        let missing = Error::Exec { command: "x".into(), why: io::Error::from(io::ErrorKind::NotFound) };
+        assert_eq!(missing.exit_code(), 127);
+        let denied = Error::Exec { command: "x".into(), why: io::Error::from_raw_os_error(libc::EACCES) };
+        assert_eq!(denied.exit_code(), 126);
+    }
+}

@@ -159,6 +159,7 @@ fn with_fs_identity<T>(as_caller: bool, uid: Uid, gid: Gid, f: impl FnOnce() -> 
     let result = f();
     setfsuid(old_uid);
     setfsgid(old_gid);
+    let _ = crate::privileges::stay_undumpable();
     result
 }
 
@@ -273,6 +274,23 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
     Ok(Outcome::Mounted)
 }
 
+/// Binds the tree over itself with nodev — and nosuid unless the sysroot lets
+/// setuid programs elevate — so device nodes and setuid files in the tree do
+/// nothing; returns a descriptor of the new mount's root, which every later
+/// step uses instead of `tree`.
+pub fn seal_tree(tree: &OwnedFd, setuid_allowed: bool) -> io::Result<OwnedFd> {
+    let attrs = if setuid_allowed { NODEV } else { NODEV | NOSUID };
+    match sys::open_tree_clone(tree, c"", true) {
+        Ok(sealed) => {
+            sys::mount_setattr(&sealed, attrs, true)?;
+            sys::move_mount_onto(&sealed, tree)?;
+            Ok(sealed)
+        }
+        Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => classic::seal(tree, attrs),
+        Err(err) => Err(err),
+    }
+}
+
 /// Kernels before 5.12 (no open_tree/mount_setattr): a recursive bind with
 /// mount(2) onto the destination's descriptor, then a bind remount of each new
 /// mount — found by comparing mount ids in mountinfo before and after, and
@@ -350,6 +368,31 @@ mod classic {
         Ok(flags)
     }
 
+    fn mount_ids() -> io::Result<Vec<u64>> {
+        Ok(mounts()?.into_iter().map(|(id, _)| id).collect())
+    }
+
+    /// Adds `attrs` to every mount that is not in `before` and lies at or
+    /// under `target` (a path inside the tree), reaching each one by walking
+    /// from `tree`, whose own path in this namespace is `tree_real`.
+    fn flag_new_mounts(tree: &OwnedFd, tree_real: &Path, target: &Path, before: &[u64], attrs: u64) -> io::Result<()> {
+        let target_real = tree_real.join(target.strip_prefix("/").unwrap_or(target));
+        for (_, point) in mounts()?.into_iter().filter(|(id, _)| !before.contains(id)) {
+            let Ok(inside) = point.strip_prefix(tree_real) else { continue };
+            if !point.starts_with(&target_real) {
+                continue;
+            }
+            let fd = open_target(tree, &Path::new("/").join(inside))?;
+            let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | current_flags(&fd)? | ms_flags(attrs);
+            mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, remount, None::<&str>)?;
+        }
+        Ok(())
+    }
+
+    fn tree_real_path(tree: &OwnedFd) -> io::Result<PathBuf> {
+        std::fs::read_link(fd_path(tree))
+    }
+
     pub(super) fn bind(
         tree: &OwnedFd,
         target: &OwnedFd,
@@ -358,36 +401,44 @@ mod classic {
         gid: Gid,
     ) -> Result<Outcome, (String, io::Error)> {
         let shown = spec.source.display().to_string();
-        let err = |what: &str, e: nix::errno::Errno| (format!("{what} {shown}"), io::Error::from(e));
-        let tree_real = std::fs::read_link(fd_path(tree)).map_err(|e| (format!("locating the tree for {shown}"), e))?;
-        let target_real = tree_real.join(spec.target.strip_prefix("/").unwrap_or(&spec.target));
-        let before: Vec<u64> = mounts()
-            .map_err(|e| (format!("reading mountinfo for {shown}"), e))?
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
-
+        let context = |what: &str| {
+            let what = format!("{what} {shown}");
+            move |e: io::Error| (what, e)
+        };
+        let tree_real = tree_real_path(tree).map_err(context("locating the tree for"))?;
+        let before = mount_ids().map_err(context("reading mountinfo for"))?;
         let mut flags = MsFlags::MS_BIND;
         flags.set(MsFlags::MS_REC, spec.recursive);
         with_fs_identity(spec.as_caller, uid, gid, || {
             mount(Some(&spec.source), fd_path(target).as_str(), None::<&str>, flags, None::<&str>)
         })
-        .map_err(|e| err("bind source", e))?;
-
-        let added = mounts().map_err(|e| (format!("reading mountinfo for {shown}"), e))?;
-        for (id, point) in added.into_iter().filter(|(id, _)| !before.contains(id)) {
-            let Ok(inside) = point.strip_prefix(&tree_real) else { continue };
-            if !point.starts_with(&target_real) {
-                continue;
-            }
-            let fd = open_target(tree, &Path::new("/").join(inside))
-                .map_err(|e| err(&format!("reaching mount {id} of"), e))?;
-            let keep = current_flags(&fd).map_err(|e| err("reading mount flags of", e))?;
-            let remount = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | keep | ms_flags(spec.attrs);
-            mount(None::<&str>, fd_path(&fd).as_str(), None::<&str>, remount, None::<&str>)
-                .map_err(|e| err("setting mount flags on", e))?;
-        }
+        .map_err(|e| context("bind source")(e.into()))?;
+        flag_new_mounts(tree, &tree_real, &spec.target, &before, spec.attrs)
+            .map_err(context("setting mount flags on"))?;
         Ok(Outcome::Mounted)
+    }
+
+    /// [`super::seal_tree`] without the new mount API.
+    pub(super) fn seal(tree: &OwnedFd, attrs: u64) -> io::Result<OwnedFd> {
+        let tree_real = tree_real_path(tree)?;
+        let before = mount_ids()?;
+        let path = fd_path(tree);
+        mount(Some(path.as_str()), path.as_str(), None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)?;
+        // The old descriptor still names the covered directory; the path,
+        // whose every component was checked root-owned, now crosses into the
+        // new mount.
+        let sealed = openat(
+            nix::fcntl::AT_FDCWD,
+            &tree_real,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        let (old, new) = (fstat(tree)?, fstat(&sealed)?);
+        if (old.st_dev, old.st_ino) != (new.st_dev, new.st_ino) {
+            return Err(io::Error::other("the tree changed while it was being bound"));
+        }
+        flag_new_mounts(&sealed, &tree_real, Path::new("/"), &before, attrs)?;
+        Ok(sealed)
     }
 }
 

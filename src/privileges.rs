@@ -5,28 +5,48 @@
 
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
+use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::{Gid, Uid, geteuid, getgroups, getresgid, getresuid, setgroups, setresgid, setresuid};
 
 use crate::access::Caller;
 use crate::error::Error;
 use crate::sys;
 
-/// Saved core-dump limit, restored for the child.
-pub struct CoreLimit(libc::rlim_t, libc::rlim_t);
-
-/// First steps of main: standard streams, no ptrace or core dumps of the
-/// privileged process, and the environment out of libc's reach.
-pub fn harden_process() -> Result<CoreLimit, Error> {
-    sys::reopen_missing_stdio().map_err(|e| Error::SelfCheck(format!("cannot reopen standard streams: {e}")))?;
-    prctl::set_dumpable(false).map_err(|e| Error::SelfCheck(format!("prctl(PR_SET_DUMPABLE): {e}")))?;
-    let (soft, hard) = getrlimit(Resource::RLIMIT_CORE).map_err(|e| Error::SelfCheck(format!("getrlimit: {e}")))?;
-    setrlimit(Resource::RLIMIT_CORE, 0, hard).map_err(|e| Error::SelfCheck(format!("setrlimit: {e}")))?;
-    Ok(CoreLimit(soft, hard))
+/// What the caller had and the child gets back: the core-dump limit and the
+/// signal mask.
+pub struct CallerState {
+    core_soft: libc::rlim_t,
+    core_hard: libc::rlim_t,
+    signal_mask: SigSet,
 }
 
-/// Gives the child the caller's own core limit back.
-pub fn restore_core_limit(limit: &CoreLimit) {
-    let _ = setrlimit(Resource::RLIMIT_CORE, limit.0, limit.1);
+/// First steps of main: standard streams; no ptrace or core dumps of the
+/// privileged process; every blockable signal held until just before exec, so
+/// the caller (who may signal us: the real uid is theirs) cannot interrupt or
+/// dump a half-switched process — a pending signal is delivered at the end,
+/// when nothing privileged is left.
+pub fn harden_process() -> Result<CallerState, Error> {
+    sys::reopen_missing_stdio().map_err(|e| Error::SelfCheck(format!("cannot reopen standard streams: {e}")))?;
+    let mut signal_mask = SigSet::empty();
+    sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut signal_mask))
+        .map_err(|e| Error::SelfCheck(format!("sigprocmask: {e}")))?;
+    stay_undumpable().map_err(|e| Error::SelfCheck(format!("prctl(PR_SET_DUMPABLE): {e}")))?;
+    let (core_soft, core_hard) =
+        getrlimit(Resource::RLIMIT_CORE).map_err(|e| Error::SelfCheck(format!("getrlimit: {e}")))?;
+    setrlimit(Resource::RLIMIT_CORE, 0, core_hard).map_err(|e| Error::SelfCheck(format!("setrlimit: {e}")))?;
+    Ok(CallerState { core_soft, core_hard, signal_mask })
+}
+
+/// The kernel makes a process dumpable again (per `fs.suid_dumpable`) on
+/// every uid or fsuid change; each such change is followed by this.
+pub fn stay_undumpable() -> nix::Result<()> {
+    prctl::set_dumpable(false)
+}
+
+/// Gives the caller's core limit and signal mask back, for the exec.
+pub fn restore_caller_state(state: &CallerState) {
+    let _ = setrlimit(Resource::RLIMIT_CORE, state.core_soft, state.core_hard);
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&state.signal_mask), None);
 }
 
 /// Fails clearly when the binary cannot do its job: not setuid root, or
@@ -62,7 +82,7 @@ pub fn drop_to(caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
     if no_new_privs {
         prctl::set_no_new_privs().map_err(|e| Error::privilege("no_new_privs", e))?;
     }
-    Ok(())
+    stay_undumpable().map_err(|e| Error::privilege("PR_SET_DUMPABLE", e))
 }
 
 /// Checks, from the kernel's own answers, that [`drop_to`] took effect.

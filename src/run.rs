@@ -21,7 +21,7 @@ use crate::env::{Identity, MAX_ENV_BYTES, MAX_ENV_ENTRIES, child_environment, lo
 use crate::error::{EXIT_FAILURE, Error};
 use crate::exec::{Launch, choose_shell, launch_for};
 use crate::mounts::{self, IfMissing, MountSpec, Outcome};
-use crate::privileges::{self, CoreLimit};
+use crate::privileges::{self, CallerState};
 use crate::sys;
 use crate::syslog::{self, Severity, escape};
 use crate::trusted::{self, Kind};
@@ -40,6 +40,8 @@ pub trait Kernel {
     /// Opens the tree (inside the new namespace: binds must target its
     /// mounts) and checks that it is root-owned all the way.
     fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error>;
+    /// Binds the tree over itself nodev (and nosuid unless `setuid_allowed`).
+    fn seal_tree(&mut self, setuid_allowed: bool) -> Result<(), Error>;
     fn bind(&mut self, spec: &MountSpec) -> Result<(), Error>;
     fn chroot_into_tree(&mut self) -> Result<(), Error>;
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error>;
@@ -76,6 +78,7 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
     kernel.unshare_mount_namespace()?;
     kernel.make_mounts_slave()?;
     kernel.open_tree(plan.sysroot)?;
+    kernel.seal_tree(plan.sysroot.setuid)?;
     for spec in &plan.mounts {
         kernel.bind(spec)?;
     }
@@ -140,7 +143,7 @@ struct Real {
     tree_path: PathBuf,
     sysroot: String,
     caller: Caller,
-    core_limit: CoreLimit,
+    caller_state: CallerState,
 }
 
 impl Real {
@@ -168,6 +171,13 @@ impl Kernel for Real {
         let tree = trusted::open_trusted(&sysroot.path, Kind::Directory).map_err(|(c, why)| tree_error(c, why))?;
         trusted::check_tree_entries(&tree).map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
         self.tree = Some(tree);
+        Ok(())
+    }
+
+    fn seal_tree(&mut self, setuid_allowed: bool) -> Result<(), Error> {
+        let sealed = mounts::seal_tree(self.tree()?, setuid_allowed)
+            .map_err(|e| Error::mount(&self.sysroot, "binding the tree nodev over itself", e))?;
+        self.tree = Some(sealed);
         Ok(())
     }
 
@@ -215,7 +225,7 @@ impl Kernel for Real {
     }
 
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
-        privileges::restore_core_limit(&self.core_limit);
+        privileges::restore_caller_state(&self.caller_state);
         let why = crate::exec::exec(launch, env);
         Error::Exec { command: escape(launch.argv.first().map_or(b"".as_slice(), |a| a.as_encoded_bytes())), why }
     }
@@ -309,7 +319,7 @@ usage: imageswitch NAME [COMMAND [ARGS...]]   run COMMAND (default: your login s
 
 Configuration: ";
 
-fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], core_limit: CoreLimit) -> Result<i32, Error> {
+fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: CallerState) -> Result<i32, Error> {
     privileges::check_setuid_root()?;
     let caller = Caller::resolve()?;
     let config = load_config()?;
@@ -366,15 +376,15 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], core_limit: CoreL
         tree_path: sysroot.path.clone(),
         sysroot: sysroot.name.clone(),
         caller: caller.clone(),
-        core_limit,
+        caller_state,
     };
     Err(enter(&mut kernel, &plan))
 }
 
 /// The setuid binary's entry point; returns the exit status.
 pub fn main() -> i32 {
-    let core_limit = match privileges::harden_process() {
-        Ok(limit) => limit,
+    let caller_state = match privileges::harden_process() {
+        Ok(state) => state,
         Err(err) => {
             eprintln!("imageswitch: {err}");
             return EXIT_FAILURE;
@@ -401,7 +411,7 @@ pub fn main() -> i32 {
         }
         Ok(0)
     } else {
-        run(&argv, &caller_env, core_limit)
+        run(&argv, &caller_env, caller_state)
     };
     match result {
         Ok(code) => code,
@@ -444,6 +454,9 @@ mod tests {
         }
         fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
             self.step(format!("open_tree {}", sysroot.path.display()))
+        }
+        fn seal_tree(&mut self, setuid_allowed: bool) -> Result<(), Error> {
+            self.step(format!("seal setuid={setuid_allowed}"))
         }
         fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
             self.step(format!("bind {}", spec.target.display()))
@@ -520,6 +533,7 @@ mod tests {
                 "unshare",
                 "slave",
                 "open_tree /srv/sl5",
+                "seal setuid=false",
                 "bind /proc",
                 "bind /sys",
                 "bind /dev",
@@ -561,6 +575,7 @@ mod tests {
         let mut rec = Recorder { existing_dirs: vec!["/".into()], ..Default::default() };
         run_plan(&s, &mut rec, &[], Command::LoginShell);
         assert!(rec.steps.contains(&"drop uid=1000 nnp=false".to_string()), "{:?}", rec.steps);
+        assert!(rec.steps.contains(&"seal setuid=true".to_string()), "{:?}", rec.steps);
     }
 
     #[test]
