@@ -228,17 +228,17 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
     // /dev/log is often a symlink into /run (journald); the bind replaces the
     // link itself, which was opened without following it.
     let socket_over_link = spec.kind == Kind::Socket && file_type(&target_stat) == SFlag::S_IFLNK;
-    if !kind_matches(spec.kind, &target_stat) && !socket_over_link {
-        if spec.if_missing == IfMissing::Skip {
-            return Ok(Outcome::Missing(format!("{target_shown} is not a {:?}", spec.kind)));
-        }
-        return Err(fail(format!("bind destination {target_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
-    }
     if file_type(&target_stat) == SFlag::S_IFLNK && !socket_over_link {
         return Err(fail(
             format!("bind destination {target_shown} is a symbolic link"),
             io::Error::from_raw_os_error(libc::ELOOP),
         ));
+    }
+    if !kind_matches(spec.kind, &target_stat) && !socket_over_link {
+        if spec.if_missing == IfMissing::Skip {
+            return Ok(Outcome::Missing(format!("{target_shown} is not a {:?}", spec.kind)));
+        }
+        return Err(fail(format!("bind destination {target_shown}"), io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
     let owner_ok = target_stat.st_uid == 0 || (spec.caller_may_own_target && target_stat.st_uid == uid.as_raw());
     if !owner_ok {

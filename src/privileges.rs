@@ -108,6 +108,9 @@ pub fn verify_dropped(caller: &Caller, no_new_privs: bool) -> Result<(), Error> 
     if (0..64).map_while(sys::bounding_set_has).any(|held| held) {
         return Err(Error::privilege("verify capabilities", "bounding set not empty"));
     }
+    if prctl::get_dumpable().unwrap_or(true) {
+        return Err(Error::privilege("verify dumpable", "the process is dumpable before exec"));
+    }
     if no_new_privs && !prctl::get_no_new_privs().unwrap_or(false) {
         return Err(Error::privilege("verify no_new_privs", "not set"));
     }

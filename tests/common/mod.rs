@@ -153,8 +153,14 @@ path = "/var/lib/imageswitch-test/trees/linkout"
 
 # A bind whose source only root can reach: must not be bound for a user.
 [sysroot.bb-privbind]
-path = "/var/lib/imageswitch-test/trees/bb"
+path = "/var/lib/imageswitch-test/trees/bb-privbind"
 binds = ["/var/lib/imageswitch-test/private/visible"]
+
+# A bind under another user's 0700 directory: its owner sees it, others
+# are refused.
+[sysroot.bb-bobbind]
+path = "/var/lib/imageswitch-test/trees/bb-privbind"
+binds = ["/var/lib/imageswitch-test/bob-private/visible"]
 
 # TREE/home is world-writable (1777) and not bound: users can plant entries
 # where their home is bound.
@@ -261,6 +267,15 @@ fn setup() -> Fixture {
         "mkdir -p {p}/visible && chmod 700 {p} && chmod 755 {p}/visible && echo root-only > {p}/visible/secret \
          && chmod 644 {p}/visible/secret",
         p = format!("{PREFIX}/private")
+    ));
+    // The destination exists in the tree, so only the source check refuses.
+    let privbind = trees.join("bb-privbind");
+    make_busybox_tree(&privbind);
+    sh(&format!("mkdir -p {t}{PREFIX}/private/visible {t}{PREFIX}/bob-private/visible", t = privbind.display()));
+    sh(&format!(
+        "mkdir -p {p}/visible && echo bob-only > {p}/visible/secret && chown -R {BOB}: {p} && chmod 700 {p} \
+         && chmod 755 {p}/visible",
+        p = format!("{PREFIX}/bob-private")
     ));
     sh(&format!("mkdir -p {PREFIX}/scratch && chmod 755 {PREFIX}/scratch"));
 
