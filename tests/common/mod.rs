@@ -230,12 +230,10 @@ fn setup() -> Fixture {
     // bin_dir on the host (links to the binary) and inside the i386 tree
     // (links to /bin, for scripts that are already inside).
     let deb11 = PathBuf::from(CACHE).join("bullseye-i386");
-    for (dir, tree) in [(BIN11, &deb11)] {
-        sh(&format!(
-            "mkdir -p {dir} {t}{dir} && for p in sh bash true uname id cat; do ln -sfn {BIN} {dir}/$p; ln -sfn /bin/$p {t}{dir}/$p; done",
-            t = tree.display()
-        ));
-    }
+    sh(&format!(
+        "mkdir -p {BIN11} {t}{BIN11} && for p in sh bash true uname id cat; do ln -sfn {BIN} {BIN11}/$p; ln -sfn /bin/$p {t}{BIN11}/$p; done",
+        t = deb11.display()
+    ));
     sh(&format!(
         "mkdir -p {BINBB} && for p in sh true id cat ls pwd env uname logger; do ln -sfn {BIN} {BINBB}/$p; done"
     ));
