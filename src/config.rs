@@ -141,19 +141,20 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
-    fn position(&self, offset: usize) -> (usize, usize) {
-        let offset = offset.min(self.text.len());
-        let before = &self.text.as_bytes()[..offset];
-        let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-        let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-        let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
-        (line, column)
-    }
-
     fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
-        let (line, column) = self.position(span.start);
-        ConfigError { file: self.file.to_string(), line, column, message: message.into() }
+        error_at(self.file, self.text, span, message)
     }
+}
+
+/// A [`ConfigError`] at the start of `span` in `text` (line and column count
+/// from 1; columns in characters). Shared with sysrootctl's `build` tables.
+pub fn error_at(file: &str, text: &str, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
+    let offset = span.start.min(text.len());
+    let before = &text.as_bytes()[..offset];
+    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
+    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
+    ConfigError { file: file.to_string(), line, column, message: message.into() }
 }
 
 /// Whether `name` is a valid sysroot, alias, user or group name.
@@ -180,7 +181,8 @@ pub fn is_clean_absolute(path: &str) -> bool {
     path[1..].split('/').all(|part| part != "." && part != "..")
 }
 
-fn type_name(value: &DeValue<'_>) -> &'static str {
+/// "a string", "an integer", ...: for messages about a value of the wrong type.
+pub fn type_name(value: &DeValue<'_>) -> &'static str {
     match value {
         DeValue::String(_) => "a string",
         DeValue::Integer(_) => "an integer",
@@ -280,7 +282,7 @@ fn parse_sysroot(
     header: &Range<usize>,
     table: &DeTable<'_>,
 ) -> Result<Sysroot, ConfigError> {
-    let (line, _) = src.position(header.start);
+    let line = error_at(src.file, src.text, header, "").line;
     let mut sysroot = Sysroot {
         name: name.to_string(),
         path: PathBuf::new(),

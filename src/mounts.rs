@@ -291,6 +291,45 @@ pub fn seal_tree(tree: &OwnedFd, setuid_allowed: bool) -> io::Result<OwnedFd> {
     }
 }
 
+/// (mount id, mount point) of every mount in this namespace, from
+/// /proc/self/mountinfo.
+pub fn mount_table() -> io::Result<Vec<(u64, PathBuf)>> {
+    let text = std::fs::read_to_string("/proc/self/mountinfo")?;
+    Ok(text
+        .lines()
+        .filter_map(|line| {
+            let mut fields = line.split(' ');
+            let id = fields.next()?.parse().ok()?;
+            let point = fields.nth(3)?;
+            Some((id, PathBuf::from(OsStr::from_bytes(&unescape_mountinfo(point)))))
+        })
+        .collect())
+}
+
+/// mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape_mountinfo(field: &str) -> Vec<u8> {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal = bytes
+            .get(i + 1..i + 4)
+            .and_then(|d| std::str::from_utf8(d).ok())
+            .and_then(|d| u8::from_str_radix(d, 8).ok());
+        match (bytes[i], octal) {
+            (b'\\', Some(value)) => {
+                out.push(value);
+                i += 4;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
 /// Kernels before 5.12 (no open_tree/mount_setattr): a recursive bind with
 /// mount(2) onto the destination's descriptor, then a bind remount of each new
 /// mount — found by comparing mount ids in mountinfo before and after, and
@@ -300,47 +339,6 @@ mod classic {
     use super::*;
     use nix::mount::{MsFlags, mount};
     use nix::sys::statvfs::{FsFlags, fstatvfs};
-
-    // A host mount stacked under another at the same point (the host's own
-    // /dev/pts often is) stays covered: unreachable by path, and unusable.
-
-    /// (mount id, mount point) of every mount in this namespace.
-    fn mounts() -> io::Result<Vec<(u64, PathBuf)>> {
-        let text = std::fs::read_to_string("/proc/self/mountinfo")?;
-        Ok(text
-            .lines()
-            .filter_map(|line| {
-                let mut fields = line.split(' ');
-                let id = fields.next()?.parse().ok()?;
-                let point = fields.nth(3)?;
-                Some((id, PathBuf::from(OsStr::from_bytes(&unescape(point)))))
-            })
-            .collect())
-    }
-
-    /// mountinfo's octal escapes (`\040` for a space, ...).
-    pub(super) fn unescape(field: &str) -> Vec<u8> {
-        let bytes = field.as_bytes();
-        let mut out = Vec::with_capacity(bytes.len());
-        let mut i = 0;
-        while i < bytes.len() {
-            let octal = bytes
-                .get(i + 1..i + 4)
-                .and_then(|d| std::str::from_utf8(d).ok())
-                .and_then(|d| u8::from_str_radix(d, 8).ok());
-            match (bytes[i], octal) {
-                (b'\\', Some(value)) => {
-                    out.push(value);
-                    i += 4;
-                }
-                (b, _) => {
-                    out.push(b);
-                    i += 1;
-                }
-            }
-        }
-        out
-    }
 
     fn ms_flags(attrs: u64) -> MsFlags {
         let mut flags = MsFlags::empty();
@@ -369,15 +367,17 @@ mod classic {
     }
 
     fn mount_ids() -> io::Result<Vec<u64>> {
-        Ok(mounts()?.into_iter().map(|(id, _)| id).collect())
+        Ok(mount_table()?.into_iter().map(|(id, _)| id).collect())
     }
 
     /// Adds `attrs` to every mount that is not in `before` and lies at or
     /// under `target` (a path inside the tree), reaching each one by walking
-    /// from `tree`, whose own path in this namespace is `tree_real`.
+    /// from `tree`, whose own path in this namespace is `tree_real`. A host
+    /// mount stacked under another at the same point (the host's /dev/pts
+    /// often is) stays covered: unreachable by path, and so unusable.
     fn flag_new_mounts(tree: &OwnedFd, tree_real: &Path, target: &Path, before: &[u64], attrs: u64) -> io::Result<()> {
         let target_real = tree_real.join(target.strip_prefix("/").unwrap_or(target));
-        for (_, point) in mounts()?.into_iter().filter(|(id, _)| !before.contains(id)) {
+        for (_, point) in mount_table()?.into_iter().filter(|(id, _)| !before.contains(id)) {
             let Ok(inside) = point.strip_prefix(tree_real) else { continue };
             if !point.starts_with(&target_real) {
                 continue;
@@ -480,6 +480,13 @@ mod tests {
         // Component-wise: /home2/x is not under /home.
         let specs = plan_for("[sysroot.a]\npath = \"/a\"\n", "/home2/alice");
         assert!(specs.iter().any(|s| s.target == Path::new("/home2/alice")));
+    }
+
+    #[test]
+    fn mountinfo_escapes() {
+        assert_eq!(unescape_mountinfo("/a\\040b\\011c"), b"/a b\tc");
+        assert_eq!(unescape_mountinfo("/plain"), b"/plain");
+        assert_eq!(unescape_mountinfo("/odd\\04"), b"/odd\\04");
     }
 
     #[test]

@@ -1,4 +1,5 @@
+#![forbid(unsafe_code)]
+
 fn main() {
-    eprintln!("sysrootctl: not built yet");
-    std::process::exit(1);
+    std::process::exit(sysrootctl::cli::main());
 }

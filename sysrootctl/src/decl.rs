@@ -1,0 +1,535 @@
+//! The declaration: `/etc/sysroots.toml` as `imageswitch` reads it, plus the
+//! `[sysroot.NAME.build]` table that only `sysrootctl` reads.
+//!
+//! The build table is walked with the same span-keeping TOML parser the library
+//! uses, so every error reads `FILE:LINE:COL: message` like the library's own.
+#![forbid(unsafe_code)]
+
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use imageswitch::config::{self, Config, ConfigError, Sysroot, is_clean_absolute};
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+/// Where generations live unless the build table says `store = ...`.
+pub const DEFAULT_STORE: &str = "/var/lib/sysrootctl";
+/// Generations kept by `gc` unless the build table says `keep = N`.
+pub const DEFAULT_KEEP: u32 = 3;
+/// Host accounts merged when `users.sync` is on: Debian's UID_MIN..UID_MAX.
+pub const DEFAULT_UID_MIN: u32 = 1000;
+pub const DEFAULT_UID_MAX: u32 = 59999;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    Debootstrap,
+    Mmdebstrap,
+    Dnf,
+    Tarball,
+}
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Debootstrap => "debootstrap",
+            Method::Mmdebstrap => "mmdebstrap",
+            Method::Dnf => "dnf",
+            Method::Tarball => "tarball",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserSync {
+    pub sync: bool,
+    pub uid_min: u32,
+    pub uid_max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Overlay {
+    /// Host file or directory copied into the tree.
+    pub src: PathBuf,
+    /// Where inside the tree (absolute, as seen from inside).
+    pub dst: PathBuf,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Build {
+    pub method: Method,
+    pub suite: Option<String>,
+    pub arch: Option<String>,
+    pub mirror: Option<String>,
+    /// `tarball`: a tar archive (any compression tar detects) or a directory.
+    pub source: Option<PathBuf>,
+    pub packages: Vec<String>,
+    pub enable: Vec<String>,
+    pub disable: Vec<String>,
+    pub users: UserSync,
+    pub files: Vec<Overlay>,
+    pub keep: u32,
+    pub store: PathBuf,
+}
+
+/// One sysroot as `sysrootctl` sees it.
+#[derive(Debug, Clone)]
+pub struct Declared {
+    pub sysroot: Sysroot,
+    /// `None`: no build table, so `sysrootctl` does not manage the tree.
+    pub build: Option<Build>,
+}
+
+/// The whole file: managed and unmanaged sysroots, and the broken ones.
+#[derive(Debug)]
+pub struct Declaration {
+    pub file: PathBuf,
+    pub config: Config,
+    pub sysroots: Vec<Declared>,
+    /// Entries with an error in the library's keys or in the build table.
+    pub broken: Vec<(String, ConfigError)>,
+}
+
+impl Declaration {
+    pub fn get(&self, name: &str) -> Result<&Declared> {
+        if let Some(found) = self.sysroots.iter().find(|d| d.sysroot.name == name) {
+            return Ok(found);
+        }
+        if let Some((_, err)) = self.broken.iter().find(|(n, _)| n == name) {
+            bail!("{err}");
+        }
+        bail!("no sysroot \"{name}\" in {}", self.file.display())
+    }
+
+    /// The named sysroots, or every managed one when `names` is empty.
+    pub fn select(&self, names: &[String]) -> Result<Vec<&Declared>> {
+        if names.is_empty() {
+            return Ok(self.sysroots.iter().filter(|d| d.build.is_some()).collect());
+        }
+        names.iter().map(|n| self.get(n)).collect()
+    }
+}
+
+pub fn load(file: &Path) -> Result<Declaration> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("cannot read {}", file.display()))?;
+    parse(&file.display().to_string(), &text).map_err(anyhow::Error::from).map(|mut d| {
+        d.file = file.to_path_buf();
+        d
+    })
+}
+
+/// Parses the library's keys with the library, then each build table here.
+pub fn parse(file: &str, text: &str) -> Result<Declaration, ConfigError> {
+    let config = config::parse(file, text)?;
+    let src = Source { file, text };
+    let document = DeTable::parse(text).map_err(|e| src.error(&e.span().unwrap_or(0..0), "syntax error"))?;
+    let mut broken = config.broken.clone();
+    let mut sysroots = Vec::new();
+    for sysroot in &config.sysroots {
+        let build = match build_table(document.get_ref(), &sysroot.name) {
+            None => Ok(None),
+            Some(value) => parse_build(&src, &sysroot.name, value).map(Some),
+        };
+        match build {
+            Ok(build) => sysroots.push(Declared { sysroot: sysroot.clone(), build }),
+            Err(err) => broken.push((sysroot.name.clone(), err)),
+        }
+    }
+    Ok(Declaration { file: PathBuf::from(file), config, sysroots, broken })
+}
+
+fn build_table<'a, 'i>(document: &'a DeTable<'i>, name: &str) -> Option<&'a Spanned<DeValue<'i>>> {
+    let (_, sysroot) = document.iter().find(|(k, _)| k.get_ref().as_ref() == "sysroot")?;
+    let DeValue::Table(sysroots) = sysroot.get_ref() else { return None };
+    let (_, entry) = sysroots.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+    let DeValue::Table(entry) = entry.get_ref() else { return None };
+    entry.iter().find(|(k, _)| k.get_ref().as_ref() == "build").map(|(_, v)| v)
+}
+
+struct Source<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Source<'_> {
+    fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
+        imageswitch::config::error_at(self.file, self.text, span, message)
+    }
+}
+
+fn string(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<String, ConfigError> {
+    match value.get_ref() {
+        DeValue::String(s) => Ok(s.to_string()),
+        other => Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be a string, found {}", imageswitch::config::type_name(other)),
+        )),
+    }
+}
+
+fn word(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>, extra: &[u8]) -> Result<String, ConfigError> {
+    let text = string(src, key, value)?;
+    let ok = !text.is_empty()
+        && text.len() <= 128
+        && !text.starts_with('-')
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || extra.contains(&b));
+    if ok {
+        Ok(text)
+    } else {
+        let allowed: String = extra.iter().map(|&b| format!(" {}", b as char)).collect();
+        Err(src.error(
+            &value.span(),
+            format!("invalid {key} \"{text}\" (allowed: A-Z a-z 0-9{allowed}, not starting with -)"),
+        ))
+    }
+}
+
+fn path(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<PathBuf, ConfigError> {
+    let text = string(src, key, value)?;
+    if !is_clean_absolute(&text) {
+        return Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be an absolute path without \".\", \"..\" or repeated slashes, found \"{text}\""),
+        ));
+    }
+    Ok(PathBuf::from(text))
+}
+
+fn integer(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>, range: Range<u64>) -> Result<u32, ConfigError> {
+    let DeValue::Integer(int) = value.get_ref() else {
+        return Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be an integer, found {}", imageswitch::config::type_name(value.get_ref())),
+        ));
+    };
+    let digits: String = int.as_str().chars().filter(|&c| c != '_').collect();
+    match u64::from_str_radix(&digits, int.radix()) {
+        Ok(n) if range.contains(&n) => Ok(n as u32),
+        _ => Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be between {} and {}, found {}", range.start, range.end - 1, int.as_str()),
+        )),
+    }
+}
+
+fn boolean(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<bool, ConfigError> {
+    match value.get_ref() {
+        DeValue::Boolean(b) => Ok(*b),
+        other => Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be true or false, found {}", imageswitch::config::type_name(other)),
+        )),
+    }
+}
+
+fn array<'a, 'i>(
+    src: &Source<'_>,
+    key: &str,
+    value: &'a Spanned<DeValue<'i>>,
+) -> Result<Vec<&'a Spanned<DeValue<'i>>>, ConfigError> {
+    match value.get_ref() {
+        DeValue::Array(items) => Ok(items.iter().collect()),
+        other => Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be an array, found {}", imageswitch::config::type_name(other)),
+        )),
+    }
+}
+
+fn table<'a, 'i>(src: &Source<'_>, key: &str, value: &'a Spanned<DeValue<'i>>) -> Result<&'a DeTable<'i>, ConfigError> {
+    match value.get_ref() {
+        DeValue::Table(t) => Ok(t),
+        other => Err(src.error(
+            &value.span(),
+            format!("\"{key}\" must be a table, found {}", imageswitch::config::type_name(other)),
+        )),
+    }
+}
+
+/// Debian package names, RPM names and `name:arch`.
+const PACKAGE_CHARS: &[u8] = b"+-._:";
+/// systemd unit and SysV script names (`getty@tty1`, `ssh.service`).
+const SERVICE_CHARS: &[u8] = b"@-._:";
+
+fn sorted<'a, 'i>(t: &'a DeTable<'i>) -> Vec<(&'a Spanned<toml::de::DeString<'i>>, &'a Spanned<DeValue<'i>>)> {
+    let mut entries: Vec<_> = t.iter().collect();
+    entries.sort_by_key(|(k, _)| k.span().start);
+    entries
+}
+
+fn parse_build(src: &Source<'_>, name: &str, value: &Spanned<DeValue<'_>>) -> Result<Build, ConfigError> {
+    let where_ = format!("[sysroot.{name}.build]");
+    let t = table(src, &format!("sysroot.{name}.build"), value)?;
+    let mut method = None;
+    let mut build = Build {
+        method: Method::Tarball,
+        suite: None,
+        arch: None,
+        mirror: None,
+        source: None,
+        packages: Vec::new(),
+        enable: Vec::new(),
+        disable: Vec::new(),
+        users: UserSync { sync: false, uid_min: DEFAULT_UID_MIN, uid_max: DEFAULT_UID_MAX },
+        files: Vec::new(),
+        keep: DEFAULT_KEEP,
+        store: PathBuf::from(DEFAULT_STORE),
+    };
+    for (key, value) in sorted(t) {
+        match key.get_ref().as_ref() {
+            "method" => {
+                method = Some(match string(src, "method", value)?.as_str() {
+                    "debootstrap" => Method::Debootstrap,
+                    "mmdebstrap" => Method::Mmdebstrap,
+                    "dnf" => Method::Dnf,
+                    "tarball" => Method::Tarball,
+                    other => {
+                        return Err(src.error(
+                            &value.span(),
+                            format!("\"method\" must be \"debootstrap\", \"mmdebstrap\", \"dnf\" or \"tarball\", found \"{other}\""),
+                        ));
+                    }
+                })
+            }
+            "suite" => build.suite = Some(word(src, "suite", value, b"-._")?),
+            "arch" => build.arch = Some(word(src, "arch", value, b"-_")?),
+            "mirror" => {
+                let text = string(src, "mirror", value)?;
+                if !(text.starts_with("http://") || text.starts_with("https://") || text.starts_with("file:/"))
+                    || text.chars().any(|c| c.is_whitespace() || c.is_control())
+                {
+                    return Err(src.error(
+                        &value.span(),
+                        format!("\"mirror\" must be an http://, https:// or file:/ URL, found \"{text}\""),
+                    ));
+                }
+                build.mirror = Some(text);
+            }
+            "source" => build.source = Some(path(src, "source", value)?),
+            "packages" => {
+                build.packages = array(src, "packages", value)?
+                    .into_iter()
+                    .map(|v| word(src, "package", v, PACKAGE_CHARS))
+                    .collect::<Result<_, _>>()?
+            }
+            "services" => {
+                for (k, v) in sorted(table(src, "services", value)?) {
+                    let list = array(src, k.get_ref().as_ref(), v)?
+                        .into_iter()
+                        .map(|v| word(src, "service", v, SERVICE_CHARS))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    match k.get_ref().as_ref() {
+                        "enable" => build.enable = list,
+                        "disable" => build.disable = list,
+                        other => {
+                            return Err(
+                                src.error(&k.span(), format!("unknown key \"{other}\" in services of {where_}"))
+                            );
+                        }
+                    }
+                }
+                if let Some(both) = build.enable.iter().find(|s| build.disable.contains(s)) {
+                    return Err(src.error(&value.span(), format!("service \"{both}\" is both enabled and disabled")));
+                }
+            }
+            "users" => {
+                for (k, v) in sorted(table(src, "users", value)?) {
+                    match k.get_ref().as_ref() {
+                        "sync" => build.users.sync = boolean(src, "sync", v)?,
+                        "uid_min" => build.users.uid_min = integer(src, "uid_min", v, 1..65534)?,
+                        "uid_max" => build.users.uid_max = integer(src, "uid_max", v, 1..65534)?,
+                        other => {
+                            return Err(src.error(&k.span(), format!("unknown key \"{other}\" in users of {where_}")));
+                        }
+                    }
+                }
+                if build.users.uid_min > build.users.uid_max {
+                    return Err(src.error(&value.span(), "users.uid_min is greater than users.uid_max"));
+                }
+            }
+            "files" => {
+                for item in array(src, "files", value)? {
+                    let (mut from, mut to) = (None, None);
+                    for (k, v) in sorted(table(src, "files", item)?) {
+                        match k.get_ref().as_ref() {
+                            "src" => from = Some(path(src, "src", v)?),
+                            "dst" => to = Some(path(src, "dst", v)?),
+                            other => {
+                                return Err(
+                                    src.error(&k.span(), format!("unknown key \"{other}\" in files of {where_}"))
+                                );
+                            }
+                        }
+                    }
+                    match (from, to) {
+                        (Some(src), Some(dst)) => build.files.push(Overlay { src, dst }),
+                        _ => return Err(src.error(&item.span(), "each of \"files\" needs both \"src\" and \"dst\"")),
+                    }
+                }
+            }
+            "keep" => build.keep = integer(src, "keep", value, 1..1000)?,
+            "store" => {
+                build.store = path(src, "store", value)?;
+                if build.store == Path::new("/") {
+                    return Err(src.error(&value.span(), "\"store\" must not be \"/\""));
+                }
+            }
+            other => return Err(src.error(&key.span(), format!("unknown key \"{other}\" in {where_}"))),
+        }
+    }
+    let Some(method) = method else {
+        return Err(src.error(&value.span(), format!("missing key \"method\" in {where_}")));
+    };
+    build.method = method;
+    let needs = |what: bool, key: &str| -> Result<(), ConfigError> {
+        if what {
+            Ok(())
+        } else {
+            Err(src.error(&value.span(), format!("method \"{}\" needs \"{key}\" in {where_}", method.as_str())))
+        }
+    };
+    match method {
+        Method::Debootstrap | Method::Mmdebstrap => needs(build.suite.is_some(), "suite")?,
+        // dnf installs exactly what is declared: there is no "minimal base" to assume.
+        Method::Dnf => {
+            needs(build.suite.is_some(), "suite")?;
+            needs(!build.packages.is_empty(), "packages")?;
+        }
+        Method::Tarball => needs(build.source.is_some(), "source")?,
+    }
+    Ok(build)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str, name: &str) -> String {
+        let d = parse("/etc/sysroots.toml", text).expect("parses");
+        d.broken
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, e)| e.to_string())
+            .unwrap_or_else(|| panic!("{name} not broken"))
+    }
+
+    #[test]
+    fn full_build_table() {
+        let text = r#"
+[sysroot.sl5]
+path = "/sysroot/sl5"
+bin_dir = "/bin5"
+
+[sysroot.sl5.build]
+method = "debootstrap"
+suite = "bullseye"
+arch = "i386"
+packages = ["bash", "lsb-release", "python3", "libc6:i386"]
+services = { enable = ["cron"], disable = ["ssh"] }
+users = { sync = true, uid_min = 2000 }
+files = [{ src = "/etc/sysrootctl/overlay/sl5", dst = "/" }]
+keep = 5
+store = "/srv/store"
+
+[sysroot.plain]
+path = "/srv/plain"
+"#;
+        let d = parse("/etc/sysroots.toml", text).expect("parses");
+        assert!(d.broken.is_empty(), "{:?}", d.broken);
+        let b = d.get("sl5").expect("sl5").build.clone().expect("build");
+        assert_eq!(b.method, Method::Debootstrap);
+        assert_eq!(b.suite.as_deref(), Some("bullseye"));
+        assert_eq!(b.packages.len(), 4);
+        assert_eq!(b.enable, vec!["cron"]);
+        assert_eq!(b.disable, vec!["ssh"]);
+        assert_eq!(b.users, UserSync { sync: true, uid_min: 2000, uid_max: DEFAULT_UID_MAX });
+        assert_eq!(b.files, vec![Overlay { src: "/etc/sysrootctl/overlay/sl5".into(), dst: "/".into() }]);
+        assert_eq!(b.keep, 5);
+        assert_eq!(b.store, PathBuf::from("/srv/store"));
+        assert!(d.get("plain").expect("plain").build.is_none());
+        assert_eq!(d.select(&[]).expect("select").len(), 1);
+    }
+
+    #[test]
+    fn errors_have_positions() {
+        let base = "[sysroot.a]\npath = \"/a\"\n[sysroot.a.build]\n";
+        assert_eq!(
+            err(&format!("{base}method = \"tarbal\"\n"), "a"),
+            "/etc/sysroots.toml:4:10: \"method\" must be \"debootstrap\", \"mmdebstrap\", \"dnf\" or \"tarball\", found \"tarbal\""
+        );
+        assert_eq!(
+            err(&format!("{base}method = \"tarball\"\nsorce = \"/x\"\n"), "a"),
+            "/etc/sysroots.toml:5:1: unknown key \"sorce\" in [sysroot.a.build]"
+        );
+        assert!(err(&format!("{base}method = \"tarball\"\n"), "a").contains("method \"tarball\" needs \"source\""));
+        assert!(err(&format!("{base}method = \"debootstrap\"\n"), "a").contains("needs \"suite\""));
+        assert_eq!(
+            err(&format!("{base}method = \"tarball\"\nsource = \"/x\"\npackages = [\"ok\", \"-bad\"]\n"), "a"),
+            "/etc/sysroots.toml:6:19: invalid package \"-bad\" (allowed: A-Z a-z 0-9 + - . _ :, not starting with -)"
+        );
+        assert!(
+            err(&format!("{base}method = \"tarball\"\nsource = \"x.tar\"\n"), "a")
+                .starts_with("/etc/sysroots.toml:5:10: \"source\" must be an absolute path")
+        );
+        assert!(
+            err(&format!("{base}method = \"tarball\"\nsource = \"/x\"\nkeep = 0\n"), "a")
+                .contains("\"keep\" must be between 1 and 999")
+        );
+        assert!(
+            err(&format!("{base}method = \"tarball\"\nsource = \"/x\"\nusers = {{ sync = \"yes\" }}\n"), "a")
+                .contains(":6:18: \"sync\" must be true or false")
+        );
+        assert!(err(&format!("{base}method = \"tarball\"\nsource = \"/x\"\nservices = {{ enable = [\"a\"], disable = [\"a\"] }}\n"), "a").contains("both enabled and disabled"));
+        assert!(
+            err(&format!("{base}method = \"tarball\"\nsource = \"/x\"\nfiles = [{{ src = \"/a\" }}]\n"), "a")
+                .contains("needs both")
+        );
+        assert!(
+            err(&format!("{base}method = \"debootstrap\"\nsuite = \"x\"\nmirror = \"ftp://m\"\n"), "a")
+                .contains("\"mirror\" must be")
+        );
+    }
+
+    /// The shipped examples stay valid.
+    #[test]
+    fn example_configurations_parse() {
+        for file in ["sysrootctl-sysroots.toml", "sysroots.toml"] {
+            let path = format!("{}/../etc/{file}", env!("CARGO_MANIFEST_DIR"));
+            let d = load(Path::new(&path)).expect("example parses");
+            assert!(d.broken.is_empty(), "{file}: {:?}", d.broken);
+            assert!(d.sysroots.iter().all(|s| s.build.is_some()), "{file}: every example sysroot has a build table");
+        }
+    }
+
+    /// Every truncation and a byte-flip at every offset of a full example:
+    /// errors, never a panic, and every error carries a position.
+    #[test]
+    fn mangled_input_never_panics() {
+        let text =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../etc/sysrootctl-sysroots.toml")).unwrap();
+        let check = |t: &str| match parse("/f", t) {
+            Ok(d) => d.broken.iter().for_each(|(_, e)| assert!(e.line > 0, "{e}")),
+            Err(e) => assert!(e.to_string().starts_with("/f:"), "{e}"),
+        };
+        for (i, _) in text.char_indices() {
+            check(&text[..i]);
+            for replacement in ["\"", "]", "\n"] {
+                let mut t = text.clone();
+                t.replace_range(i..i + text[i..].chars().next().map_or(0, char::len_utf8), replacement);
+                check(&t);
+            }
+        }
+    }
+
+    #[test]
+    fn library_errors_and_build_errors_are_per_entry() {
+        let text = "[sysroot.a]\npth = \"/a\"\n[sysroot.b]\npath = \"/b\"\n[sysroot.b.build]\nmethod = 1\n[sysroot.c]\npath = \"/c\"\n[sysroot.c.build]\nmethod = \"tarball\"\nsource = \"/c.tar\"\n";
+        let d = parse("/f", text).expect("parses");
+        assert_eq!(d.broken.len(), 2);
+        assert!(d.get("c").is_ok());
+        assert!(d.get("a").unwrap_err().to_string().contains("/f:2:1: unknown key \"pth\""));
+        assert!(d.get("b").unwrap_err().to_string().contains("/f:6:10: \"method\" must be a string"));
+        assert!(d.get("zz").unwrap_err().to_string().contains("no sysroot \"zz\""));
+    }
+}

@@ -1,0 +1,262 @@
+//! Generations: `STORE/NAME/N` trees, `STORE/NAME/N.json` records, the
+//! `path -> STORE/NAME/N` symlink that publishes one, and the per-sysroot lock.
+//!
+//! A generation is complete once its record exists and its directory has its
+//! final name; anything named `N.tmp` is a build that did not finish (a crash,
+//! `kill -9`) and is thrown away by the next run that holds the lock. The live
+//! tree is only ever replaced by renaming a new symlink over `path`.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use nix::fcntl::{Flock, FlockArg};
+
+use crate::util;
+
+/// What we remember about one generation.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct Record {
+    pub generation: u32,
+    pub parent: Option<u32>,
+    /// Seconds since the epoch.
+    pub created: u64,
+    pub method: String,
+    /// Host accounts merged into this generation (removed again when they leave the host).
+    pub users: Vec<String>,
+    pub groups: Vec<String>,
+    /// Packages the bootstrap or import put there: not reported as extras.
+    #[serde(default)]
+    pub baseline: Vec<String>,
+    /// Paths (inside the tree) written from overlays.
+    pub files: Vec<String>,
+    /// Fingerprint of each overlay file as written, to tell drift from an overlay change.
+    pub file_sums: std::collections::BTreeMap<String, String>,
+    /// What building it changed, as shown by `plan`.
+    pub changes: Vec<String>,
+}
+
+/// A generation kept because these processes have their root in it.
+pub type InUse = (u32, Vec<u32>);
+
+pub struct Store {
+    pub name: String,
+    /// `STORE/NAME`.
+    pub dir: PathBuf,
+    /// The configured `path`: the symlink that publishes a generation.
+    pub link: PathBuf,
+}
+
+pub fn now() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
+}
+
+impl Store {
+    pub fn new(store: &Path, name: &str, link: &Path) -> Store {
+        Store { name: name.to_string(), dir: store.join(name), link: link.to_path_buf() }
+    }
+
+    pub fn tree(&self, generation: u32) -> PathBuf {
+        self.dir.join(generation.to_string())
+    }
+
+    pub fn partial(&self, generation: u32) -> PathBuf {
+        self.dir.join(format!("{generation}.tmp"))
+    }
+
+    fn record_path(&self, generation: u32) -> PathBuf {
+        self.dir.join(format!("{generation}.json"))
+    }
+
+    fn lock_path(&self) -> PathBuf {
+        self.dir.with_file_name(format!("{}.lock", self.name))
+    }
+
+    /// Creates `STORE/NAME` (root-owned, 0755) if needed.
+    pub fn create(&self) -> Result<()> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(&self.dir)
+            .with_context(|| format!("cannot create {}", self.dir.display()))
+    }
+
+    /// Takes the per-sysroot lock, waiting for another run unless `no_wait`.
+    /// The lock file lives beside the generations, never inside a tree.
+    pub fn lock(&self, no_wait: bool, quiet: bool) -> Result<Flock<fs::File>> {
+        self.create()?;
+        let path = self.lock_path();
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .with_context(|| format!("cannot open {}", path.display()))?;
+        match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(lock) => Ok(lock),
+            Err((file, nix::errno::Errno::EWOULDBLOCK)) => {
+                if no_wait {
+                    bail!("another sysrootctl is working on {} (lock {} is held)", self.name, path.display());
+                }
+                if !quiet {
+                    eprintln!("sysrootctl: {}: waiting for another sysrootctl (lock {})", self.name, path.display());
+                }
+                Flock::lock(file, FlockArg::LockExclusive)
+                    .map_err(|(_, e)| e)
+                    .with_context(|| format!("cannot lock {}", path.display()))
+            }
+            Err((_, e)) => Err(e).with_context(|| format!("cannot lock {}", path.display())),
+        }
+    }
+
+    /// Complete generations, oldest first.
+    pub fn generations(&self) -> Vec<u32> {
+        let mut out: Vec<u32> = match fs::read_dir(&self.dir) {
+            Ok(entries) => entries
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+                .filter(|&n| self.record_path(n).is_file())
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        out.sort_unstable();
+        out
+    }
+
+    /// Highest number used by anything in the store, complete or not.
+    fn highest(&self) -> u32 {
+        fs::read_dir(&self.dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|e| e.file_name().to_str().and_then(|s| s.split('.').next()?.parse::<u32>().ok()))
+                    .max()
+                    .unwrap_or(0)
+            })
+            .unwrap_or(0)
+    }
+
+    pub fn next(&self) -> u32 {
+        self.highest() + 1
+    }
+
+    /// The published generation: `None` when `path` does not exist yet.
+    pub fn live(&self) -> Result<Option<u32>> {
+        let meta = match fs::symlink_metadata(&self.link) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(e).with_context(|| format!("cannot stat {}", self.link.display())),
+        };
+        if !meta.file_type().is_symlink() {
+            bail!(
+                "{} is not a symlink to a generation: take the existing tree over with `sysrootctl apply --adopt {}`",
+                self.link.display(),
+                self.name
+            );
+        }
+        let target = fs::read_link(&self.link)?;
+        let generation =
+            target.strip_prefix(&self.dir).ok().and_then(|rest| rest.to_str()).and_then(|s| s.parse::<u32>().ok());
+        match generation {
+            Some(n) if self.tree(n).is_dir() => Ok(Some(n)),
+            _ => bail!(
+                "{} points at {}, which is not a generation in {}",
+                self.link.display(),
+                target.display(),
+                self.dir.display()
+            ),
+        }
+    }
+
+    pub fn record(&self, generation: u32) -> Result<Record> {
+        let path = self.record_path(generation);
+        let text = fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
+    }
+
+    /// Throws away builds that never finished (kill -9, crash): first the
+    /// processes still running in them, then the trees.
+    pub fn clean_partial(&self) -> Result<Vec<PathBuf>> {
+        let mut removed = Vec::new();
+        let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(removed) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            let path = entry.path();
+            if name.ends_with(".tmp") {
+                util::kill_rooted_in(&path);
+                util::remove_tree(&path)?;
+                removed.push(path);
+            } else if let Some(n) = name.strip_suffix(".json").and_then(|s| s.parse::<u32>().ok()) {
+                if !self.tree(n).exists() {
+                    fs::remove_file(&path)?;
+                    removed.push(path);
+                }
+            } else if name.ends_with(".sysrootctl-new") {
+                fs::remove_file(&path)?;
+            } else if name.ends_with(".rpm-home") {
+                fs::remove_dir_all(&path)?;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// Makes a finished build generation `N`: record first, then the rename, so
+    /// a crash in between leaves a record without a tree (cleaned up later).
+    pub fn finish(&self, generation: u32, record: &Record) -> Result<()> {
+        let json = serde_json::to_vec_pretty(record)?;
+        util::write_atomic(&self.record_path(generation), &json, 0o644)?;
+        fs::rename(self.partial(generation), self.tree(generation))?;
+        util::sync_dir(&self.dir)?;
+        Ok(())
+    }
+
+    /// Publishes generation `N` by renaming a new symlink over `path`.
+    pub fn publish(&self, generation: u32) -> Result<()> {
+        if let Some(parent) = self.link.parent() {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(parent)?;
+        }
+        util::symlink_atomic(&self.tree(generation), &self.link)?;
+        if let Some(parent) = self.link.parent() {
+            util::sync_dir(parent)?;
+        }
+        Ok(())
+    }
+
+    /// PIDs of processes whose root is inside generation `N`.
+    pub fn users_of(&self, generation: u32) -> Vec<u32> {
+        util::processes_rooted_in(&self.tree(generation)).into_iter().map(|(pid, _)| pid).collect()
+    }
+
+    /// Removes generations beyond the newest `keep`, never the live one nor one
+    /// a process still has as its root. Returns (removed, kept-because-in-use).
+    pub fn gc(&self, keep: u32) -> Result<(Vec<u32>, Vec<InUse>)> {
+        let live = self.live()?;
+        let all = self.generations();
+        let keep_from = all.len().saturating_sub(keep as usize);
+        let mut removed = Vec::new();
+        let mut busy = Vec::new();
+        for &n in &all[..keep_from] {
+            if Some(n) == live {
+                continue;
+            }
+            let users = self.users_of(n);
+            if !users.is_empty() {
+                busy.push((n, users));
+                continue;
+            }
+            util::remove_tree(&self.tree(n))?;
+            fs::remove_file(self.record_path(n))?;
+            removed.push(n);
+        }
+        Ok((removed, busy))
+    }
+
+    /// Who owns the store directory and how it is protected, for `check`.
+    pub fn owner(&self) -> Option<(u32, u32)> {
+        fs::metadata(&self.dir).ok().map(|m| (m.uid(), m.mode()))
+    }
+}
