@@ -402,6 +402,9 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
     // Names that dispatch must map to exactly one sysroot: name, alias, bin_dir.
     let mut claimed_names: BTreeMap<String, String> = BTreeMap::new();
     let mut claimed_dirs: BTreeMap<PathBuf, String> = BTreeMap::new();
+    // `imageswitch NAME` takes a sysroot name or an alias: an alias may not be
+    // another sysroot's name, whichever comes first in the file.
+    let sysroot_names: Vec<&str> = entries.iter().map(|(key, _)| key.get_ref().as_ref()).collect();
     for (key, value) in entries {
         let name = key.get_ref().as_ref();
         let result = if !is_valid_name(name) || name == PROGRAM_NAME {
@@ -420,6 +423,12 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         };
         let result = result.and_then(|sysroot| {
             for alias in &sysroot.aliases {
+                if alias != name && sysroot_names.contains(&alias.as_str()) {
+                    return Err(src.error(
+                        &key.span(),
+                        format!("alias \"{alias}\" of [sysroot.{name}] is the name of [sysroot.{alias}]"),
+                    ));
+                }
                 if let Some(owner) = claimed_names.get(alias) {
                     return Err(src.error(
                         &key.span(),
@@ -658,6 +667,22 @@ anything = 3
                 .unwrap_or_default()
                 .contains("bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]")
         );
+    }
+
+    #[test]
+    fn an_alias_may_not_be_another_sysroots_name() {
+        let text = "[sysroot.a]\npath = \"/a\"\naliases = [\"a\", \"b\"]\n[sysroot.b]\npath = \"/b\"\n";
+        let config = parse_ok(text);
+        assert!(config.sysroot("b").is_some());
+        assert_eq!(
+            config.broken("a").map(ToString::to_string).as_deref(),
+            Some("/etc/sysroots.toml:1:10: alias \"b\" of [sysroot.a] is the name of [sysroot.b]")
+        );
+        // Order does not matter, and an alias equal to its own name is fine.
+        let config =
+            parse_ok("[sysroot.b]\npath = \"/b\"\naliases = [\"b\"]\n[sysroot.a]\npath = \"/a\"\naliases = [\"b\"]\n");
+        assert!(config.sysroot("b").is_some());
+        assert!(config.broken("a").is_some());
     }
 
     #[test]

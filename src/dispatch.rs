@@ -4,7 +4,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::config::{Config, PROGRAM_NAME, is_valid_name};
 use crate::error::Error;
@@ -18,6 +18,9 @@ pub enum Command {
     Shell(Vec<OsString>),
     /// A program (a path, or a name looked up in `PATH` inside) with arguments.
     Program { program: OsString, args: Vec<OsString> },
+    /// A program by absolute path, started as a login shell (`argv[0]` is
+    /// `-NAME`): a bin_dir shell a batch system starts as a job shell.
+    LoginProgram { program: OsString, args: Vec<OsString> },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +49,18 @@ pub fn informational(argv: &[OsString]) -> Option<Invocation> {
     }
 }
 
+/// The sysroot whose bin_dir is the directory of `path`, and the entry name.
+fn bin_dir_entry<'a>(path: &'a Path, config: &'a Config) -> Option<(&'a str, &'a str)> {
+    let parent = path.parent().filter(|p| p.is_absolute())?;
+    let sysroot = config.sysroots.iter().find(|s| s.bin_dir.as_deref() == Some(parent))?;
+    Some((sysroot.name.as_str(), path.file_name()?.to_str()?))
+}
+
 /// Maps argv onto an [`Invocation`] using the configuration's names.
-pub fn dispatch(argv: &[OsString], config: &Config) -> Result<Invocation, Error> {
+/// `exec_path` is the kernel's record of the path that was executed
+/// (`AT_EXECFN`); it is consulted only for a login-style `argv[0]` without a
+/// directory (`-bash`), which is how Torque's pbs_mom starts `qsub -S /bin5/bash`.
+pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -> Result<Invocation, Error> {
     let argv0 = argv.first().ok_or_else(|| Error::Usage("empty argument list".into()))?;
     let rest = &argv[1..];
     let base = basename(argv0);
@@ -56,24 +69,36 @@ pub fn dispatch(argv: &[OsString], config: &Config) -> Result<Invocation, Error>
         return dispatch_program(rest, config);
     }
 
-    // `/bin5/bash`: the directory is a configured bin_dir, compared by path
-    // component; the entry must be a plain name.
-    let as_path = Path::new(argv0);
-    if let Some(parent) = as_path.parent().filter(|p| p.is_absolute()) {
-        for sysroot in &config.sysroots {
-            if sysroot.bin_dir.as_deref() == Some(parent) {
-                let entry = base
-                    .to_str()
-                    .filter(|e| is_valid_name(e))
-                    .ok_or_else(|| Error::UnknownName(String::from_utf8_lossy(argv0.as_bytes()).into_owned()))?;
-                let mut program = PathBuf::from("/bin");
-                program.push(entry);
-                return Ok(Invocation::Enter {
-                    sysroot: sysroot.name.clone(),
-                    command: Command::Program { program: program.into_os_string(), args: rest.to_vec() },
-                });
+    if let (Some(login_name), Some(path)) = (argv0.as_bytes().strip_prefix(b"-"), exec_path) {
+        if !login_name.contains(&b'/') {
+            if let Some((sysroot, entry)) = bin_dir_entry(Path::new(path), config) {
+                if entry.as_bytes() == login_name && is_valid_name(entry) {
+                    let program = Path::new("/bin").join(entry).into_os_string();
+                    let command = Command::LoginProgram { program, args: rest.to_vec() };
+                    return Ok(Invocation::Enter { sysroot: sysroot.to_string(), command });
+                }
             }
         }
+    }
+
+    // `/bin5/bash`: the directory is a configured bin_dir, compared by path
+    // component; the entry must be a plain name.
+    if let Some((sysroot, entry)) = bin_dir_entry(Path::new(argv0), config) {
+        if !is_valid_name(entry) {
+            return Err(Error::UnknownName(String::from_utf8_lossy(argv0.as_bytes()).into_owned()));
+        }
+        let program = Path::new("/bin").join(entry).into_os_string();
+        return Ok(Invocation::Enter {
+            sysroot: sysroot.to_string(),
+            command: Command::Program { program, args: rest.to_vec() },
+        });
+    }
+    if Path::new(argv0)
+        .parent()
+        .filter(|p| p.is_absolute())
+        .is_some_and(|dir| config.sysroots.iter().any(|s| s.bin_dir.as_deref() == Some(dir)))
+    {
+        return Err(Error::UnknownName(String::from_utf8_lossy(argv0.as_bytes()).into_owned()));
     }
 
     // `sl5`: an alias behaves like a shell. `-sl5` is how login(1) starts a
@@ -106,7 +131,10 @@ fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Er
         Some(b"--version") | Some(b"-V") => return Ok(Invocation::Version),
         Some(b"--") => first = args.next(),
         Some(opt) if opt.starts_with(b"-") => {
-            return Err(Error::Usage(format!("unknown option \"{}\"", String::from_utf8_lossy(opt))));
+            return Err(Error::Usage(format!(
+                "unknown option \"{}\"",
+                crate::error::echo(&String::from_utf8_lossy(opt))
+            )));
         }
         _ => {}
     }
@@ -156,7 +184,7 @@ mod tests {
     }
 
     fn run(items: &[&str]) -> Result<Invocation, String> {
-        dispatch(&argv(items), &config()).map_err(|e| e.to_string())
+        dispatch(&argv(items), None, &config()).map_err(|e| e.to_string())
     }
 
     #[test]
@@ -203,8 +231,27 @@ mod tests {
         assert!(run(&["../../etc/shadow"]).unwrap_err().contains("unknown sysroot name \"shadow\""));
         assert!(run(&[""]).is_err());
         let non_utf8 = vec![OsString::from(OsStr::from_bytes(b"/bin5/\xff"))];
-        assert!(dispatch(&non_utf8, &config()).is_err());
-        assert!(dispatch(&[], &config()).is_err());
+        assert!(dispatch(&non_utf8, None, &config()).is_err());
+        assert!(dispatch(&[], None, &config()).is_err());
+    }
+
+    #[test]
+    fn login_style_bin_dir_shell_found_through_the_executed_path() {
+        // pbs_mom: execv("/bin5/bash", ["-bash"]).
+        let got = dispatch(&argv(&["-bash"]), Some(OsStr::new("/bin5/bash")), &config());
+        assert_eq!(
+            got.map_err(|e| e.to_string()),
+            Ok(enter("sl5", Command::LoginProgram { program: "/bin/bash".into(), args: vec![] }))
+        );
+        // The executed file must be that very name in a bin_dir.
+        assert!(dispatch(&argv(&["-bash"]), Some(OsStr::new("/bin5/sh")), &config()).is_err());
+        assert!(dispatch(&argv(&["-bash"]), Some(OsStr::new("/usr/bin/bash")), &config()).is_err());
+        assert!(dispatch(&argv(&["-bash"]), None, &config()).is_err());
+        // An alias login shell still wins by name.
+        assert_eq!(
+            dispatch(&argv(&["-sl5"]), Some(OsStr::new("/usr/local/bin/sl5")), &config()).map_err(|e| e.to_string()),
+            Ok(enter("sl5", Command::LoginShell))
+        );
     }
 
     #[test]

@@ -77,6 +77,14 @@ pub fn launch_for(
             argv.extend(args.iter().cloned());
             Ok(Launch { program: shell.to_path_buf(), argv })
         }
+        Command::LoginProgram { program, args } => {
+            let path = Path::new(program);
+            let mut argv0 = OsString::from("-");
+            argv0.push(path.file_name().unwrap_or(program));
+            let mut argv = vec![argv0];
+            argv.extend(args.iter().cloned());
+            Ok(Launch { program: path.to_path_buf(), argv })
+        }
         Command::Program { program, args } => {
             let found = find_program(program, path_var, executable)?;
             let mut argv = vec![program.clone()];

@@ -132,7 +132,7 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
 
 fn command_name(command: &Command, shell: &Path) -> String {
     match command {
-        Command::Program { program, .. } => escape(program.as_encoded_bytes()),
+        Command::Program { program, .. } | Command::LoginProgram { program, .. } => escape(program.as_encoded_bytes()),
         _ => shell.display().to_string(),
     }
 }
@@ -286,7 +286,7 @@ fn describe_command(command: &Command) -> String {
         Command::Shell(args) => {
             std::iter::once("<shell>".to_string()).chain(args.iter().map(|a| escape(a.as_encoded_bytes()))).collect()
         }
-        Command::Program { program, args } => {
+        Command::Program { program, args } | Command::LoginProgram { program, args } => {
             std::iter::once(program).chain(args.iter()).map(|a| escape(a.as_encoded_bytes())).collect()
         }
     };
@@ -307,7 +307,7 @@ fn list(config: &Config, caller: &Caller) {
         }
     }
     for (name, err) in &config.broken {
-        eprintln!("imageswitch: {name}: not usable: {err}");
+        eprintln!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes()));
     }
 }
 
@@ -323,7 +323,8 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
     privileges::check_setuid_root()?;
     let caller = Caller::resolve()?;
     let config = load_config()?;
-    let (name, command) = match dispatch(argv, &config)? {
+    let exec_path = sys::exec_filename();
+    let (name, command) = match dispatch(argv, exec_path.as_deref(), &config)? {
         Invocation::Help => {
             println!("{HELP}{CONFIG_PATH}");
             return Ok(0);

@@ -190,3 +190,17 @@ pub fn move_mount_onto(mount: impl AsFd, target: impl AsFd) -> io::Result<()> {
     };
     check(ret).map(drop)
 }
+
+/// The path this process was executed by (`getauxval(AT_EXECFN)`): what the
+/// caller passed to execve, recorded by the kernel.
+pub fn exec_filename() -> Option<std::ffi::OsString> {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let ptr = unsafe { libc::getauxval(libc::AT_EXECFN) } as *const libc::c_char;
+    if ptr.is_null() {
+        return None;
+    }
+    // SAFETY: AT_EXECFN points at a NUL-terminated string the kernel placed on
+    // the initial stack, valid and unmodified for the life of the process.
+    let name = unsafe { CStr::from_ptr(ptr) };
+    Some(std::os::unix::ffi::OsStringExt::from_vec(name.to_bytes().to_vec()))
+}

@@ -344,3 +344,25 @@ fn kernels_without_the_new_mount_api_get_the_same_view() {
     assert!(!top("/dev").split(',').any(|o| o == "nodev"), "/dev keeps device access");
     assert_eq!(host_mounts(), before);
 }
+
+#[test]
+fn torque_style_login_job_shell_from_a_bin_dir() {
+    require_root!();
+    fixture();
+    // pbs_mom runs `qsub -S /binN/bash` as execv("/binN/bash", ["-bash"]) with
+    // the job script on standard input.
+    let out = as_user(ALICE, "/bin/bash")
+        .args(["-c", &format!("exec -a -bash {BIN11}/bash")])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            child.stdin.take().expect("stdin").write_all(b"uname -m; shopt -q login_shell && echo login; echo $0\n")?;
+            child.wait_with_output()
+        })
+        .expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(stdout(&out), "i686\nlogin\n-bash\n");
+}
