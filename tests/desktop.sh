@@ -1,66 +1,111 @@
 #!/usr/bin/env bash
-# Desktop launcher, for real: sysrootctl writes sysroot-NAME.desktop; it must
-# pass desktop-file-validate, and its Exec line, started the way a desktop
-# starts a Terminal=true entry (xterm -e) under Xvfb as an ordinary user, must
-# open a shell inside the sysroot that reports the tree's release.
-# A screenshot lands in $ARTIFACTS (default target/test-artifacts).
-#   sudo tests/desktop.sh LAUNCHER.desktop USER TREE
+# Desktop launchers, for real. sysrootctl apply builds a sysroot (imported
+# from the cached bullseye i386 tree) and writes its sysroot-NAME.desktop;
+# the launcher must pass desktop-file-validate, and its Exec line, started the
+# way a desktop starts a Terminal=true entry (xterm -e) under Xvfb as an
+# ordinary user, must open a shell inside the sysroot that reports the tree's
+# release. A screenshot lands in $ARTIFACTS (default target/test-artifacts).
+#
+#   bash tests/desktop.sh        (as root; installs what it needs with apt-get)
 set -uo pipefail
-launcher=$1 user=$2 tree=$3
-artifacts=${ARTIFACTS:-$(cd "$(dirname "$0")/.." && pwd)/target/test-artifacts}
-passed=0 failed=0
-check() { # description command...
-    local what=$1; shift
-    if "$@"; then echo "ok - $what"; passed=$((passed + 1)); else echo "FAILED - $what"; failed=$((failed + 1)); fi
-}
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# shellcheck source=tests/support/checks.sh
+source "$REPO/tests/support/checks.sh"
+require_root "it installs a setuid binary and builds a sysroot"
+
+NAME=imageswitch-desktop-test
+BASE=/var/lib/$NAME
+CONF=/etc/$NAME/sysroots.toml           # the test build's compile-time config
+TREE_SRC=${IMAGESWITCH_TEST_CACHE:-/var/cache/imageswitch-test}/bullseye-i386
+USER_NAME=isw-desktop
+ARTIFACTS=${ARTIFACTS:-$REPO/target/test-artifacts}
+export CARGO_TARGET_DIR=${DESKTOP_TEST_TARGET_DIR:-$REPO/target/desktop-test}
 
 need=()
-for pc in xvfb:Xvfb xterm:xterm xdotool:xdotool imagemagick:import desktop-file-utils:desktop-file-validate x11-utils:xwininfo xfonts-base:/usr/share/fonts/X11/misc/fonts.dir fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf; do
+for pc in xvfb:Xvfb xterm:xterm xdotool:xdotool imagemagick:import desktop-file-utils:desktop-file-validate \
+          x11-utils:xwininfo xfonts-base:/usr/share/fonts/X11/misc/fonts.dir \
+          fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf; do
     { command -v "${pc#*:}" >/dev/null || [ -e "${pc#*:}" ]; } || need+=("${pc%%:*}")
 done
 if [ ${#need[@]} -gt 0 ]; then
-    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}" >/dev/null
+    must "apt-get install ${need[*]}" bash -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive \
+        apt-get install -y -q --no-install-recommends ${need[*]}"
 fi
-mkdir -p "$artifacts"
+must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
 
-check "desktop-file-validate $launcher" desktop-file-validate "$launcher"
+xvfb="" term="" marker=""
+cleanup() {
+    [ -n "$term" ] && kill "$term" 2>/dev/null
+    [ -n "$xvfb" ] && kill "$xvfb" 2>/dev/null
+    wait 2>/dev/null
+    rm -rf "$BASE" "/etc/$NAME"
+    userdel -r "$USER_NAME" >/dev/null 2>&1
+}
+trap cleanup EXIT
+cleanup
+getent passwd "$USER_NAME" >/dev/null || must "useradd $USER_NAME" useradd -m -s /bin/bash "$USER_NAME"
+
+must "build imageswitch for $CONF" env IMAGESWITCH_CONFIG_PATH="$CONF" \
+    cargo build -q --manifest-path "$REPO/Cargo.toml" -p imageswitch -p sysrootctl --bins
+mkdir -p "$BASE/bin" "/etc/$NAME" && chmod 755 "$BASE" "$BASE/bin" "/etc/$NAME"
+must "install imageswitch setuid root" install -m 4755 -o root "$CARGO_TARGET_DIR/debug/imageswitch" "$BASE/bin/imageswitch"
+cat >"$CONF" <<EOF
+[defaults]
+binds = ["/home", "/tmp"]
+log_socket = ""
+
+[sysroot.desk]
+path = "$BASE/roots/desk"
+personality = "linux32"
+
+[sysroot.desk.build]
+method = "tarball"
+source = "$TREE_SRC"
+store = "$BASE/store"
+users = { sync = true }
+EOF
+chmod 644 "$CONF"
+
+ctl=("$CARGO_TARGET_DIR/debug/sysrootctl" --config "$CONF" --imageswitch "$BASE/bin/imageswitch"
+     --alias-dir "$BASE/aliases" --applications-dir "$BASE/applications")
+must "sysrootctl apply desk" "${ctl[@]}" -q apply desk
+launcher=$BASE/applications/sysroot-desk.desktop
+check "sysrootctl wrote $launcher" test -s "$launcher"
+check "desktop-file-validate accepts it" desktop-file-validate "$launcher"
+check "it is a Terminal=true application" grep -qx 'Terminal=true' "$launcher"
 exec_line=$(sed -n 's/^Exec=//p' "$launcher" | head -1)
-check "launcher is a Terminal=true application" grep -qx 'Terminal=true' "$launcher"
-check "Exec line names an installed program: $exec_line" test -x "${exec_line%% *}"
+check_eq "its Exec line runs imageswitch on the sysroot" "$BASE/bin/imageswitch desk" "$exec_line"
 
 display=:$((90 + RANDOM % 9))
-home=$(getent passwd "$user" | cut -d: -f6)
-marker="$home/.imgsw-desktop-$$"
-rm -f "$marker"
+home=$(getent passwd "$USER_NAME" | cut -d: -f6)
+marker="$home/desktop-marker"
 Xvfb "$display" -screen 0 800x500x24 -nolisten tcp >/dev/null 2>&1 &
 xvfb=$!
-cleanup() { kill "$term" "$xvfb" 2>/dev/null; wait 2>/dev/null; rm -f "$marker"; }
-trap cleanup EXIT
 for _ in $(seq 50); do DISPLAY=$display xwininfo -root >/dev/null 2>&1 && break; sleep 0.1; done
-chmod 1777 /tmp/.X11-unix 2>/dev/null
 
-# Started as the user, exactly as a desktop would run the entry's Exec.
+# Started as the user, exactly as a desktop runs a Terminal=true entry's Exec.
 # shellcheck disable=SC2086
-(cd "$home" && setpriv --reuid="$user" --regid="$user" --init-groups -- \
-    env DISPLAY=$display HOME="$home" xterm -geometry 90x20+0+0 -fa Monospace -fs 11 -e $exec_line) &
+(cd "$home" && exec setpriv --reuid="$USER_NAME" --regid="$USER_NAME" --init-groups -- \
+    env DISPLAY="$display" HOME="$home" xterm -geometry 90x20+0+0 -fa Monospace -fs 11 -e $exec_line) &
 term=$!
+win=""
 for _ in $(seq 100); do
     win=$(DISPLAY=$display xdotool search --class xterm 2>/dev/null | head -1)
     [ -n "$win" ] && break
     sleep 0.1
 done
-check "a terminal window opened" test -n "${win:-}"
+check "a terminal window opened" test -n "$win"
 sleep 1
 # Typed through XTEST into the focused window, as a person would.
 DISPLAY=$display xdotool windowfocus --sync "$win" 2>/dev/null
 DISPLAY=$display xdotool type --delay 15 \
-    "echo in \$IMAGESWITCH_SYSROOT: \$(cat /etc/debian_version) \$(uname -m) | tee $marker" 2>/dev/null
+    "echo in \$IMAGESWITCH_SYSROOT: \$(cat /etc/debian_version) \$(uname -m) \$(id -un) | tee $marker" 2>/dev/null
 DISPLAY=$display xdotool key Return 2>/dev/null
 for _ in $(seq 100); do [ -s "$marker" ] && break; sleep 0.1; done
 sleep 0.5
-DISPLAY=$display import -window root "$artifacts/desktop-launcher.png" 2>/dev/null
-expected="$(cat "$tree/etc/debian_version")"
-check "the shell inside reports the tree's release ($expected)" grep -q ": $expected " "$marker"
-check "screenshot saved to $artifacts/desktop-launcher.png" test -s "$artifacts/desktop-launcher.png"
-echo "$passed passed, $failed failed"
-[ "$failed" = 0 ]
+mkdir -p "$ARTIFACTS"
+DISPLAY=$display import -window root "$ARTIFACTS/desktop-launcher.png" 2>/dev/null
+check_eq "the shell inside reports the sysroot, the tree's release, i686 and the user (merged by sysrootctl)" \
+    "in desk: $(cat "$TREE_SRC/etc/debian_version") i686 $USER_NAME" "$(cat "$marker" 2>/dev/null)"
+check "screenshot saved to $ARTIFACTS/desktop-launcher.png" test -s "$ARTIFACTS/desktop-launcher.png"
+finish

@@ -9,7 +9,8 @@
 #
 # One line per check, then "N passed, N failed"; non-zero exit on any failure.
 # Every daemon started here is stopped on exit, and the users, prefix and
-# state directories are removed.
+# state directories are removed; the tree copy stays in
+# /var/lib/imageswitch-slurm-test for the next run, like the cached trees.
 #
 # Build output goes to $SLURM_TEST_TARGET_DIR (default: target/slurm-test in
 # the checkout), separate from other builds because the imageswitch binary is
@@ -31,67 +32,35 @@ USER_NO=isw-slurm-no
 TARGET=${SLURM_TEST_TARGET_DIR:-$REPO/target/slurm-test}
 export SLURM_CONF=$CONF_DIR/slurm.conf
 
-passed=0
-failed=0
+# shellcheck source=tests/support/checks.sh
+source "$REPO/tests/support/checks.sh"
 pids=()
 
-say() { echo "$*"; }
-pass() { passed=$((passed + 1)); say "ok: $1"; }
-fail() {
-    failed=$((failed + 1))
-    say "FAIL: $1"
-    shift
-    local line
-    for line in "$@"; do say "#   $line"; done
-}
-# check NAME EXPECTED ACTUAL: exact string comparison.
-check_eq() {
-    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected: $2" "actual:   $3"; fi
-}
-finish() {
-    say "$passed passed, $failed failed"
-    [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
-    exit $?
-}
-# A setup step that must work; anything else is reported as one failure.
-must() {
-    local what=$1
-    shift
-    local out
-    if ! out=$("$@" 2>&1); then
-        fail "setup: $what" "${out//$'\n'/$'\n'#   }"
-        finish
-    fi
-}
+require_root "it starts Slurm daemons and installs a setuid binary"
 
-if [ "$(id -u)" != 0 ]; then
-    say "skipped: tests/slurm.sh needs root (it starts Slurm daemons and installs a setuid binary)"
-    say "0 passed, 0 failed, 1 skipped"
-    [ "${CI:-}" = true ] && exit 1
-    exit 0
-fi
-
+# running PID: alive and not a zombie waiting to be reaped.
+running() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
 cleanup() {
     local pid
     if [ -n "${slurmctld_pid:-}" ] && [ -x "$(command -v scancel)" ]; then
         scancel --quiet --full --user="$USER_OK" 2>/dev/null
         scancel --quiet --full --user="$USER_NO" 2>/dev/null
-        local i
-        for i in $(seq 1 20); do
+        for _ in $(seq 1 20); do
             [ -z "$(squeue -h -o %i 2>/dev/null)" ] && break
             sleep 0.5
         done
     fi
+    # Our daemons are this shell's children: their pids stay theirs (at worst
+    # as zombies) until the wait below, so the signals cannot hit another process.
     for pid in "${pids[@]}"; do
         kill "$pid" 2>/dev/null
     done
     for pid in "${pids[@]}"; do
-        local i
-        for i in $(seq 1 40); do
-            kill -0 "$pid" 2>/dev/null || break
+        for _ in $(seq 1 40); do
+            running "$pid" || break
             sleep 0.25
         done
-        kill -9 "$pid" 2>/dev/null
+        running "$pid" && kill -9 "$pid" 2>/dev/null
         wait "$pid" 2>/dev/null
     done
     userdel -r "$USER_OK" >/dev/null 2>&1
@@ -128,6 +97,7 @@ cleanup
 install -d -m 755 -o root -g root "$PREFIX" "$PREFIX/bin" "$PREFIX/lib" "$CONF_DIR" "$RUN" "$SPOOL" "$BIN_DIR"
 install -m 4755 -o root -g root "$TARGET/imageswitch/debug/imageswitch" "$PREFIX/bin/imageswitch"
 install -m 644 -o root -g root "$TARGET/spank/debug/libimageswitch_spank.so" "$PREFIX/lib/imageswitch_spank.so"
+install -m 755 -o root -g root "$TARGET/spank/debug/imageswitch-spank-exec" "$PREFIX/lib/imageswitch-spank-exec"
 ln -s "$PREFIX/bin/imageswitch" "$BIN_DIR/bash"
 
 # Our own copy of the tree, so we can add the spool mount point the shebang
@@ -193,6 +163,7 @@ SlurmdLogFile=$RUN/slurmd.log
 SlurmdDebug=debug
 ProctrackType=proctrack/linuxproc
 TaskPlugin=task/none
+TaskProlog=$CONF_DIR/task-prolog.sh
 PlugStackConfig=$CONF_DIR/plugstack.conf
 SchedulerType=sched/builtin
 SelectType=select/cons_tres
@@ -204,11 +175,18 @@ ReturnToService=2
 $NODE_LINE NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=test Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
-echo "required $PREFIX/lib/imageswitch_spank.so imageswitch=$PREFIX/bin/imageswitch" \
-    >"$CONF_DIR/plugstack.conf"
+PLUGIN_ARGS="imageswitch=$PREFIX/bin/imageswitch helper=$PREFIX/lib/imageswitch-spank-exec"
+echo "required $PREFIX/lib/imageswitch_spank.so $PLUGIN_ARGS" >"$CONF_DIR/plugstack.conf"
+# A site TaskProlog: slurmstepd runs it after the plugin's hook, and the
+# variables it exports must still reach a --sysroot task.
+cat >"$CONF_DIR/task-prolog.sh" <<'EOF'
+#!/bin/sh
+echo "export FROM_TASK_PROLOG=yes"
+EOF
+chmod 755 "$CONF_DIR/task-prolog.sh"
 chmod 644 "$SLURM_CONF" "$CONF_DIR/plugstack.conf" "$CONFIG"
 
-for i in $(seq 1 40); do [ -S "$RUN/munge/munge.sock" ] && break; sleep 0.25; done
+for _ in $(seq 1 40); do [ -S "$RUN/munge/munge.sock" ] && break; sleep 0.25; done
 slurmctld -D -i -f "$SLURM_CONF" >"$RUN/slurmctld.out" 2>&1 &
 slurmctld_pid=$!
 pids+=("$slurmctld_pid")
@@ -216,7 +194,7 @@ slurmd -D -f "$SLURM_CONF" >"$RUN/slurmd.out" 2>&1 &
 pids+=($!)
 
 state=""
-for i in $(seq 1 60); do
+for _ in $(seq 1 60); do
     state=$(sinfo -h -n "$HOST" -o %T 2>/dev/null)
     [ "$state" = idle ] && break
     sleep 0.5
@@ -230,7 +208,9 @@ pass "cluster up: munged, slurmctld, slurmd; node $HOST idle"
 
 # --- checks, as the users -------------------------------------------------
 
-mounts_before=$(findmnt -rn -o TARGET,SOURCE | sort)
+# Mounts under our tree or spool; other tests may mount elsewhere meanwhile.
+our_mounts() { findmnt -rn -o TARGET,SOURCE | grep -E "^($TREE|$SPOOL|/var/lib/$NAME)" | sort; }
+mounts_before=$(our_mounts)
 
 # as USER CMD...: run in the user's home with the test's slurm.conf.
 as() {
@@ -264,11 +244,25 @@ else
     fail "srun task keeps the job's environment and cwd" "expected: deb11 <jobid> $HOME_OK" "actual:   $out"
 fi
 
+out=$(as "$USER_OK" srun --sysroot=deb11 env 2>&1 | grep '^IMAGESWITCH_SPANK_')
+check_eq "the plugin's hand-over variables do not reach the task" "" "$out"
+
 out=$(as "$USER_OK" srun --sysroot=deb11 id -u 2>&1)
 check_eq "srun --sysroot task runs as the user" "$(id -u "$USER_OK")" "$out"
 
+out=$(as "$USER_OK" srun --sysroot=deb11 printenv FROM_TASK_PROLOG 2>&1)
+check_eq "srun --sysroot task gets the site TaskProlog's environment" "yes" "$out"
+
+# slurmstepd applies the submitter's limits (PropagateResourceLimits) just
+# before its exec: a --sysroot task must get them too.
+out=$(as "$USER_OK" sh -c 'ulimit -S -n 321 && srun --propagate=NOFILE --sysroot=deb11 sh -c "ulimit -S -n"' 2>&1)
+check_eq "srun --sysroot task gets the submitter's propagated limits (ulimit -n 321)" "321" "$out"
+
 out=$(as "$USER_OK" srun --ntasks=2 --sysroot=deb11 uname -m 2>&1)
 check_eq "srun --ntasks=2: every task in the sysroot" "i686 i686" "$(echo $out)"
+
+out=$(as "$USER_OK" srun --export=NONE --sysroot=deb11 uname -m 2>&1)
+check_eq "srun --export=NONE --sysroot=deb11 uname -m (hand-over survives an empty environment)" "i686" "$out"
 
 out=$(as "$USER_OK" salloc --sysroot=deb11 srun uname -m 2>&1 | grep -v '^salloc:')
 check_eq "salloc --sysroot=deb11 srun uname -m" "i686" "$out"
@@ -292,6 +286,19 @@ status=$?
 out=$(cat "$HOME_OK/job-sysroot.out" 2>&1)
 check_eq "sbatch --sysroot=deb11 job (status $status)" \
     "arch=i686 debian=$(cat "$TREE/etc/debian_version") sysroot=deb11 arg=A1" "$out"
+
+# The option as an #SBATCH directive in the script, under plain sbatch.
+cat >"$HOME_OK/job-directive.sh" <<'EOF'
+#!/bin/sh
+#SBATCH --sysroot=deb11
+echo "arch=$(uname -m) debian=$(cat /etc/debian_version)"
+EOF
+chown "$USER_OK:" "$HOME_OK/job-directive.sh"
+as "$USER_OK" sbatch --wait --quiet -o "$HOME_OK/job-directive.out" job-directive.sh >/dev/null 2>&1
+status=$?
+out=$(cat "$HOME_OK/job-directive.out" 2>&1)
+check_eq "#SBATCH --sysroot=deb11 directive (status $status)" \
+    "arch=i686 debian=$(cat "$TREE/etc/debian_version")" "$out"
 
 # A #!BIN_DIR/bash job script under plain sbatch: no plugin involved.
 cat >"$HOME_OK/job-shebang.sh" <<EOF
@@ -325,24 +332,28 @@ else
     fail "sbatch --sysroot=deb11 as $USER_NO refused with status 125 and a message" "status $status" "$out"
 fi
 
-mounts_after=$(findmnt -rn -o TARGET,SOURCE | sort)
+mounts_after=$(our_mounts)
 if [ "$mounts_before" = "$mounts_after" ]; then
-    pass "host mount table unchanged by the jobs"
+    pass "no mount left on the host under $TREE or $SPOOL"
 else
-    fail "host mount table unchanged by the jobs" "$(diff <(echo "$mounts_before") <(echo "$mounts_after") | head -5)"
+    fail "no mount left on the host under $TREE or $SPOOL" "$(diff <(echo "$mounts_before") <(echo "$mounts_after") | head -5)"
 fi
 
-# Fail closed: when imageswitch cannot be executed the task ends with 125 and
-# never runs on the host, even with an "optional" plugstack.conf line.
-echo "optional $PREFIX/lib/imageswitch_spank.so imageswitch=$PREFIX/bin/missing" \
-    >"$CONF_DIR/plugstack.conf"
-out=$(as "$USER_OK" srun --sysroot=deb11 uname -m 2>&1)
-status=$?
-if [ "$status" -eq 125 ] && grep -q "imageswitch-spank: cannot execute $PREFIX/bin/missing" <<<"$out" &&
-    ! grep -q "$(uname -m)" <<<"$out"; then
-    pass "imageswitch missing: task fails closed with status 125, not run on the host"
-else
-    fail "imageswitch missing: task fails closed with status 125" "status $status" "$out"
-fi
+# Fail closed: when imageswitch or the helper cannot be executed, or the
+# plugstack.conf line is wrong, a --sysroot task ends with 125 and never runs
+# on the host, even with an "optional" line (which lets Slurm carry on).
+for case in "imageswitch missing|imageswitch=$PREFIX/bin/missing helper=$PREFIX/lib/imageswitch-spank-exec|cannot execute $PREFIX/bin/missing" \
+    "helper missing|imageswitch=$PREFIX/bin/imageswitch helper=$PREFIX/lib/missing|cannot execute the helper $PREFIX/lib/missing" \
+    "bad plugstack.conf argument|imagesw=$PREFIX/bin/imageswitch|unknown plugstack.conf argument"; do
+    IFS='|' read -r what args message <<<"$case"
+    echo "optional $PREFIX/lib/imageswitch_spank.so $args" >"$CONF_DIR/plugstack.conf"
+    out=$(as "$USER_OK" srun --sysroot=deb11 uname -m 2>&1)
+    status=$?
+    if [ "$status" -eq 125 ] && grep -q "^imageswitch-spank: $message" <<<"$out" && ! grep -q "$(uname -m)" <<<"$out"; then
+        pass "$what: task fails closed with status 125: $(grep -m1 '^imageswitch-spank' <<<"$out")"
+    else
+        fail "$what: task fails closed with status 125" "status $status" "$out"
+    fi
+done
 
 finish

@@ -1,0 +1,240 @@
+#!/usr/bin/env bash
+# Builds the Debian packages with packaging/deb/build.sh, installs them on this
+# machine with dpkg -i, checks the setuid binary's mode and owner, enters the
+# cached bullseye i386 tree through /etc/sysroots.toml as a useradd'ed user,
+# checks that srun/sbatch/salloc load the SPANK plugin from the package, then
+# removes and purges both packages and checks nothing is left. Also checks that
+# the RPM spec parses (rpmspec -P).
+#
+#   bash tests/deb.sh        (as root; installs what it needs with apt-get)
+#
+# One line per check, then "N passed, N failed"; non-zero exit on any failure.
+# Refuses to run when imageswitch is already installed from elsewhere, and
+# restores an existing /etc/sysroots.toml afterwards.
+set -uo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+TREE=${IMAGESWITCH_TEST_CACHE:-/var/cache/imageswitch-test}/bullseye-i386
+USER_OK=isw-deb
+CONFIG=/etc/sysroots.toml
+# Shared with packaging/ansible/test.sh, which builds the same release packages.
+export CARGO_TARGET_DIR=${DEB_TEST_TARGET_DIR:-$REPO/target/packages}
+
+# shellcheck source=tests/support/checks.sh
+source "$REPO/tests/support/checks.sh"
+
+require_root "it installs packages with dpkg"
+
+for pkg in imageswitch imageswitch-slurm; do
+    if installed "$pkg"; then
+        fail "setup: $pkg is already installed on this machine; not replacing it"
+        finish
+    fi
+done
+
+WORK=$(mktemp -d)
+chmod 755 "$WORK"
+config_saved=""
+cleanup() {
+    dpkg -P imageswitch-slurm imageswitch >/dev/null 2>&1
+    userdel -r "$USER_OK" >/dev/null 2>&1
+    rm -f "$CONFIG"
+    [ -n "$config_saved" ] && mv "$config_saved" "$CONFIG"
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+if [ -e "$CONFIG" ]; then
+    config_saved=$WORK/sysroots.toml.saved
+    mv "$CONFIG" "$config_saved"
+fi
+
+need_pkgs=()
+for pair in dpkg-shlibdeps:dpkg-dev srun:slurm-client rpmspec:rpm debootstrap:debootstrap lintian:lintian; do
+    command -v "${pair%%:*}" >/dev/null || need_pkgs+=("${pair#*:}")
+done
+[ -r /usr/include/slurm/spank.h ] || need_pkgs+=(libslurm-dev)
+if [ ${#need_pkgs[@]} -gt 0 ]; then
+    say "# installing: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
+        { apt-get update >/dev/null 2>&1 && must "apt-get install ${need_pkgs[*]}" \
+            apt-get install -y --no-install-recommends "${need_pkgs[@]}"; }
+fi
+must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
+
+# --- build ----------------------------------------------------------------------
+
+if ! build_out=$(bash "$REPO/packaging/deb/build.sh" "$WORK/out" 2>"$WORK/build.log"); then
+    fail "packaging/deb/build.sh" "$(tail -5 "$WORK/build.log" | tr '\n' '|')"
+    finish
+fi
+DEB=$(grep '/imageswitch_[^/]*\.deb$' <<<"$build_out")
+DEB_SLURM=$(grep '/imageswitch-slurm_[^/]*\.deb$' <<<"$build_out")
+if [ -f "$DEB" ] && [ -f "$DEB_SLURM" ]; then
+    pass "build.sh built $(basename "$DEB") and $(basename "$DEB_SLURM")"
+else
+    fail "build.sh built both packages" "$build_out"
+    finish
+fi
+
+if out=$(lintian --fail-on error --tag-display-limit 0 "$DEB" "$DEB_SLURM" 2>&1); then
+    pass "lintian finds no errors ($(grep -c '^W:' <<<"$out") warnings)"
+    grep '^W:' <<<"$out" | sed 's/^/#   /'
+else
+    fail "lintian finds no errors" "$(grep '^E:' <<<"$out")"
+fi
+
+contents=$(dpkg-deb -c "$DEB")
+for f in usr/sbin/imageswitch usr/sbin/sysrootctl usr/share/doc/imageswitch/copyright \
+    usr/share/doc/imageswitch/examples/sysroots.toml usr/share/bash-completion/completions/sysrootctl \
+    usr/share/zsh/vendor-completions/_sysrootctl usr/share/fish/vendor_completions.d/sysrootctl.fish; do
+    if grep -q " \./$f\$" <<<"$contents"; then pass "package ships /$f"; else fail "package ships /$f"; fi
+done
+man_pages=$(grep -o '\./usr/share/man/man[1-8]/.*\.gz$' <<<"$contents" | sed 's|.*/||; s|\.gz$||' | sort | tr '\n' ' ')
+md_pages=$(find "$REPO/doc" -maxdepth 1 -name '*.[1-8].md' -printf '%f\n' 2>/dev/null | sed 's|\.md$||' | sort | tr '\n' ' ')
+check_eq "package ships a man page for each doc/NAME.SECTION.md (${md_pages:-none})" "$md_pages" "$man_pages"
+
+# --- install ---------------------------------------------------------------------
+
+out=$(dpkg -i "$DEB" 2>&1)
+if [ $? -eq 0 ] && installed imageswitch; then
+    pass "dpkg -i $(basename "$DEB")"
+else
+    fail "dpkg -i $(basename "$DEB")" "$out"
+    finish
+fi
+check_eq "/usr/sbin/imageswitch mode and owner" "4755 root root" "$(stat -c '%a %U %G' /usr/sbin/imageswitch)"
+check_eq "dpkg --verify imageswitch" "" "$(dpkg --verify imageswitch 2>&1)"
+for page in $man_pages; do
+    section=${page##*.}
+    th=$(zcat "/usr/share/man/man$section/$page.gz" 2>&1 | grep -m1 '^\.TH')
+    if [[ $th == ".TH \"${page%.*}\" \"$section\""* || $th == ".TH \"$(tr a-z A-Z <<<"${page%.*}")\" \"$section\""* ]]; then
+        pass "installed man page $page.gz is roff ($th)"
+    else
+        fail "installed man page $page.gz is roff" "$th"
+    fi
+done
+
+out=$(bash -c 'source /usr/share/bash-completion/completions/sysrootctl && complete -p sysrootctl' 2>&1)
+if [[ $out == "complete "*"-F _sysrootctl sysrootctl" ]]; then
+    pass "installed bash completion defines sysrootctl's completion ($out)"
+else
+    fail "installed bash completion defines sysrootctl's completion" "$out"
+fi
+out=$(/usr/sbin/sysrootctl --version 2>&1)
+check_eq "installed sysrootctl --version" "sysrootctl $(dpkg-query -W -f '${Version}' imageswitch)" "$out"
+
+useradd -m -s /bin/bash "$USER_OK"
+HOME_OK=$(getent passwd "$USER_OK" | cut -d: -f6)
+cat >"$CONFIG" <<EOF
+[defaults]
+binds = ["/home", "/tmp"]
+log_socket = ""
+
+[sysroot.deb11]
+path = "$TREE"
+personality = "linux32"
+users = ["$USER_OK"]
+EOF
+chmod 644 "$CONFIG"
+
+as_user() { (cd "$HOME_OK" && timeout 60 runuser -u "$USER_OK" -- "$@"); }
+check_eq "as $USER_OK: /usr/sbin/imageswitch deb11 uname -m" "i686" "$(as_user /usr/sbin/imageswitch deb11 uname -m 2>&1)"
+check_eq "as $USER_OK: the tree's /etc/debian_version" "$(cat "$TREE/etc/debian_version")" \
+    "$(as_user /usr/sbin/imageswitch deb11 cat /etc/debian_version 2>&1)"
+check_eq "as $USER_OK: cwd preserved" "$HOME_OK" "$(as_user /usr/sbin/imageswitch deb11 pwd 2>&1)"
+check_eq "as $USER_OK: real and effective uid are the user's" "$(id -u "$USER_OK") $(id -u "$USER_OK")" \
+    "$(as_user /usr/sbin/imageswitch deb11 sh -c 'echo $(id -ru) $(id -u)' 2>&1)"
+
+out=$(dpkg -i "$DEB_SLURM" 2>&1)
+if [ $? -eq 0 ] && installed imageswitch-slurm; then
+    pass "dpkg -i $(basename "$DEB_SLURM")"
+else
+    fail "dpkg -i $(basename "$DEB_SLURM")" "$out"
+fi
+plugin=$(dpkg -L imageswitch-slurm | grep '/imageswitch_spank\.so$')
+check_eq "plugin file mode and owner" "644 root root" "$(stat -c '%a %U %G' "$plugin" 2>&1)"
+helper=/usr/libexec/imageswitch/imageswitch-spank-exec
+check_eq "plugin's exec helper: mode and owner, not setuid" "755 root root" "$(stat -c '%a %U %G' "$helper" 2>&1)"
+check_eq "plugstack.conf.d line names the installed plugin, imageswitch and helper" \
+    "required $plugin imageswitch=/usr/sbin/imageswitch helper=$helper" \
+    "$(grep -v '^#' /etc/slurm/plugstack.conf.d/imageswitch.conf)"
+# srun, sbatch and salloc read /etc/slurm/plugstack.conf, which includes the
+# package's plugstack.conf.d line; they only need a parseable slurm.conf.
+cat >"$WORK/slurm.conf" <<EOF
+ClusterName=isw-deb
+SlurmctldHost=localhost
+PlugStackConfig=/etc/slurm/plugstack.conf
+NodeName=localhost
+PartitionName=p Nodes=localhost
+EOF
+chmod 644 "$WORK/slurm.conf"
+for cmd in srun sbatch salloc; do
+    # Whole output first: grep -q stopping early would break the pipe under pipefail.
+    out=$(as_user env SLURM_CONF="$WORK/slurm.conf" "$cmd" --help 2>&1)
+    if grep -q -- '--sysroot=NAME' <<<"$out"; then
+        pass "$cmd --help lists --sysroot=NAME from the installed plugin"
+    else
+        fail "$cmd --help lists --sysroot=NAME from the installed plugin"
+    fi
+done
+
+# --- remove -----------------------------------------------------------------------
+
+out=$(dpkg -r imageswitch-slurm imageswitch 2>&1)
+status=$?
+if [ "$status" -eq 0 ] && ! installed imageswitch && ! installed imageswitch-slurm &&
+    [ ! -e /usr/sbin/imageswitch ] && [ ! -e /usr/sbin/sysrootctl ] && [ ! -e "$plugin" ] && [ ! -e "$helper" ]; then
+    pass "dpkg -r removes both packages and their files"
+else
+    fail "dpkg -r removes both packages and their files" "status $status" "$out"
+fi
+if [ -e /etc/slurm/plugstack.conf.d/imageswitch.conf ]; then
+    pass "dpkg -r keeps the plugstack.conf.d conffile"
+else
+    fail "dpkg -r keeps the plugstack.conf.d conffile"
+fi
+out=$(dpkg -P imageswitch-slurm imageswitch 2>&1)
+if [ $? -eq 0 ] && [ ! -e /etc/slurm/plugstack.conf.d/imageswitch.conf ] &&
+    ! dpkg-query -W imageswitch imageswitch-slurm >/dev/null 2>&1; then
+    pass "dpkg -P purges the conffile and leaves no package record"
+else
+    fail "dpkg -P purges the conffile and leaves no package record" "$out"
+fi
+
+# --- RPM spec ------------------------------------------------------------------------
+
+if out=$(rpmspec -P "$REPO/packaging/rpm/imageswitch.spec" 2>&1); then
+    if grep -q '^%attr(4755, *root, *root) /usr/sbin/imageswitch$' <<<"$out"; then
+        pass "rpmspec -P parses packaging/rpm/imageswitch.spec; imageswitch is %attr(4755,root,root)"
+    else
+        fail "imageswitch.spec installs imageswitch 4755 root:root" "$(grep -n 'imageswitch$' <<<"$out" | head -3)"
+    fi
+else
+    fail "rpmspec -P packaging/rpm/imageswitch.spec" "$out"
+fi
+
+# A real rpmbuild on this Debian machine (--nodeps: the BuildRequires are not
+# rpm packages here), from a copy of the source, reusing its own cargo target.
+rm -rf "$WORK/rpmsrc"
+mkdir -p "$WORK/rpmsrc" "$CARGO_TARGET_DIR/rpm"
+tar -C "$REPO" --exclude=./.git --exclude=./target --exclude=./packaging/slurm/target -cf - . |
+    tar -C "$WORK/rpmsrc" -xf -
+ln -s "$CARGO_TARGET_DIR/rpm" "$WORK/rpmsrc/target"
+if (cd "$WORK/rpmsrc" && rpmbuild -bb --build-in-place --nodeps --define "_topdir $WORK/rpmtop" \
+    packaging/rpm/imageswitch.spec >"$WORK/rpmbuild.log" 2>&1); then
+    rpm_main=$(rpm -qlvp "$WORK"/rpmtop/RPMS/*/imageswitch-[0-9]*.rpm 2>/dev/null)
+    rpm_slurm=$(rpm -qlp "$WORK"/rpmtop/RPMS/*/imageswitch-slurm-[0-9]*.rpm 2>/dev/null)
+    if grep -q '^-rwsr-xr-x .* root  *root .* /usr/sbin/imageswitch$' <<<"$rpm_main" &&
+        grep -q ' /usr/sbin/sysrootctl$' <<<"$rpm_main" && grep -q '/man8/imageswitch\.8' <<<"$rpm_main" &&
+        grep -q '^/etc/slurm/plugstack.conf.d/imageswitch.conf$' <<<"$rpm_slurm" &&
+        grep -q '/imageswitch_spank\.so$' <<<"$rpm_slurm" && grep -q '/imageswitch-spank-exec$' <<<"$rpm_slurm"; then
+        pass "rpmbuild -bb builds imageswitch (setuid root imageswitch, sysrootctl, man pages) and imageswitch-slurm"
+    else
+        fail "rpmbuild packages hold the expected files" "$(grep -v build-id <<<"$rpm_main$rpm_slurm" | head -12)"
+    fi
+else
+    fail "rpmbuild -bb packaging/rpm/imageswitch.spec" "$(tail -8 "$WORK/rpmbuild.log")"
+fi
+
+finish

@@ -1,0 +1,51 @@
+# Shared by the shell test scripts (tests/slurm.sh, tests/deb.sh,
+# tests/desktop.sh, packaging/ansible/test.sh): one line per check, then
+# "N passed, N failed", and a non-zero exit on any failure.
+# shellcheck shell=bash
+
+passed=0
+failed=0
+say() { echo "$*"; }
+pass() { passed=$((passed + 1)); say "ok: $1"; }
+fail() {
+    failed=$((failed + 1))
+    say "FAIL: $1"
+    shift
+    local line
+    for line in "$@"; do say "#   $line"; done
+}
+# check_eq NAME EXPECTED ACTUAL: exact string comparison.
+check_eq() {
+    if [ "$2" = "$3" ]; then pass "$1"; else fail "$1" "expected: $2" "actual:   $3"; fi
+}
+# check NAME COMMAND...: passes when the command succeeds.
+check() {
+    local what=$1
+    shift
+    if "$@"; then pass "$what"; else fail "$what"; fi
+}
+finish() {
+    say "$passed passed, $failed failed"
+    [ "$failed" -eq 0 ] && [ "$passed" -gt 0 ]
+    exit $?
+}
+# A setup step that must work; anything else is reported as one failure.
+must() {
+    local what=$1
+    shift
+    local out
+    if ! out=$("$@" 2>&1); then
+        fail "setup: $what" "${out//$'\n'/$'\n'#   }"
+        finish
+    fi
+}
+installed() { [ "$(dpkg-query -W -f '${Status}' "$1" 2>/dev/null)" = "install ok installed" ]; }
+# require_root WHY: skips visibly when not root, and fails under CI=true.
+require_root() {
+    if [ "$(id -u)" != 0 ]; then
+        say "skipped: ${0##*/} needs root ($1)"
+        say "0 passed, 0 failed, 1 skipped"
+        [ "${CI:-}" = true ] && exit 1
+        exit 0
+    fi
+}
