@@ -28,7 +28,11 @@ fn check(config: &Config) {
     let all_names: Vec<&str> = config.sysroots.iter().map(|s| s.name.as_str()).collect();
     for s in &config.sysroots {
         for alias in &s.aliases {
-            assert!(alias == &s.name || !all_names.contains(&alias.as_str()), "alias {alias:?} of {} names another sysroot", s.name);
+            assert!(
+                alias == &s.name || !all_names.contains(&alias.as_str()),
+                "alias {alias:?} of {} names another sysroot",
+                s.name
+            );
         }
         assert!(is_valid_name(&s.name) && s.name != PROGRAM_NAME, "sysroot name {:?}", s.name);
         assert!(!names.contains(&s.name.as_str()), "sysroot {:?} twice", s.name);
