@@ -25,12 +25,7 @@ source "$REPO/tests/support/checks.sh"
 
 require_root "it installs packages with dpkg"
 
-for pkg in imageswitch imageswitch-slurm; do
-    if installed "$pkg"; then
-        fail "setup: $pkg is already installed on this machine; not replacing it"
-        finish
-    fi
-done
+refuse_if_installed imageswitch imageswitch-slurm
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
@@ -48,18 +43,7 @@ if [ -e "$CONFIG" ]; then
     mv "$CONFIG" "$config_saved"
 fi
 
-need_pkgs=()
-for pair in dpkg-shlibdeps:dpkg-dev srun:slurm-client rpmspec:rpm debootstrap:debootstrap lintian:lintian; do
-    command -v "${pair%%:*}" >/dev/null || need_pkgs+=("${pair#*:}")
-done
-[ -r /usr/include/slurm/spank.h ] || need_pkgs+=(libslurm-dev)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    say "# installing: ${need_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
-        { apt-get update >/dev/null 2>&1 && must "apt-get install ${need_pkgs[*]}" \
-            apt-get install -y --no-install-recommends "${need_pkgs[@]}"; }
-fi
+install_missing dpkg-shlibdeps:dpkg-dev srun:slurm-client rpmspec:rpm debootstrap:debootstrap lintian:lintian /usr/include/slurm/spank.h:libslurm-dev
 must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
 
 # --- build ----------------------------------------------------------------------

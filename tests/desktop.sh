@@ -21,16 +21,9 @@ USER_NAME=isw-desktop
 ARTIFACTS=${ARTIFACTS:-$REPO/target/test-artifacts}
 export CARGO_TARGET_DIR=${DESKTOP_TEST_TARGET_DIR:-$REPO/target/desktop-test}
 
-need=()
-for pc in xvfb:Xvfb xterm:xterm xdotool:xdotool imagemagick:import desktop-file-utils:desktop-file-validate \
-          x11-utils:xwininfo xfonts-base:/usr/share/fonts/X11/misc/fonts.dir \
-          fonts-dejavu-core:/usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf; do
-    { command -v "${pc#*:}" >/dev/null || [ -e "${pc#*:}" ]; } || need+=("${pc%%:*}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-    must "apt-get install ${need[*]}" bash -c "apt-get update -q && DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y -q --no-install-recommends ${need[*]}"
-fi
+install_missing Xvfb:xvfb xterm:xterm xdotool:xdotool import:imagemagick \
+    desktop-file-validate:desktop-file-utils xwininfo:x11-utils \
+    /usr/share/fonts/X11/misc/fonts.dir:xfonts-base /usr/share/fonts/truetype/dejavu/DejaVuSansMono.ttf:fonts-dejavu-core
 must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
 
 xvfb="" term="" marker=""

@@ -71,19 +71,7 @@ trap cleanup EXIT
 
 # --- what the test needs ----------------------------------------------------
 
-need_pkgs=()
-for pair in slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge \
-    mungekey:munge debootstrap:debootstrap busybox:busybox-static; do
-    command -v "${pair%%:*}" >/dev/null || need_pkgs+=("${pair#*:}")
-done
-[ -r /usr/include/slurm/spank.h ] || need_pkgs+=(libslurm-dev)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    say "# installing: ${need_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
-        { apt-get update >/dev/null 2>&1 && must "apt-get install ${need_pkgs[*]}" \
-            apt-get install -y --no-install-recommends "${need_pkgs[@]}"; }
-fi
+install_missing slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge mungekey:munge debootstrap:debootstrap busybox:busybox-static /usr/include/slurm/spank.h:libslurm-dev
 must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
 
 must "build imageswitch with config $CONFIG" \

@@ -33,12 +33,7 @@ export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0 ANS
 source "$REPO/tests/support/checks.sh"
 
 require_root "it installs packages"
-for pkg in imageswitch imageswitch-slurm; do
-    if installed "$pkg"; then
-        fail "setup: $pkg is already installed on this machine; not replacing it"
-        finish
-    fi
-done
+refuse_if_installed imageswitch imageswitch-slurm
 
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
@@ -58,20 +53,9 @@ if [ -e "$CONFIG" ]; then
 fi
 rm -rf "$STATE"
 
-need_pkgs=()
-for pair in dpkg-shlibdeps:dpkg-dev busybox:busybox-static; do
-    command -v "${pair%%:*}" >/dev/null || need_pkgs+=("${pair#*:}")
-done
-[ -r /usr/include/slurm/spank.h ] || need_pkgs+=(libslurm-dev)
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)
 /usr/bin/python3 -c 'import apt' 2>/dev/null || need_pkgs+=(python3-apt)
-if [ ${#need_pkgs[@]} -gt 0 ]; then
-    say "# installing: ${need_pkgs[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
-        { apt-get update >/dev/null 2>&1 && must "apt-get install ${need_pkgs[*]}" \
-            apt-get install -y --no-install-recommends "${need_pkgs[@]}"; }
-fi
+install_missing dpkg-shlibdeps:dpkg-dev busybox:busybox-static /usr/include/slurm/spank.h:libslurm-dev
 must "cached busybox tree" bash "$REPO/tests/support/trees.sh" busybox
 if [ ! -x "$VENV/bin/ansible-playbook" ]; then
     must "python3 -m venv $VENV" python3 -m venv "$VENV"

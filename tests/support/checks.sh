@@ -49,3 +49,36 @@ require_root() {
         exit 0
     fi
 }
+# install_missing WHAT:PACKAGE...: installs PACKAGE unless WHAT (a command,
+# or an absolute path) is there already; extra packages may be appended to
+# the array need_pkgs beforehand.
+install_missing() {
+    local pair what
+    for pair in "$@"; do
+        what=${pair%%:*}
+        if [ "${what#/}" != "$what" ]; then
+            [ -e "$what" ] && continue
+        else
+            command -v "$what" >/dev/null && continue
+        fi
+        need_pkgs+=("${pair#*:}")
+    done
+    [ ${#need_pkgs[@]} -gt 0 ] || return 0
+    say "# installing: ${need_pkgs[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y --no-install-recommends "${need_pkgs[@]}" >/dev/null 2>&1 ||
+        { apt-get update >/dev/null 2>&1 && must "apt-get install ${need_pkgs[*]}" \
+            apt-get install -y --no-install-recommends "${need_pkgs[@]}"; }
+}
+need_pkgs=()
+# refuse_if_installed PACKAGE...: these tests install and remove the real
+# packages, so they never replace ones installed from elsewhere.
+refuse_if_installed() {
+    local pkg
+    for pkg in "$@"; do
+        if installed "$pkg"; then
+            fail "setup: $pkg is already installed on this machine; not replacing it"
+            finish
+        fi
+    done
+}
