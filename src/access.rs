@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use nix::unistd::{Gid, Group, Uid, User, getgid, getgroups, getuid};
 
-use crate::config::Sysroot;
+use crate::config::{Access, Config};
 use crate::error::Error;
 
 /// The real user behind this process, resolved on the host before any chroot.
@@ -39,21 +39,29 @@ impl Caller {
     }
 }
 
-/// Whether `caller` may enter `sysroot`: the union of `users` and `groups`;
-/// with neither configured, everyone may. `group_gid` looks a group name up.
-pub fn may_enter(sysroot: &Sysroot, caller: &Caller, group_gid: impl Fn(&str) -> Option<Gid>) -> bool {
-    if sysroot.users.is_none() && sysroot.groups.is_none() {
+/// Whether `caller` may enter a sysroot with `access`: the union of `users`
+/// and `groups`; with neither configured, everyone may. `group_gid` looks a
+/// group name up.
+pub fn may_enter(access: &Access, caller: &Caller, group_gid: impl Fn(&str) -> Option<Gid>) -> bool {
+    if access.users.is_none() && access.groups.is_none() {
         return true;
     }
-    if sysroot.users.iter().flatten().any(|name| *name == caller.name) {
+    if access.users.iter().flatten().any(|name| *name == caller.name) {
         return true;
     }
-    sysroot
+    access
         .groups
         .iter()
         .flatten()
         .filter_map(|name| group_gid(name))
         .any(|gid| gid == caller.gid || caller.groups.contains(&gid))
+}
+
+/// Whether `caller` may be told about the broken entry `name` (its error, its
+/// very existence): root, and whoever its `users` and `groups` would let in.
+/// An entry whose lists cannot be read is root's business alone.
+pub fn may_see_broken(config: &Config, name: &str, caller: &Caller, group_gid: impl Fn(&str) -> Option<Gid>) -> bool {
+    caller.uid.is_root() || config.broken_access.get(name).is_some_and(|access| may_enter(access, caller, group_gid))
 }
 
 /// Looks a group up in the host's group database.
@@ -64,7 +72,7 @@ pub fn host_group_gid(name: &str) -> Option<Gid> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::parse;
+    use crate::config::{Sysroot, parse};
 
     fn caller(name: &str, gid: u32, groups: &[u32]) -> Caller {
         Caller {
@@ -77,9 +85,10 @@ mod tests {
         }
     }
 
-    fn sysroot(extra: &str) -> Sysroot {
+    fn sysroot(extra: &str) -> Access {
         let text = format!("[sysroot.a]\npath = \"/a\"\n{extra}\n");
-        parse("t", &text).expect("valid").sysroots.remove(0)
+        let s: Sysroot = parse("t", &text).expect("valid").sysroots.remove(0);
+        s.access
     }
 
     fn groups(name: &str) -> Option<Gid> {
@@ -122,6 +131,18 @@ mod tests {
         assert!(may_enter(&s, &caller("alice", 100, &[100]), groups));
         assert!(may_enter(&s, &caller("carol", 100, &[600]), groups));
         assert!(!may_enter(&s, &caller("dave", 100, &[500]), groups));
+    }
+
+    #[test]
+    fn broken_entries_are_shown_to_root_and_to_who_they_would_admit() {
+        let config = parse("t", "[sysroot.a]\npth = 1\nusers = [\"alice\"]\n[sysroot.b]\nusers = 3\n").expect("valid");
+        assert!(may_see_broken(&config, "a", &caller("alice", 100, &[100]), groups));
+        assert!(!may_see_broken(&config, "a", &caller("bob", 100, &[100]), groups));
+        assert!(!may_see_broken(&config, "b", &caller("bob", 100, &[100]), groups));
+        let mut root = caller("root", 0, &[0]);
+        root.uid = Uid::from_raw(0);
+        assert!(may_see_broken(&config, "a", &root, groups));
+        assert!(may_see_broken(&config, "b", &root, groups));
     }
 
     #[test]

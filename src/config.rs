@@ -47,6 +47,8 @@ pub struct Defaults {
     pub binds: Vec<PathBuf>,
     /// Host syslog socket bound onto `TREE/dev/log`; `None` when configured as "".
     pub log_socket: Option<PathBuf>,
+    /// Default of [`Sysroot::require_cwd`].
+    pub require_cwd: bool,
 }
 
 impl Default for Defaults {
@@ -54,8 +56,17 @@ impl Default for Defaults {
         Defaults {
             binds: vec![PathBuf::from("/home"), PathBuf::from("/tmp")],
             log_socket: Some(PathBuf::from("/dev/log")),
+            require_cwd: false,
         }
     }
+}
+
+/// Who may enter a sysroot: the union of `users` and `groups`; `None` for
+/// both means everyone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Access {
+    pub users: Option<Vec<String>>,
+    pub groups: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,13 +79,12 @@ pub struct Sysroot {
     pub aliases: Vec<String>,
     /// Host directory whose entries run `/bin/ENTRY` inside the tree.
     pub bin_dir: Option<PathBuf>,
-    /// Who may enter: `None` for both means everyone.
-    pub users: Option<Vec<String>>,
-    pub groups: Option<Vec<String>>,
+    pub access: Access,
     /// Extra binds for this sysroot, after `defaults.binds`.
     pub binds: Vec<PathBuf>,
-    /// `true` lets setuid programs inside the tree elevate (no `no_new_privs`).
-    pub setuid: bool,
+    /// Fail, instead of starting in the home directory, when the caller's
+    /// working directory cannot be entered in the tree.
+    pub require_cwd: bool,
     /// Shell used when the caller's passwd shell does not exist in the tree.
     pub shell: Option<PathBuf>,
     /// 1-based line of the `[sysroot.NAME]` header, for messages.
@@ -101,6 +111,9 @@ pub struct Config {
     pub sysroots: Vec<Sysroot>,
     /// Sysroots whose entry has an error, in file order.
     pub broken: Vec<(String, ConfigError)>,
+    /// Who may enter each broken sysroot, where its `users` and `groups`
+    /// could be read; only they (and root) are told about it.
+    pub broken_access: BTreeMap<String, Access>,
 }
 
 impl Config {
@@ -264,6 +277,7 @@ fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, Con
     for (key, value) in table.iter() {
         match key.get_ref().as_ref() {
             "binds" => defaults.binds = expect_list(src, "binds", value, bind_item)?,
+            "require_cwd" => defaults.require_cwd = expect_bool(src, "require_cwd", value)?,
             "log_socket" => {
                 let text = expect_str(src, "log_socket", value)?;
                 defaults.log_socket = if text.is_empty() { None } else { Some(expect_path(src, "log_socket", value)?) };
@@ -276,11 +290,16 @@ fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, Con
     Ok(defaults)
 }
 
+/// Why `setuid = true` is refused rather than honoured.
+const SETUID_REMOVED: &str = "\"setuid = true\" is no longer supported: setuid programs in a sysroot never elevate \
+     (euid 0 without capabilities still passes root's owner checks on the host); remove this line";
+
 fn parse_sysroot(
     src: &Source<'_>,
     name: &str,
     header: &Range<usize>,
     table: &DeTable<'_>,
+    defaults: &Defaults,
 ) -> Result<Sysroot, ConfigError> {
     let line = error_at(src.file, src.text, header, "").line;
     let mut sysroot = Sysroot {
@@ -289,10 +308,9 @@ fn parse_sysroot(
         personality: Personality::Linux,
         aliases: Vec::new(),
         bin_dir: None,
-        users: None,
-        groups: None,
+        access: Access::default(),
         binds: Vec::new(),
-        setuid: false,
+        require_cwd: defaults.require_cwd,
         shell: None,
         line,
     };
@@ -336,10 +354,16 @@ fn parse_sysroot(
                 }
                 sysroot.bin_dir = Some(dir);
             }
-            "users" => sysroot.users = Some(expect_list(src, "users", value, name_item)?),
-            "groups" => sysroot.groups = Some(expect_list(src, "groups", value, name_item)?),
+            "users" => sysroot.access.users = Some(expect_list(src, "users", value, name_item)?),
+            "groups" => sysroot.access.groups = Some(expect_list(src, "groups", value, name_item)?),
             "binds" => sysroot.binds = expect_list(src, "binds", value, bind_item)?,
-            "setuid" => sysroot.setuid = expect_bool(src, "setuid", value)?,
+            "require_cwd" => sysroot.require_cwd = expect_bool(src, "require_cwd", value)?,
+            // Accepted for old files: false is the only behaviour there is.
+            "setuid" => {
+                if expect_bool(src, "setuid", value)? {
+                    return Err(src.error(&key.span(), SETUID_REMOVED));
+                }
+            }
             "shell" => sysroot.shell = Some(expect_path(src, "shell", value)?),
             // Belongs to sysrootctl; its contents are not ours to judge.
             "build" => {}
@@ -352,6 +376,14 @@ fn parse_sysroot(
         return Err(src.error(header, format!("missing key \"path\" in [sysroot.{name}]")));
     }
     Ok(sysroot)
+}
+
+/// The `users` and `groups` of an entry that is otherwise broken, when both
+/// are valid (or absent): who would have been let in.
+fn readable_access(src: &Source<'_>, value: &Spanned<DeValue<'_>>) -> Option<Access> {
+    let DeValue::Table(table) = value.get_ref() else { return None };
+    let list = |key: &str| table.get(key).map(|v| expect_list(src, key, v, name_item)).transpose().ok();
+    Some(Access { users: list("users")?, groups: list("groups")? })
 }
 
 /// Parses and validates the configuration text. `file` is used only in messages.
@@ -392,7 +424,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
         }
     }
 
-    let mut config = Config { defaults, sysroots: Vec::new(), broken: Vec::new() };
+    let mut config = Config { defaults, sysroots: Vec::new(), broken: Vec::new(), broken_access: BTreeMap::new() };
     let Some(table) = sysroot_table else {
         return Ok(config);
     };
@@ -414,7 +446,7 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
             ))
         } else {
             match value.get_ref() {
-                DeValue::Table(entry) => parse_sysroot(&src, name, &key.span(), entry),
+                DeValue::Table(entry) => parse_sysroot(&src, name, &key.span(), entry, &config.defaults),
                 other => {
                     Err(src
                         .error(&value.span(), format!("[sysroot.{name}] must be a table, found {}", type_name(other))))
@@ -459,7 +491,12 @@ pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
                 }
                 config.sysroots.push(sysroot);
             }
-            Err(error) => config.broken.push((name.to_string(), error)),
+            Err(error) => {
+                if let Some(access) = readable_access(&src, value) {
+                    config.broken_access.insert(name.to_string(), access);
+                }
+                config.broken.push((name.to_string(), error));
+            }
         }
     }
     Ok(config)
@@ -523,8 +560,8 @@ anything = 3
         assert_eq!(s.personality, Personality::Linux32);
         assert_eq!(s.aliases, vec!["sl5".to_string()]);
         assert_eq!(s.bin_dir, Some(PathBuf::from("/bin5")));
-        assert_eq!(s.users, Some(vec!["alice".to_string()]));
-        assert_eq!(s.groups, Some(vec!["physics".to_string()]));
+        assert_eq!(s.access.users, Some(vec!["alice".to_string()]));
+        assert_eq!(s.access.groups, Some(vec!["physics".to_string()]));
         assert_eq!(s.shell, Some(PathBuf::from("/bin/bash")));
         assert_eq!(s.line, 6);
         assert_eq!(s.all_binds(&config.defaults), vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]);
@@ -536,8 +573,8 @@ anything = 3
         assert_eq!(config.defaults, Defaults::default());
         let a = config.sysroot("a").expect("a");
         assert_eq!(a.personality, Personality::Linux);
-        assert!(!a.setuid);
-        assert_eq!(a.users, None);
+        assert!(!a.require_cwd);
+        assert_eq!(a.access, Access::default());
     }
 
     #[test]
@@ -550,6 +587,41 @@ anything = 3
     fn unknown_key_names_line_column_and_table() {
         let err = broken_err("[sysroot.sl5]\npath = \"/a\"\n\n\npth = \"/b\"\n", "sl5");
         assert_eq!(err, "/etc/sysroots.toml:5:1: unknown key \"pth\" in [sysroot.sl5]");
+    }
+
+    #[test]
+    fn setuid_true_breaks_only_its_own_entry_and_false_changes_nothing() {
+        let text = "[sysroot.a]\npath = \"/a\"\n  setuid = true\n[sysroot.b]\npath = \"/b\"\nsetuid = false\n";
+        let config = parse_ok(text);
+        assert!(config.sysroot("b").is_some());
+        let err = config.broken("a").map(ToString::to_string).unwrap_or_default();
+        assert!(err.starts_with("/etc/sysroots.toml:3:3: \"setuid = true\" is no longer supported"), "{err}");
+        assert!(err.contains("never elevate"), "{err}");
+    }
+
+    #[test]
+    fn require_cwd_defaults_then_per_sysroot() {
+        let text = "[defaults]\nrequire_cwd = true\n[sysroot.a]\npath = \"/a\"\n[sysroot.b]\npath = \"/b\"\nrequire_cwd = false\n";
+        let config = parse_ok(text);
+        assert!(config.sysroot("a").is_some_and(|a| a.require_cwd));
+        assert!(config.sysroot("b").is_some_and(|b| !b.require_cwd));
+        // [defaults] may come after the sysroots it applies to.
+        let config = parse_ok("[sysroot.a]\npath = \"/a\"\n[defaults]\nrequire_cwd = true\n");
+        assert!(config.sysroot("a").is_some_and(|a| a.require_cwd));
+        assert!(parse_err("[defaults]\nrequire_cwd = 1\n").contains("\"require_cwd\" must be true or false"));
+    }
+
+    #[test]
+    fn broken_entries_keep_who_may_enter_them_when_readable() {
+        let text = "[sysroot.a]\npath = 1\nusers = [\"alice\"]\n[sysroot.b]\npth = \"/b\"\n\
+                    [sysroot.c]\npath = \"/c\"\ngroups = [\"a b\"]\n[sysroot]\nd = 1\n";
+        let config = parse_ok(text);
+        assert_eq!(config.broken.len(), 4);
+        let a = Access { users: Some(vec!["alice".into()]), groups: None };
+        assert_eq!(config.broken_access.get("a"), Some(&a));
+        assert_eq!(config.broken_access.get("b"), Some(&Access::default()));
+        assert_eq!(config.broken_access.get("c"), None);
+        assert_eq!(config.broken_access.get("d"), None);
     }
 
     #[test]

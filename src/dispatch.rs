@@ -28,7 +28,12 @@ pub enum Invocation {
     Help,
     Version,
     List,
-    Enter { sysroot: String, command: Command },
+    /// `require_cwd`: asked for on the command line (`--require-cwd`).
+    Enter {
+        sysroot: String,
+        command: Command,
+        require_cwd: bool,
+    },
 }
 
 fn basename(argv0: &OsStr) -> &OsStr {
@@ -75,7 +80,7 @@ pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -
                 if entry.as_bytes() == login_name && is_valid_name(entry) {
                     let program = Path::new("/bin").join(entry).into_os_string();
                     let command = Command::LoginProgram { program, args: rest.to_vec() };
-                    return Ok(Invocation::Enter { sysroot: sysroot.to_string(), command });
+                    return Ok(Invocation::Enter { sysroot: sysroot.to_string(), command, require_cwd: false });
                 }
             }
         }
@@ -91,6 +96,7 @@ pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -
         return Ok(Invocation::Enter {
             sysroot: sysroot.to_string(),
             command: Command::Program { program, args: rest.to_vec() },
+            require_cwd: false,
         });
     }
     if Path::new(argv0)
@@ -108,7 +114,7 @@ pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -
     if is_valid_name(alias) {
         if let Some(sysroot) = config.sysroots.iter().find(|s| s.aliases.iter().any(|a| a == alias)) {
             let command = if rest.is_empty() { Command::LoginShell } else { Command::Shell(rest.to_vec()) };
-            return Ok(Invocation::Enter { sysroot: sysroot.name.clone(), command });
+            return Ok(Invocation::Enter { sysroot: sysroot.name.clone(), command, require_cwd: false });
         }
         if let Some(err) = config.broken(alias) {
             return Err(Error::Config(err.clone()));
@@ -120,15 +126,19 @@ pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -
 fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Error> {
     let mut args = rest.iter();
     let mut first = args.next();
+    let require_cwd = first.is_some_and(|a| a == "--require-cwd");
+    if require_cwd {
+        first = args.next();
+    }
     match first.map(|a| a.as_bytes()) {
-        Some(b"--list") | Some(b"-l") => {
+        Some(b"--list") | Some(b"-l") if !require_cwd => {
             if args.next().is_some() {
                 return Err(Error::Usage("--list takes no arguments".into()));
             }
             return Ok(Invocation::List);
         }
-        Some(b"--help") | Some(b"-h") | None => return Ok(Invocation::Help),
-        Some(b"--version") | Some(b"-V") => return Ok(Invocation::Version),
+        Some(b"--help") | Some(b"-h") | None if !require_cwd => return Ok(Invocation::Help),
+        Some(b"--version") | Some(b"-V") if !require_cwd => return Ok(Invocation::Version),
         Some(b"--") => first = args.next(),
         Some(opt) if opt.starts_with(b"-") => {
             return Err(Error::Usage(format!(
@@ -158,7 +168,7 @@ fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Er
         None => Command::LoginShell,
         Some(program) => Command::Program { program: program.clone(), args: args.cloned().collect() },
     };
-    Ok(Invocation::Enter { sysroot: sysroot.name.clone(), command })
+    Ok(Invocation::Enter { sysroot: sysroot.name.clone(), command, require_cwd })
 }
 
 #[cfg(test)]
@@ -180,7 +190,7 @@ mod tests {
     }
 
     fn enter(sysroot: &str, command: Command) -> Invocation {
-        Invocation::Enter { sysroot: sysroot.into(), command }
+        Invocation::Enter { sysroot: sysroot.into(), command, require_cwd: false }
     }
 
     fn run(items: &[&str]) -> Result<Invocation, String> {
@@ -203,6 +213,23 @@ mod tests {
         assert!(run(&["imageswitch", "-u", "root", "deb"]).unwrap_err().contains("unknown option \"-u\""));
         assert!(run(&["imageswitch", "nosuch"]).unwrap_err().contains("unknown sysroot name \"nosuch\""));
         assert!(run(&["imageswitch", "../etc"]).unwrap_err().contains("unknown sysroot name"));
+    }
+
+    #[test]
+    fn require_cwd_flag_comes_before_the_name() {
+        let want = |command| Ok(Invocation::Enter { sysroot: "deb".into(), command, require_cwd: true });
+        assert_eq!(run(&["imageswitch", "--require-cwd", "deb"]), want(Command::LoginShell));
+        assert_eq!(
+            run(&["imageswitch", "--require-cwd", "--", "deb", "--require-cwd"]),
+            want(Command::Program { program: "--require-cwd".into(), args: vec![] })
+        );
+        assert!(run(&["imageswitch", "--require-cwd"]).unwrap_err().contains("missing sysroot NAME"));
+        assert!(run(&["imageswitch", "--require-cwd", "--list"]).unwrap_err().contains("unknown option \"--list\""));
+        // After NAME it is the command, untouched.
+        assert_eq!(
+            run(&["imageswitch", "deb", "--require-cwd"]),
+            Ok(enter("deb", Command::Program { program: "--require-cwd".into(), args: vec![] }))
+        );
     }
 
     #[test]

@@ -25,7 +25,7 @@ const REMOVED: &[&str] = &[
 ];
 
 /// Variables we set ourselves; any caller-supplied copy is dropped.
-const SET_BY_US: &[&str] = &["HOME", "USER", "LOGNAME", "SHELL", "IMAGESWITCH_SYSROOT"];
+const SET_BY_US: &[&str] = &["HOME", "USER", "LOGNAME", "SHELL", "IMAGESWITCH_SYSROOT", "PWD"];
 
 /// Most variables and bytes of environment we pass on (the kernel's own
 /// limit is larger; this keeps a hostile caller from making us copy megabytes).
@@ -44,6 +44,9 @@ pub struct Identity<'a> {
     pub home: &'a Path,
     pub shell: &'a Path,
     pub sysroot: &'a str,
+    /// Where the command starts (`PWD`); `None` when not even `/` could be
+    /// entered, and then no `PWD` at all rather than a wrong one.
+    pub cwd: Option<&'a Path>,
 }
 
 fn entry(name: &[u8], value: &[u8]) -> Option<CString> {
@@ -73,6 +76,7 @@ pub fn child_environment(caller_env: &[(OsString, OsString)], who: &Identity<'_>
         ("IMAGESWITCH_SYSROOT", OsStr::new(who.sysroot)),
     ];
     out.extend(ours.iter().filter_map(|(name, value)| entry(name.as_bytes(), value.as_bytes())));
+    out.extend(who.cwd.and_then(|cwd| entry(b"PWD", cwd.as_os_str().as_bytes())));
     out
 }
 
@@ -90,8 +94,13 @@ mod tests {
     }
 
     fn build(pairs: &[(&str, &str)]) -> Vec<String> {
-        let who =
-            Identity { user: "alice", home: Path::new("/home/alice"), shell: Path::new("/bin/bash"), sysroot: "sl5" };
+        let who = Identity {
+            user: "alice",
+            home: Path::new("/home/alice"),
+            shell: Path::new("/bin/bash"),
+            sysroot: "sl5",
+            cwd: Some(Path::new("/home/alice")),
+        };
         child_environment(&env(pairs), &who).into_iter().map(|c| c.into_string().expect("utf8")).collect()
     }
 
@@ -123,10 +132,17 @@ mod tests {
 
     #[test]
     fn identity_comes_from_passwd_not_the_caller() {
-        let out = build(&[("HOME", "/etc"), ("USER", "root"), ("IMAGESWITCH_SYSROOT", "other")]);
+        let out = build(&[("HOME", "/etc"), ("USER", "root"), ("IMAGESWITCH_SYSROOT", "other"), ("PWD", "/gone")]);
         assert_eq!(
             out,
-            ["HOME=/home/alice", "USER=alice", "LOGNAME=alice", "SHELL=/bin/bash", "IMAGESWITCH_SYSROOT=sl5"]
+            [
+                "HOME=/home/alice",
+                "USER=alice",
+                "LOGNAME=alice",
+                "SHELL=/bin/bash",
+                "IMAGESWITCH_SYSROOT=sl5",
+                "PWD=/home/alice"
+            ]
         );
     }
 
@@ -134,6 +150,6 @@ mod tests {
     fn malformed_names_are_dropped() {
         let out = build(&[("", "x"), ("A=B", "c"), ("OK", "fine")]);
         assert_eq!(out[0], "OK=fine");
-        assert_eq!(out.len(), 6);
+        assert_eq!(out.len(), 7);
     }
 }

@@ -29,12 +29,12 @@ pub enum Error {
     UnknownName(String),
     /// The calling user could not be resolved from passwd.
     Caller(String),
-    /// The caller is not in the sysroot's users or groups.
-    Denied { user: String, sysroot: String },
     /// The tree is missing or not trustworthy.
     Tree { sysroot: String, path: PathBuf, why: String },
     /// Building the tree's view failed.
     Mount { sysroot: String, what: String, why: io::Error },
+    /// `require_cwd`: the caller's working directory cannot be entered in the tree.
+    WorkingDirectory { sysroot: String, why: String },
     /// A step of the identity switch failed or did not verify.
     Privilege { step: &'static str, why: String },
     /// The command could not be started.
@@ -96,14 +96,14 @@ impl fmt::Display for Error {
                 write!(f, "unknown sysroot name \"{}\" (see imageswitch --list)", echo(name))
             }
             Error::Caller(msg) => write!(f, "cannot resolve the calling user: {msg}"),
-            Error::Denied { user, sysroot } => {
-                write!(f, "{sysroot}: user {user} may not enter this sysroot")
-            }
             Error::Tree { sysroot, path, why } => {
                 write!(f, "{sysroot}: tree {}: {why}", path.display())
             }
             Error::Mount { sysroot, what, why } => {
                 write!(f, "{sysroot}: {what}: {}", describe(why))
+            }
+            Error::WorkingDirectory { sysroot, why } => {
+                write!(f, "{sysroot}: {why}; not starting anywhere else (require_cwd)")
             }
             Error::Privilege { step, why } => {
                 write!(f, "dropping privileges failed at {step}: {why}")

@@ -79,7 +79,15 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
         system("/dev", NOSUID),
     ];
     let binds = sysroot.all_binds(defaults);
-    for bind in &binds {
+    // Every bind shows its host path at the same path, recursively: one under
+    // another (/tmp/data under /tmp, anything under /dev) is already there,
+    // and a mount of its own would resolve its destination through the other
+    // bind — through a directory any user may write to, and squat.
+    let shown: Vec<PathBuf> =
+        specs.iter().map(|s| s.target.clone()).chain(binds.iter().map(|b| b.to_path_buf())).collect();
+    let shown_by_another = |path: &Path| shown.iter().any(|other| other != path && path.starts_with(other));
+    let own_binds: Vec<&Path> = binds.iter().copied().filter(|bind| !shown_by_another(bind)).collect();
+    for bind in own_binds {
         specs.push(MountSpec {
             source: bind.to_path_buf(),
             target: bind.to_path_buf(),
@@ -91,8 +99,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
             if_missing: IfMissing::Fail,
         });
     }
-    let home_is_bound = binds.iter().any(|bind| home.starts_with(bind));
-    if home.is_absolute() && home != Path::new("/") && !home_is_bound {
+    if home.is_absolute() && home != Path::new("/") && !shown_by_another(home) && !binds.contains(&home) {
         specs.push(MountSpec {
             source: home.to_path_buf(),
             target: home.to_path_buf(),
@@ -274,12 +281,11 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
     Ok(Outcome::Mounted)
 }
 
-/// Binds the tree over itself with nodev — and nosuid unless the sysroot lets
-/// setuid programs elevate — so device nodes and setuid files in the tree do
-/// nothing; returns a descriptor of the new mount's root, which every later
-/// step uses instead of `tree`.
-pub fn seal_tree(tree: &OwnedFd, setuid_allowed: bool) -> io::Result<OwnedFd> {
-    let attrs = if setuid_allowed { NODEV } else { NODEV | NOSUID };
+/// Binds the tree over itself nodev and nosuid, so device nodes and setuid
+/// files in the tree do nothing; returns a descriptor of the new mount's
+/// root, which every later step uses instead of `tree`.
+pub fn seal_tree(tree: &OwnedFd) -> io::Result<OwnedFd> {
+    let attrs = NODEV | NOSUID;
     match sys::open_tree_clone(tree, c"", true) {
         Ok(sealed) => {
             sys::mount_setattr(&sealed, attrs, true)?;
@@ -480,6 +486,18 @@ mod tests {
         // Component-wise: /home2/x is not under /home.
         let specs = plan_for("[sysroot.a]\npath = \"/a\"\n", "/home2/alice");
         assert!(specs.iter().any(|s| s.target == Path::new("/home2/alice")));
+    }
+
+    #[test]
+    fn a_bind_another_bind_already_shows_gets_no_mount_of_its_own() {
+        let specs = plan_for(
+            "[defaults]\nbinds = [\"/tmp/shared-data\", \"/home\"]\n\
+             [sysroot.a]\npath = \"/a\"\nbinds = [\"/tmp\", \"/dev/shm\", \"/tmp2\", \"/home/x/y\"]\n",
+            "/tmp/alice",
+        );
+        assert_eq!(targets(&specs), ["/proc", "/sys", "/dev", "/home", "/tmp", "/tmp2", "/dev/log"]);
+        let specs = plan_for("[defaults]\nbinds = [\"/home/alice\"]\n[sysroot.a]\npath = \"/a\"\n", "/home/alice");
+        assert_eq!(targets(&specs), ["/proc", "/sys", "/dev", "/home/alice", "/dev/log"]);
     }
 
     #[test]

@@ -49,9 +49,25 @@ pub fn restore_caller_state(state: &CallerState) {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&state.signal_mask), None);
 }
 
-/// Fails clearly when the binary cannot do its job: not setuid root, or
-/// started under no_new_privs (which also means: already inside a sysroot).
+/// Whether this process is in the initial user namespace, whose uid map is
+/// the identity over every uid. In any other, a setuid-root file's owner is
+/// unmapped, the kernel ignores the bit, and "euid 0" is the namespace's own
+/// root: nothing imageswitch can work with.
+fn in_initial_user_namespace() -> bool {
+    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| map.split_whitespace().eq(["0", "0", "4294967295"]))
+}
+
+/// Fails clearly when the binary cannot do its job: inside a user namespace,
+/// not setuid root, or started under no_new_privs (which also means: already
+/// inside a sysroot).
 pub fn check_setuid_root() -> Result<(), Error> {
+    if !in_initial_user_namespace() {
+        return Err(Error::SelfCheck(
+            "imageswitch must be run from the initial user namespace (this process is in a user namespace, \
+             where a setuid program cannot work)"
+                .into(),
+        ));
+    }
     if prctl::get_no_new_privs().unwrap_or(false) {
         return Err(Error::SelfCheck(
             "no_new_privs is set for this process (already inside a sysroot, or in a sandbox that forbids setuid programs)"
@@ -67,10 +83,31 @@ pub fn check_setuid_root() -> Result<(), Error> {
     Ok(())
 }
 
+/// Runs `f` as the caller: effective uid and gid theirs, so every path it
+/// resolves is checked with their identity, and — the effective uid no longer
+/// 0 — no effective capability either (no DAC override, no ptrace access
+/// through /proc magic links). Root stays in the saved uid and comes back
+/// afterwards; the caller cannot ptrace or signal-dump us meanwhile (the saved
+/// uid is not theirs, and the process stays undumpable).
+pub fn as_caller<T>(caller: &Caller, f: impl FnOnce() -> T) -> Result<T, Error> {
+    let uids = getresuid().map_err(|e| Error::privilege("getresuid", e))?;
+    let gids = getresgid().map_err(|e| Error::privilege("getresgid", e))?;
+    setresgid(gids.real, caller.gid, gids.saved).map_err(|e| Error::privilege("setresgid to the caller", e))?;
+    setresuid(uids.real, caller.uid, uids.saved).map_err(|e| Error::privilege("setresuid to the caller", e))?;
+    let _ = stay_undumpable();
+    let result = f();
+    setresuid(uids.real, uids.effective, uids.saved).map_err(|e| Error::privilege("setresuid back", e))?;
+    setresgid(gids.real, gids.effective, gids.saved).map_err(|e| Error::privilege("setresgid back", e))?;
+    stay_undumpable().map_err(|e| Error::privilege("PR_SET_DUMPABLE", e))?;
+    Ok(result)
+}
+
 /// Drops every privilege for good. Order matters: the bounding set needs
 /// CAP_SETPCAP, so it goes first; gids before uids, since after setresuid we
-/// could no longer change gids.
-pub fn drop_to(caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
+/// could no longer change gids. no_new_privs always: no configuration lets a
+/// setuid program in a tree elevate (an euid of 0 without capabilities still
+/// passes root's owner checks on every host object it can reach).
+pub fn drop_to(caller: &Caller) -> Result<(), Error> {
     sys::drop_bounding_set().map_err(|e| Error::privilege("capability bounding set", e))?;
     sys::clear_ambient_caps().map_err(|e| Error::privilege("ambient capabilities", e))?;
     setgroups(&caller.groups).map_err(|e| Error::privilege("setgroups", e))?;
@@ -79,14 +116,12 @@ pub fn drop_to(caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
     // setresuid away from root empties permitted/effective, but not inheritable,
     // and a root caller keeps them all: clear explicitly.
     sys::clear_capability_sets().map_err(|e| Error::privilege("capset", e))?;
-    if no_new_privs {
-        prctl::set_no_new_privs().map_err(|e| Error::privilege("no_new_privs", e))?;
-    }
+    prctl::set_no_new_privs().map_err(|e| Error::privilege("no_new_privs", e))?;
     stay_undumpable().map_err(|e| Error::privilege("PR_SET_DUMPABLE", e))
 }
 
 /// Checks, from the kernel's own answers, that [`drop_to`] took effect.
-pub fn verify_dropped(caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
+pub fn verify_dropped(caller: &Caller) -> Result<(), Error> {
     let uids = getresuid().map_err(|e| Error::privilege("verify uids", e))?;
     if [uids.real, uids.effective, uids.saved] != [caller.uid; 3] {
         return Err(Error::privilege("verify uids", "a uid is not the caller's"));
@@ -111,7 +146,7 @@ pub fn verify_dropped(caller: &Caller, no_new_privs: bool) -> Result<(), Error> 
     if prctl::get_dumpable().unwrap_or(true) {
         return Err(Error::privilege("verify dumpable", "the process is dumpable before exec"));
     }
-    if no_new_privs && !prctl::get_no_new_privs().unwrap_or(false) {
+    if !prctl::get_no_new_privs().unwrap_or(false) {
         return Err(Error::privilege("verify no_new_privs", "not set"));
     }
     // A process that dropped root for good cannot take it back.

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 use nix::unistd::{chdir, chroot, fchdir};
 
-use crate::access::{Caller, host_group_gid, may_enter};
+use crate::access::{Caller, host_group_gid, may_enter, may_see_broken};
 use crate::config::{self, CONFIG_PATH, Config, Personality, Sysroot};
 use crate::dispatch::{Command, Invocation, dispatch, informational};
 use crate::env::{Identity, MAX_ENV_BYTES, MAX_ENV_ENTRIES, child_environment, lookup};
@@ -40,13 +40,13 @@ pub trait Kernel {
     /// Opens the tree (inside the new namespace: binds must target its
     /// mounts) and checks that it is root-owned all the way.
     fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error>;
-    /// Binds the tree over itself nodev (and nosuid unless `setuid_allowed`).
-    fn seal_tree(&mut self, setuid_allowed: bool) -> Result<(), Error>;
+    /// Binds the tree over itself nodev and nosuid.
+    fn seal_tree(&mut self) -> Result<(), Error>;
     fn bind(&mut self, spec: &MountSpec) -> Result<(), Error>;
     fn chroot_into_tree(&mut self) -> Result<(), Error>;
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error>;
-    fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error>;
-    fn verify_dropped(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error>;
+    fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error>;
+    fn verify_dropped(&mut self, caller: &Caller) -> Result<(), Error>;
     /// As the caller: `chdir`.
     fn change_directory(&mut self, dir: &Path) -> Result<(), Errno>;
     fn is_executable(&self, path: &Path) -> bool;
@@ -61,6 +61,8 @@ pub struct EntryPlan<'a> {
     pub mounts: Vec<MountSpec>,
     /// Where the caller was, most faithful first (logical `$PWD`, physical).
     pub cwd: Vec<PathBuf>,
+    /// Fail rather than fall back to home when no `cwd` can be entered.
+    pub require_cwd: bool,
     pub command: Command,
     pub caller_env: &'a [(OsString, OsString)],
 }
@@ -78,56 +80,63 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
     kernel.unshare_mount_namespace()?;
     kernel.make_mounts_slave()?;
     kernel.open_tree(plan.sysroot)?;
-    kernel.seal_tree(plan.sysroot.setuid)?;
+    kernel.seal_tree()?;
     for spec in &plan.mounts {
         kernel.bind(spec)?;
     }
     kernel.chroot_into_tree()?;
     kernel.set_personality(plan.sysroot.personality)?;
-    let no_new_privs = !plan.sysroot.setuid;
-    kernel.drop_privileges(plan.caller, no_new_privs)?;
-    kernel.verify_dropped(plan.caller, no_new_privs)?;
+    kernel.drop_privileges(plan.caller)?;
+    kernel.verify_dropped(plan.caller)?;
 
     // From here on we are the caller: every check below is theirs.
-    let mut first_failure = None;
-    let mut landed = None;
-    let fallbacks = [plan.caller.home.clone(), PathBuf::from("/")];
-    for dir in plan.cwd.iter().chain(fallbacks.iter()) {
-        match kernel.change_directory(dir) {
-            Ok(()) => {
-                landed = Some(dir);
-                break;
-            }
-            Err(errno) => {
-                first_failure.get_or_insert((dir, errno));
-            }
-        }
-    }
-    if !landed.is_some_and(|dir| plan.cwd.contains(dir)) {
-        let landed = landed.map_or_else(|| "an unknown directory".to_string(), |d| d.display().to_string());
-        let name = &plan.sysroot.name;
-        match first_failure.filter(|(dir, _)| plan.cwd.contains(dir)) {
-            Some((dir, Errno::ENOENT)) => {
-                eprintln!("imageswitch: warning: {} does not exist in {name}; starting in {landed}", dir.display())
-            }
-            Some((dir, errno)) => eprintln!(
-                "imageswitch: warning: cannot enter {} in {name} ({}); starting in {landed}",
-                dir.display(),
-                errno.desc().to_lowercase()
-            ),
-            None => eprintln!("imageswitch: warning: the current directory is gone; starting in {landed}"),
-        }
-    }
+    let cwd = enter_directory(kernel, plan)?;
 
     let mut shells: Vec<&Path> = vec![plan.caller.shell.as_path()];
     shells.extend(plan.sysroot.shell.as_deref());
     let shell = choose_shell(&shells, |p| kernel.is_executable(p));
-    let who = Identity { user: &plan.caller.name, home: &plan.caller.home, shell, sysroot: &plan.sysroot.name };
+    let who = Identity {
+        user: &plan.caller.name,
+        home: &plan.caller.home,
+        shell,
+        sysroot: &plan.sysroot.name,
+        cwd: cwd.as_deref(),
+    };
     let env = child_environment(plan.caller_env, &who);
     let path_var = lookup(plan.caller_env, "PATH");
     let launch = launch_for(&plan.command, shell, path_var, |p| kernel.is_executable(p))
         .map_err(|why| Error::Exec { command: command_name(&plan.command, shell), why })?;
     Err(kernel.exec(&launch, &env))
+}
+
+/// As the caller: `chdir` to where they were, most faithful path first. When
+/// none of those exists in the tree, fail (`require_cwd`), or warn and start
+/// in their home, else `/`. Returns where the command starts, for its `PWD`.
+fn enter_directory(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Option<PathBuf>, Error> {
+    let mut first_failure = None;
+    for dir in &plan.cwd {
+        match kernel.change_directory(dir) {
+            Ok(()) => return Ok(Some(dir.clone())),
+            Err(errno) => {
+                first_failure.get_or_insert((dir, errno));
+            }
+        }
+    }
+    let name = &plan.sysroot.name;
+    let shown = |dir: &Path| escape(dir.as_os_str().as_encoded_bytes());
+    let problem = match first_failure {
+        Some((dir, Errno::ENOENT)) => format!("{} does not exist in {name}", shown(dir)),
+        Some((dir, errno)) => format!("cannot enter {} in {name} ({})", shown(dir), errno.desc().to_lowercase()),
+        None => "the current directory is gone".to_string(),
+    };
+    if plan.require_cwd {
+        return Err(Error::WorkingDirectory { sysroot: name.clone(), why: problem });
+    }
+    let fallbacks = [plan.caller.home.as_path(), Path::new("/")];
+    let landed = fallbacks.into_iter().find(|dir| kernel.change_directory(dir).is_ok());
+    let landed_shown = landed.map_or_else(|| "an unknown directory".to_string(), shown);
+    eprintln!("imageswitch: warning: {problem}; starting in {landed_shown}");
+    Ok(landed.map(Path::to_path_buf))
 }
 
 fn command_name(command: &Command, shell: &Path) -> String {
@@ -174,8 +183,8 @@ impl Kernel for Real {
         Ok(())
     }
 
-    fn seal_tree(&mut self, setuid_allowed: bool) -> Result<(), Error> {
-        let sealed = mounts::seal_tree(self.tree()?, setuid_allowed)
+    fn seal_tree(&mut self) -> Result<(), Error> {
+        let sealed = mounts::seal_tree(self.tree()?)
             .map_err(|e| Error::mount(&self.sysroot, "binding the tree nodev over itself", e))?;
         self.tree = Some(sealed);
         Ok(())
@@ -208,12 +217,12 @@ impl Kernel for Real {
         sys::set_personality(persona).map(drop).map_err(|e| Error::mount(&self.sysroot, "personality", e))
     }
 
-    fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
-        privileges::drop_to(caller, no_new_privs)
+    fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error> {
+        privileges::drop_to(caller)
     }
 
-    fn verify_dropped(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
-        privileges::verify_dropped(caller, no_new_privs)
+    fn verify_dropped(&mut self, caller: &Caller) -> Result<(), Error> {
+        privileges::verify_dropped(caller)
     }
 
     fn change_directory(&mut self, dir: &Path) -> Result<(), Errno> {
@@ -253,7 +262,13 @@ pub fn load_config() -> Result<Config, Error> {
 
 /// The caller's directory: `$PWD` when it names the same directory (keeps
 /// symlinked paths such as /home -> /export/home), then the physical path.
-fn current_directory(caller_env: &[(OsString, OsString)]) -> Vec<PathBuf> {
+/// Both come from the caller, so they are resolved as the caller: a `$PWD`
+/// through `/root` or another user's `/proc/PID/cwd` tells them nothing.
+fn current_directory(caller: &Caller, caller_env: &[(OsString, OsString)]) -> Result<Vec<PathBuf>, Error> {
+    privileges::as_caller(caller, || resolve_current_directory(caller_env))
+}
+
+fn resolve_current_directory(caller_env: &[(OsString, OsString)]) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let here = std::fs::metadata(".").ok();
     if let (Some(pwd), Some(here)) = (lookup(caller_env, "PWD"), here.as_ref()) {
@@ -293,9 +308,47 @@ fn describe_command(command: &Command) -> String {
     words.join(" ")
 }
 
+/// [`dispatch`] as the caller may see it: a sysroot they may not enter, or a
+/// broken entry they may not be told about, fails exactly as if it were not
+/// in the file (a refusal is still audited), so that nobody learns the names
+/// in a configuration only root can read.
+fn dispatch_for(
+    caller: &Caller,
+    argv: &[OsString],
+    exec_path: Option<&std::ffi::OsStr>,
+    config: &Config,
+) -> Result<Invocation, Error> {
+    let hidden = match dispatch(argv, exec_path, config) {
+        Ok(Invocation::Enter { sysroot, .. })
+            if config.sysroot(&sysroot).is_some_and(|s| !may_enter(&s.access, caller, host_group_gid)) =>
+        {
+            audit(
+                config,
+                Severity::Warning,
+                &format!("refused: user={} uid={} sysroot={sysroot}", caller.name, caller.uid),
+            );
+            sysroot
+        }
+        Err(Error::Config(err)) => match config.broken.iter().find(|(_, e)| *e == err) {
+            Some((name, _)) if !may_see_broken(config, name, caller, host_group_gid) => name.clone(),
+            _ => return Err(Error::Config(err)),
+        },
+        other => return other,
+    };
+    let mut without = config.clone();
+    without.sysroots.retain(|s| s.name != hidden);
+    without.broken.retain(|(name, _)| *name != hidden);
+    match dispatch(argv, exec_path, &without) {
+        Err(err) => Err(err),
+        // A login-style bin_dir entry that is also another sysroot's alias:
+        // never a different sysroot than the one asked for.
+        Ok(_) => Err(Error::UnknownName(String::from_utf8_lossy(argv[0].as_encoded_bytes()).into_owned())),
+    }
+}
+
 fn list(config: &Config, caller: &Caller) {
     for sysroot in &config.sysroots {
-        if may_enter(sysroot, caller, host_group_gid) {
+        if may_enter(&sysroot.access, caller, host_group_gid) {
             let mut line = format!("{}\t{}", sysroot.name, sysroot.path.display());
             if !sysroot.aliases.is_empty() {
                 line.push_str(&format!("\taliases: {}", sysroot.aliases.join(",")));
@@ -306,7 +359,7 @@ fn list(config: &Config, caller: &Caller) {
             println!("{line}");
         }
     }
-    for (name, err) in &config.broken {
+    for (name, err) in config.broken.iter().filter(|(name, _)| may_see_broken(config, name, caller, host_group_gid)) {
         eprintln!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes()));
     }
 }
@@ -324,7 +377,7 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
     let caller = Caller::resolve()?;
     let config = load_config()?;
     let exec_path = sys::exec_filename();
-    let (name, command) = match dispatch(argv, exec_path.as_deref(), &config)? {
+    let (name, command, require_cwd) = match dispatch_for(&caller, argv, exec_path.as_deref(), &config)? {
         Invocation::Help => {
             println!("{HELP}{CONFIG_PATH}");
             return Ok(0);
@@ -337,20 +390,11 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
             list(&config, &caller);
             return Ok(0);
         }
-        Invocation::Enter { sysroot, command } => (sysroot, command),
+        Invocation::Enter { sysroot, command, require_cwd } => (sysroot, command, require_cwd),
     };
     let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;
 
-    if !may_enter(sysroot, &caller, host_group_gid) {
-        audit(
-            &config,
-            Severity::Warning,
-            &format!("refused: user={} uid={} sysroot={}", caller.name, caller.uid, sysroot.name),
-        );
-        return Err(Error::Denied { user: caller.name.clone(), sysroot: sysroot.name.clone() });
-    }
-
-    let cwd = current_directory(caller_env);
+    let cwd = current_directory(&caller, caller_env)?;
     audit(
         &config,
         Severity::Info,
@@ -369,6 +413,7 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
         caller: &caller,
         mounts: mounts::plan(sysroot, &config.defaults, &caller.home),
         cwd,
+        require_cwd: require_cwd || sysroot.require_cwd,
         command,
         caller_env,
     };
@@ -456,8 +501,8 @@ mod tests {
         fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
             self.step(format!("open_tree {}", sysroot.path.display()))
         }
-        fn seal_tree(&mut self, setuid_allowed: bool) -> Result<(), Error> {
-            self.step(format!("seal setuid={setuid_allowed}"))
+        fn seal_tree(&mut self) -> Result<(), Error> {
+            self.step("seal".into())
         }
         fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
             self.step(format!("bind {}", spec.target.display()))
@@ -468,10 +513,10 @@ mod tests {
         fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
             self.step(format!("personality {personality:?}"))
         }
-        fn drop_privileges(&mut self, caller: &Caller, no_new_privs: bool) -> Result<(), Error> {
-            self.step(format!("drop uid={} nnp={no_new_privs}", caller.uid))
+        fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error> {
+            self.step(format!("drop uid={}", caller.uid))
         }
-        fn verify_dropped(&mut self, _caller: &Caller, _no_new_privs: bool) -> Result<(), Error> {
+        fn verify_dropped(&mut self, _caller: &Caller) -> Result<(), Error> {
             self.step("verify".into())
         }
         fn change_directory(&mut self, dir: &Path) -> Result<(), Errno> {
@@ -483,7 +528,12 @@ mod tests {
         }
         fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
             let sysroot_var = env.iter().any(|e| e.as_bytes() == b"IMAGESWITCH_SYSROOT=sl5");
-            self.steps.push(format!("exec {} {:?} env_ok={sysroot_var}", launch.program.display(), launch.argv));
+            let pwd = env.iter().find_map(|e| e.to_str().ok()?.strip_prefix("PWD=")).unwrap_or("-");
+            self.steps.push(format!(
+                "exec {} {:?} env_ok={sysroot_var} PWD={pwd}",
+                launch.program.display(),
+                launch.argv
+            ));
             Error::privilege("fake", "exec recorded")
         }
     }
@@ -507,12 +557,16 @@ mod tests {
 
     fn run_plan(sysroot: &Sysroot, recorder: &mut Recorder, cwd: &[&str], command: Command) -> Error {
         let caller = caller();
-        let env = vec![(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        let env = vec![
+            (OsString::from("PATH"), OsString::from("/usr/bin:/bin")),
+            (OsString::from("PWD"), OsString::from("/from/the/caller")),
+        ];
         let plan = EntryPlan {
             sysroot,
             caller: &caller,
             mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), &caller.home),
             cwd: cwd.iter().map(PathBuf::from).collect(),
+            require_cwd: sysroot.require_cwd,
             command,
             caller_env: &env,
         };
@@ -534,7 +588,7 @@ mod tests {
                 "unshare",
                 "slave",
                 "open_tree /srv/sl5",
-                "seal setuid=false",
+                "seal",
                 "bind /proc",
                 "bind /sys",
                 "bind /dev",
@@ -544,10 +598,10 @@ mod tests {
                 "bind /dev/log",
                 "chroot",
                 "personality Linux32",
-                "drop uid=1000 nnp=true",
+                "drop uid=1000",
                 "verify",
                 "chdir /work/run1",
-                "exec /usr/bin/id [\"id\"] env_ok=true",
+                "exec /usr/bin/id [\"id\"] env_ok=true PWD=/work/run1",
             ]
         );
     }
@@ -571,12 +625,38 @@ mod tests {
     }
 
     #[test]
-    fn setuid_sysroot_skips_no_new_privs_only() {
-        let s = sysroot("setuid = true");
-        let mut rec = Recorder { existing_dirs: vec!["/".into()], ..Default::default() };
-        run_plan(&s, &mut rec, &[], Command::LoginShell);
-        assert!(rec.steps.contains(&"drop uid=1000 nnp=false".to_string()), "{:?}", rec.steps);
-        assert!(rec.steps.contains(&"seal setuid=true".to_string()), "{:?}", rec.steps);
+    fn require_cwd_fails_as_the_caller_instead_of_falling_back() {
+        let s = sysroot("require_cwd = true");
+        let mut rec = Recorder { existing_dirs: vec!["/home/alice".into(), "/".into()], ..Default::default() };
+        let err = run_plan(&s, &mut rec, &["/hostonly", "/physical"], Command::LoginShell);
+        assert_eq!(err.to_string(), "sl5: /hostonly does not exist in sl5; not starting anywhere else (require_cwd)");
+        assert_eq!(err.exit_code(), 125);
+        let tail: Vec<&str> = rec.steps.iter().rev().take(3).rev().map(String::as_str).collect();
+        assert_eq!(tail, ["verify", "chdir /hostonly", "chdir /physical"]);
+        let mut rec = Recorder::default();
+        let err = run_plan(&s, &mut rec, &[], Command::LoginShell);
+        assert!(err.to_string().contains("the current directory is gone"), "{err}");
+    }
+
+    #[test]
+    fn pwd_names_the_directory_the_command_starts_in() {
+        let s = sysroot("");
+        for (cwd, existing, want) in [
+            (&["/logical", "/physical"][..], &["/logical", "/physical"][..], "/logical"),
+            (&["/logical", "/physical"], &["/physical"], "/physical"),
+            (&["/hostonly"], &["/home/alice", "/"], "/home/alice"),
+            (&["/hostonly"], &["/"], "/"),
+            (&["/hostonly"], &[], "-"),
+        ] {
+            let mut rec = Recorder {
+                existing_dirs: existing.iter().map(PathBuf::from).collect(),
+                executables: vec!["/bin/zsh".into()],
+                ..Default::default()
+            };
+            run_plan(&s, &mut rec, cwd, Command::LoginShell);
+            let exec = rec.steps.last().map(String::as_str).unwrap_or_default();
+            assert!(exec.ends_with(&format!(" PWD={want}")), "{cwd:?} with {existing:?}: {exec}");
+        }
     }
 
     #[test]
@@ -589,6 +669,9 @@ mod tests {
         };
         run_plan(&s, &mut rec, &["/hostonly"], Command::LoginShell);
         let tail: Vec<&str> = rec.steps.iter().rev().take(3).rev().map(String::as_str).collect();
-        assert_eq!(tail, ["chdir /hostonly", "chdir /home/alice", "exec /bin/bash [\"-bash\"] env_ok=true"]);
+        assert_eq!(
+            tail,
+            ["chdir /hostonly", "chdir /home/alice", "exec /bin/bash [\"-bash\"] env_ok=true PWD=/home/alice"]
+        );
     }
 }

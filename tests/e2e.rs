@@ -60,6 +60,84 @@ fn directory_only_on_the_host_warns_and_starts_in_home() {
 }
 
 #[test]
+fn working_directory_missing_from_the_tree_fails_when_required() {
+    require_root!();
+    fixture();
+    let dir = format!("{PREFIX}/hostonly-required-{}", std::process::id());
+    sh(&format!("mkdir -p {dir} && chmod 755 {dir}"));
+    let line = format!("imageswitch: bb: {dir} does not exist in bb; not starting anywhere else (require_cwd)\n");
+    // By flag (what the SPANK plugin passes), and by the sysroot's setting.
+    let by_flag = run(as_user(ALICE, BIN).args(["--require-cwd", "bb", "sh", "-c", "echo ran"]).current_dir(&dir));
+    let by_config = run(as_user(ALICE, BIN).args(["bb-requirecwd", "sh", "-c", "echo ran"]).current_dir(&dir));
+    let interactive = run(as_user(ALICE, BIN).args(["bb", "sh", "-c", "echo ran"]).current_dir(&dir));
+    let _ = fs::remove_dir(&dir);
+    assert_eq!(by_flag.status.code(), Some(125), "{}", stderr(&by_flag));
+    assert_eq!((stdout(&by_flag), stderr(&by_flag)), (String::new(), line.clone()));
+    assert_eq!(by_config.status.code(), Some(125), "{}", stderr(&by_config));
+    assert_eq!(
+        (stdout(&by_config), stderr(&by_config)),
+        (String::new(), line.replace("in bb;", "in bb-requirecwd;").replace(": bb:", ": bb-requirecwd:"))
+    );
+    // Without it, today's warning and fallback to home.
+    assert_eq!(interactive.status.code(), Some(0));
+    assert_eq!(stdout(&interactive), "ran\n");
+    assert!(stderr(&interactive).contains("warning"), "{}", stderr(&interactive));
+    // Where the directory exists in the tree, both just start there.
+    let here = user_tmpdir(ALICE, "required");
+    for args in [&["--require-cwd", "bb", "pwd"][..], &["bb-requirecwd", "pwd"]] {
+        let out = run(as_user(ALICE, BIN).args(args).current_dir(&here));
+        assert_eq!(out.status.code(), Some(0), "{args:?}: {}", stderr(&out));
+        assert_eq!(stdout(&out), format!("{}\n", here.display()));
+    }
+    let _ = fs::remove_dir(&here);
+}
+
+#[test]
+fn pwd_names_the_directory_the_command_starts_in() {
+    require_root!();
+    fixture();
+    let home = home_of(ALICE).display().to_string();
+    // `env`, not a shell: a shell quietly replaces a PWD that does not match.
+    let started = |out: &std::process::Output| {
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(out));
+        let text = stdout(out);
+        let pwd = text.lines().find_map(|l| l.strip_prefix("PWD=")).map(str::to_string);
+        (pwd.unwrap_or_default(), text.lines().last().unwrap_or_default().to_string())
+    };
+    let show = ["sh", "-c", "env; exec pwd"];
+    let show_inside = "sh -c 'env; exec pwd'";
+    // Falling back to home.
+    let hostonly = format!("{PREFIX}/hostonly-pwd-{}", std::process::id());
+    sh(&format!("mkdir -p {hostonly} && chmod 755 {hostonly}"));
+    let out = run(as_user(ALICE, "env")
+        .arg(format!("PWD={hostonly}"))
+        .arg(BIN)
+        .arg("bb")
+        .args(["env"])
+        .current_dir(&hostonly));
+    assert_eq!(stdout(&out).lines().find_map(|l| l.strip_prefix("PWD=")), Some(home.as_str()), "{}", stderr(&out));
+    let out = run(as_user(ALICE, BIN).arg("bb").args(show).current_dir(&hostonly));
+    assert_eq!(started(&out), (home.clone(), home.clone()));
+    // A logical path that exists only on the host: the physical one, bound
+    // from the host's /tmp, is where it starts.
+    let physical = user_tmpdir(ALICE, "pwd-physical");
+    let p = physical.display().to_string();
+    let logical = format!("{PREFIX}/pwd-link-{}", std::process::id());
+    sh(&format!("ln -sfn {p} {logical}"));
+    let out = run(as_user(ALICE, "sh").args(["-c", &format!("cd {logical} && exec {BIN} bb {show_inside}")]));
+    assert_eq!(started(&out), (p.clone(), p.clone()));
+    // The logical path where it does exist inside: kept.
+    let inside = format!("{home}/imgsw-pwd-link-{}", std::process::id());
+    run(as_user(ALICE, "ln").args(["-sfn", &p, &inside]));
+    let out = run(as_user(ALICE, "sh").args(["-c", &format!("cd {inside} && exec {BIN} bb {show_inside}")]));
+    assert_eq!(started(&out), (inside.clone(), p.clone()));
+    let _ = fs::remove_file(&inside);
+    let _ = fs::remove_file(&logical);
+    let _ = fs::remove_dir(&physical);
+    let _ = fs::remove_dir(&hostonly);
+}
+
+#[test]
 fn home_files_are_visible_and_writable() {
     require_root!();
     fixture();
@@ -172,7 +250,8 @@ fn user_outside_users_and_groups_is_refused() {
     let before = host_mounts();
     let out = imageswitch_as(BOB, &["deb11", "true"]);
     assert_eq!(out.status.code(), Some(125));
-    assert_eq!(stderr(&out), format!("imageswitch: deb11: user {BOB} may not enter this sysroot\n"));
+    // Word for word what an unknown name gets: the name tells bob nothing.
+    assert_eq!(stderr(&out), "imageswitch: unknown sysroot name \"deb11\" (see imageswitch --list)\n");
     assert!(stdout(&out).is_empty());
     assert_eq!(host_mounts(), before);
     f.wait_for_log(&format!("refused: user={BOB}")).expect("refusal audited");

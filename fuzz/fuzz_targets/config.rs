@@ -48,7 +48,7 @@ fn check(config: &Config) {
             assert!(clean(dir) && dir != Path::new("/"), "{}: bin_dir {dir:?}", s.name);
             assert!(dir_owner.insert(dir, &s.name).is_none(), "bin_dir {dir:?} in two sysroots");
         }
-        for list in [&s.users, &s.groups].into_iter().flatten() {
+        for list in [&s.access.users, &s.access.groups].into_iter().flatten() {
             assert!(list.iter().all(|n| is_valid_name(n)), "{}: users/groups {list:?}", s.name);
         }
         for bind in &s.binds {

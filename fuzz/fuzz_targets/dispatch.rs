@@ -55,7 +55,7 @@ fuzz_target!(|data: &[u8]| {
     let config = config();
     let _ = informational(&argv);
     let Ok(invocation) = dispatch(&argv, exec_path.as_deref(), config) else { return };
-    let Invocation::Enter { sysroot, command } = invocation else { return };
+    let Invocation::Enter { sysroot, command, .. } = invocation else { return };
     let entered = config.sysroot(&sysroot).expect("entered sysroot is configured and valid");
     let argv0 = Path::new(&argv[0]);
     let base = argv0.file_name().map(|b| b.as_bytes()).unwrap_or(b"");

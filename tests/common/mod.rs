@@ -109,11 +109,18 @@ aliases = ["imgsw-bb"]
 bin_dir = "/imgsw-test-binbb"
 binds = ["/home"]
 
-# Same tree with setuid programs allowed to elevate (no no_new_privs).
+# Asks for setuid programs to elevate: refused with its position, the
+# others unaffected (threats row 23).
 [sysroot.bb-setuid]
 path = "/var/lib/imageswitch-test/trees/bb"
 binds = ["/home"]
 setuid = true
+
+# Fails instead of falling back to home when the working directory is missing.
+[sysroot.bb-requirecwd]
+path = "/var/lib/imageswitch-test/trees/bb"
+binds = ["/home"]
+require_cwd = true
 
 # No /home bind: the caller's home is bound onto TREE/home/USER directly.
 [sysroot.bb-homedirect]
