@@ -366,6 +366,7 @@ fn list(config: &Config, caller: &Caller) {
 
 const HELP: &str = "\
 usage: imageswitch NAME [COMMAND [ARGS...]]   run COMMAND (default: your login shell) inside sysroot NAME
+       imageswitch --require-cwd NAME ...      the same, but fail if your directory is missing inside
        imageswitch --list                      sysroots you may enter
        ALIAS [SHELL-ARGS...]                   (a link named after an alias) your shell inside the sysroot
        BIN_DIR/PROGRAM [ARGS...]               (a link in a sysroot's bin_dir) /bin/PROGRAM inside it
