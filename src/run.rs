@@ -575,6 +575,42 @@ mod tests {
     }
 
     #[test]
+    fn a_sysroot_the_caller_may_not_enter_fails_word_for_word_like_an_unknown_one() {
+        let config = parse(
+            "t",
+            "[defaults]\nlog_socket = \"\"\n\
+             [sysroot.secret]\npath = \"/s\"\naliases = [\"sec\"]\nbin_dir = \"/bins\"\nusers = [\"bob\"]\n\
+             [sysroot.brokensecret]\npth = 1\nusers = [\"bob\"]\n\
+             [sysroot.brokenopen]\npth = 1\n\
+             [sysroot.open]\npath = \"/o\"\n",
+        )
+        .expect("valid");
+        let alice = caller();
+        let outcome = |items: &[&str], exec: Option<&str>| {
+            let argv: Vec<OsString> = items.iter().map(OsString::from).collect();
+            match dispatch_for(&alice, &argv, exec.map(std::ffi::OsStr::new), &config) {
+                Ok(invocation) => format!("{invocation:?}"),
+                Err(err) => err.to_string(),
+            }
+        };
+        for (hidden, unknown) in [
+            (outcome(&["imageswitch", "secret"], None), outcome(&["imageswitch", "nosuch"], None)),
+            (outcome(&["imageswitch", "sec"], None), outcome(&["imageswitch", "nos"], None)),
+            (outcome(&["imageswitch", "brokensecret"], None), outcome(&["imageswitch", "nosuchxxxxxx"], None)),
+            (outcome(&["/usr/bin/sec"], None), outcome(&["/usr/bin/nos"], None)),
+            (outcome(&["/bins/sh"], None), outcome(&["/nope/sh"], None)),
+            (outcome(&["-sh"], Some("/bins/sh")), outcome(&["-sh"], Some("/nope/sh"))),
+        ] {
+            assert!(hidden.starts_with("unknown sysroot name"), "{hidden}");
+            let shape =
+                |text: &str| text.split('"').enumerate().map(|(i, p)| if i == 1 { "N" } else { p }).collect::<String>();
+            assert_eq!(shape(&hidden), shape(&unknown));
+        }
+        assert!(outcome(&["imageswitch", "brokenopen"], None).contains("unknown key \"pth\""));
+        assert!(outcome(&["imageswitch", "open"], None).starts_with("Enter"));
+    }
+
+    #[test]
     fn privileged_steps_happen_in_order() {
         let s = sysroot("");
         let mut rec = Recorder {
