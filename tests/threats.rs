@@ -1580,10 +1580,18 @@ fn row24_caller_paths_are_resolved_with_the_callers_identity_only() {
     let present = cwd_warning(&hostonly, &pwd);
     sh(&format!("rmdir {}/sub", bob_dir.display()));
     let absent = cwd_warning(&hostonly, &pwd);
+    // The same directory by its own path: another user's 0700 directory.
+    let pwd = format!("{}/sub/../{parent_rel}", bob_dir.display());
+    sh(&format!("mkdir {}/sub", bob_dir.display()));
+    let dac_present = cwd_warning(&hostonly, &pwd);
+    sh(&format!("rmdir {}/sub", bob_dir.display()));
+    let dac_absent = cwd_warning(&hostonly, &pwd);
     let _ = bob.kill();
     let _ = bob.wait();
     assert_eq!(present, absent, "/proc/PID/cwd: the warning depends on another user's directory");
     assert_eq!(present, plain);
+    assert_eq!(dac_present, dac_absent, "a 0700 directory: the warning depends on what is inside");
+    assert_eq!(dac_present, plain);
 }
 
 // ---------------------------------------------------------------------------
