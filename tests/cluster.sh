@@ -20,11 +20,13 @@ PREFIX=/opt/isw-cluster-test            # the shared binaries (root-owned)
 TREE_SRC=${IMAGESWITCH_TEST_CACHE:-/var/cache/imageswitch-test}/bullseye-i386
 USER_OK=isw-cluster
 TARGET=${CLUSTER_TEST_TARGET_DIR:-$REPO/target/cluster-test}
-VENV=${ANSIBLE_TEST_VENV:-$REPO/target/ansible-venv}
+# Its own virtualenv, made with the system's python3: the head's /root is
+# private, so a python found under the host's /root would not be there.
+VENV=$TARGET/ansible-venv
 CL_MACHINES=(head node1 node2 node3)
 NODES=(node1 node2 node3)
 declare -A CL_ADDR=([head]=10.213.0.1 [node1]=10.213.0.11 [node2]=10.213.0.12 [node3]=10.213.0.13)
-SYSROOTCTL=(sysrootctl --imageswitch "$PREFIX/bin/imageswitch" --alias-dir /srv/isw-cluster/bin
+SYSROOTCTL=("$PREFIX/bin/sysrootctl" --imageswitch "$PREFIX/bin/imageswitch" --alias-dir /srv/isw-cluster/bin
     --applications-dir /srv/isw-cluster/applications)
 
 # shellcheck source=tests/support/checks.sh
@@ -75,7 +77,7 @@ install_missing slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge
 [ -n "${made_policy:-}" ] && rm -f /usr/sbin/policy-rc.d
 must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
 if [ ! -x "$VENV/bin/ansible-playbook" ]; then
-    must "python3 -m venv $VENV" python3 -m venv "$VENV"
+    must "python3 -m venv $VENV" /usr/bin/python3 -m venv "$VENV"
     must "pip install ansible-core" "$VENV/bin/pip" install --quiet 'ansible-core>=2.16,<2.19'
 fi
 # Every machine's /etc is its own, so the binaries read the default path.
@@ -204,5 +206,216 @@ check_eq "each machine has its own hostname and address" \
 out=$(for n in "${NODES[@]}"; do cl_in head ssh -o BatchMode=yes "$n" hostname; done 2>&1 | tr '\n' ' ')
 check_eq "the head reaches every node over ssh with its key (known host keys)" "node1 node2 node3 " "$out"
 
-cl_finish_ok() { finish_cluster; }
-cl_finish_ok
+# --- build once on the head, roll out to the nodes ---------------------------
+
+install -d -m 755 "$PREFIX/overlay" "$PREFIX/overlay/spool"
+echo "release 1" >"$PREFIX/overlay/release"
+for m in "${CL_MACHINES[@]}"; do
+    cat >"$CL_BASE/$m/etc/sysroots.toml" <<EOF
+[defaults]
+binds = ["/home", "/tmp"]
+log_socket = ""
+
+[sysroot.deb11]
+path = "/srv/isw-cluster/deb11"
+personality = "linux32"
+aliases = ["deb11"]
+bin_dir = "/bin11"
+users = ["$USER_OK"]
+binds = ["/var/spool/slurmd"]
+
+[sysroot.deb11.build]
+method = "tarball"
+source = "$TREE_SRC"
+files = [
+    { src = "$PREFIX/overlay/spool", dst = "/var/spool/slurmd" },
+    { src = "$PREFIX/overlay/release", dst = "/etc/isw-cluster-release" },
+]
+EOF
+done
+cat >"$CL_BASE/head/root/inventory" <<EOF
+[imageswitch]
+node1
+node2
+node3
+EOF
+cat >"$CL_BASE/head/root/vars.yml" <<EOF
+ansible_python_interpreter: /usr/bin/python3
+ansible_become: false
+sysroot_rollout_name: deb11
+sysroot_rollout_sysrootctl: $PREFIX/bin/sysrootctl
+sysroot_rollout_imageswitch: $PREFIX/bin/imageswitch
+sysroot_rollout_options: [--imageswitch, $PREFIX/bin/imageswitch, --alias-dir, /srv/isw-cluster/bin, --applications-dir, /srv/isw-cluster/applications]
+sysroot_rollout_canary_user: $USER_OK
+sysroot_rollout_canary_command: [/bin/sh, -c, 'test "\$(uname -m)" = i686']
+EOF
+
+# play PLAYBOOK ARGS...: ansible-playbook on the head, output in $PREFIX/play.log.
+play() {
+    local book=$1 t0=$SECONDS
+    shift
+    cl_in head env HOME=/root ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=0 \
+        timeout 300 "$VENV/bin/ansible-playbook" -i /root/inventory -e @/root/vars.yml \
+        "$REPO/packaging/ansible/$book" "$@" >"$PREFIX/play.log" 2>&1
+    local status=$?
+    echo "$((SECONDS - t0))" >"$PREFIX/play.seconds"
+    return $status
+}
+# recap: "node1 changed=N failed=N ..." per node from the last play.
+recap() {
+    grep -E '^node[0-9] +:' "$PREFIX/play.log" | awk '{print $1, $4, $6}' | tr '\n' ' '
+    echo "in $(cat "$PREFIX/play.seconds") s"
+}
+# node_ids: the live generation id on each node.
+node_ids() {
+    local n
+    for n in "${NODES[@]}"; do
+        cl_in "$n" "$PREFIX/bin/sysrootctl" status deb11 --json | jq -r '.[0].id'
+    done | tr '\n' ' '
+}
+head_id() { cl_in head "$PREFIX/bin/sysrootctl" status deb11 --json | jq -r '.[0].id'; }
+
+need "sysrootctl apply deb11 on the head" cl_in head "${SYSROOTCTL[@]}" apply deb11
+ID1=$(head_id)
+if play rollout.yml; then
+    pass "first rollout to node1..3 (serial, health gate): $(recap)"
+else
+    fail "first rollout to node1..3" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+check_eq "every node runs the head's generation (sysrootctl status --json id)" "$ID1 $ID1 $ID1 " "$(node_ids)"
+
+# --- jobs as the user ---------------------------------------------------------
+
+# as CMD...: CMD as the user on the head, in the user's home (shared /home).
+as() { cl_in head runuser -u "$USER_OK" -- sh -c 'cd "$HOME" && exec timeout 120 "$@"' sh "$@"; }
+
+out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(uname -m)"' 2>&1 | sort | tr '\n' ' ')
+check_eq "srun -N3 --sysroot=deb11 uname -m prints i686 from node1..3" "node1 i686 node2 i686 node3 i686 " "$out"
+
+cat >"$HOME_OK/job-shebang.sh" <<EOF
+#!/bin11/bash
+echo "\$(uname -n) \$(uname -m) \$(cat /etc/debian_version) bash=\$BASH_VERSION"
+EOF
+chmod 755 "$HOME_OK/job-shebang.sh"
+chown "$USER_OK:" "$HOME_OK/job-shebang.sh"
+tree_line="$(cat "$TREE_SRC/etc/debian_version") bash=$(chroot "$TREE_SRC" /bin/bash -c 'echo $BASH_VERSION')"
+as sbatch -N3 --wait --quiet -o job-N3.out --wrap 'srun ./job-shebang.sh' >/dev/null 2>&1
+out=$(sort "$HOME_OK/job-N3.out" 2>&1 | tr '\n' '|')
+check_eq "sbatch -N3: a #!/bin11/bash script on every node" \
+    "node1 i686 $tree_line|node2 i686 $tree_line|node3 i686 $tree_line|" "$out"
+for n in "${NODES[@]}"; do
+    as sbatch -w "$n" --quiet -o "job-$n.out" job-shebang.sh >/dev/null 2>&1
+done
+for _ in $(seq 1 120); do
+    [ -z "$(cl_in head squeue -h -o %i 2>/dev/null)" ] && break
+    sleep 0.25
+done
+out=$(cat "$HOME_OK"/job-node[123].out 2>&1 | tr '\n' '|')
+check_eq "sbatch of the #!/bin11/bash job script itself, on each node" \
+    "node1 i686 $tree_line|node2 i686 $tree_line|node3 i686 $tree_line|" "$out"
+
+# --- a rollout while a job runs on every node -------------------------------
+
+echo "release 2" >"$PREFIX/overlay/release"
+need "sysrootctl apply deb11 on the head (release 2)" cl_in head "${SYSROOTCTL[@]}" apply deb11
+ID2=$(head_id)
+tree_bytes=$(du -sb "$CL_BASE/head/sysrootctl/deb11/2" | cut -f1)
+
+if play rollout.yml --check; then
+    would=$(grep -c "deb11 $ID1 -> $ID2 (would change)" "$PREFIX/play.log")
+    check_eq "check mode: each node reports that its generation would change, and changes nothing" \
+        "3 $ID1 $ID1 $ID1 " "$would $(node_ids)"
+else
+    fail "check mode rollout" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+
+GO=/tmp/isw-cluster-test-go
+rm -f "$GO"
+# Each task says what it sees, waits for $GO (bounded), and says it again.
+as sbatch -N3 --wait --quiet -o job-long.out --wrap "srun --sysroot=deb11 sh -c '
+    echo \"\$(uname -n) before \$(cat /etc/isw-cluster-release)\"
+    i=0; while [ ! -e $GO ] && [ \$i -lt 600 ]; do sleep 0.2; i=\$((i + 1)); done
+    echo \"\$(uname -n) after \$(cat /etc/isw-cluster-release)\"'" >/dev/null 2>&1 &
+long_job=$!
+for _ in $(seq 1 120); do
+    [ "$(grep -c before "$HOME_OK/job-long.out" 2>/dev/null)" = 3 ] && break
+    sleep 0.25
+done
+
+if play rollout.yml; then
+    sent=$(grep -o 'Total bytes sent: [0-9,]*' "$PREFIX/play.log" | tr -d , | awk '{print $4}' | tr '\n' ' ')
+    pass "rollout of release 2 while a job runs on every node: $(recap)"
+else
+    fail "rollout of release 2 while a job runs" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+check_eq "every node runs release 2's generation" "$ID2 $ID2 $ID2 " "$(node_ids)"
+small=1
+for b in $sent; do [ "$b" -lt 1000000 ] || small=""; done
+if [ -n "$small" ] && [ -n "$sent" ]; then
+    pass "a small change sends little: bytes sent per node $sent for a tree of $tree_bytes bytes"
+else
+    fail "a small change sends little" "bytes sent per node: ${sent:-none}; tree: $tree_bytes bytes"
+fi
+out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(cat /etc/isw-cluster-release)"' 2>&1 | sort | tr '\n' '|')
+check_eq "a job started after the switch sees release 2 on every node" \
+    "node1 release 2|node2 release 2|node3 release 2|" "$out"
+touch "$GO"
+wait "$long_job"
+status=$?
+out=$(sort "$HOME_OK/job-long.out" 2>&1 | tr '\n' '|')
+check_eq "the job running during the rollout kept release 1 until it ended, and succeeded (status $status)" \
+    "node1 after release 1|node1 before release 1|node2 after release 1|node2 before release 1|node3 after release 1|node3 before release 1|0" \
+    "$out$status"
+rm -f "$GO"
+
+# --- an interrupted rollout stops, leaves the node as it was; a re-run converges
+
+echo "release 3" >"$PREFIX/overlay/release"
+head -c 8000000 /dev/urandom >"$PREFIX/overlay/big"
+sed -i "s|^]|    { src = \"$PREFIX/overlay/big\", dst = \"/opt/isw-big\" },\n]|" "$CL_BASE/head/etc/sysroots.toml"
+need "sysrootctl apply deb11 on the head (release 3, 8 MB more)" cl_in head "${SYSROOTCTL[@]}" apply deb11
+ID3=$(head_id)
+play rollout.yml -e '{"sysroot_rollout_rsync_options": ["--bwlimit=2000"]}' &
+slow_play=$!
+killed=""
+for _ in $(seq 1 240); do
+    if ls -a "$CL_BASE/node2/sysrootctl/deb11.incoming/opt/" 2>/dev/null | grep -q '^\.isw-big\.'; then
+        for p in $(cl_processes); do
+            case $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) in
+                ssh\ *node2\ rsync\ --server*) kill -9 "$p" && killed=$p ;;
+            esac
+        done
+        break
+    fi
+    sleep 0.1
+done
+wait "$slow_play"
+status=$?
+if [ -n "$killed" ] && [ "$status" -ne 0 ]; then
+    pass "ssh to node2 killed mid-transfer (pid $killed): the rollout fails and stops: $(recap)"
+else
+    fail "ssh to node2 killed mid-transfer" "killed: ${killed:-nothing}, play status $status" "$(tail -n 20 "$PREFIX/play.log")"
+fi
+check_eq "node1 switched, node2 stays on its generation, node3 never started" "$ID3 $ID2 $ID2 " "$(node_ids)"
+out=$(as srun -w node2 --sysroot=deb11 cat /etc/isw-cluster-release 2>&1)
+check_eq "jobs on node2 still run its old generation" "release 2" "$out"
+if play rollout.yml; then
+    pass "a re-run converges: $(recap)"
+else
+    fail "a re-run converges" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+check_eq "every node runs release 3's generation" "$ID3 $ID3 $ID3 " "$(node_ids)"
+
+# --- rollback of every node in one play ---------------------------------------
+
+if play rollback.yml; then
+    pass "rollback play: $(recap)"
+else
+    fail "rollback play" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+check_eq "every node is back on release 2's generation" "$ID2 $ID2 $ID2 " "$(node_ids)"
+out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(cat /etc/isw-cluster-release)"' 2>&1 | sort | tr '\n' '|')
+check_eq "jobs after the rollback see release 2 on every node" \
+    "node1 release 2|node2 release 2|node3 release 2|" "$out"
+
+finish_cluster

@@ -118,6 +118,26 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Where the live generation and its record are (to send them), and where a
+    /// generation sent to this machine goes.
+    Export {
+        /// The sysroot.
+        name: String,
+        /// Machine-readable output on standard output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish the generation a sender put in STORE/NAME.incoming (see export).
+    Receive {
+        /// The sysroot.
+        name: String,
+        /// Machine-readable output on standard output.
+        #[arg(long)]
+        json: bool,
+        /// Fail instead of waiting when another sysrootctl holds the lock.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Remove generations beyond `keep`, never the live one or one in use.
     Gc {
         /// Sysroots to clean up (default: every one with a build table).
@@ -180,9 +200,11 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Plan { json, .. }
         | Command::Status { json, .. }
         | Command::List { json }
+        | Command::Export { json, .. }
         | Command::Check { json, .. } => (*json, false),
         Command::Apply { json, no_wait, .. }
         | Command::Rollback { json, no_wait, .. }
+        | Command::Receive { json, no_wait, .. }
         | Command::Gc { json, no_wait, .. } => (*json, *no_wait),
         Command::Shell { no_wait, .. } => (false, *no_wait),
         Command::Mount { .. } | Command::Umount { .. } | Command::Completions { .. } => (false, false),
@@ -198,6 +220,7 @@ fn run(cli: Cli) -> Result<i32> {
         cli.command,
         Command::Apply { .. }
             | Command::Rollback { .. }
+            | Command::Receive { .. }
             | Command::Gc { .. }
             | Command::Shell { .. }
             | Command::Mount { .. }
@@ -216,6 +239,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Shell { name, command, .. } => commands::shell(&decl, name, command, &opts),
         Command::Rollback { name, to, .. } => commands::rollback(&decl, name, *to, &opts),
         Command::Gc { names, .. } => commands::gc(&decl, names, &opts),
+        Command::Export { name, .. } => crate::transfer::export(&decl, name, &opts),
+        Command::Receive { name, .. } => crate::transfer::receive(&decl, name, &opts),
         Command::Mount { name } => crate::hostmount::mount_tree(&decl, name, opts.verbosity),
         Command::Umount { name } => crate::hostmount::umount_tree(&decl, name, opts.verbosity),
         Command::Completions { .. } => Ok(0),

@@ -185,6 +185,7 @@ fn build_generation(
     reconcile::verify(&c).context("verification")?;
     let mut record = c.record;
     record.generation = next;
+    record.id = crate::transfer::new_id()?;
     record.parent = live;
     record.created = store::now();
     record.method = build.method.as_str().to_string();
@@ -212,6 +213,7 @@ fn adopt(d: &Declared, store: &Store, opts: &Opts) -> Result<u32> {
     backend::copy_generation(&store.link, &store.partial(next), opts.verbosity)?;
     let record = Record {
         generation: next,
+        id: crate::transfer::new_id()?,
         created: store::now(),
         method: "adopted".to_string(),
         baseline: reconcile::installed_packages(&store.partial(next)),
@@ -418,6 +420,8 @@ struct Status {
     managed: bool,
     method: Option<String>,
     live: Option<u32>,
+    /// The live generation's build identity.
+    id: Option<String>,
     generations: Vec<GenInfo>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pending: Option<Vec<String>>,
@@ -428,6 +432,7 @@ struct Status {
 #[derive(Serialize)]
 struct GenInfo {
     generation: u32,
+    id: String,
     created: u64,
     parent: Option<u32>,
     in_use_by: Vec<u32>,
@@ -440,6 +445,7 @@ fn status_of(d: &Declared, opts: &Opts, with_plan: bool) -> Status {
         managed: d.build.is_some(),
         method: d.build.as_ref().map(|b| b.method.as_str().to_string()),
         live: None,
+        id: None,
         generations: Vec::new(),
         pending: None,
         error: None,
@@ -452,8 +458,12 @@ fn status_of(d: &Declared, opts: &Opts, with_plan: bool) -> Status {
     }
     for n in store.generations() {
         let r = store.record(n).unwrap_or_default();
+        if s.live == Some(n) && !r.id.is_empty() {
+            s.id = Some(r.id.clone());
+        }
         s.generations.push(GenInfo {
             generation: n,
+            id: r.id,
             created: r.created,
             parent: r.parent,
             in_use_by: store.users_of(n),
@@ -483,11 +493,12 @@ pub fn status(decl: &Declaration, name: Option<&str>, opts: &Opts) -> Result<i32
                 continue;
             }
             println!(
-                "{}: {} -> generation {} ({})",
+                "{}: {} -> generation {} ({}, id {})",
                 s.name,
                 s.path,
                 gen_name(s.live),
-                s.method.as_deref().unwrap_or("?")
+                s.method.as_deref().unwrap_or("?"),
+                s.id.as_deref().unwrap_or("none")
             );
             for g in &s.generations {
                 let live = if Some(g.generation) == s.live { " (live)" } else { "" };
@@ -497,8 +508,9 @@ pub fn status(decl: &Declaration, name: Option<&str>, opts: &Opts) -> Result<i32
                     format!(", in use by pid {}", join(&g.in_use_by))
                 };
                 println!(
-                    "  generation {}{live}: created {}, from {}{users}",
+                    "  generation {}{live}: id {}, created {}, from {}{users}",
                     g.generation,
+                    if g.id.is_empty() { "none" } else { &g.id },
                     utc(g.created),
                     gen_name(g.parent)
                 );

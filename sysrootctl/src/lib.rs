@@ -17,4 +17,5 @@ pub mod hostmount;
 pub mod reconcile;
 pub mod runner;
 pub mod store;
+pub mod transfer;
 pub mod util;

@@ -22,6 +22,9 @@ use crate::util;
 #[serde(default)]
 pub struct Record {
     pub generation: u32,
+    /// The build's identity, made when it is built and kept wherever the
+    /// generation is sent (`transfer`); empty for generations built before ids.
+    pub id: String,
     pub parent: Option<u32>,
     /// Seconds since the epoch.
     pub created: u64,
