@@ -54,6 +54,7 @@ finish_cluster() {
     else
         fail "teardown: something of the cluster is left" "$left"
     fi
+    say "# measured: tests/cluster.sh ran $SECONDS s"
     finish
 }
 # must, but a failure tears the cluster down before the tally.
@@ -317,7 +318,9 @@ check_eq "sbatch of the #!/bin11/bash job script itself, on each node" \
 # --- a rollout while a job runs on every node -------------------------------
 
 echo "release 2" >"$PREFIX/overlay/release"
+t0=$SECONDS
 need "sysrootctl apply deb11 on the head (release 2)" cl_in head "${SYSROOTCTL[@]}" apply deb11
+say "# measured: sysrootctl apply of a one-file change on the head: $((SECONDS - t0)) s"
 ID2=$(head_id)
 tree_bytes=$(du -sb "$CL_BASE/head/sysrootctl/deb11/2" | cut -f1)
 
@@ -417,5 +420,14 @@ check_eq "every node is back on release 2's generation" "$ID2 $ID2 $ID2 " "$(nod
 out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(cat /etc/isw-cluster-release)"' 2>&1 | sort | tr '\n' '|')
 check_eq "jobs after the rollback see release 2 on every node" \
     "node1 release 2|node2 release 2|node3 release 2|" "$out"
+
+if play rollout.yml; then
+    pass "rolling release 3 out again after the rollback: $(recap)"
+else
+    fail "rolling release 3 out again after the rollback" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+gens=$(for n in "${NODES[@]}"; do ls "$CL_BASE/$n/sysrootctl/deb11" | grep -cv json; done | tr '\n' ' ')
+check_eq "every node republished its stored release 3 generation, none stored twice (generations per node)" \
+    "$ID3 $ID3 $ID3 3 3 3 " "$(node_ids)$gens"
 
 finish_cluster
