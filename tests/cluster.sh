@@ -382,7 +382,7 @@ play rollout.yml -e '{"sysroot_rollout_rsync_options": ["--bwlimit=2000"]}' &
 slow_play=$!
 killed=""
 for _ in $(seq 1 240); do
-    if ls -a "$CL_BASE/node2/sysrootctl/deb11.incoming/opt/" 2>/dev/null | grep -q '^\.isw-big\.'; then
+    if ls -a "$CL_BASE/node2/sysrootctl/deb11/incoming/opt/" 2>/dev/null | grep -q '^\.isw-big\.'; then
         for p in $(cl_processes); do
             case $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) in
                 ssh\ *node2\ rsync\ --server*) kill -9 "$p" && killed=$p ;;
@@ -426,7 +426,7 @@ if play rollout.yml; then
 else
     fail "rolling release 3 out again after the rollback" "$(tail -n 30 "$PREFIX/play.log")"
 fi
-gens=$(for n in "${NODES[@]}"; do ls "$CL_BASE/$n/sysrootctl/deb11" | grep -cv json; done | tr '\n' ' ')
+gens=$(for n in "${NODES[@]}"; do ls "$CL_BASE/$n/sysrootctl/deb11" | grep -c '^[0-9]*$'; done | tr '\n' ' ')
 check_eq "every node republished its stored release 3 generation, none stored twice (generations per node)" \
     "$ID3 $ID3 $ID3 3 3 3 " "$(node_ids)$gens"
 

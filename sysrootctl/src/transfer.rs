@@ -4,9 +4,9 @@
 //! Each generation carries an identity (`Record::id`, made when it is built)
 //! that travels with it, so `status` shows which machines run which build.
 //! The transport is not ours: the sender copies the tree with rsync over ssh
-//! into `STORE/NAME.incoming` (hard-linking what the receiver's live
+//! into `STORE/NAME/incoming` (hard-linking what the receiver's live
 //! generation already has, so only changes cross the wire), then the record
-//! into `STORE/NAME.incoming.json`, and `receive` turns the two into a new
+//! into `STORE/NAME/incoming.json`, and `receive` turns the two into a new
 //! local generation. The record is sent last and consumed by `receive`, so it
 //! is only ever there after a complete copy of the tree: an interrupted
 //! transfer leaves the live generation alone, and the next one reuses what
@@ -39,11 +39,11 @@ fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
-/// Where a sender puts the tree and the record for `receive`.
+/// Where a sender puts the tree and the record for `receive`: inside
+/// `STORE/NAME`, beside the generations (the same filesystem, so the tree is
+/// renamed into place and hard links to the live generation work).
 fn incoming(store: &Store) -> (PathBuf, PathBuf) {
-    let dir = store.dir.with_file_name(format!("{}.incoming", store.name));
-    let record = store.dir.with_file_name(format!("{}.incoming.json", store.name));
-    (dir, record)
+    (store.dir.join("incoming"), store.dir.join("incoming.json"))
 }
 
 /// What `export` prints: the live generation to send, and where a sender
@@ -68,6 +68,10 @@ fn managed(d: &Declared) -> Result<&Build> {
 pub fn export(decl: &Declaration, name: &str, opts: &Opts) -> Result<i32> {
     let d = decl.get(name)?;
     let store = store_of(d, managed(d)?);
+    // A transfer then lands in a store laid out and protected by sysrootctl.
+    if nix::unistd::geteuid().is_root() {
+        store.create()?;
+    }
     let live = store.live()?;
     let (incoming, incoming_record) = incoming(&store);
     let e = Export {
@@ -141,6 +145,9 @@ fn receive_one(d: &Declared, opts: &Opts) -> Result<Report> {
     let have = store.generations().into_iter().find(|&n| store.record(n).is_ok_and(|r| r.id == sent.id));
     let target = match have {
         Some(n) => {
+            if dir.exists() {
+                crate::util::remove_tree(&dir)?;
+            }
             report.notes.push(format!("generation {n} already is {}; the received copy is not kept", sent.id));
             n
         }

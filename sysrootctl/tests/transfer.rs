@@ -69,16 +69,18 @@ fn receive_publishes_only_a_complete_transfer_and_keeps_the_id() {
     assert!(!Path::new(&field(&dst, "incoming_record")).exists(), "the record is consumed");
 
     // The same generation again (after a rollback, say): published, not stored twice.
+    rsync(&["-aHAX", "--numeric-ids", "--delete", "--mkpath", &tree, &incoming]);
     rsync(&["-t", &field(&sent, "record"), &field(&dst, "incoming_record")]);
     let out = node.expect(&["receive", "bb"], 0);
     assert!(out.contains("up to date"), "{out}");
-    assert_eq!(node.generations("bb"), ["1", "1.json"]);
+    let entries: Vec<String> = node.generations("bb").into_iter().filter(|n| !n.starts_with('.')).collect();
+    assert_eq!(entries, ["1", "1.json"], "one generation, the incoming copy removed");
 
     // A record whose id is not one of ours is refused and consumed.
-    node.write("store/bb.incoming.json", "{\"id\": \"../../etc\"}");
+    node.write("store/bb/incoming.json", "{\"id\": \"../../etc\"}");
     let out = node.expect(&["receive", "bb"], 1);
     assert!(out.contains("no valid generation id"), "{out}");
-    assert!(!node.path("store/bb.incoming.json").exists());
+    assert!(!node.path("store/bb/incoming.json").exists());
     assert_eq!(node.live("bb"), Some(1));
     node.assert_clean();
 }
