@@ -45,6 +45,7 @@ teardown() {
     rm -rf "$PREFIX"
 }
 trap teardown EXIT
+trap 'exit 130' INT TERM
 # finish_cluster: teardown, then the check that nothing is left, then the tally.
 finish_cluster() {
     teardown
@@ -421,10 +422,22 @@ out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(cat /etc/isw-cluste
 check_eq "jobs after the rollback see release 2 on every node" \
     "node1 release 2|node2 release 2|node3 release 2|" "$out"
 
-if play rollout.yml; then
-    pass "rolling release 3 out again after the rollback: $(recap)"
+# --- a node that fails the health gate ---------------------------------------
+
+# node2's declaration admits nobody: its canary entry is refused.
+sed -i "s/^users = \[\"$USER_OK\"\]/users = []/" "$CL_BASE/node2/etc/sysroots.toml"
+play rollout.yml
+if grep -q "node2 failed the health gate on $ID3" "$PREFIX/play.log"; then
+    pass "node2 fails the health gate (canary entry refused) and the rollout stops: $(recap)"
 else
-    fail "rolling release 3 out again after the rollback" "$(tail -n 30 "$PREFIX/play.log")"
+    fail "node2 fails the health gate and the rollout stops" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+check_eq "node1 switched, node2 put back on its generation, node3 never started" "$ID3 $ID2 $ID2 " "$(node_ids)"
+sed -i "s/^users = \[\]/users = [\"$USER_OK\"]/" "$CL_BASE/node2/etc/sysroots.toml"
+if play rollout.yml; then
+    pass "node2 fixed: rolling release 3 out again converges: $(recap)"
+else
+    fail "node2 fixed: rolling release 3 out again converges" "$(tail -n 30 "$PREFIX/play.log")"
 fi
 gens=$(for n in "${NODES[@]}"; do ls "$CL_BASE/$n/sysrootctl/deb11" | grep -c '^[0-9]*$'; done | tr '\n' ' ')
 check_eq "every node republished its stored release 3 generation, none stored twice (generations per node)" \
