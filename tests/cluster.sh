@@ -5,7 +5,11 @@
 # and sshd on every node, and Ansible on the head. The head builds the deb11
 # generation once with sysrootctl; the nodes receive it over rsync+ssh and
 # publish it with sysrootctl's atomic link swap. Every job is submitted as an
-# unprivileged user.
+# unprivileged user. It checks: srun -N3 and sbatch (#!/bin11/bash) on every
+# node; the rollout role (packaging/ansible/rollout.yml) in check mode, while a
+# job runs on every node, with the bytes a small change sends, with ssh killed
+# mid-transfer, with a node failing the health gate; rollback.yml; and that
+# nothing of the cluster is left. doc/cluster.md has the measured costs.
 #
 #   bash tests/cluster.sh          (as root; installs what it needs with apt-get)
 #
@@ -20,6 +24,8 @@ PREFIX=/opt/isw-cluster-test            # the shared binaries (root-owned)
 TREE_SRC=${IMAGESWITCH_TEST_CACHE:-/var/cache/imageswitch-test}/bullseye-i386
 USER_OK=isw-cluster
 TARGET=${CLUSTER_TEST_TARGET_DIR:-$REPO/target/cluster-test}
+# The SPANK plugin does not depend on the config path: tests/slurm.sh's build.
+SPANK_TARGET=${SLURM_TEST_TARGET_DIR:-$REPO/target/slurm-test}/spank
 # Its own virtualenv, made with the system's python3: the head's /root is
 # private, so a python found under the host's /root would not be there.
 VENV=$TARGET/ansible-venv
@@ -87,7 +93,7 @@ must "build imageswitch and sysrootctl" env IMAGESWITCH_CONFIG_PATH=/etc/sysroot
     cargo build --quiet --manifest-path "$REPO/Cargo.toml" --package imageswitch --package sysrootctl \
     --target-dir "$TARGET/main"
 must "build the SPANK plugin" \
-    cargo build --quiet --manifest-path "$REPO/packaging/slurm/Cargo.toml" --target-dir "$TARGET/spank"
+    cargo build --quiet --manifest-path "$REPO/packaging/slurm/Cargo.toml" --target-dir "$SPANK_TARGET"
 
 # A run that was killed may have left its machines and state: start from nothing.
 cl_reap_stale
@@ -96,8 +102,8 @@ userdel -r "$USER_OK" >/dev/null 2>&1
 install -d -m 755 -o root -g root "$PREFIX" "$PREFIX/bin" "$PREFIX/lib"
 install -m 4755 -o root -g root "$TARGET/main/debug/imageswitch" "$PREFIX/bin/imageswitch"
 install -m 755 -o root -g root "$TARGET/main/debug/sysrootctl" "$PREFIX/bin/sysrootctl"
-install -m 644 -o root -g root "$TARGET/spank/debug/libimageswitch_spank.so" "$PREFIX/lib/imageswitch_spank.so"
-install -m 755 -o root -g root "$TARGET/spank/debug/imageswitch-spank-exec" "$PREFIX/lib/imageswitch-spank-exec"
+install -m 644 -o root -g root "$SPANK_TARGET/debug/libimageswitch_spank.so" "$PREFIX/lib/imageswitch_spank.so"
+install -m 755 -o root -g root "$SPANK_TARGET/debug/imageswitch-spank-exec" "$PREFIX/lib/imageswitch-spank-exec"
 # Before the machines copy /etc: the user exists on all of them.
 useradd -m -s /bin/bash "$USER_OK"
 HOME_OK=$(getent passwd "$USER_OK" | cut -d: -f6)
