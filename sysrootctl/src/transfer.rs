@@ -168,10 +168,7 @@ fn receive_one(d: &Declared, opts: &Opts) -> Result<Report> {
     };
     if live != Some(target) {
         store.publish(target)?;
-        let (removed, _) = store.gc(build.keep)?;
-        if !removed.is_empty() {
-            report.notes.push(format!("removed old generations: {removed:?}"));
-        }
+        store.gc(build.keep)?;
     }
     let c = ctx(d, build, &store.tree(target), opts);
     report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
