@@ -333,7 +333,8 @@ tree_bytes=$(du -sb "$CL_BASE/head/sysrootctl/deb11/2" | cut -f1)
 
 if play rollout.yml --check; then
     would=$(grep -c "deb11 $ID1 -> $ID2 (would change)" "$PREFIX/play.log")
-    check_eq "check mode: each node reports that its generation would change, and changes nothing" \
+    check_eq "check mode: each node reports that its generation would change, and changes nothing ($(
+        grep -o -m1 'Number of regular files transferred: [0-9,]*' "$PREFIX/play.log") per node)" \
         "3 $ID1 $ID1 $ID1 " "$would $(node_ids)"
 else
     fail "check mode rollout" "$(tail -n 30 "$PREFIX/play.log")"
