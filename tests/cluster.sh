@@ -367,6 +367,9 @@ if [ -n "$small" ] && [ -n "$sent" ]; then
 else
     fail "a small change sends little" "bytes sent per node: ${sent:-none}; tree: $tree_bytes bytes"
 fi
+store1=$CL_BASE/node1/sysrootctl/deb11
+out="$(stat -c %i "$store1/1/bin/bash" "$store1/2/bin/bash" | uniq | wc -l) $(cat "$store1/1/etc/isw-cluster-release")"
+check_eq "on the node, the new generation shares unchanged files with the old one (hard links)" "1 release 1" "$out"
 out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(cat /etc/isw-cluster-release)"' 2>&1 | sort | tr '\n' '|')
 check_eq "a job started after the switch sees release 2 on every node" \
     "node1 release 2|node2 release 2|node3 release 2|" "$out"
@@ -408,6 +411,9 @@ else
     fail "ssh to node2 killed mid-transfer" "killed: ${killed:-nothing}, play status $status" "$(tail -n 20 "$PREFIX/play.log")"
 fi
 check_eq "node1 switched, node2 stays on its generation, node3 never started" "$ID3 $ID2 $ID2 " "$(node_ids)"
+incoming=$CL_BASE/node2/sysrootctl/deb11/incoming
+out="$([ -d "$incoming/etc" ] && echo kept) $([ -e "$incoming.json" ] && echo record)"
+check_eq "node2 keeps the files that arrived for the next run, and no record" "kept " "$out"
 out=$(as srun -w node2 --sysroot=deb11 cat /etc/isw-cluster-release 2>&1)
 check_eq "jobs on node2 still run its old generation" "release 2" "$out"
 if play rollout.yml; then
