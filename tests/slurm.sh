@@ -86,6 +86,7 @@ install -d -m 755 -o root -g root "$PREFIX" "$PREFIX/bin" "$PREFIX/lib" "$CONF_D
 install -m 4755 -o root -g root "$TARGET/imageswitch/debug/imageswitch" "$PREFIX/bin/imageswitch"
 install -m 644 -o root -g root "$TARGET/spank/debug/libimageswitch_spank.so" "$PREFIX/lib/imageswitch_spank.so"
 install -m 755 -o root -g root "$TARGET/spank/debug/imageswitch-spank-exec" "$PREFIX/lib/imageswitch-spank-exec"
+install -m 755 -o root -g root "$REPO/packaging/slurm/imageswitch-slurm-task-prolog" "$PREFIX/lib/imageswitch-slurm-task-prolog"
 ln -s "$PREFIX/bin/imageswitch" "$BIN_DIR/bash"
 
 # Our own copy of the tree, so we can add the spool mount point the shebang
@@ -164,21 +165,34 @@ $NODE_LINE NodeAddr=127.0.0.1 State=UNKNOWN
 PartitionName=test Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 EOF
 PLUGIN_ARGS="imageswitch=$PREFIX/bin/imageswitch helper=$PREFIX/lib/imageswitch-spank-exec"
-echo "required $PREFIX/lib/imageswitch_spank.so $PLUGIN_ARGS" >"$CONF_DIR/plugstack.conf"
+# srun, sbatch and salloc read plugstack.conf; slurmd and slurmstepd read
+# plugstack-node.conf (slurm-node.conf differs only there), so the node's
+# plugin can go missing while the submitting side keeps it. slurmstepd reads
+# it afresh for every step.
+# set_plugstack LINE [NODE_LINE]: both files (the node's gets NODE_LINE when given).
+set_plugstack() {
+    echo "$1" >"$CONF_DIR/plugstack.conf"
+    echo "${2-$1}" >"$CONF_DIR/plugstack-node.conf"
+    chmod 644 "$CONF_DIR/plugstack.conf" "$CONF_DIR/plugstack-node.conf"
+}
+set_plugstack "required $PREFIX/lib/imageswitch_spank.so $PLUGIN_ARGS"
+sed "s|^PlugStackConfig=.*|PlugStackConfig=$CONF_DIR/plugstack-node.conf|" "$SLURM_CONF" >"$CONF_DIR/slurm-node.conf"
 # A site TaskProlog: slurmstepd runs it after the plugin's hook, and the
-# variables it exports must still reach a --sysroot task.
-cat >"$CONF_DIR/task-prolog.sh" <<'EOF'
+# variables it exports must still reach a --sysroot task. It runs the
+# shipped check first, as doc/batch.md tells sites with a TaskProlog to do.
+cat >"$CONF_DIR/task-prolog.sh" <<EOF
 #!/bin/sh
+$PREFIX/lib/imageswitch-slurm-task-prolog || exit
 echo "export FROM_TASK_PROLOG=yes"
 EOF
 chmod 755 "$CONF_DIR/task-prolog.sh"
-chmod 644 "$SLURM_CONF" "$CONF_DIR/plugstack.conf" "$CONFIG"
+chmod 644 "$SLURM_CONF" "$CONF_DIR/slurm-node.conf" "$CONFIG"
 
 for _ in $(seq 1 40); do [ -S "$RUN/munge/munge.sock" ] && break; sleep 0.25; done
 slurmctld -D -i -f "$SLURM_CONF" >"$RUN/slurmctld.out" 2>&1 &
 slurmctld_pid=$!
 pids+=("$slurmctld_pid")
-slurmd -D -f "$SLURM_CONF" >"$RUN/slurmd.out" 2>&1 &
+slurmd -D -f "$CONF_DIR/slurm-node.conf" >"$RUN/slurmd.out" 2>&1 &
 pids+=($!)
 
 state=""
@@ -206,6 +220,20 @@ as() {
     shift
     home=$(getent passwd "$user" | cut -d: -f6)
     (cd "$home" && timeout 120 runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" "$@")
+}
+# route COMMAND-LINE: runs it (a shell line, may start with VAR=value) as
+# $USER_OK in its home; prints the step's output, or an sbatch job's output
+# file, then "status N" on a line of its own.
+route() {
+    local status
+    rm -f "$HOME_OK/route.out"
+    case $1 in
+    *sbatch*) as "$USER_OK" sh -c "${1/sbatch/sbatch --wait --quiet -o route.out}" >/dev/null 2>&1 ;;
+    *) as "$USER_OK" sh -c "$1" >"$HOME_OK/route.out" 2>&1 ;;
+    esac
+    status=$?
+    grep -v '^salloc: ' "$HOME_OK/route.out" 2>/dev/null
+    echo "status $status"
 }
 
 out=$(as "$USER_OK" srun --help 2>&1)
@@ -320,6 +348,63 @@ else
     fail "sbatch --sysroot=deb11 as $USER_NO refused with status 125 and a message" "status $status" "$out"
 fi
 
+# Every route by which a task can ask for a sysroot runs it in the tree.
+# Row: "what|command" (run in the user's home; an sbatch row writes route.out).
+cat >"$HOME_OK/job-export-none.sh" <<'EOF'
+#!/bin/sh
+#SBATCH --export=NONE
+#SBATCH --sysroot=deb11
+uname -m
+EOF
+chown "$USER_OK:" "$HOME_OK/job-export-none.sh"
+SPANK_ENV=SLURM_SPANK__SLURM_SPANK_OPTION_imageswitch_sysroot
+for row in "sbatch --export=NONE --sysroot|sbatch --export=NONE --sysroot=deb11 --wrap 'uname -m'" \
+    "sbatch --export=HOME --sysroot|sbatch --export=HOME --sysroot=deb11 --wrap 'uname -m'" \
+    "SBATCH_EXPORT=NONE sbatch --sysroot|SBATCH_EXPORT=NONE sbatch --sysroot=deb11 --wrap 'uname -m'" \
+    "#SBATCH --export=NONE and #SBATCH --sysroot|sbatch job-export-none.sh" \
+    "$SPANK_ENV=deb11 sbatch --export=NONE|$SPANK_ENV=deb11 sbatch --export=NONE --wrap 'uname -m'" \
+    "_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun|_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun uname -m" \
+    "$SPANK_ENV=deb11 srun --export=NONE|$SPANK_ENV=deb11 srun --export=NONE uname -m" \
+    "salloc --sysroot, srun --export=NONE|salloc --sysroot=deb11 srun --export=NONE uname -m"; do
+    IFS='|' read -r what cmd <<<"$row"
+    out=$(route "$cmd")
+    check_eq "every route to --sysroot runs the task in the tree: $what" "i686 status 0" "$(echo $out)"
+done
+
+# A name the node refuses (it came through the environment, past the
+# submission-time check) ends the task with 125 and says why in its output.
+for row in "_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc srun|_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc srun uname -m" \
+    "_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc sbatch|_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc sbatch --wrap 'uname -m'"; do
+    IFS='|' read -r what cmd <<<"$row"
+    out=$(route "$cmd")
+    if [[ $out == *"status 125" ]] && grep -q '^imageswitch-spank: --sysroot name "../etc"' <<<"$out" &&
+        ! grep -q "$(uname -m)" <<<"$out"; then
+        pass "a sysroot name refused on the node ends the task with 125: $what"
+    else
+        fail "a sysroot name refused on the node ends the task with 125: $what" "$out"
+    fi
+done
+
+# srun --multi-prog: slurmstepd runs each rank's line itself, so a --sysroot
+# step is refused, in srun and (when the request came another way) in the
+# task; nothing runs on the host and no hand-over variable reaches a task.
+printf '0 uname -m\n1 env\n' >"$HOME_OK/ranks.conf"
+printf '* %s deb11 uname -m\n' "$PREFIX/bin/imageswitch" >"$HOME_OK/ranks-imageswitch.conf"
+chown "$USER_OK:" "$HOME_OK/ranks.conf" "$HOME_OK/ranks-imageswitch.conf"
+for row in "srun --multi-prog --sysroot|srun -n2 --multi-prog --sysroot=deb11 ranks.conf" \
+    "_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun --multi-prog|_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun -n2 --multi-prog ranks.conf"; do
+    IFS='|' read -r what cmd <<<"$row"
+    out=$(route "$cmd")
+    if [[ $out != *"status 0" ]] && grep -q '^\(srun: error: \)\?imageswitch-spank: --sysroot cannot be used with --multi-prog' <<<"$out" &&
+        ! grep -q "$(uname -m)\|IMAGESWITCH_SPANK_\|^SLURM_" <<<"$out"; then
+        pass "--multi-prog with a sysroot is refused and runs nothing: $what ($(grep -o 'status [0-9]*' <<<"$out"))"
+    else
+        fail "--multi-prog with a sysroot is refused and runs nothing: $what" "$out"
+    fi
+done
+out=$(route "srun -n2 --multi-prog ranks-imageswitch.conf")
+check_eq "--multi-prog file whose lines run imageswitch deb11: every rank in the tree" "i686 i686 status 0" "$(echo $out)"
+
 mounts_after=$(our_mounts)
 if [ "$mounts_before" = "$mounts_after" ]; then
     pass "no mount left on the host under $TREE or $SPOOL"
@@ -334,7 +419,7 @@ for case in "imageswitch missing|imageswitch=$PREFIX/bin/missing helper=$PREFIX/
     "helper missing|imageswitch=$PREFIX/bin/imageswitch helper=$PREFIX/lib/missing|cannot execute the helper $PREFIX/lib/missing" \
     "bad plugstack.conf argument|imagesw=$PREFIX/bin/imageswitch|unknown plugstack.conf argument"; do
     IFS='|' read -r what args message <<<"$case"
-    echo "optional $PREFIX/lib/imageswitch_spank.so $args" >"$CONF_DIR/plugstack.conf"
+    set_plugstack "optional $PREFIX/lib/imageswitch_spank.so $args"
     out=$(as "$USER_OK" srun --sysroot=deb11 uname -m 2>&1)
     status=$?
     if [ "$status" -eq 125 ] && grep -q "^imageswitch-spank: $message" <<<"$out" && ! grep -q "$(uname -m)" <<<"$out"; then
@@ -344,4 +429,28 @@ for case in "imageswitch missing|imageswitch=$PREFIX/bin/missing helper=$PREFIX/
     fi
 done
 
+
+# A node whose slurmstepd lacks the plugin (not installed yet, removed, or
+# left out of plugstack.conf) while srun/sbatch/salloc have it: the task that
+# asked for a sysroot is ended by the TaskProlog check with 125, by every
+# route; a task that did not ask still runs.
+set_plugstack "required $PREFIX/lib/imageswitch_spank.so $PLUGIN_ARGS" ""
+for row in "srun --sysroot|srun --sysroot=deb11 uname -m" \
+    "srun --export=NONE --sysroot|srun --export=NONE --sysroot=deb11 uname -m" \
+    "sbatch --sysroot|sbatch --sysroot=deb11 --wrap 'uname -m'" \
+    "sbatch --export=NONE --sysroot|sbatch --export=NONE --sysroot=deb11 --wrap 'uname -m'" \
+    "salloc --sysroot, srun|salloc --sysroot=deb11 srun uname -m" \
+    "salloc, srun --sysroot|salloc srun --sysroot=deb11 uname -m"; do
+    IFS='|' read -r what cmd <<<"$row"
+    out=$(route "$cmd")
+    if [[ $out == *"status 125" ]] && grep -q '^imageswitch-spank: --sysroot=deb11 was asked for, but the imageswitch SPANK plugin is not loaded' <<<"$out" &&
+        ! grep -q "$(uname -m)" <<<"$out"; then
+        pass "a node without the plugin never runs a --sysroot task: $what"
+    else
+        fail "a node without the plugin never runs a --sysroot task: $what" "$out"
+    fi
+done
+out=$(route "srun uname -m")
+check_eq "a node without the plugin still runs a task without --sysroot" "$(uname -m) status 0" "$(echo $out)"
+set_plugstack "required $PREFIX/lib/imageswitch_spank.so $PLUGIN_ARGS"
 finish

@@ -24,6 +24,13 @@ pub const ENV_COMMAND: &str = "IMAGESWITCH_SPANK_COMMAND";
 pub const ENV_IMAGESWITCH: &str = "IMAGESWITCH_SPANK_IMAGESWITCH";
 pub const ENV_BATCH: &str = "IMAGESWITCH_SPANK_BATCH";
 
+/// Where a `--sysroot` request can also arrive: Slurm's own variable for
+/// giving a SPANK option through the environment. sbatch and salloc put it in
+/// every job they submit, and Slurm keeps it (a `SLURM_` variable) under
+/// `--export=NONE` and `--export=VARS`, which drop the variable slurmstepd
+/// reads options from; a task that finds it asked for the sysroot.
+pub const ENV_OPTION: &str = "SLURM_SPANK__SLURM_SPANK_OPTION_imageswitch_sysroot";
+
 /// Longest sysroot name accepted; the same bound `imageswitch` applies.
 pub const MAX_NAME_LEN: usize = 64;
 
@@ -77,6 +84,22 @@ pub fn validate_sysroot_name(name: &[u8]) -> Result<&str, String> {
     }
     std::str::from_utf8(name).map_err(|e| e.to_string())
 }
+
+/// Whether a step's argv is `srun --multi-prog FILE`'s: slurmstepd then runs
+/// each rank's own line of FILE, which it read from `argv[1]` before any
+/// plugin runs, so replacing `argv[0]` changes nothing. srun sends the file's
+/// name and its whole text; `read` gives the file's text as the caller sees
+/// it, and the two must match.
+pub fn is_multi_prog(argv: &[Vec<u8>], read: impl FnOnce(&Path) -> Option<Vec<u8>>) -> bool {
+    match argv {
+        [file, text] if !file.is_empty() => read(Path::new(OsStr::from_bytes(file))).is_some_and(|t| &t == text),
+        _ => false,
+    }
+}
+
+/// Why a `--sysroot` step with `--multi-prog` is refused, and what works.
+pub const MULTI_PROG_REFUSED: &str = "--sysroot cannot be used with --multi-prog (Slurm runs each rank's line \
+    itself); write \"imageswitch NAME COMMAND...\" on the lines of the --multi-prog file instead";
 
 /// The kind of step a task belongs to, from its step id.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -146,6 +169,19 @@ mod tests {
         assert!(validate_sysroot_name(&[b'a'; MAX_NAME_LEN]).is_ok());
         assert!(validate_sysroot_name(&[b'a'; MAX_NAME_LEN + 1]).is_err());
         assert!(validate_sysroot_name(b"a\xff").is_err());
+    }
+
+    #[test]
+    fn multi_prog_steps_are_recognised_by_file_and_text() {
+        let argv = |v: &[&str]| v.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
+        let conf = "0 uname -m\n1 hostname\n";
+        let file = |_: &Path| Some(conf.as_bytes().to_vec());
+        assert!(is_multi_prog(&argv(&["mp.conf", conf]), file));
+        assert!(!is_multi_prog(&argv(&["mp.conf", "0 other\n"]), file));
+        assert!(!is_multi_prog(&argv(&["mp.conf", conf]), |_| None));
+        assert!(!is_multi_prog(&argv(&["uname", "-m", "x"]), file));
+        assert!(!is_multi_prog(&argv(&["uname"]), file));
+        assert!(!is_multi_prog(&argv(&["", conf]), file));
     }
 
     #[test]

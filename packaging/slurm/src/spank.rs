@@ -5,10 +5,14 @@
 //! is in this file; the helper binary has none.
 //!
 //! Nothing here runs with privilege on purpose: options are registered in
-//! srun/sbatch/salloc and slurmstepd, and the only action happens in
+//! srun/sbatch/salloc and slurmstepd, and the only actions happen in
+//! `slurm_spank_local_user_init`, in srun as the submitting user, and in
 //! `slurm_spank_task_init`, which slurmstepd calls in the task after it has
 //! switched to the job's user. There are no prolog/epilog hooks, so nothing
 //! the user puts in the job's environment is ever acted on as root.
+//!
+//! Fail closed: once a task has asked for a sysroot, by any route, it runs
+//! through imageswitch or ends with status 125 and one line in its output.
 
 use std::ffi::{CStr, CString, OsString, c_char, c_int};
 use std::io::Write;
@@ -64,6 +68,8 @@ const S_CTX_ALLOCATOR: c_int = 3;
 const S_JOB_STEPID: c_int = 3;
 const S_JOB_ARGV: c_int = 9;
 const ESPANK_SUCCESS: c_int = 0;
+/// From `<slurm/slurm_errno.h>` (`ESPANK_ERROR` is 3000).
+const ESPANK_ENV_NOEXIST: c_int = 3004;
 
 /// The status of a task whose sysroot could not be entered: imageswitch's own
 /// "imageswitch failed" status, so scripts see one convention.
@@ -74,6 +80,7 @@ unsafe extern "C" {
     fn spank_option_register(sp: Spank, opt: *const SpankOption) -> c_int;
     fn spank_option_getopt(sp: Spank, opt: *const SpankOption, optarg: *mut *mut c_char) -> c_int;
     fn spank_get_item(sp: Spank, item: c_int, ...) -> c_int;
+    fn spank_getenv(sp: Spank, var: *const c_char, buf: *mut c_char, len: c_int) -> c_int;
     fn spank_setenv(sp: Spank, var: *const c_char, val: *const c_char, overwrite: c_int) -> c_int;
     fn slurm_error(format: *const c_char, ...);
 }
@@ -122,8 +129,13 @@ unsafe fn plugin_args(ac: c_int, av: *const *const c_char) -> Vec<OsString> {
 }
 
 /// Checks the name where the user types it, so `srun --sysroot='../x'` fails
-/// at submission; the value is checked again in the task.
-extern "C" fn sysroot_option_cb(_val: c_int, optarg: *const c_char, _remote: c_int) -> c_int {
+/// at submission. On the node (`remote`) every value is taken as given: a
+/// refusal here would make Slurm drop the option with only a log line and run
+/// the task on the host, so the task checks the name and fails instead.
+extern "C" fn sysroot_option_cb(_val: c_int, optarg: *const c_char, remote: c_int) -> c_int {
+    if remote != 0 {
+        return 0;
+    }
     if optarg.is_null() {
         log_error("--sysroot needs a sysroot name");
         return -1;
@@ -168,6 +180,50 @@ pub unsafe extern "C" fn slurm_spank_init(sp: Spank, ac: c_int, av: *const *cons
     0
 }
 
+/// Runs in srun, after the allocation and before the launch, when
+/// `--sysroot` was given (on the command line, or inherited from salloc).
+/// A `--multi-prog` step is refused here, where the file is sure to be
+/// readable, with the reason on srun's stderr (the task checks again).
+/// Otherwise the request is put in srun's environment in Slurm's own
+/// environment form (`SLURM_SPANK__SLURM_SPANK_OPTION_imageswitch_sysroot`, as
+/// sbatch and salloc already do), which Slurm passes to every task even under
+/// `--export=NONE`: a node whose slurmstepd lacks the plugin cannot act on the
+/// option, but the site's TaskProlog (`imageswitch-slurm-task-prolog`) sees
+/// the request there and ends the task.
+///
+/// # Safety
+/// Called by Slurm with its handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slurm_spank_local_user_init(sp: Spank, _ac: c_int, _av: *const *const c_char) -> c_int {
+    let mut optarg: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `sp` is Slurm's live handle and `optarg` a valid out-pointer.
+    if unsafe { spank_option_getopt(sp, &SYSROOT_OPTION.0, &mut optarg) } != ESPANK_SUCCESS || optarg.is_null() {
+        return 0;
+    }
+    let mut argc: c_int = 0;
+    let mut argv: *mut *mut c_char = std::ptr::null_mut();
+    // SAFETY: S_JOB_ARGV takes an `int *` and a `char ***`; in srun it yields
+    // the step's argv as srun will send it.
+    let rc = unsafe { spank_get_item(sp, S_JOB_ARGV, &mut argc as *mut c_int, &mut argv as *mut _) };
+    if rc == ESPANK_SUCCESS && !argv.is_null() {
+        // SAFETY: on success `argv` holds `argc` entries.
+        let step_argv = unsafe { argv_bytes(argc, argv) };
+        if plan::is_multi_prog(&step_argv, |file| std::fs::read(file).ok()) {
+            log_error(plan::MULTI_PROG_REFUSED);
+            return -1;
+        }
+    }
+    let name = CString::new(plan::ENV_OPTION).expect("no NUL in a constant");
+    // SAFETY: both are NUL-terminated strings (`optarg` is Slurm's copy of
+    // the option's value). srun sets its SPANK option variables with
+    // setenv(3) in the same way, from its main thread, before the launch.
+    if unsafe { libc::setenv(name.as_ptr(), optarg, 1) } != 0 {
+        log_error(&format!("cannot set {} for the tasks", plan::ENV_OPTION));
+        return -1;
+    }
+    0
+}
+
 /// Runs in each task, as the job's user, just before slurmstepd runs the
 /// site's TaskProlog, sets the user's limits and execs the task. When
 /// `--sysroot` was given, the task's argv[0] becomes the helper
@@ -188,14 +244,10 @@ pub unsafe extern "C" fn slurm_spank_task_init(sp: Spank, ac: c_int, av: *const 
     if unsafe { spank_context() } != S_CTX_REMOTE {
         return 0;
     }
-    let mut optarg: *mut c_char = std::ptr::null_mut();
-    // SAFETY: `sp` is Slurm's live handle and `optarg` a valid out-pointer.
-    let rc = unsafe { spank_option_getopt(sp, &SYSROOT_OPTION.0, &mut optarg) };
-    if rc != ESPANK_SUCCESS || optarg.is_null() {
+    // SAFETY: `sp` is Slurm's live handle.
+    let Some(requested) = (unsafe { requested_sysroot(sp) }) else {
         return 0;
-    }
-    // SAFETY: on success Slurm stores a NUL-terminated string it owns.
-    let requested = unsafe { CStr::from_ptr(optarg) }.to_bytes().to_vec();
+    };
 
     let mut step_id: u32 = 0;
     // SAFETY: S_JOB_STEPID takes one `uint32_t *`.
@@ -234,6 +286,10 @@ pub unsafe extern "C" fn slurm_spank_task_init(sp: Spank, ac: c_int, av: *const 
     }
     // SAFETY: argv entries are NUL-terminated strings owned by Slurm.
     let command = OsString::from_vec(unsafe { CStr::from_ptr(first) }.to_bytes().to_vec());
+    // SAFETY: `argv` holds `argc` entries.
+    if plan::is_multi_prog(&unsafe { argv_bytes(argc, argv) }, |file| std::fs::read(file).ok()) {
+        fail(plan::MULTI_PROG_REFUSED);
+    }
 
     if !is_executable(&args.helper) {
         fail(&format!("cannot execute the helper {}", args.helper.display()));
@@ -255,6 +311,50 @@ pub unsafe extern "C" fn slurm_spank_task_init(sp: Spank, ac: c_int, av: *const 
     // is leaked on purpose: slurmstepd's execve in this process reads it.
     unsafe { *argv = helper.into_raw() };
     0
+}
+
+/// The sysroot this task asked for, by any route: the option as slurmstepd
+/// received it (command line, directive, `_SLURM_SPANK_OPTION_*`), else
+/// Slurm's environment form of it in the task's environment (`--export=NONE`
+/// and `--export=VARS` keep only that one). A value too long to read is still
+/// a request, and fails the name check.
+///
+/// # Safety
+/// `sp` must be Slurm's live handle in the remote context.
+unsafe fn requested_sysroot(sp: Spank) -> Option<Vec<u8>> {
+    let mut optarg: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `sp` is Slurm's live handle and `optarg` a valid out-pointer.
+    let rc = unsafe { spank_option_getopt(sp, &SYSROOT_OPTION.0, &mut optarg) };
+    if rc == ESPANK_SUCCESS && !optarg.is_null() {
+        // SAFETY: on success Slurm stores a NUL-terminated string it owns.
+        return Some(unsafe { CStr::from_ptr(optarg) }.to_bytes().to_vec());
+    }
+    let name = CString::new(plan::ENV_OPTION).expect("no NUL in a constant");
+    let mut buf = [0 as c_char; 2 * plan::MAX_NAME_LEN + 2];
+    // SAFETY: `buf` is writable for its whole length, which is what we pass.
+    let rc = unsafe { spank_getenv(sp, name.as_ptr(), buf.as_mut_ptr(), buf.len() as c_int) };
+    match rc {
+        ESPANK_ENV_NOEXIST => None,
+        // SAFETY: on success Slurm wrote a NUL-terminated string into `buf`.
+        ESPANK_SUCCESS => Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_bytes().to_vec()),
+        _ => Some(vec![b'?'; plan::MAX_NAME_LEN + 1]),
+    }
+}
+
+/// A copy of the `argc` strings of an argv array.
+///
+/// # Safety
+/// `argv` must hold `argc` entries, each null or a NUL-terminated string.
+unsafe fn argv_bytes(argc: c_int, argv: *const *mut c_char) -> Vec<Vec<u8>> {
+    let count = usize::try_from(argc).unwrap_or(0);
+    // SAFETY: the caller guarantees `argv` holds `count` entries.
+    let entries = unsafe { std::slice::from_raw_parts(argv, count) };
+    entries
+        .iter()
+        .filter(|p| !p.is_null())
+        // SAFETY: each non-null entry is a NUL-terminated string owned by Slurm.
+        .map(|&p| unsafe { CStr::from_ptr(p) }.to_bytes().to_vec())
+        .collect()
 }
 
 /// The helper must be there before slurmstepd commits to exec'ing it, so a
