@@ -2,9 +2,11 @@
 # Builds the Debian packages with packaging/deb/build.sh, installs them on this
 # machine with dpkg -i, checks the setuid binary's mode and owner, enters the
 # cached bullseye i386 tree through /etc/sysroots.toml as a useradd'ed user,
-# checks that srun/sbatch/salloc load the SPANK plugin from the package, then
+# checks that srun/sbatch/salloc and slurmd load the SPANK plugin from the
+# package, that removing the plugin package alone (an apt rollback) leaves
+# srun/sbatch/salloc and slurmd working and reinstalling brings it back, then
 # removes and purges both packages and checks nothing is left. Also checks that
-# the RPM spec parses (rpmspec -P).
+# the RPM spec parses (rpmspec -P) and builds.
 #
 #   bash tests/deb.sh        (as root; installs what it needs with apt-get)
 #
@@ -43,7 +45,7 @@ if [ -e "$CONFIG" ]; then
     mv "$CONFIG" "$config_saved"
 fi
 
-install_missing dpkg-shlibdeps:dpkg-dev srun:slurm-client rpmspec:rpm debootstrap:debootstrap lintian:lintian /usr/include/slurm/spank.h:libslurm-dev
+install_missing dpkg-shlibdeps:dpkg-dev srun:slurm-client slurmd:slurmd rpmspec:rpm debootstrap:debootstrap lintian:lintian /usr/include/slurm/spank.h:libslurm-dev
 must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
 
 # --- build ----------------------------------------------------------------------
@@ -140,9 +142,14 @@ plugin=$(dpkg -L imageswitch-slurm | grep '/imageswitch_spank\.so$')
 check_eq "plugin file mode and owner" "644 root root" "$(stat -c '%a %U %G' "$plugin" 2>&1)"
 helper=/usr/libexec/imageswitch/imageswitch-spank-exec
 check_eq "plugin's exec helper: mode and owner, not setuid" "755 root root" "$(stat -c '%a %U %G' "$helper" 2>&1)"
-check_eq "plugstack.conf.d line names the installed plugin, imageswitch and helper" \
+check_eq "plugstack.conf.d conffile includes the package's plugstack line" \
+    "include /usr/lib/imageswitch-slurm/plugstack.conf" "$(grep -v '^#' /etc/slurm/plugstack.conf.d/imageswitch.conf)"
+check_eq "the package's plugstack line names the installed plugin, imageswitch and helper" \
     "required $plugin imageswitch=/usr/sbin/imageswitch helper=$helper" \
-    "$(grep -v '^#' /etc/slurm/plugstack.conf.d/imageswitch.conf)"
+    "$(cat /usr/lib/imageswitch-slurm/plugstack.conf 2>&1)"
+task_prolog=/usr/libexec/imageswitch/imageswitch-slurm-task-prolog
+check_eq "imageswitch ships the TaskProlog check $task_prolog (755 root root)" "755 root root" \
+    "$(stat -c '%a %U %G' "$task_prolog" 2>&1)"
 # srun, sbatch and salloc read /etc/slurm/plugstack.conf, which includes the
 # package's plugstack.conf.d line; they only need a parseable slurm.conf.
 cat >"$WORK/slurm.conf" <<EOF
@@ -163,12 +170,90 @@ for cmd in srun sbatch salloc; do
     fi
 done
 
+# slurmd_starts: starts slurmd (foreground, its own ports, spool and pid
+# file, no controller) with /etc/slurm/plugstack.conf and stops it once it
+# has started or given up; prints "started" plus whether it loaded the
+# plugin, or "failed" and the log's last lines.
+slurmd_starts() {
+    local pid state=""
+    install -d -m 755 "$WORK/slurmd"
+    cat >"$WORK/slurmd.conf" <<EOF
+ClusterName=isw-deb
+SlurmctldHost=localhost
+SlurmctldPort=16917
+SlurmdPort=16918
+AuthType=auth/none
+CredType=cred/none
+SlurmdSpoolDir=$WORK/slurmd
+SlurmdPidFile=$WORK/slurmd/slurmd.pid
+SlurmdLogFile=$WORK/slurmd/slurmd.log
+SlurmdDebug=debug
+ProctrackType=proctrack/linuxproc
+TaskPlugin=task/none
+PlugStackConfig=/etc/slurm/plugstack.conf
+NodeName=localhost
+PartitionName=p Nodes=localhost
+EOF
+    rm -f "$WORK/slurmd/slurmd.log"
+    slurmd -D -N localhost -f "$WORK/slurmd.conf" >/dev/null 2>&1 &
+    pid=$!
+    for _ in $(seq 1 100); do
+        grep -q 'slurmd started on' "$WORK/slurmd/slurmd.log" 2>/dev/null && state=started && break
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null
+    if [ "$state" = started ]; then
+        if grep -q 'Loaded plugin imageswitch_spank.so' "$WORK/slurmd/slurmd.log"; then
+            echo "started with imageswitch_spank.so"
+        else
+            echo "started without imageswitch_spank.so"
+        fi
+    else
+        echo "failed: $(tail -3 "$WORK/slurmd/slurmd.log" 2>&1 | tr '\n' '|')"
+    fi
+}
+check_eq "slurmd starts and loads the installed plugin" "started with imageswitch_spank.so" "$(slurmd_starts)"
+
+# --- removing the plugin package alone (an apt rollback) and reinstalling it ------------
+
+out=$(dpkg -r imageswitch-slurm 2>&1)
+if [ $? -eq 0 ] && ! installed imageswitch-slurm && [ ! -e "$plugin" ] && [ -e /etc/slurm/plugstack.conf.d/imageswitch.conf ]; then
+    pass "dpkg -r imageswitch-slurm removes the plugin and keeps its conffile"
+else
+    fail "dpkg -r imageswitch-slurm removes the plugin and keeps its conffile" "$out"
+fi
+for cmd in srun sbatch salloc; do
+    out=$(as_user env SLURM_CONF="$WORK/slurm.conf" "$cmd" --help 2>&1)
+    status=$?
+    if [ "$status" -eq 0 ] && ! grep -q -- '--sysroot\|^[a-z]*: error' <<<"$out"; then
+        pass "removing the plugin package never breaks jobs that do not use it: $cmd works, without --sysroot"
+    else
+        fail "removing the plugin package never breaks jobs that do not use it: $cmd works" "status $status" \
+            "$(grep '^[a-z]*: error' <<<"$out" | head -3)"
+    fi
+done
+check_eq "removing the plugin package never breaks jobs that do not use it: slurmd starts" \
+    "started without imageswitch_spank.so" "$(slurmd_starts)"
+check "the TaskProlog check stays with the imageswitch package" test -x "$task_prolog"
+out=$(dpkg -i "$DEB_SLURM" 2>&1)
+status=$?
+out=$(as_user env SLURM_CONF="$WORK/slurm.conf" srun --help 2>&1)
+if [ "$status" -eq 0 ] && grep -q -- '--sysroot=NAME' <<<"$out"; then
+    pass "reinstalling imageswitch-slurm brings --sysroot back"
+else
+    fail "reinstalling imageswitch-slurm brings --sysroot back" "dpkg -i status $status"
+fi
+check_eq "after reinstalling, slurmd loads the plugin again" "started with imageswitch_spank.so" "$(slurmd_starts)"
+
 # --- remove -----------------------------------------------------------------------
 
 out=$(dpkg -r imageswitch-slurm imageswitch 2>&1)
 status=$?
 if [ "$status" -eq 0 ] && ! installed imageswitch && ! installed imageswitch-slurm &&
-    [ ! -e /usr/sbin/imageswitch ] && [ ! -e /usr/sbin/sysrootctl ] && [ ! -e "$plugin" ] && [ ! -e "$helper" ]; then
+    [ ! -e /usr/sbin/imageswitch ] && [ ! -e /usr/sbin/sysrootctl ] && [ ! -e "$plugin" ] && [ ! -e "$helper" ] &&
+    [ ! -e "$task_prolog" ] && [ ! -e /usr/lib/imageswitch-slurm/plugstack.conf ]; then
     pass "dpkg -r removes both packages and their files"
 else
     fail "dpkg -r removes both packages and their files" "status $status" "$out"
@@ -212,7 +297,9 @@ if (cd "$WORK/rpmsrc" && rpmbuild -bb --build-in-place --nodeps --define "_topdi
     if grep -q '^-rwsr-xr-x .* root  *root .* /usr/sbin/imageswitch$' <<<"$rpm_main" &&
         grep -q ' /usr/sbin/sysrootctl$' <<<"$rpm_main" && grep -q '/man8/imageswitch\.8' <<<"$rpm_main" &&
         grep -q '^/etc/slurm/plugstack.conf.d/imageswitch.conf$' <<<"$rpm_slurm" &&
-        grep -q '/imageswitch_spank\.so$' <<<"$rpm_slurm" && grep -q '/imageswitch-spank-exec$' <<<"$rpm_slurm"; then
+        grep -q '/imageswitch_spank\.so$' <<<"$rpm_slurm" && grep -q '/imageswitch-spank-exec$' <<<"$rpm_slurm" &&
+        grep -q '^/usr/lib/imageswitch-slurm/plugstack.conf$' <<<"$rpm_slurm" &&
+        grep -q ' /usr/libexec/imageswitch/imageswitch-slurm-task-prolog$' <<<"$rpm_main"; then
         pass "rpmbuild -bb builds imageswitch (setuid root imageswitch, sysrootctl, man pages) and imageswitch-slurm"
     else
         fail "rpmbuild packages hold the expected files" "$(grep -v build-id <<<"$rpm_main$rpm_slurm" | head -12)"

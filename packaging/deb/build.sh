@@ -3,7 +3,8 @@
 # tree, so every file's mode is the one written here (debhelper's dh_fixperms
 # would strip the setuid bit):
 #   imageswitch        /usr/sbin/imageswitch (4755 root:root), sysrootctl, man pages,
-#                      sysrootctl completions, the example config in /usr/share/doc
+#                      sysrootctl completions, the example config in /usr/share/doc,
+#                      the Slurm TaskProlog check imageswitch-slurm-task-prolog
 #   imageswitch-slurm  the SPANK plugin, its exec helper and its plugstack.conf.d line
 #
 #   packaging/deb/build.sh [OUTDIR]      (default OUTDIR: target/deb)
@@ -119,9 +120,12 @@ man_page() {
 # --- imageswitch ---------------------------------------------------------------
 
 S=$WORK/imageswitch
-install -d "$S/DEBIAN" "$S/usr/sbin" "$S/usr/share/doc/imageswitch/examples"
+install -d "$S/DEBIAN" "$S/usr/sbin" "$S/usr/share/doc/imageswitch/examples" "$S/usr/libexec/imageswitch"
 install -m 4755 "$IMAGESWITCH" "$S/usr/sbin/imageswitch"
 install -m 755 "$SYSROOTCTL" "$S/usr/sbin/sysrootctl"
+# Here, not in imageswitch-slurm: a node from which the plugin was removed
+# must still refuse the --sysroot tasks sent to it (see doc/batch.md).
+install -m 755 "$REPO/packaging/slurm/imageswitch-slurm-task-prolog" "$S/usr/libexec/imageswitch/imageswitch-slurm-task-prolog"
 doc_files "$S" imageswitch
 [ -f "$REPO/etc/sysroots.toml" ] || die "no etc/sysroots.toml to ship as the example config"
 install -m 644 "$REPO/etc/sysroots.toml" "$S/usr/share/doc/imageswitch/examples/sysroots.toml"
@@ -177,16 +181,23 @@ finish_package "$S"
 # --- imageswitch-slurm ---------------------------------------------------------
 
 P=$WORK/imageswitch-slurm
-install -d "$P/DEBIAN" "$P$PLUGIN_DIR" "$P/etc/slurm/plugstack.conf.d" "$P/usr/libexec/imageswitch"
+install -d "$P/DEBIAN" "$P$PLUGIN_DIR" "$P/etc/slurm/plugstack.conf.d" "$P/usr/libexec/imageswitch" \
+    "$P/usr/lib/imageswitch-slurm"
 install -m 644 "$PLUGIN" "$P$PLUGIN_DIR/imageswitch_spank.so"
 install -m 755 "$HELPER" "$P/usr/libexec/imageswitch/imageswitch-spank-exec"
-# "required": a node whose plugin fails to load refuses jobs instead of running
-# a --sysroot job on the host.
+# The conffile only includes the "required" line, which lives with the
+# plugin: "dpkg -r" keeps conffiles, and a required line naming a removed
+# plugin would stop every srun/sbatch and slurmd on the node. An include that
+# matches nothing loads nothing. "required": a node whose plugin fails to
+# load refuses jobs instead of running a --sysroot job on the host.
 cat >"$P/etc/slurm/plugstack.conf.d/imageswitch.conf" <<EOF
 # imageswitch SPANK plugin: srun/sbatch/salloc --sysroot=NAME (see imageswitch(8)).
+include /usr/lib/imageswitch-slurm/plugstack.conf
+EOF
+cat >"$P/usr/lib/imageswitch-slurm/plugstack.conf" <<EOF
 required $PLUGIN_DIR/imageswitch_spank.so imageswitch=/usr/sbin/imageswitch helper=/usr/libexec/imageswitch/imageswitch-spank-exec
 EOF
-chmod 644 "$P/etc/slurm/plugstack.conf.d/imageswitch.conf"
+chmod 644 "$P/etc/slurm/plugstack.conf.d/imageswitch.conf" "$P/usr/lib/imageswitch-slurm/plugstack.conf"
 echo /etc/slurm/plugstack.conf.d/imageswitch.conf >"$P/DEBIAN/conffiles"
 doc_files "$P" imageswitch-slurm
 [ -f "$REPO/doc/batch.md" ] && install -m 644 "$REPO/doc/batch.md" "$P/usr/share/doc/imageswitch-slurm/batch.md"
