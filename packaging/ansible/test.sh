@@ -8,8 +8,10 @@
 #   package and the tree, and a
 #   useradd'ed user can enter it; the second run and a check run report changed=0;
 #   drift (a deleted alias link) is reported by check mode from sysrootctl plan's
-#   exit status and repaired by the next run; a declaration with a syntax error
-#   is refused by the validate step and the old file stays.
+#   exit status and repaired by the next run; check mode validates and plans
+#   the new declaration, not the installed one: a sysroot added to it shows in
+#   the plan, and a declaration with a syntax error fails the check run as it
+#   fails the real one, and the old file stays.
 #
 #   bash packaging/ansible/test.sh     (as root)
 #
@@ -171,16 +173,48 @@ fi
 n=$(play run4.log)
 check_eq "and the run after that reports changed=0" "0" "$n"
 
-# --- a broken declaration ---------------------------------------------------------------------
+# --- check mode validates and plans the new declaration ------------------------------------------
 
 before=$(sha256sum <"$CONFIG")
+# declare_config FILE: the role's declaration from now on.
+declare_config() { sed -i "s|^imageswitch_config_src: .*|imageswitch_config_src: $1|" "$WORK/vars.yml"; }
+# validation_failed LOG: the run stopped at the role's validation of the new declaration.
+validation_failed() { grep -A2 '^TASK \[imageswitch : Validate the new declaration' "$WORK/$1" | grep -q '^fatal: '; }
+cat "$WORK/sysroots.toml" - >"$WORK/added.toml" <<EOF
+
+[sysroot.bb2]
+path = "$STATE/bb2"
+users = ["$USER_OK"]
+
+[sysroot.bb2.build]
+method = "tarball"
+source = "$TREE_SRC"
+store = "$STATE/store"
+EOF
+declare_config "$WORK/added.toml"
+n=$(play check4.log --check)
+if [ "$n" != failed ] && grep -q '"msg": "bb2: ' "$WORK/check4.log" && [ ! -e "$STATE/bb2" ] &&
+    [ "$(sha256sum <"$CONFIG")" = "$before" ]; then
+    pass "check mode plans the new declaration (sysroot bb2 added to it) and changes nothing"
+else
+    fail "check mode plans the new declaration (sysroot bb2 added to it)" "changed=$n" "$(show check4.log)"
+fi
+
 printf '[defaults\nbinds = [\n' >"$WORK/broken.toml"
-sed -i "s|^imageswitch_config_src: .*|imageswitch_config_src: $WORK/broken.toml|" "$WORK/vars.yml"
+declare_config "$WORK/broken.toml"
+n=$(play check5.log --check)
+if [ "$n" = failed ] && validation_failed check5.log && [ "$(sha256sum <"$CONFIG")" = "$before" ]; then
+    pass "check mode fails on a declaration with a syntax error, as the real run does; $CONFIG is unchanged"
+else
+    fail "check mode fails on a declaration with a syntax error" "result=$n" "$(show check5.log)"
+fi
 n=$(play broken.log)
-if [ "$n" = failed ] && grep -q 'failed to validate' "$WORK/broken.log" && [ "$(sha256sum <"$CONFIG")" = "$before" ]; then
+if [ "$n" = failed ] && validation_failed broken.log && [ "$(sha256sum <"$CONFIG")" = "$before" ]; then
     pass "a declaration with a syntax error fails validation; $CONFIG is unchanged"
 else
     fail "a declaration with a syntax error fails validation" "result=$n" "$(show broken.log)"
 fi
+leftover=$(find /tmp -maxdepth 1 -name 'ansible.*sysroots.toml' 2>/dev/null)
+check_eq "the role leaves no temporary declaration behind" "" "$leftover"
 
 finish
