@@ -228,7 +228,7 @@ route() {
     local status
     rm -f "$HOME_OK/route.out"
     case $1 in
-    *sbatch*) as "$USER_OK" sh -c "${1/sbatch/sbatch --wait --quiet -o route.out}" >/dev/null 2>&1 ;;
+    *sbatch*) as "$USER_OK" sh -c "${1/sbatch/sbatch --wait --quiet -o $HOME_OK/route.out}" >/dev/null 2>&1 ;;
     *) as "$USER_OK" sh -c "$1" >"$HOME_OK/route.out" 2>&1 ;;
     esac
     status=$?
@@ -402,6 +402,20 @@ for row in "srun --multi-prog --sysroot|srun -n2 --multi-prog --sysroot=deb11 ra
         fail "--multi-prog with a sysroot is refused and runs nothing: $what" "$out"
     fi
 done
+# A --sysroot task whose working directory does not exist in the tree fails
+# (imageswitch --require-cwd) instead of running in the home directory, where
+# its relative outputs would go to the wrong place.
+for row in "srun --chdir|srun --chdir=$PREFIX --sysroot=deb11 pwd" \
+    "sbatch --chdir|sbatch --chdir=$PREFIX --sysroot=deb11 --wrap pwd"; do
+    IFS='|' read -r what cmd <<<"$row"
+    out=$(route "$cmd")
+    if [[ $out == *"status 125" ]] && grep -q "^imageswitch: .*$PREFIX" <<<"$out" && ! grep -qx "$HOME_OK" <<<"$out"; then
+        pass "a --sysroot task whose cwd is missing from the tree fails with 125: $what: $(grep -m1 '^imageswitch: ' <<<"$out")"
+    else
+        fail "a --sysroot task whose cwd is missing from the tree fails with 125: $what" "$out"
+    fi
+done
+
 out=$(route "srun -n2 --multi-prog ranks-imageswitch.conf")
 check_eq "--multi-prog file whose lines run imageswitch deb11: every rank in the tree" "i686 i686 status 0" "$(echo $out)"
 

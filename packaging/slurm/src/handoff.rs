@@ -47,8 +47,12 @@ pub fn read_handoff(argv: &[OsString], env: Vec<(OsString, OsString)>) -> Result
     Ok(Handoff { imageswitch, sysroot, task_argv, batch, env })
 }
 
-/// The argv the task is re-executed with: `imageswitch NAME CMD ARGS...`;
-/// `None` when the task has no command (slurmstepd reports that itself).
+/// The argv the task is re-executed with:
+/// `imageswitch --require-cwd NAME CMD ARGS...`; `None` when the task has no
+/// command (slurmstepd reports that itself). `--require-cwd`: a batch task
+/// whose working directory does not exist in the tree fails with status 125
+/// instead of running in the home directory, where its relative outputs
+/// would go to the wrong place.
 ///
 /// For a batch step the script is passed as `/proc/self/fd/FD`, an fd the
 /// caller opened on it (as the user) and left open across exec: the spool
@@ -61,8 +65,9 @@ pub fn task_argv(
     batch_script_fd: Option<i32>,
 ) -> Option<Vec<OsString>> {
     let (command, args) = task_argv.split_first()?;
-    let mut out = Vec::with_capacity(task_argv.len() + 2);
+    let mut out = Vec::with_capacity(task_argv.len() + 3);
     out.push(imageswitch.as_os_str().to_os_string());
+    out.push(OsString::from("--require-cwd"));
     out.push(OsString::from(sysroot));
     match batch_script_fd {
         Some(fd) => out.push(OsString::from(format!("/proc/self/fd/{fd}"))),
@@ -147,7 +152,7 @@ mod tests {
     fn srun_task_keeps_argv_untouched() {
         let argv =
             task_argv(Path::new("/usr/sbin/imageswitch"), "deb11", &os(&["/usr/bin/uname", "-m", ""]), None).unwrap();
-        assert_eq!(argv, os(&["/usr/sbin/imageswitch", "deb11", "/usr/bin/uname", "-m", ""]));
+        assert_eq!(argv, os(&["/usr/sbin/imageswitch", "--require-cwd", "deb11", "/usr/bin/uname", "-m", ""]));
     }
 
     #[test]
@@ -159,7 +164,7 @@ mod tests {
             Some(5),
         )
         .unwrap();
-        assert_eq!(argv, os(&["/usr/sbin/imageswitch", "deb11", "/proc/self/fd/5", "a1", "a 2"]));
+        assert_eq!(argv, os(&["/usr/sbin/imageswitch", "--require-cwd", "deb11", "/proc/self/fd/5", "a1", "a 2"]));
     }
 
     #[test]

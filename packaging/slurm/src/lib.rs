@@ -1,6 +1,6 @@
 //! Slurm SPANK plugin for imageswitch: `srun|sbatch|salloc --sysroot=NAME`
 //! runs every task of the job inside sysroot NAME as
-//! `imageswitch NAME ARGV...`. The installed setuid binary does all checks and
+//! `imageswitch --require-cwd NAME ARGV...`. The installed setuid binary does all checks and
 //! all privileged work; the plugin only swaps the task's argv[0] for the
 //! unprivileged helper `imageswitch-spank-exec` (src/bin), which builds that
 //! command line after slurmstepd has finished preparing the task.

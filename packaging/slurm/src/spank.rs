@@ -230,7 +230,7 @@ pub unsafe extern "C" fn slurm_spank_local_user_init(sp: Spank, _ac: c_int, _av:
 /// (`imageswitch-spank-exec`), and the sysroot, the original argv[0] and the
 /// imageswitch path go into the task's environment; slurmstepd then does all
 /// its usual steps and execs the helper, which runs
-/// `imageswitch NAME ARGV...`. Exec'ing imageswitch here instead would skip
+/// `imageswitch --require-cwd NAME ARGV...`. Exec'ing imageswitch here instead would skip
 /// those steps (the submitter's limits among them).
 ///
 /// On any error the task ends with status 125 at once, so a job that asked

@@ -4,7 +4,7 @@
 //! sysroot, the original argv[0] and the imageswitch path in the environment
 //! (see `plan.rs` and `handoff.rs`). slurmstepd has by now run the TaskProlog and applied the
 //! user's limits; this helper, running as the user with no privilege, execs
-//! `imageswitch NAME ARGV...` with the task's environment minus the
+//! `imageswitch --require-cwd NAME ARGV...` with the task's environment minus the
 //! hand-over. A batch script is passed as `/proc/self/fd/N`: its spool path
 //! does not exist inside the tree, the open file does.
 #![forbid(unsafe_code)]
