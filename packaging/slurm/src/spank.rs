@@ -70,6 +70,7 @@ const S_JOB_ARGV: c_int = 9;
 const ESPANK_SUCCESS: c_int = 0;
 /// From `<slurm/slurm_errno.h>` (`ESPANK_ERROR` is 3000).
 const ESPANK_ENV_NOEXIST: c_int = 3004;
+const ESPANK_NOSPACE: c_int = 3005;
 
 /// The status of a task whose sysroot could not be entered: imageswitch's own
 /// "imageswitch failed" status, so scripts see one convention.
@@ -317,7 +318,8 @@ pub unsafe extern "C" fn slurm_spank_task_init(sp: Spank, ac: c_int, av: *const 
 /// received it (command line, directive, `_SLURM_SPANK_OPTION_*`), else
 /// Slurm's environment form of it in the task's environment (`--export=NONE`
 /// and `--export=VARS` keep only that one). A value too long to read is still
-/// a request, and fails the name check.
+/// a request, and fails the name check; if the variable cannot be read at
+/// all, the task ends (status 125).
 ///
 /// # Safety
 /// `sp` must be Slurm's live handle in the remote context.
@@ -337,7 +339,8 @@ unsafe fn requested_sysroot(sp: Spank) -> Option<Vec<u8>> {
         ESPANK_ENV_NOEXIST => None,
         // SAFETY: on success Slurm wrote a NUL-terminated string into `buf`.
         ESPANK_SUCCESS => Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_bytes().to_vec()),
-        _ => Some(vec![b'?'; plan::MAX_NAME_LEN + 1]),
+        ESPANK_NOSPACE => Some(vec![b'?'; plan::MAX_NAME_LEN + 1]),
+        rc => fail(&format!("cannot read {} (spank error {rc})", plan::ENV_OPTION)),
     }
 }
 
