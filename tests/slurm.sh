@@ -235,6 +235,18 @@ route() {
     grep -v '^salloc: ' "$HOME_OK/route.out" 2>/dev/null
     echo "status $status"
 }
+# refused WHAT COMMAND-LINE LINE: the command (see route), which runs
+# "uname -m", ends with status 125 and a line starting with LINE, and its
+# uname runs nowhere (neither on the host nor in the tree).
+refused() {
+    local out
+    out=$(route "$2")
+    if [[ $out == *"status 125" ]] && grep -q "^$3" <<<"$out" && ! grep -qx "$(uname -m)\|i686" <<<"$out"; then
+        pass "$1: $(grep -m1 "^$3" <<<"$out")"
+    else
+        fail "$1" "$out"
+    fi
+}
 
 out=$(as "$USER_OK" srun --help 2>&1)
 if grep -q -- '--sysroot=NAME' <<<"$out"; then
@@ -376,13 +388,8 @@ done
 for row in "_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc srun|_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc srun uname -m" \
     "_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc sbatch|_SLURM_SPANK_OPTION_imageswitch_sysroot=../etc sbatch --wrap 'uname -m'"; do
     IFS='|' read -r what cmd <<<"$row"
-    out=$(route "$cmd")
-    if [[ $out == *"status 125" ]] && grep -q '^imageswitch-spank: --sysroot name "../etc"' <<<"$out" &&
-        ! grep -q "$(uname -m)" <<<"$out"; then
-        pass "a sysroot name refused on the node ends the task with 125: $what"
-    else
-        fail "a sysroot name refused on the node ends the task with 125: $what" "$out"
-    fi
+    refused "a sysroot name refused on the node ends the task with 125: $what" "$cmd" \
+        'imageswitch-spank: --sysroot name "../etc"'
 done
 
 # srun --multi-prog: slurmstepd runs each rank's line itself, so a --sysroot
@@ -405,15 +412,10 @@ done
 # A --sysroot task whose working directory does not exist in the tree fails
 # (imageswitch --require-cwd) instead of running in the home directory, where
 # its relative outputs would go to the wrong place.
-for row in "srun --chdir|srun --chdir=$PREFIX --sysroot=deb11 pwd" \
-    "sbatch --chdir|sbatch --chdir=$PREFIX --sysroot=deb11 --wrap pwd"; do
+for row in "srun --chdir|srun --chdir=$PREFIX --sysroot=deb11 uname -m" \
+    "sbatch --chdir|sbatch --chdir=$PREFIX --sysroot=deb11 --wrap 'uname -m'"; do
     IFS='|' read -r what cmd <<<"$row"
-    out=$(route "$cmd")
-    if [[ $out == *"status 125" ]] && grep -q "^imageswitch: .*$PREFIX" <<<"$out" && ! grep -qx "$HOME_OK" <<<"$out"; then
-        pass "a --sysroot task whose cwd is missing from the tree fails with 125: $what: $(grep -m1 '^imageswitch: ' <<<"$out")"
-    else
-        fail "a --sysroot task whose cwd is missing from the tree fails with 125: $what" "$out"
-    fi
+    refused "a --sysroot task whose cwd is missing from the tree fails with 125: $what" "$cmd" "imageswitch: .*$PREFIX"
 done
 
 out=$(route "srun -n2 --multi-prog ranks-imageswitch.conf")
@@ -456,13 +458,8 @@ for row in "srun --sysroot|srun --sysroot=deb11 uname -m" \
     "salloc --sysroot, srun|salloc --sysroot=deb11 srun uname -m" \
     "salloc, srun --sysroot|salloc srun --sysroot=deb11 uname -m"; do
     IFS='|' read -r what cmd <<<"$row"
-    out=$(route "$cmd")
-    if [[ $out == *"status 125" ]] && grep -q '^imageswitch-spank: --sysroot=deb11 was asked for, but the imageswitch SPANK plugin is not loaded' <<<"$out" &&
-        ! grep -q "$(uname -m)" <<<"$out"; then
-        pass "a node without the plugin never runs a --sysroot task: $what"
-    else
-        fail "a node without the plugin never runs a --sysroot task: $what" "$out"
-    fi
+    refused "a node without the plugin never runs a --sysroot task: $what" "$cmd" \
+        'imageswitch-spank: --sysroot=deb11 was asked for, but the imageswitch SPANK plugin is not loaded'
 done
 out=$(route "srun uname -m")
 check_eq "a node without the plugin still runs a task without --sysroot" "$(uname -m) status 0" "$(echo $out)"
