@@ -88,11 +88,14 @@ pub fn validate_sysroot_name(name: &[u8]) -> Result<&str, String> {
 /// Whether a step's argv is `srun --multi-prog FILE`'s: slurmstepd then runs
 /// each rank's own line of FILE, which it read from `argv[1]` before any
 /// plugin runs, so replacing `argv[0]` changes nothing. srun sends the file's
-/// name and its whole text; `read` gives the file's text as the caller sees
-/// it, and the two must match.
-pub fn is_multi_prog(argv: &[Vec<u8>], read: impl FnOnce(&Path) -> Option<Vec<u8>>) -> bool {
+/// name and its whole text; `read(FILE, LEN)` gives the file's text as the
+/// caller sees it when FILE is a regular file of LEN bytes (anything else,
+/// `/dev/zero` or a FIFO, is never read), and the two must match.
+pub fn is_multi_prog(argv: &[Vec<u8>], read: impl FnOnce(&Path, usize) -> Option<Vec<u8>>) -> bool {
     match argv {
-        [file, text] if !file.is_empty() => read(Path::new(OsStr::from_bytes(file))).is_some_and(|t| &t == text),
+        [file, text] if !file.is_empty() => {
+            read(Path::new(OsStr::from_bytes(file)), text.len()).is_some_and(|t| &t == text)
+        }
         _ => false,
     }
 }
@@ -175,10 +178,10 @@ mod tests {
     fn multi_prog_steps_are_recognised_by_file_and_text() {
         let argv = |v: &[&str]| v.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
         let conf = "0 uname -m\n1 hostname\n";
-        let file = |_: &Path| Some(conf.as_bytes().to_vec());
+        let file = |_: &Path, len: usize| Some(conf.as_bytes()[..len.min(conf.len())].to_vec());
         assert!(is_multi_prog(&argv(&["mp.conf", conf]), file));
         assert!(!is_multi_prog(&argv(&["mp.conf", "0 other\n"]), file));
-        assert!(!is_multi_prog(&argv(&["mp.conf", conf]), |_| None));
+        assert!(!is_multi_prog(&argv(&["mp.conf", conf]), |_, _| None));
         assert!(!is_multi_prog(&argv(&["uname", "-m", "x"]), file));
         assert!(!is_multi_prog(&argv(&["uname"]), file));
         assert!(!is_multi_prog(&argv(&["", conf]), file));

@@ -209,7 +209,7 @@ pub unsafe extern "C" fn slurm_spank_local_user_init(sp: Spank, _ac: c_int, _av:
     if rc == ESPANK_SUCCESS && !argv.is_null() {
         // SAFETY: on success `argv` holds `argc` entries.
         let step_argv = unsafe { argv_bytes(argc, argv) };
-        if plan::is_multi_prog(&step_argv, |file| std::fs::read(file).ok()) {
+        if plan::is_multi_prog(&step_argv, read_regular_file) {
             log_error(plan::MULTI_PROG_REFUSED);
             return -1;
         }
@@ -288,7 +288,7 @@ pub unsafe extern "C" fn slurm_spank_task_init(sp: Spank, ac: c_int, av: *const 
     // SAFETY: argv entries are NUL-terminated strings owned by Slurm.
     let command = OsString::from_vec(unsafe { CStr::from_ptr(first) }.to_bytes().to_vec());
     // SAFETY: `argv` holds `argc` entries.
-    if plan::is_multi_prog(&unsafe { argv_bytes(argc, argv) }, |file| std::fs::read(file).ok()) {
+    if plan::is_multi_prog(&unsafe { argv_bytes(argc, argv) }, read_regular_file) {
         fail(plan::MULTI_PROG_REFUSED);
     }
 
@@ -342,6 +342,12 @@ unsafe fn requested_sysroot(sp: Spank) -> Option<Vec<u8>> {
         ESPANK_NOSPACE => Some(vec![b'?'; plan::MAX_NAME_LEN + 1]),
         rc => fail(&format!("cannot read {} (spank error {rc})", plan::ENV_OPTION)),
     }
+}
+
+/// The contents of `path` when it is a regular file of `len` bytes.
+fn read_regular_file(path: &Path, len: usize) -> Option<Vec<u8>> {
+    let meta = std::fs::metadata(path).ok()?;
+    (meta.is_file() && meta.len() == len as u64).then(|| std::fs::read(path).ok()).flatten()
 }
 
 /// A copy of the `argc` strings of an argv array.
