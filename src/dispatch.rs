@@ -63,8 +63,10 @@ fn bin_dir_entry<'a>(path: &'a Path, config: &'a Config) -> Option<(&'a str, &'a
 
 /// Maps argv onto an [`Invocation`] using the configuration's names.
 /// `exec_path` is the kernel's record of the path that was executed
-/// (`AT_EXECFN`); it is consulted only for a login-style `argv[0]` without a
-/// directory (`-bash`), which is how Torque's pbs_mom starts `qsub -S /bin5/bash`.
+/// (`AT_EXECFN`); it is consulted only for an `argv[0]` without a directory:
+/// a program in a bin_dir found through `PATH` (`uname` for `/bin5/uname`,
+/// also through `env`), or started as a login shell (`-bash`, how Torque's
+/// pbs_mom starts `qsub -S /bin5/bash`). Both only key into the configuration.
 pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -> Result<Invocation, Error> {
     let argv0 = argv.first().ok_or_else(|| Error::Usage("empty argument list".into()))?;
     let rest = &argv[1..];
@@ -74,14 +76,18 @@ pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -
         return dispatch_program(rest, config);
     }
 
-    if let (Some(login_name), Some(path)) = (argv0.as_bytes().strip_prefix(b"-"), exec_path) {
-        if !login_name.contains(&b'/') {
-            if let Some((sysroot, entry)) = bin_dir_entry(Path::new(path), config) {
-                if entry.as_bytes() == login_name && is_valid_name(entry) {
-                    let program = Path::new("/bin").join(entry).into_os_string();
-                    let command = Command::LoginProgram { program, args: rest.to_vec() };
-                    return Ok(Invocation::Enter { sysroot: sysroot.to_string(), command, require_cwd: false });
-                }
+    let (login, bare) = match argv0.as_bytes().strip_prefix(b"-") {
+        Some(name) => (true, name),
+        None => (false, argv0.as_bytes()),
+    };
+    if let (false, Some(path)) = (bare.contains(&b'/'), exec_path) {
+        if let Some((sysroot, entry)) = bin_dir_entry(Path::new(path), config) {
+            if entry.as_bytes() == bare && is_valid_name(entry) {
+                let program = Path::new("/bin").join(entry).into_os_string();
+                let args = rest.to_vec();
+                let command =
+                    if login { Command::LoginProgram { program, args } } else { Command::Program { program, args } };
+                return Ok(Invocation::Enter { sysroot: sysroot.to_string(), command, require_cwd: false });
             }
         }
     }
@@ -123,6 +129,20 @@ pub fn dispatch(argv: &[OsString], exec_path: Option<&OsStr>, config: &Config) -
     Err(Error::UnknownName(String::from_utf8_lossy(base.as_bytes()).into_owned()))
 }
 
+/// When a `#!BIN_DIR/PROGRAM` script started us, the index (in the
+/// command's arguments) of the script's path: the kernel runs the
+/// interpreter named on the `#!` line as `argv[0]`, then its optional
+/// argument, then the path it executed (`exec_path`, AT_EXECFN). The script
+/// is then read through a descriptor opened as the caller, so it runs even
+/// where the tree cannot see its path.
+pub fn script_argument(argv: &[OsString], exec_path: Option<&OsStr>, bin_dir: Option<&Path>) -> Option<usize> {
+    let (argv0, exec_path) = (argv.first()?, exec_path?);
+    if bin_dir.is_none() || Path::new(argv0).parent() != bin_dir || argv0 == exec_path {
+        return None;
+    }
+    argv.iter().skip(1).take(2).position(|arg| arg == exec_path)
+}
+
 fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Error> {
     let mut args = rest.iter();
     let mut first = args.next();
@@ -141,10 +161,7 @@ fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Er
         Some(b"--version") | Some(b"-V") if !require_cwd => return Ok(Invocation::Version),
         Some(b"--") => first = args.next(),
         Some(opt) if opt.starts_with(b"-") => {
-            return Err(Error::Usage(format!(
-                "unknown option \"{}\"",
-                crate::error::echo(&String::from_utf8_lossy(opt))
-            )));
+            return Err(Error::Usage(format!("unknown option \"{}\"", crate::error::echo(opt))));
         }
         _ => {}
     }
@@ -263,7 +280,7 @@ mod tests {
     }
 
     #[test]
-    fn login_style_bin_dir_shell_found_through_the_executed_path() {
+    fn bin_dir_entry_found_through_the_executed_path_login_and_path_forms() {
         // pbs_mom: execv("/bin5/bash", ["-bash"]).
         let got = dispatch(&argv(&["-bash"]), Some(OsStr::new("/bin5/bash")), &config());
         assert_eq!(
@@ -274,11 +291,37 @@ mod tests {
         assert!(dispatch(&argv(&["-bash"]), Some(OsStr::new("/bin5/sh")), &config()).is_err());
         assert!(dispatch(&argv(&["-bash"]), Some(OsStr::new("/usr/bin/bash")), &config()).is_err());
         assert!(dispatch(&argv(&["-bash"]), None, &config()).is_err());
+        // Found through PATH (or `env`): argv[0] is the bare name.
+        assert_eq!(
+            dispatch(&argv(&["uname", "-m"]), Some(OsStr::new("/bin5/uname")), &config()).map_err(|e| e.to_string()),
+            Ok(enter("sl5", Command::Program { program: "/bin/uname".into(), args: argv(&["-m"]) }))
+        );
+        assert_eq!(
+            dispatch(&argv(&["uname"]), Some(OsStr::new("/bin5//uname")), &config()).map_err(|e| e.to_string()),
+            Ok(enter("sl5", Command::Program { program: "/bin/uname".into(), args: vec![] }))
+        );
+        // A name other than the executed file's, or a relative path, keys nothing.
+        assert!(dispatch(&argv(&["uname"]), Some(OsStr::new("/bin5/id")), &config()).is_err());
+        assert!(dispatch(&argv(&["uname"]), Some(OsStr::new("bin5/uname")), &config()).is_err());
         // An alias login shell still wins by name.
         assert_eq!(
             dispatch(&argv(&["-sl5"]), Some(OsStr::new("/usr/local/bin/sl5")), &config()).map_err(|e| e.to_string()),
             Ok(enter("sl5", Command::LoginShell))
         );
+    }
+
+    #[test]
+    fn a_binn_script_is_found_by_the_path_the_kernel_executed() {
+        let bin5 = Some(Path::new("/bin5"));
+        let spool = OsStr::new("/var/spool/slurmd/job7/slurm_script");
+        let script = |items: &[&str], exec: Option<&OsStr>| script_argument(&argv(items), exec, bin5);
+        assert_eq!(script(&["/bin5/bash", "/var/spool/slurmd/job7/slurm_script", "x"], Some(spool)), Some(0));
+        assert_eq!(script(&["/bin5/bash", "-e", "/var/spool/slurmd/job7/slurm_script"], Some(spool)), Some(1));
+        // Run directly, not through a script: nothing to open.
+        assert_eq!(script(&["/bin5/bash", "/etc/shadow"], Some(OsStr::new("/bin5/bash"))), None);
+        assert_eq!(script(&["/bin5/bash", "x", "y", "/s"], Some(OsStr::new("/s"))), None);
+        assert_eq!(script(&["/usr/bin/imageswitch", "sl5", "/s"], Some(OsStr::new("/s"))), None);
+        assert_eq!(script_argument(&argv(&["/bin5/sh", "/s"]), Some(OsStr::new("/s")), None), None);
     }
 
     #[test]

@@ -6,31 +6,20 @@ use std::ffi::{CString, OsStr, OsString};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-/// Variables glibc itself refuses for setuid programs (its `unsecvars`),
-/// except `TMPDIR`, which is the user's own business. Prefixes end in `_`/`*`.
-const REMOVED: &[&str] = &[
-    "LD_*",
-    "MALLOC_*",
-    "GCONV_PATH",
-    "GETCONF_DIR",
-    "GLIBC_TUNABLES",
-    "HOSTALIASES",
-    "LOCALDOMAIN",
-    "LOCPATH",
-    "NIS_PATH",
-    "NLSPATH",
-    "RESOLV_HOST_CONF",
-    "RES_OPTIONS",
-    "TZDIR",
-];
+/// Variables that load code or steer the tree's dynamic loader and malloc:
+/// host paths and settings that would break (or subvert) the tree's own
+/// libraries. Prefixes end in `*`.
+///
+/// glibc's loader also strips the rest of its `UNSECURE_ENVVARS` from a
+/// set-uid program (`TMPDIR`, `TZDIR`, `LOCPATH`, `NLSPATH`, `GETCONF_DIR`,
+/// `HOSTALIASES`, `LOCALDOMAIN`, `RES_OPTIONS`, `RESOLV_HOST_CONF`,
+/// `NIS_PATH`). Those are the caller's own settings and matter only to a
+/// program running as the caller: the command gets them back (see
+/// [`crate::carryover::caller_environment`]); imageswitch never reads them.
+const REMOVED: &[&str] = &["LD_*", "MALLOC_*", "GCONV_PATH", "GLIBC_TUNABLES"];
 
 /// Variables we set ourselves; any caller-supplied copy is dropped.
 const SET_BY_US: &[&str] = &["HOME", "USER", "LOGNAME", "SHELL", "IMAGESWITCH_SYSROOT", "PWD"];
-
-/// Most variables and bytes of environment we pass on (the kernel's own
-/// limit is larger; this keeps a hostile caller from making us copy megabytes).
-pub const MAX_ENV_ENTRIES: usize = 8192;
-pub const MAX_ENV_BYTES: usize = 1 << 20;
 
 pub fn is_removed(name: &[u8]) -> bool {
     REMOVED.iter().any(|pattern| match pattern.strip_suffix('*') {
@@ -119,8 +108,6 @@ mod tests {
             ("GCONV_PATH", "/tmp"),
             ("GLIBC_TUNABLES", "glibc.malloc.mxfast=1"),
             ("MALLOC_CHECK_", "3"),
-            ("LOCPATH", "/tmp"),
-            ("RES_OPTIONS", "debug"),
             ("KEEP", "1"),
         ]);
         assert_eq!(out[0], "KEEP=1");
@@ -128,6 +115,28 @@ mod tests {
             || e.starts_with("GCONV")
             || e.starts_with("GLIBC")
             || e.starts_with("MALLOC")));
+    }
+
+    #[test]
+    fn variables_the_loader_strips_from_setuid_programs_reach_the_command() {
+        let kept = [
+            ("TMPDIR", "/scratch/job1"),
+            ("TZDIR", "/x"),
+            ("LOCPATH", "/x"),
+            ("NLSPATH", "/x"),
+            ("GETCONF_DIR", "/x"),
+            ("HOSTALIASES", "/x"),
+            ("LOCALDOMAIN", "x"),
+            ("RES_OPTIONS", "x"),
+            ("RESOLV_HOST_CONF", "/x"),
+            ("NIS_PATH", "x"),
+        ];
+        let out = build(&kept);
+        let expected: Vec<String> = kept.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        assert_eq!(out[..kept.len()], expected[..]);
+        let dropped =
+            build(&[("MALLOC_TRACE", "/x"), ("LD_DEBUG", "all"), ("GLIBC_TUNABLES", "x"), ("GCONV_PATH", "/x")]);
+        assert_eq!(dropped.len(), 6, "only ours: {dropped:?}");
     }
 
     #[test]

@@ -39,13 +39,19 @@ pub enum Error {
     Privilege { step: &'static str, why: String },
     /// The command could not be started.
     Exec { command: String, why: io::Error },
+    /// The command's `#!` interpreter is missing or cannot be executed.
+    BadInterpreter { command: String, interpreter: String, why: io::Error },
+    /// The command exists but what the kernel needs to run it (its dynamic
+    /// loader) does not.
+    RequiredFileNotFound { command: String },
 }
 
 impl Error {
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::Exec { why, .. } if why.kind() == io::ErrorKind::NotFound => EXIT_NOT_FOUND,
-            Error::Exec { .. } => EXIT_NOT_EXECUTABLE,
+            Error::Exec { .. } | Error::BadInterpreter { .. } => EXIT_NOT_EXECUTABLE,
+            Error::RequiredFileNotFound { .. } => EXIT_NOT_FOUND,
             _ => EXIT_FAILURE,
         }
     }
@@ -59,16 +65,56 @@ impl Error {
     }
 }
 
-/// Most characters of caller-supplied text repeated in an error line.
-const MAX_ECHO: usize = 64;
+/// Most characters of caller-supplied text repeated in a message.
+pub const MAX_ECHO: usize = 160;
 
-/// Caller-supplied text made safe for one bounded line: control bytes
-/// escaped, and cut at [`MAX_ECHO`] characters.
-pub fn echo(text: &str) -> String {
-    let safe = crate::syslog::escape(text.as_bytes());
+/// Caller-supplied text (a name, a directory, a command, argv[0]) made safe
+/// for one bounded line, by the one rule every message uses: escaped as
+/// [`crate::syslog::escape`] does, and cut at [`MAX_ECHO`] characters.
+pub fn echo(text: &[u8]) -> String {
+    let safe = crate::syslog::escape(text);
     match safe.char_indices().nth(MAX_ECHO) {
         Some((cut, _)) => format!("{}...", &safe[..cut]),
         None => safe,
+    }
+}
+
+/// Where [`say`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Out,
+    Err,
+}
+
+/// Writes `text` and a newline, unbuffered, to standard output or error.
+/// A message that cannot be written (a closed pipe, a full disk, a file-size
+/// limit) is skipped: the exit status stays the documented one and the
+/// command still runs. The SIGPIPE or SIGXFSZ such a write raises is blocked
+/// while we run and would kill the command at its exec: it is taken off the
+/// queue unless it was already pending.
+pub fn say(stream: Stream, text: &str) {
+    let mut line = Vec::with_capacity(text.len() + 1);
+    line.extend_from_slice(text.as_bytes());
+    line.push(b'\n');
+    let pending_before = [libc::SIGPIPE, libc::SIGXFSZ].map(|signal| (signal, crate::sys::signal_pending(signal)));
+    let mut rest = line.as_slice();
+    while !rest.is_empty() {
+        let written = match stream {
+            Stream::Out => nix::unistd::write(io::stdout(), rest),
+            Stream::Err => nix::unistd::write(io::stderr(), rest),
+        };
+        match written {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR) => {}
+            _ => {
+                for (signal, was_pending) in pending_before {
+                    if !was_pending {
+                        crate::sys::discard_pending_signal(signal);
+                    }
+                }
+                return;
+            }
+        }
     }
 }
 
@@ -93,7 +139,7 @@ impl fmt::Display for Error {
             Error::ConfigFile { path, why } => write!(f, "{}: {why}", path.display()),
             Error::Config(err) => write!(f, "{err}"),
             Error::UnknownName(name) => {
-                write!(f, "unknown sysroot name \"{}\" (see imageswitch --list)", echo(name))
+                write!(f, "unknown sysroot name \"{}\" (see imageswitch --list)", echo(name.as_bytes()))
             }
             Error::Caller(msg) => write!(f, "cannot resolve the calling user: {msg}"),
             Error::Tree { sysroot, path, why } => {
@@ -112,6 +158,10 @@ impl fmt::Display for Error {
                 write!(f, "{command}: command not found")
             }
             Error::Exec { command, why } => write!(f, "{command}: {}", describe(why)),
+            Error::BadInterpreter { command, interpreter, why } => {
+                write!(f, "{command}: {interpreter}: bad interpreter: {}", describe(why))
+            }
+            Error::RequiredFileNotFound { command } => write!(f, "{command}: cannot execute: required file not found"),
         }
     }
 }
@@ -127,7 +177,7 @@ mod tests {
         let err = Error::UnknownName("x\u{1b}]2;pwned\u{7}\ny".into());
         assert_eq!(err.to_string(), "unknown sysroot name \"x\\u{1b}]2;pwned\\u{7}\\ny\" (see imageswitch --list)");
         let long = Error::UnknownName("n".repeat(100_000)).to_string();
-        assert_eq!(long, format!("unknown sysroot name \"{}...\" (see imageswitch --list)", "n".repeat(64)));
+        assert_eq!(long, format!("unknown sysroot name \"{}...\" (see imageswitch --list)", "n".repeat(MAX_ECHO)));
     }
 
     #[test]

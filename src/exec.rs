@@ -7,6 +7,10 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
+use nix::sys::stat::{Mode, fstat, stat};
 use nix::unistd::{AccessFlags, access, execve};
 
 use crate::dispatch::Command;
@@ -98,6 +102,81 @@ fn c_string(s: &OsStr) -> io::Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
 }
 
+/// The `#!` script that started us, opened as the caller.
+pub struct Script {
+    /// Its index in the command's arguments.
+    pub arg: usize,
+    pub path: PathBuf,
+    pub fd: OwnedFd,
+}
+
+/// Opens a script for reading (call it as the caller): a regular file, or nothing.
+pub fn open_script(path: &Path) -> Option<OwnedFd> {
+    let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
+    let fd = open(path, flags, Mode::empty()).ok()?;
+    let st = fstat(&fd).ok()?;
+    (st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(fd)
+}
+
+/// As the caller, inside the tree: `None` when the script's path names the
+/// same file there, else the name of its descriptor, `/proc/self/fd/N`, made
+/// inheritable so the interpreter can read it.
+pub fn script_from_descriptor(script: &Script) -> Option<OsString> {
+    let opened = fstat(&script.fd).ok()?;
+    if stat(&script.path).is_ok_and(|st| (st.st_dev, st.st_ino) == (opened.st_dev, opened.st_ino)) {
+        return None;
+    }
+    fcntl(&script.fd, FcntlArg::F_SETFD(FdFlag::empty())).ok()?;
+    Some(OsString::from(format!("/proc/self/fd/{}", script.fd.as_raw_fd())))
+}
+
+/// `command` with argument `arg` replaced by `replacement`.
+pub fn with_argument(command: &Command, arg: usize, replacement: OsString) -> Command {
+    let mut command = command.clone();
+    if let Command::Program { args, .. } | Command::LoginProgram { args, .. } = &mut command {
+        if let Some(slot) = args.get_mut(arg) {
+            *slot = replacement;
+        }
+    }
+    command
+}
+
+/// Why the kernel said "no such file" for a file that exists: what it needed
+/// to run it is missing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Missing {
+    /// The `#!` line's interpreter.
+    Interpreter(OsString),
+    /// The dynamic loader (ELF interpreter) or a library the kernel needs.
+    Loader,
+}
+
+/// Most bytes of a `#!` line the kernel reads (BINPRM_BUF_SIZE).
+const SHEBANG_MAX: usize = 256;
+
+/// For an exec that failed with ENOENT or EACCES: whether `program` exists
+/// and it is its interpreter that is missing or not executable. Looked at
+/// as the caller (after the drop), without blocking on a FIFO.
+pub fn missing_interpreter(program: &Path) -> Option<Missing> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    if !std::fs::metadata(program).ok()?.is_file() {
+        return None;
+    }
+    let mut head = Vec::with_capacity(SHEBANG_MAX);
+    if let Ok(file) = std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(program) {
+        let _ = file.take(SHEBANG_MAX as u64).read_to_end(&mut head);
+    }
+    match head.strip_prefix(b"#!") {
+        Some(line) => {
+            let line = line.split(|&b| b == b'\n').next().unwrap_or_default();
+            let interpreter = line.split(|&b| b == b' ' || b == b'\t').find(|word| !word.is_empty())?;
+            Some(Missing::Interpreter(OsStr::from_bytes(interpreter).to_os_string()))
+        }
+        None => Some(Missing::Loader),
+    }
+}
+
 /// Replaces the process; returns only the error when it could not.
 pub fn exec(launch: &Launch, env: &[CString]) -> io::Error {
     let program = match c_string(launch.program.as_os_str()) {
@@ -142,6 +221,25 @@ mod tests {
         assert_eq!(find_program(OsStr::new("nosuch"), None, &exe).unwrap_err().kind(), io::ErrorKind::NotFound);
         assert_eq!(find_program(OsStr::new("./x"), None, &exe).expect("as is"), PathBuf::from("./x"));
         assert_eq!(find_program(OsStr::new(""), None, &exe).unwrap_err().kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn names_the_missing_interpreter() {
+        let dir = std::env::temp_dir().join(format!("imageswitch-interp-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let write = |name: &str, text: &[u8]| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).expect("write");
+            path
+        };
+        let interp = |s: &str| Some(Missing::Interpreter(s.into()));
+        assert_eq!(missing_interpreter(&write("a", b"#!/no/sh -e\necho\n")), interp("/no/sh"));
+        assert_eq!(missing_interpreter(&write("b", b"#! \t/no/perl\n")), interp("/no/perl"));
+        assert_eq!(missing_interpreter(&write("c", b"#!\n")), None);
+        assert_eq!(missing_interpreter(&write("d", b"\x7fELF...")), Some(Missing::Loader));
+        assert_eq!(missing_interpreter(&dir.join("absent")), None);
+        assert_eq!(missing_interpreter(&dir), None);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

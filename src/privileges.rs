@@ -12,13 +12,21 @@ use crate::access::Caller;
 use crate::error::Error;
 use crate::sys;
 
-/// What the caller had and the child gets back: the core-dump limit and the
-/// signal mask.
+/// What the caller had and the child gets back: the core-dump limit, the
+/// stack limit and the signal mask.
 pub struct CallerState {
     core_soft: libc::rlim_t,
     core_hard: libc::rlim_t,
+    stack_soft: libc::rlim_t,
+    stack_hard: libc::rlim_t,
+    secure_exec: bool,
+    parent: nix::unistd::Pid,
     signal_mask: SigSet,
 }
+
+/// The kernel's `_STK_LIM`: at a set-uid exec it lowers a larger soft stack
+/// limit to this, and keeps no record of the old value.
+pub const STACK_CLAMP: libc::rlim_t = 8 << 20;
 
 /// First steps of main: standard streams; no ptrace or core dumps of the
 /// privileged process; every blockable signal held until just before exec, so
@@ -34,7 +42,17 @@ pub fn harden_process() -> Result<CallerState, Error> {
     let (core_soft, core_hard) =
         getrlimit(Resource::RLIMIT_CORE).map_err(|e| Error::SelfCheck(format!("getrlimit: {e}")))?;
     setrlimit(Resource::RLIMIT_CORE, 0, core_hard).map_err(|e| Error::SelfCheck(format!("setrlimit: {e}")))?;
-    Ok(CallerState { core_soft, core_hard, signal_mask })
+    let (stack_soft, stack_hard) =
+        getrlimit(Resource::RLIMIT_STACK).map_err(|e| Error::SelfCheck(format!("getrlimit: {e}")))?;
+    Ok(CallerState {
+        core_soft,
+        core_hard,
+        stack_soft,
+        stack_hard,
+        secure_exec: sys::secure_exec(),
+        parent: nix::unistd::getppid(),
+        signal_mask,
+    })
 }
 
 /// The kernel makes a process dumpable again (per `fs.suid_dumpable`) on
@@ -43,10 +61,28 @@ pub fn stay_undumpable() -> nix::Result<()> {
     prctl::set_dumpable(false)
 }
 
-/// Gives the caller's core limit and signal mask back, for the exec.
+/// Gives the caller's core limit, stack limit and signal mask back, for the
+/// exec. Runs as the caller, after the identity drop.
 pub fn restore_caller_state(state: &CallerState) {
     let _ = setrlimit(Resource::RLIMIT_CORE, state.core_soft, state.core_hard);
+    if let Some(soft) = caller_stack_limit(state) {
+        let _ = setrlimit(Resource::RLIMIT_STACK, soft, state.stack_hard);
+    }
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&state.signal_mask), None);
+}
+
+/// The caller's soft stack limit when the set-uid exec lowered it. The
+/// kernel only ever lowers it to exactly [`STACK_CLAMP`]; then the caller's
+/// value is taken from the parent process (a shell's `ulimit -s`, a job
+/// script's), when the caller may read that process's limits themselves
+/// (the kernel checks: this runs as the caller) and it is still our parent.
+fn caller_stack_limit(state: &CallerState) -> Option<libc::rlim_t> {
+    if !state.secure_exec || state.stack_soft != STACK_CLAMP {
+        return None;
+    }
+    let (parent_soft, _) = sys::process_rlimit(state.parent.as_raw(), libc::RLIMIT_STACK).ok()?;
+    let still_parent = nix::unistd::getppid() == state.parent;
+    (still_parent && parent_soft > STACK_CLAMP).then(|| parent_soft.min(state.stack_hard))
 }
 
 /// Whether this process is in the initial user namespace, whose uid map is

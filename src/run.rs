@@ -8,6 +8,7 @@ use std::convert::Infallible;
 use std::ffi::{CString, OsString};
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -15,22 +16,20 @@ use nix::errno::Errno;
 use nix::unistd::{chdir, chroot, fchdir};
 
 use crate::access::{Caller, host_group_gid, may_enter, may_see_broken};
+use crate::carryover;
 use crate::config::{self, CONFIG_PATH, Config, Personality, Sysroot};
-use crate::dispatch::{Command, Invocation, dispatch, informational};
-use crate::env::{Identity, MAX_ENV_BYTES, MAX_ENV_ENTRIES, child_environment, lookup};
-use crate::error::{EXIT_FAILURE, Error};
-use crate::exec::{Launch, choose_shell, launch_for};
+use crate::dispatch::{self, Command, Invocation, dispatch, informational};
+use crate::env::{Identity, child_environment, lookup};
+use crate::error::{EXIT_FAILURE, Error, Stream, echo, say};
+use crate::exec::{Launch, Missing, Script, choose_shell, launch_for, open_script, with_argument};
 use crate::mounts::{self, IfMissing, MountSpec, Outcome};
 use crate::privileges::{self, CallerState};
 use crate::sys;
-use crate::syslog::{self, Severity, escape};
+use crate::syslog::{self, Delivery, Severity, escape, field};
 use crate::trusted::{self, Kind};
 
 const PER_LINUX: libc::c_ulong = 0x0000;
 const PER_LINUX32: libc::c_ulong = 0x0008;
-
-/// Most argv entries accepted.
-const MAX_ARGS: usize = 1 << 16;
 
 /// The privileged operations of [`enter`], in the order it calls them.
 pub trait Kernel {
@@ -50,6 +49,9 @@ pub trait Kernel {
     /// As the caller: `chdir`.
     fn change_directory(&mut self, dir: &Path) -> Result<(), Errno>;
     fn is_executable(&self, path: &Path) -> bool;
+    /// As the caller: how the interpreter reaches the `#!` script that
+    /// started us, when the tree cannot see its path (see [`crate::exec::Script`]).
+    fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString>;
     /// Replaces the process; returns only on failure.
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error;
 }
@@ -64,6 +66,8 @@ pub struct EntryPlan<'a> {
     /// Fail rather than fall back to home when no `cwd` can be entered.
     pub require_cwd: bool,
     pub command: Command,
+    /// The `#!BIN_DIR/...` script that started us, opened as the caller.
+    pub script: Option<Script>,
     pub caller_env: &'a [(OsString, OsString)],
 }
 
@@ -104,8 +108,12 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
     };
     let env = child_environment(plan.caller_env, &who);
     let path_var = lookup(plan.caller_env, "PATH");
-    let launch = launch_for(&plan.command, shell, path_var, |p| kernel.is_executable(p))
-        .map_err(|why| Error::Exec { command: command_name(&plan.command, shell), why })?;
+    let command = match plan.script.as_ref().map(|s| (s.arg, kernel.script_from_descriptor(s))) {
+        Some((arg, Some(fd_path))) => with_argument(&plan.command, arg, fd_path),
+        _ => plan.command.clone(),
+    };
+    let launch = launch_for(&command, shell, path_var, |p| kernel.is_executable(p))
+        .map_err(|why| Error::Exec { command: command_name(&command, shell), why })?;
     Err(kernel.exec(&launch, &env))
 }
 
@@ -123,7 +131,7 @@ fn enter_directory(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Opt
         }
     }
     let name = &plan.sysroot.name;
-    let shown = |dir: &Path| escape(dir.as_os_str().as_encoded_bytes());
+    let shown = |dir: &Path| echo(dir.as_os_str().as_bytes());
     let problem = match first_failure {
         Some((dir, Errno::ENOENT)) => format!("{} does not exist in {name}", shown(dir)),
         Some((dir, errno)) => format!("cannot enter {} in {name} ({})", shown(dir), errno.desc().to_lowercase()),
@@ -135,14 +143,14 @@ fn enter_directory(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Opt
     let fallbacks = [plan.caller.home.as_path(), Path::new("/")];
     let landed = fallbacks.into_iter().find(|dir| kernel.change_directory(dir).is_ok());
     let landed_shown = landed.map_or_else(|| "an unknown directory".to_string(), shown);
-    eprintln!("imageswitch: warning: {problem}; starting in {landed_shown}");
+    say(Stream::Err, &format!("imageswitch: warning: {problem}; starting in {landed_shown}"));
     Ok(landed.map(Path::to_path_buf))
 }
 
 fn command_name(command: &Command, shell: &Path) -> String {
     match command {
-        Command::Program { program, .. } | Command::LoginProgram { program, .. } => escape(program.as_encoded_bytes()),
-        _ => shell.display().to_string(),
+        Command::Program { program, .. } | Command::LoginProgram { program, .. } => echo(program.as_encoded_bytes()),
+        _ => echo(shell.as_os_str().as_bytes()),
     }
 }
 
@@ -196,7 +204,7 @@ impl Kernel for Real {
             Ok(Outcome::Mounted) => Ok(()),
             Ok(Outcome::Missing(why)) => {
                 if spec.if_missing == IfMissing::Warn {
-                    eprintln!("imageswitch: warning: {}: {why}", self.sysroot);
+                    say(Stream::Err, &format!("imageswitch: warning: {}: {why}", self.sysroot));
                 }
                 Ok(())
             }
@@ -210,10 +218,12 @@ impl Kernel for Real {
     }
 
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
-        let persona = match personality {
+        let domain = match personality {
             Personality::Linux => PER_LINUX,
             Personality::Linux32 => PER_LINUX32,
         };
+        let current = sys::current_personality().map_err(|e| Error::mount(&self.sysroot, "personality", e))?;
+        let persona = carryover::personality_for(domain, current as libc::c_ulong);
         sys::set_personality(persona).map(drop).map_err(|e| Error::mount(&self.sysroot, "personality", e))
     }
 
@@ -233,10 +243,30 @@ impl Kernel for Real {
         crate::exec::is_executable(path)
     }
 
+    fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString> {
+        crate::exec::script_from_descriptor(script)
+    }
+
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
         privileges::restore_caller_state(&self.caller_state);
         let why = crate::exec::exec(launch, env);
-        Error::Exec { command: escape(launch.argv.first().map_or(b"".as_slice(), |a| a.as_encoded_bytes())), why }
+        let command = echo(launch.argv.first().map_or(b"".as_slice(), |a| a.as_encoded_bytes()));
+        let missing = match why.raw_os_error() {
+            Some(libc::ENOENT) => crate::exec::missing_interpreter(&launch.program),
+            Some(libc::EACCES) if crate::exec::is_executable(&launch.program) => {
+                crate::exec::missing_interpreter(&launch.program)
+            }
+            _ => None,
+        };
+        match missing {
+            Some(Missing::Interpreter(interpreter)) => {
+                Error::BadInterpreter { command, interpreter: echo(interpreter.as_bytes()), why }
+            }
+            Some(Missing::Loader) if why.kind() == std::io::ErrorKind::NotFound => {
+                Error::RequiredFileNotFound { command }
+            }
+            _ => Error::Exec { command, why },
+        }
     }
 }
 
@@ -289,23 +319,55 @@ fn resolve_current_directory(caller_env: &[(OsString, OsString)]) -> Vec<PathBuf
     out
 }
 
+/// Sends the audit record; one that cannot be delivered at once is dropped,
+/// and the caller told so, since their entry is not on record.
 fn audit(config: &Config, severity: Severity, message: &str) {
     if let Some(socket) = &config.defaults.log_socket {
-        syslog::send(socket, severity, message);
+        if syslog::send(socket, severity, message) == Delivery::Dropped {
+            say(
+                Stream::Err,
+                &format!(
+                    "imageswitch: warning: audit record dropped: the log socket {} is not accepting records",
+                    socket.display()
+                ),
+            );
+        }
     }
 }
 
+/// `user= uid= sysroot=`, each bounded (see [`syslog::field`]).
+fn who_fields(caller: &Caller, sysroot: &str) -> String {
+    format!(
+        "{} uid={} {}",
+        field("user", caller.name.as_bytes(), syslog::FIELD_USER),
+        caller.uid,
+        field("sysroot", sysroot.as_bytes(), syslog::FIELD_SYSROOT)
+    )
+}
+
+/// The command as one record field: its words, space-separated, bounded;
+/// only the first [`syslog::FIELD_COMMAND`] bytes' worth is looked at.
 fn describe_command(command: &Command) -> String {
-    let words: Vec<String> = match command {
-        Command::LoginShell => vec!["<login shell>".into()],
+    let words: Vec<&[u8]> = match command {
+        Command::LoginShell => vec![b"<login shell>"],
         Command::Shell(args) => {
-            std::iter::once("<shell>".to_string()).chain(args.iter().map(|a| escape(a.as_encoded_bytes()))).collect()
+            std::iter::once(b"<shell>".as_slice()).chain(args.iter().map(|a| a.as_bytes())).collect()
         }
         Command::Program { program, args } | Command::LoginProgram { program, args } => {
-            std::iter::once(program).chain(args.iter()).map(|a| escape(a.as_encoded_bytes())).collect()
+            std::iter::once(program).chain(args.iter()).map(|a| a.as_bytes()).collect()
         }
     };
-    words.join(" ")
+    let mut text = Vec::new();
+    for word in words {
+        if text.len() > syslog::FIELD_COMMAND {
+            break;
+        }
+        if !text.is_empty() {
+            text.push(b' ');
+        }
+        text.extend_from_slice(word);
+    }
+    field("command", &text, syslog::FIELD_COMMAND)
 }
 
 /// [`dispatch`] as the caller may see it: a sysroot they may not enter, or a
@@ -322,11 +384,7 @@ fn dispatch_for(
         Ok(Invocation::Enter { sysroot, .. })
             if config.sysroot(&sysroot).is_some_and(|s| !may_enter(&s.access, caller, host_group_gid)) =>
         {
-            audit(
-                config,
-                Severity::Warning,
-                &format!("refused: user={} uid={} sysroot={sysroot}", caller.name, caller.uid),
-            );
+            audit(config, Severity::Warning, &format!("refused: {}", who_fields(caller, &sysroot)));
             sysroot
         }
         Err(Error::Config(err)) => match config.broken.iter().find(|(_, e)| *e == err) {
@@ -356,11 +414,14 @@ fn list(config: &Config, caller: &Caller) {
             if let Some(dir) = &sysroot.bin_dir {
                 line.push_str(&format!("\tbin_dir: {}", dir.display()));
             }
-            println!("{line}");
+            say(Stream::Out, &line);
         }
     }
     for (name, err) in config.broken.iter().filter(|(name, _)| may_see_broken(config, name, caller, host_group_gid)) {
-        eprintln!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes()));
+        say(
+            Stream::Err,
+            &format!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes())),
+        );
     }
 }
 
@@ -378,13 +439,10 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
     let caller = Caller::resolve()?;
     let config = load_config()?;
     let exec_path = sys::exec_filename();
-    let (name, command, require_cwd) = match dispatch_for(&caller, argv, exec_path.as_deref(), &config)? {
-        Invocation::Help => {
-            println!("{HELP}{CONFIG_PATH}");
-            return Ok(0);
-        }
-        Invocation::Version => {
-            println!("imageswitch {}", env!("CARGO_PKG_VERSION"));
+    let invocation = dispatch_for(&caller, argv, exec_path.as_deref(), &config)?;
+    let (name, command, require_cwd) = match invocation.clone() {
+        Invocation::Help | Invocation::Version => {
+            informational_output(&invocation);
             return Ok(0);
         }
         Invocation::List => {
@@ -396,19 +454,26 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
     let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;
 
     let cwd = current_directory(&caller, caller_env)?;
+    // The physical directory: a logical $PWD is the caller's to choose.
+    let physical = nix::unistd::getcwd().map_or_else(|_| b"?".to_vec(), |c| c.into_os_string().into_vec());
     audit(
         &config,
         Severity::Info,
         &format!(
-            "user={} uid={} sysroot={} cwd={} command={}",
-            caller.name,
-            caller.uid,
-            sysroot.name,
-            cwd.first().map_or_else(|| "?".into(), |c| escape(c.as_os_str().as_encoded_bytes())),
-            describe_command(&command)
+            "{} {} {}",
+            who_fields(&caller, &sysroot.name),
+            describe_command(&command),
+            field("cwd", &physical, syslog::FIELD_CWD)
         ),
     );
 
+    let script = match dispatch::script_argument(argv, exec_path.as_deref(), sysroot.bin_dir.as_deref()) {
+        Some(arg) => {
+            let path = PathBuf::from(&argv[arg + 1]);
+            privileges::as_caller(&caller, || open_script(&path))?.map(|fd| Script { arg, path, fd })
+        }
+        None => None,
+    };
     let plan = EntryPlan {
         sysroot,
         caller: &caller,
@@ -416,6 +481,7 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
         cwd,
         require_cwd: require_cwd || sysroot.require_cwd,
         command,
+        script,
         caller_env,
     };
     let mut kernel = Real {
@@ -428,34 +494,35 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
     Err(enter(&mut kernel, &plan))
 }
 
+/// `--help` and `--version`.
+fn informational_output(invocation: &Invocation) {
+    match invocation {
+        Invocation::Version => say(Stream::Out, &format!("imageswitch {}", env!("CARGO_PKG_VERSION"))),
+        _ => say(Stream::Out, &format!("{HELP}{CONFIG_PATH}")),
+    }
+}
+
 /// The setuid binary's entry point; returns the exit status.
 pub fn main() -> i32 {
     let caller_state = match privileges::harden_process() {
         Ok(state) => state,
         Err(err) => {
-            eprintln!("imageswitch: {err}");
+            say(Stream::Err, &format!("imageswitch: {err}"));
             return EXIT_FAILURE;
         }
     };
-    let argv: Vec<OsString> = std::env::args_os().take(MAX_ARGS + 1).collect();
-    let caller_env: Vec<(OsString, OsString)> = std::env::vars_os().take(MAX_ENV_ENTRIES + 1).collect();
+    // No size limits of our own: the kernel accepted these for our execve,
+    // and bounds them (a quarter of the stack limit, at most 6 MiB).
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    let caller_env = carryover::caller_environment();
     if let Err(e) = sys::clear_environment() {
-        eprintln!("imageswitch: cannot clear the environment: {e}");
+        say(Stream::Err, &format!("imageswitch: cannot clear the environment: {e}"));
         return EXIT_FAILURE;
     }
     let result = if argv.is_empty() {
         Err(Error::Usage("refusing to run with an empty argument list".into()))
-    } else if argv.len() > MAX_ARGS {
-        Err(Error::Usage(format!("more than {MAX_ARGS} arguments")))
-    } else if caller_env.len() > MAX_ENV_ENTRIES
-        || caller_env.iter().map(|(n, v)| n.len() + v.len() + 2).sum::<usize>() > MAX_ENV_BYTES
-    {
-        Err(Error::Usage(format!("environment larger than {MAX_ENV_ENTRIES} variables or {MAX_ENV_BYTES} bytes")))
     } else if let Some(info) = informational(&argv) {
-        match info {
-            Invocation::Version => println!("imageswitch {}", env!("CARGO_PKG_VERSION")),
-            _ => println!("{HELP}{CONFIG_PATH}"),
-        }
+        informational_output(&info);
         Ok(0)
     } else {
         run(&argv, &caller_env, caller_state)
@@ -463,7 +530,7 @@ pub fn main() -> i32 {
     match result {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("imageswitch: {err}");
+            say(Stream::Err, &format!("imageswitch: {err}"));
             err.exit_code()
         }
     }
@@ -527,6 +594,10 @@ mod tests {
         fn is_executable(&self, path: &Path) -> bool {
             self.executables.iter().any(|p| p == path)
         }
+        fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString> {
+            self.steps.push(format!("script {}", script.path.display()));
+            Some("/proc/self/fd/9".into())
+        }
         fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
             let sysroot_var = env.iter().any(|e| e.as_bytes() == b"IMAGESWITCH_SYSROOT=sl5");
             let pwd = env.iter().find_map(|e| e.to_str().ok()?.strip_prefix("PWD=")).unwrap_or("-");
@@ -569,6 +640,7 @@ mod tests {
             cwd: cwd.iter().map(PathBuf::from).collect(),
             require_cwd: sysroot.require_cwd,
             command,
+            script: None,
             caller_env: &env,
         };
         enter(recorder, &plan)
@@ -639,6 +711,40 @@ mod tests {
                 "verify",
                 "chdir /work/run1",
                 "exec /usr/bin/id [\"id\"] env_ok=true PWD=/work/run1",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_binn_script_is_reached_as_the_caller_after_the_drop() {
+        let s = sysroot("");
+        let mut rec = Recorder {
+            existing_dirs: vec!["/work".into()],
+            executables: vec!["/bin/bash".into(), "/bin/sh".into()],
+            ..Default::default()
+        };
+        let caller = caller();
+        let env = vec![];
+        let fd = std::fs::File::open("/dev/null").expect("/dev/null").into();
+        let plan = EntryPlan {
+            sysroot: &s,
+            caller: &caller,
+            mounts: vec![],
+            cwd: vec!["/work".into()],
+            require_cwd: false,
+            command: Command::Program { program: "/bin/sh".into(), args: vec!["/spool/job".into(), "x".into()] },
+            script: Some(Script { arg: 0, path: "/spool/job".into(), fd }),
+            caller_env: &env,
+        };
+        enter(&mut rec, &plan);
+        let tail: Vec<&str> = rec.steps.iter().rev().take(4).rev().map(String::as_str).collect();
+        assert_eq!(
+            tail,
+            [
+                "verify",
+                "chdir /work",
+                "script /spool/job",
+                "exec /bin/sh [\"/bin/sh\", \"/proc/self/fd/9\", \"x\"] env_ok=true PWD=/work"
             ]
         );
     }

@@ -204,3 +204,44 @@ pub fn exec_filename() -> Option<std::ffi::OsString> {
     let name = unsafe { CStr::from_ptr(ptr) };
     Some(std::os::unix::ffi::OsStringExt::from_vec(name.to_bytes().to_vec()))
 }
+
+/// Whether `signal` is pending for this thread or process (it is blocked).
+pub fn signal_pending(signal: libc::c_int) -> bool {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid, writable sigset_t.
+    let ret = unsafe { libc::sigpending(&mut set) };
+    // SAFETY: `set` was filled in by sigpending.
+    ret == 0 && unsafe { libc::sigismember(&set, signal) } == 1
+}
+
+/// Takes a pending (blocked) `signal` off the queue without acting on it;
+/// does nothing when none is pending.
+pub fn discard_pending_signal(signal: libc::c_int) {
+    // SAFETY: sigset_t is plain data that sigemptyset initialises before use.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let zero = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `set` is a valid sigset_t; a zero timeout makes sigtimedwait
+    // return at once; the siginfo pointer may be null.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, signal);
+        libc::sigtimedwait(&set, std::ptr::null_mut(), &zero);
+    }
+}
+
+/// Whether the kernel started this process in secure-execution mode
+/// (`getauxval(AT_SECURE)`: a set-uid exec that changed the identity).
+pub fn secure_exec() -> bool {
+    // SAFETY: getauxval only reads the auxiliary vector.
+    unsafe { libc::getauxval(libc::AT_SECURE) != 0 }
+}
+
+/// `prlimit(pid, resource)` read-only: the (soft, hard) limit of process
+/// `pid`, subject to the kernel's permission check for the current identity.
+pub fn process_rlimit(pid: libc::pid_t, resource: libc::__rlimit_resource_t) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit64 { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: a null new-limit pointer only reads; `old` is a valid rlimit64.
+    let ret = unsafe { libc::prlimit64(pid, resource, std::ptr::null(), &mut old) };
+    check(ret.into()).map(|_| (old.rlim_cur, old.rlim_max))
+}

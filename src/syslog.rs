@@ -18,12 +18,47 @@ pub enum Severity {
     Warning,
 }
 
-/// Makes caller-controlled text safe for one log line: no control bytes.
+/// Unicode format characters (general category Cf): bidirectional controls,
+/// zero-width characters, tags. Invisible, or reordering what follows.
+const FORMAT: &[(char, char)] = &[
+    ('\u{ad}', '\u{ad}'),
+    ('\u{600}', '\u{605}'),
+    ('\u{61c}', '\u{61c}'),
+    ('\u{6dd}', '\u{6dd}'),
+    ('\u{70f}', '\u{70f}'),
+    ('\u{890}', '\u{891}'),
+    ('\u{8e2}', '\u{8e2}'),
+    ('\u{180e}', '\u{180e}'),
+    ('\u{200b}', '\u{200f}'),
+    ('\u{202a}', '\u{202e}'),
+    ('\u{2060}', '\u{2064}'),
+    ('\u{2066}', '\u{206f}'),
+    ('\u{feff}', '\u{feff}'),
+    ('\u{fff9}', '\u{fffb}'),
+    ('\u{110bd}', '\u{110bd}'),
+    ('\u{110cd}', '\u{110cd}'),
+    ('\u{13430}', '\u{1343f}'),
+    ('\u{1bca0}', '\u{1bca3}'),
+    ('\u{1d173}', '\u{1d17a}'),
+    ('\u{e0001}', '\u{e0001}'),
+    ('\u{e0020}', '\u{e007f}'),
+];
+
+/// Characters escaped in caller text: controls, Unicode format characters,
+/// and every separator or space except the ASCII space (line and paragraph
+/// separators, no-break and wide spaces).
+fn needs_escape(c: char) -> bool {
+    c.is_control() || (!c.is_ascii() && (c.is_whitespace() || FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))))
+}
+
+/// Makes caller-controlled text safe for one line, of a message or a log
+/// record: controls, Unicode format characters and separators shown as
+/// escapes (`\n`, `\u{202e}`), bytes that are not UTF-8 as `\xNN`.
 pub fn escape(text: &[u8]) -> String {
     let mut out = String::with_capacity(text.len());
     for chunk in text.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() {
+            if needs_escape(c) {
                 out.extend(c.escape_default());
             } else {
                 out.push(c);
@@ -48,12 +83,60 @@ pub fn format_record(severity: Severity, pid: u32, message: &str) -> Vec<u8> {
     record
 }
 
-/// Sends one record to `socket`. Logging is best effort: a host without a
-/// syslog daemon must not stop people from working.
-pub fn send(socket: &Path, severity: Severity, message: &str) {
-    if let Ok(sock) = UnixDatagram::unbound() {
-        let _ = sock.send_to(&format_record(severity, std::process::id(), message), socket);
+/// What became of a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    Sent,
+    /// No daemon listens there: nothing to report (a host without syslog).
+    NoReceiver,
+    /// A receiver exists but cannot take the record now (its queue is full).
+    Dropped,
+}
+
+/// Sends one record to `socket`, never waiting: a stalled receiver must not
+/// hang an entry (with every signal held, nobody could interrupt it).
+pub fn send(socket: &Path, severity: Severity, message: &str) -> Delivery {
+    let Ok(sock) = UnixDatagram::unbound() else { return Delivery::NoReceiver };
+    if sock.set_nonblocking(true).is_err() {
+        return Delivery::NoReceiver;
     }
+    match sock.send_to(&format_record(severity, std::process::id(), message), socket) {
+        Ok(_) => Delivery::Sent,
+        Err(err) if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => Delivery::Dropped,
+        Err(_) => Delivery::NoReceiver,
+    }
+}
+
+/// Most bytes of each field of an audit record; together with the tag they
+/// fit [`MAX_MESSAGE`], so no field is ever cut off by another.
+pub const FIELD_USER: usize = 96;
+pub const FIELD_SYSROOT: usize = 96;
+pub const FIELD_COMMAND: usize = 1024;
+pub const FIELD_CWD: usize = 640;
+
+/// `key=value` for an audit record. The value is escaped as [`escape`] does,
+/// with `"` and `\` also escaped, cut at `max` bytes (ending `...`), and
+/// quoted when it holds a space, `=` or `"` or is empty: caller text can
+/// never end a field or start another.
+pub fn field(key: &str, value: &[u8], max: usize) -> String {
+    let mut body = String::new();
+    let mut quote = value.is_empty();
+    'chunks: for chunk in value.utf8_chunks() {
+        let pieces = chunk.valid().chars().map(|c| match c {
+            '"' | '\\' => format!("\\{c}"),
+            c if needs_escape(c) => c.escape_default().to_string(),
+            c => c.to_string(),
+        });
+        for piece in pieces.chain(chunk.invalid().iter().map(|b| format!("\\x{b:02x}"))) {
+            if body.len() + piece.len() > max.saturating_sub(3) {
+                body.push_str("...");
+                break 'chunks;
+            }
+            quote |= piece == " " || piece == "=" || piece.starts_with("\\\"");
+            body.push_str(&piece);
+        }
+    }
+    if quote { format!("{key}=\"{body}\"") } else { format!("{key}={body}") }
 }
 
 #[cfg(test)]
@@ -74,8 +157,48 @@ mod tests {
     }
 
     #[test]
+    fn escape_shows_unicode_separators_and_bidi_controls() {
+        let text = "a\u{2028}b\u{2029}c\u{202e}d\u{2066}e\u{200b}f\u{85}g\u{a0}h\u{feff}i\u{e0041}j k é";
+        assert_eq!(
+            escape(text.as_bytes()),
+            "a\\u{2028}b\\u{2029}c\\u{202e}d\\u{2066}e\\u{200b}f\\u{85}g\\u{a0}h\\u{feff}i\\u{e0041}j k é"
+        );
+    }
+
+    #[test]
     fn records_are_bounded() {
         assert_eq!(format_record(Severity::Info, 1, &"x".repeat(10_000)).len(), MAX_MESSAGE);
+    }
+
+    #[test]
+    fn fields_cannot_be_forged_and_always_fit() {
+        assert_eq!(field("cwd", b"/home/a", 64), "cwd=/home/a");
+        assert_eq!(field("cwd", b"/tmp/x user=root uid=0", 64), "cwd=\"/tmp/x user=root uid=0\"");
+        assert_eq!(field("cwd", b"/tmp/a\" uid=0 \"", 64), "cwd=\"/tmp/a\\\" uid=0 \\\"\"");
+        assert_eq!(field("cwd", b"a\\", 64), "cwd=a\\\\");
+        assert_eq!(field("cwd", b"", 64), "cwd=\"\"");
+        assert_eq!(field("cwd", "x\u{2028}uid=0".as_bytes(), 64), "cwd=\"x\\u{2028}uid=0\"");
+        let long = field("cwd", "é".repeat(5000).as_bytes(), 640);
+        assert!(long.len() <= "cwd=".len() + 640 && long.ends_with("é..."), "{long}");
+        let most = "<86>imageswitch[4194304]: ".len() + 4 * "command=\"\" ".len();
+        assert!(most + FIELD_USER + FIELD_SYSROOT + FIELD_COMMAND + FIELD_CWD + 20 <= MAX_MESSAGE);
+    }
+
+    #[test]
+    fn a_full_receiver_drops_the_record_at_once() {
+        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-full-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("log");
+        let _ = std::fs::remove_file(&path);
+        let _listener = UnixDatagram::bind(&path).expect("bind");
+        let mut sent = 0;
+        while send(&path, Severity::Info, "filling") == Delivery::Sent {
+            sent += 1;
+        }
+        assert!(sent > 0);
+        assert_eq!(send(&path, Severity::Info, "one more"), Delivery::Dropped);
+        assert_eq!(send(&dir.join("nobody"), Severity::Info, "x"), Delivery::NoReceiver);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -85,7 +208,7 @@ mod tests {
         let path = dir.join("log");
         let _ = std::fs::remove_file(&path);
         let listener = UnixDatagram::bind(&path).expect("bind");
-        send(&path, Severity::Info, "hello");
+        assert_eq!(send(&path, Severity::Info, "hello"), Delivery::Sent);
         let mut buf = [0u8; 256];
         let n = listener.recv(&mut buf).expect("recv");
         assert!(buf[..n].ends_with(b"]: hello"));

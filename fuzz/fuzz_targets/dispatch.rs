@@ -1,8 +1,9 @@
 //! Bytes → argv (NUL-separated, argv[0] first, any bytes; with a leading
 //! 0x01 byte the first element is the executed path, AT_EXECFN) → `dispatch`
 //! against a fixed configuration. No panic; a sysroot is entered only by an
-//! exact configured name, alias or bin_dir, and a bin_dir entry only ever
-//! becomes `/bin/NAME` with a valid NAME.
+//! exact configured name, alias or bin_dir (by argv[0]'s directory, or for a
+//! bare argv[0] by the executed path), and a bin_dir entry only ever becomes
+//! `/bin/NAME` with a valid NAME.
 #![no_main]
 
 use std::ffi::OsString;
@@ -63,20 +64,26 @@ fuzz_target!(|data: &[u8]| {
     let via_bin_dir = entered.bin_dir.as_deref().is_some_and(|d| argv0.parent() == Some(d));
     let alias = base.strip_prefix(b"-").unwrap_or(base);
     let via_alias = entered.aliases.iter().any(|a| a.as_bytes() == alias);
-    // `-bash` run as /binN/bash: the executed path is a bin_dir entry of that name.
-    let via_login_bin_dir = exec_path.as_deref().map(Path::new).is_some_and(|p| {
-        entered.bin_dir.as_deref().is_some_and(|d| p.parent() == Some(d))
-            && p.file_name().map(|n| n.as_bytes()) == base.strip_prefix(b"-")
-    });
+    // `uname` found through PATH, `-bash` run as /binN/bash: argv[0] has no
+    // directory and the executed path is a bin_dir entry of that name.
+    let executed_entry = |name: Option<&[u8]>| {
+        exec_path.as_deref().map(Path::new).is_some_and(|p| {
+            entered.bin_dir.as_deref().is_some_and(|d| p.parent() == Some(d))
+                && argv[0].as_bytes() == base
+                && p.file_name().map(|n| n.as_bytes()) == name
+        })
+    };
+    let via_login_bin_dir = executed_entry(base.strip_prefix(b"-"));
+    let via_path_bin_dir = executed_entry(Some(base));
     assert!(
-        via_program || via_bin_dir || via_alias || via_login_bin_dir,
+        via_program || via_bin_dir || via_alias || via_login_bin_dir || via_path_bin_dir,
         "{argv:?} ({exec_path:?}) entered {sysroot} by no configured name"
     );
     if via_program {
         let named = if argv[1].as_bytes() == b"--" { &argv[2] } else { &argv[1] };
         let named = named.to_str().expect("names are UTF-8");
         assert!(entered.name == named || entered.aliases.iter().any(|a| a == named), "{argv:?} → {sysroot}");
-    } else if via_bin_dir {
+    } else if via_bin_dir || (via_path_bin_dir && matches!(command, Command::Program { .. })) {
         let Command::Program { program, args } = &command else { panic!("bin_dir gives a program: {command:?}") };
         let program = Path::new(program);
         let parts: Vec<Component<'_>> = program.components().collect();
