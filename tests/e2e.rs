@@ -162,7 +162,7 @@ fn logger_inside_reaches_the_configured_socket_and_switch_is_audited() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let line = f.wait_for_log(&marker).expect("logger's record reached the listener bound on /dev/log");
     assert!(line.contains("e2e"), "{line}");
-    let audit = f.wait_for_log(&format!("command=logger -t e2e {marker}")).expect("audit record");
+    let audit = f.wait_for_log(&format!("command=\"logger -t e2e {marker}\"")).expect("audit record");
     assert!(audit.starts_with("<86>imageswitch["), "{audit}");
     assert!(audit.contains(&format!("user={ALICE}")) && audit.contains("sysroot=deb11"), "{audit}");
 }

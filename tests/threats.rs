@@ -1246,31 +1246,36 @@ fn row15_no_privileged_dump_to_a_core_pipe_under_a_sigquit_storm() {
 // Row 17: personality.
 
 #[test]
-fn row17_child_personality_is_exactly_the_configured_one() {
+fn row17_personality_domain_is_the_configured_one_and_setuid_cleared_flags_stay_cleared() {
     require_root!();
     fixture();
+    // READ_IMPLIES_EXEC, ADDR_NO_RANDOMIZE, ADDR_COMPAT_LAYOUT, MMAP_PAGE_ZERO:
+    // what the kernel clears at a set-uid exec. Flags it lets through are the
+    // caller's to keep (tests/carryover.rs).
+    const PER_CLEAR_ON_SETID: u32 = 0x0040_0000 | 0x0004_0000 | 0x0020_0000 | 0x0010_0000;
     let flags = ["-R", "-L", "-B", "-F", "-Z", "-X", "-3", "-S", "-T", "-I", "--uname-2.6"];
     // Control: setarch does set them for an ordinary program.
     let control = run(as_user(ALICE, "setarch").arg("i686").args(flags).args(["cat", "/proc/self/personality"]));
-    let set = assert_ok(&control);
-    assert_ne!(set.trim(), "00000000", "control: setarch sets flags");
-    for (arch, sysroot, expected, machine) in [
-        ("x86_64", "bb", "00000000", "x86_64"),
-        ("i686", "bb", "00000000", "x86_64"),
-        ("x86_64", "deb11", "00000008", "i686"),
-        ("i686", "trixie", "00000000", "x86_64"),
+    let set = u32::from_str_radix(assert_ok(&control).trim(), 16).expect("hex");
+    assert_ne!(set & PER_CLEAR_ON_SETID, 0, "control: setarch sets flags");
+    for (arch, sysroot, domain, machine) in [
+        ("x86_64", "bb", 0, "x86_64"),
+        ("i686", "bb", 0, "x86_64"),
+        ("x86_64", "deb11", 8, "i686"),
+        ("i686", "trixie", 0, "x86_64"),
     ] {
         let out = run(as_user(ALICE, "setarch").arg(arch).args(flags).args([
             BIN,
             sysroot,
             "sh",
             "-c",
-            "cat /proc/self/personality; uname -m; uname -r",
+            "cat /proc/self/personality; uname -m",
         ]));
         let text = assert_ok(&out);
         let lines: Vec<&str> = text.lines().collect();
-        assert_eq!(lines[..2], [expected, machine], "{arch} -> {sysroot}: {text}");
-        assert!(!lines[2].starts_with("2.6."), "UNAME26 survived: {text}");
+        let child = u32::from_str_radix(lines[0], 16).expect("hex");
+        assert_eq!((child & 0xff, lines[1]), (domain, machine), "{arch} -> {sysroot}: {text}");
+        assert_eq!(child & PER_CLEAR_ON_SETID, 0, "{arch} -> {sysroot}: a cleared flag came back: {text}");
     }
 }
 
@@ -1413,29 +1418,11 @@ fn row20_no_new_privs_caller_gets_a_clean_error_and_nesting_works() {
 // Row 21: names and sizes.
 
 #[test]
-fn row21_huge_argv_env_and_odd_names_give_clean_errors() {
+fn row21_odd_names_give_clean_errors() {
     require_root!();
     fixture();
-    // argv: 65536 entries are accepted, one more is refused.
-    let mut args: Vec<String> = vec!["bb".into(), "true".into()];
-    args.extend(std::iter::repeat_n("x".to_string(), 65536 - 3));
-    assert_ok(&run(as_user(ALICE, BIN).args(&args)));
-    args.push("x".into());
-    assert_clean_failure(&run(as_user(ALICE, BIN).args(&args)), 125, "more than 65536 arguments");
-
-    // Environment: too many variables, too many bytes.
-    let mut cmd = as_user(ALICE, BIN);
-    cmd.env_clear().args(["bb", "true"]);
-    for i in 0..8193 {
-        cmd.env(format!("IMGSW_V{i}"), "x");
-    }
-    assert_clean_failure(&run(&mut cmd), 125, "environment larger than");
-    let mut cmd = as_user(ALICE, BIN);
-    cmd.env_clear().args(["bb", "true"]);
-    for i in 0..9 {
-        cmd.env(format!("IMGSW_BIG{i}"), "y".repeat(120_000));
-    }
-    assert_clean_failure(&run(&mut cmd), 125, "environment larger than");
+    // Sizes: imageswitch has no limit of its own, the kernel's apply
+    // (tests/carryover.rs, size_limits_are_no_stricter_than_the_kernels).
 
     // Odd names: paths, format strings, separators, non-UTF-8, a huge one.
     let token = format!("imgswrow21{}x{}", std::process::id(), unique());
@@ -1686,5 +1673,124 @@ fn row28_a_user_namespace_is_refused_in_one_line() {
             let out = run(as_user(ALICE, "unshare").arg(map).arg(BIN).args(args));
             assert_clean_failure(&out, 125, "imageswitch must be run from the initial user namespace");
         }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Row 25: the audit record.
+
+/// `key=value` pairs of a logfmt line; a quoted value keeps its escapes.
+fn logfmt(text: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return out;
+        }
+        let key: String = std::iter::from_fn(|| chars.next_if(|&c| c != '=' && c != ' ')).collect();
+        let mut value = String::new();
+        if chars.next_if_eq(&'=').is_some() {
+            if chars.next_if_eq(&'"').is_some() {
+                while let Some(c) = chars.next() {
+                    match c {
+                        '"' => break,
+                        '\\' => value.extend([c].into_iter().chain(chars.next())),
+                        c => value.push(c),
+                    }
+                }
+            } else {
+                value.extend(std::iter::from_fn(|| chars.next_if(|&c| c != ' ')));
+            }
+        }
+        out.push((key, value));
+    }
+}
+
+#[test]
+fn row25_audit_records_keep_every_field_and_cannot_be_forged() {
+    require_root!();
+    fixture();
+    let alice = uid(ALICE).to_string();
+    let log = PrivateLog::new("row25");
+    let base = user_tmpdir(ALICE, "row25");
+    let long = base.join(vec!["d".repeat(250); 8].join("/"));
+    let forged = base.join("x user=root uid=0");
+    let unicode = base.join("y\u{2028}uid=0\u{202e}\u{2066}z");
+    let link = base.join("link");
+    for dir in [&long, &forged, &unicode] {
+        fs::create_dir_all(dir).expect("mkdir");
+    }
+    std::os::unix::fs::symlink(&forged, &link).expect("symlink");
+    sh(&format!("chown -R {ALICE} {}", base.display()));
+    // (case, directory, $PWD, what the record's cwd must start with)
+    let cases = [
+        ("2 KB $PWD", &long, long.clone(), format!("{}", base.display())),
+        ("forging directory name", &forged, forged.clone(), format!("{}/x user=root uid=0", base.display())),
+        ("logical $PWD through a link", &forged, link.clone(), format!("{}/x user=root uid=0", base.display())),
+        ("separators and bidi controls", &unicode, unicode.clone(), format!("{}/y\\u{{2028}}uid=0", base.display())),
+    ];
+    for (case, dir, pwd, cwd_prefix) in cases {
+        let token = format!("imgswrow25{}x{}", std::process::id(), unique());
+        let pwd = format!("PWD={}", pwd.display());
+        let r = in_namespace("private", &log.setup(), ALICE, dir, &["env", &pwd, BIN, "bb", "true", &token]);
+        assert_ok(&r.out);
+        let record = log.wait_for(&token, true).unwrap_or_else(|| panic!("{case}: no audit record"));
+        assert!(record.len() <= 2048, "{case}: {} bytes", record.len());
+        assert!(
+            !record.chars().any(|c| c.is_control() || ('\u{2000}'..='\u{206f}').contains(&c)),
+            "{case}: {record:?}"
+        );
+        let (_, message) = record.split_once("]: ").expect("tag");
+        let fields = logfmt(message);
+        let keys: Vec<&str> = fields.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(keys, ["user", "uid", "sysroot", "command", "cwd"], "{case}: {record}");
+        let value = |key: &str| fields.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone()).unwrap_or_default();
+        assert_eq!((value("user"), value("uid"), value("sysroot")), (ALICE.to_string(), alice.clone(), "bb".into()));
+        assert_eq!(value("command"), format!("true {token}"), "{case}");
+        assert!(value("cwd").starts_with(&cwd_prefix), "{case}: {record}");
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Row 29: a stalled syslog receiver.
+
+#[test]
+fn row29_a_stalled_log_receiver_never_holds_up_an_entry() {
+    require_root!();
+    fixture();
+    let log = PrivateLog::new("row29");
+    // Fill its queue; nobody reads it from here on.
+    let filler = std::os::unix::net::UnixDatagram::unbound().expect("socket");
+    filler.set_nonblocking(true).expect("nonblocking");
+    let mut queued = 0;
+    while filler.send_to(b"<14>filler: x", &log.path).is_ok() {
+        queued += 1;
+    }
+    assert!(queued > 0, "control: the receiver took records before it filled up");
+    // A blocked entry would never finish (every signal held): the watchdog
+    // only keeps a failing run from hanging the suite.
+    let entries = 15;
+    let script = format!(
+        "for i in $(seq {entries}); do (timeout -s KILL 60 {BIN} bb sh -c 'echo ran' 2>/dev/null; echo rc=$?) & done; wait"
+    );
+    let r = in_namespace("private", &log.setup(), ALICE, &home_of(ALICE), &["sh", "-c", &script]);
+    let text = stdout(&r.out);
+    assert_eq!((text.matches("ran\n").count(), text.matches("rc=0\n").count()), (entries, entries), "{text}");
+    // The caller is told their entry is not on record; refusals too.
+    for (user, sysroot, code) in [(ALICE, "bb", 0), (BOB, "bb-alice", 125)] {
+        let r = in_namespace(
+            "private",
+            &log.setup(),
+            user,
+            &home_of(user),
+            &["timeout", "-s", "KILL", "60", BIN, sysroot, "true"],
+        );
+        assert_eq!(r.out.status.code(), Some(code), "{}", stderr(&r.out));
+        let warning =
+            format!("imageswitch: warning: audit record dropped: the log socket {LOG_SOCKET} is not accepting records");
+        assert!(stderr(&r.out).contains(&warning), "{sysroot}: {}", stderr(&r.out));
     }
 }
