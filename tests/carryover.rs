@@ -356,3 +356,28 @@ fn binn_scripts_the_tree_cannot_see_run_through_a_descriptor() {
     assert_ne!(out.status.code(), Some(0));
     assert!(!stdout(&out).contains("leaked"), "{}", stdout(&out));
 }
+
+#[test]
+fn the_command_starts_with_what_the_callers_shell_had() {
+    require_root!();
+    fixture();
+    // What a program sees of its limits, umask, signal dispositions and mask,
+    // groups, niceness and personality flags: the same on the host and in
+    // the tree (trixie: the same execution domain as the host).
+    let probe = "umask; grep -E '^(SigIgn|SigBlk|Groups)' /proc/self/status; cat /proc/self/limits; nice; \
+                 cat /proc/self/personality";
+    let setups = [
+        "true",
+        "umask 027; trap '' INT QUIT TSTP HUP",
+        "ulimit -S -s unlimited; ulimit -S -n 512; ulimit -S -c 0; ulimit -S -u 3000; ulimit -S -v 8000000",
+        "umask 077; trap '' PIPE USR1",
+    ];
+    for setup in setups {
+        for wrapper in ["", "nice -n 7 setarch x86_64 --uname-2.6"] {
+            let host = run(&mut sh_as(ALICE, &format!("{setup}; {wrapper} sh -c \"{probe}\"")));
+            let inside = run(&mut sh_as(ALICE, &format!("{setup}; {wrapper} {BIN} trixie sh -c \"{probe}\"")));
+            let case = format!("{setup} / {wrapper}");
+            assert_eq!(assert_ran(&inside, &case), assert_ran(&host, &case), "{case}");
+        }
+    }
+}
