@@ -14,6 +14,7 @@ use nix::sys::stat::{Mode, fstat, stat};
 use nix::unistd::{AccessFlags, access, execve};
 
 use crate::dispatch::Command;
+use crate::error::{Error, echo};
 
 /// `PATH` inside the tree when the caller has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -174,6 +175,24 @@ pub fn missing_interpreter(program: &Path) -> Option<Missing> {
             Some(Missing::Interpreter(OsStr::from_bytes(interpreter).to_os_string()))
         }
         None => Some(Missing::Loader),
+    }
+}
+
+/// The error for a failed exec of `launch`, naming a missing `#!`
+/// interpreter or dynamic loader the way the shell does. Runs as the caller.
+pub fn exec_failed(launch: &Launch, why: io::Error) -> Error {
+    let command = echo(launch.argv.first().map_or(b"".as_slice(), |a| a.as_bytes()));
+    let missing = match why.raw_os_error() {
+        Some(libc::ENOENT) => missing_interpreter(&launch.program),
+        Some(libc::EACCES) if is_executable(&launch.program) => missing_interpreter(&launch.program),
+        _ => None,
+    };
+    match missing {
+        Some(Missing::Interpreter(interpreter)) => {
+            Error::BadInterpreter { command, interpreter: echo(interpreter.as_bytes()), why }
+        }
+        Some(Missing::Loader) if why.kind() == io::ErrorKind::NotFound => Error::RequiredFileNotFound { command },
+        _ => Error::Exec { command, why },
     }
 }
 

@@ -21,7 +21,7 @@ use crate::config::{self, CONFIG_PATH, Config, Personality, Sysroot};
 use crate::dispatch::{self, Command, Invocation, dispatch, informational};
 use crate::env::{Identity, child_environment, lookup};
 use crate::error::{EXIT_FAILURE, Error, Stream, echo, say};
-use crate::exec::{Launch, Missing, Script, choose_shell, launch_for, open_script, with_argument};
+use crate::exec::{Launch, Script, choose_shell, launch_for, open_script, with_argument};
 use crate::mounts::{self, IfMissing, MountSpec, Outcome};
 use crate::privileges::{self, CallerState};
 use crate::sys;
@@ -249,24 +249,7 @@ impl Kernel for Real {
 
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
         privileges::restore_caller_state(&self.caller_state);
-        let why = crate::exec::exec(launch, env);
-        let command = echo(launch.argv.first().map_or(b"".as_slice(), |a| a.as_encoded_bytes()));
-        let missing = match why.raw_os_error() {
-            Some(libc::ENOENT) => crate::exec::missing_interpreter(&launch.program),
-            Some(libc::EACCES) if crate::exec::is_executable(&launch.program) => {
-                crate::exec::missing_interpreter(&launch.program)
-            }
-            _ => None,
-        };
-        match missing {
-            Some(Missing::Interpreter(interpreter)) => {
-                Error::BadInterpreter { command, interpreter: echo(interpreter.as_bytes()), why }
-            }
-            Some(Missing::Loader) if why.kind() == std::io::ErrorKind::NotFound => {
-                Error::RequiredFileNotFound { command }
-            }
-            _ => Error::Exec { command, why },
-        }
+        crate::exec::exec_failed(launch, crate::exec::exec(launch, env))
     }
 }
 
