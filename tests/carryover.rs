@@ -362,10 +362,11 @@ fn the_command_starts_with_what_the_callers_shell_had() {
     require_root!();
     fixture();
     // What a program sees of its limits, umask, signal dispositions and mask,
-    // groups, niceness and personality flags: the same on the host and in
-    // the tree (trixie: the same execution domain as the host).
+    // groups, niceness, personality flags and dumpability (/proc/PID of a
+    // non-dumpable process is root's): the same on the host and in the tree
+    // (trixie: the same execution domain as the host).
     let probe = "umask; grep -E '^(SigIgn|SigBlk|Groups)' /proc/self/status; cat /proc/self/limits; nice; \
-                 cat /proc/self/personality";
+                 cat /proc/self/personality; stat -c %u /proc/\\$\\$/status";
     let setups = [
         "true",
         "umask 027; trap '' INT QUIT TSTP HUP",
