@@ -12,6 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, openat};
@@ -151,7 +152,11 @@ pub fn merged_databases(passwd: &[u8], group: &[u8], account: &Account) -> (Opti
     )
 }
 
+/// The contents of a regular file, at most [`MAX_FILE_BYTES`].
 fn read_limited(file: std::fs::File) -> io::Result<Vec<u8>> {
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
     let mut bytes = Vec::new();
     file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
     if bytes.len() as u64 > MAX_FILE_BYTES {
@@ -183,7 +188,9 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
     let (uid, gid) = (caller.uid, caller.gid);
     let mut host_files = Vec::new();
     for path in sysroot.host_files(defaults) {
-        let read = mounts::with_fs_identity(true, uid, gid, || std::fs::File::open(path).and_then(read_limited));
+        // Non-blocking: a FIFO at the end of a link must not hold the entry.
+        let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
+        let read = mounts::with_fs_identity(true, uid, gid, || open().and_then(read_limited));
         match read {
             Ok(bytes) => host_files.push((path.clone(), bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -191,10 +198,11 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
         }
     }
 
+    // From the real uid, never the environment; only a directory the caller owns.
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
-    let owned = mounts::with_fs_identity(true, uid, gid, || std::fs::metadata(&run_user));
-    let run_user = owned.is_ok_and(|m| m.is_dir() && std::os::unix::fs::MetadataExt::uid(&m) == uid.as_raw());
-    Personal { account, host_files, run_user: run_user.then(|| PathBuf::from(format!("/run/user/{uid}"))) }
+    let owned = mounts::with_fs_identity(true, uid, gid, || std::fs::symlink_metadata(&run_user));
+    let run_user = owned.is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw()).then_some(run_user);
+    Personal { account, host_files, run_user }
 }
 
 /// A failed step of [`present`]: what, and why.
@@ -219,7 +227,8 @@ fn open_dir(tree: &OwnedFd, path: &Path) -> Result<OwnedFd, Failure> {
 /// The contents of a regular file `name` in `dir`; empty when absent.
 fn read_tree_file(dir: &OwnedFd, name: &str) -> Result<Vec<u8>, Failure> {
     let what = || format!("reading /etc/{name} in the tree");
-    match openat(dir, name, OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC, Mode::empty()) {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    match openat(dir, name, flags, Mode::empty()) {
         Ok(fd) => read_limited(std::fs::File::from(fd)).map_err(|e| (what(), e)),
         Err(nix::errno::Errno::ENOENT) => Ok(Vec::new()),
         Err(errno) => Err((what(), errno.into())),
@@ -254,8 +263,7 @@ fn tree_file_equals(dir: &OwnedFd, name: &Path, contents: &[u8]) -> bool {
     }
     let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
     let Ok(fd) = openat(dir, name, flags, Mode::empty()) else { return false };
-    let regular = fstat(&fd).is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG);
-    regular && read_limited(std::fs::File::from(fd)).is_ok_and(|bytes| bytes == contents)
+    read_limited(std::fs::File::from(fd)).is_ok_and(|bytes| bytes == contents)
 }
 
 /// Mounts a read-only overlay on `point` in the tree: `layer` over `lower`
