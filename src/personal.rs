@@ -336,17 +336,20 @@ pub fn present(
         // The layer is a tmpfs mounted on the first directory it goes over,
         // where the overlay then covers it: reachable from nowhere else.
         let size = etc_layer.iter().map(|(_, c)| c.len()).sum::<usize>() + (1 << 20);
-        let options = format!("mode=0755,size={size},nr_inodes=1024");
+        let options = format!("mode=0755,uid=0,gid=0,size={size},nr_inodes=1024");
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
         mount(Some("tmpfs"), fd_path(stage).as_str(), Some("tmpfs"), flags, Some(options.as_str()))
             .map_err(failed("the per-entry layer"))?;
         let layer = open_dir(tree, stage_path)?;
         if let Some(lower) = &lower_etc.as_ref().filter(|_| !etc_layer.is_empty()) {
-            write_layer_dir(&layer, Path::new("etc"))?;
-            let layer_etc = open_dir_at(&layer, "etc")?;
-            for (relative, contents) in &etc_layer {
-                write_layer_file(&layer_etc, relative, contents)?;
-            }
+            let layer_etc = owned_by_root(|| {
+                write_layer_dir(&layer, Path::new("etc"))?;
+                let layer_etc = open_dir_at(&layer, "etc")?;
+                for (relative, contents) in &etc_layer {
+                    write_layer_file(&layer_etc, relative, contents)?;
+                }
+                Ok(layer_etc)
+            })?;
             overlay(tree, etc, &layer_etc, lower)?;
             for (target, held) in carried {
                 let new = mounts::open_target(tree, target)
@@ -358,7 +361,7 @@ pub fn present(
         }
         if let (Some(lower), Some(path)) = (&lower_run, run_user) {
             let inside = path.strip_prefix("/").unwrap_or(path);
-            write_layer_dir(&layer, inside)?;
+            owned_by_root(|| write_layer_dir(&layer, inside))?;
             overlay(tree, run, &open_dir_at(&layer, "run")?, lower)?;
         }
     }
@@ -369,6 +372,12 @@ pub fn present(
         }
     }
     Ok(())
+}
+
+/// Runs `f` with root's filesystem ids: the setuid process's own fsgid is
+/// still the caller's, which would otherwise own the files it creates.
+fn owned_by_root<T>(f: impl FnOnce() -> T) -> T {
+    mounts::with_fs_identity(true, Uid::from_raw(0), Gid::from_raw(0), f)
 }
 
 fn open_dir_at(dir: &OwnedFd, name: &str) -> Result<OwnedFd, Failure> {

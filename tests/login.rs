@@ -29,6 +29,8 @@ const LATE: &str = "imgsw-late";
 /// the owner and group names `ls -l` prints for a file in your home.
 const WHO_AM_I: &str = "whoami; id -nG; getent passwd \"$(id -u)\"; touch ~/.imgsw-probe; \
                         ls -l ~/.imgsw-probe | awk '{print $3, $4}'";
+/// `stat -f -c %t` of an overlay mount.
+const OVERLAYFS_MAGIC: &str = "794c7630";
 const PYTHON_WHO: &str = "import os, pwd; print(pwd.getpwuid(os.getuid()))";
 
 fn serial() -> MutexGuard<'static, ()> {
@@ -267,9 +269,27 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
     let group = "root:x:0:\nother:x:4242:somebody\n";
     fs::write(tree.0.join("etc/passwd"), &passwd).expect("passwd");
     fs::write(tree.0.join("etc/group"), group).expect("group");
-    let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("own", &tree.0, ""));
-    let script = "id -un; cat /etc/passwd; echo --; cat /etc/group; echo x >> /etc/passwd || echo refused";
-    let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["own", "sh", "-c", script]);
+    // A bind under /etc stays visible over the per-entry overlay; a host file
+    // the caller cannot read is not shown.
+    let bound = Created(PathBuf::from(format!("/etc/imgsw-login-bind-{}", std::process::id())));
+    let secret = Created(PathBuf::from(format!("/etc/imgsw-login-secret-{}", std::process::id())));
+    sh(&format!(
+        "mkdir -p {b} {t}{b} && echo carried > {b}/f && echo root-only > {s} && chmod 600 {s}",
+        b = bound.0.display(),
+        t = tree.0.display(),
+        s = secret.0.display()
+    ));
+    let conf = config(
+        &format!("binds = [\"/home\", \"/tmp\", \"{}\"]", bound.0.display()),
+        &sysroot("own", &tree.0, &format!("host_files = [\"{}\"]", secret.0.display())),
+    );
+    let script = format!(
+        "id -un; cat /etc/passwd; echo --; cat /etc/group; (echo x >> /etc/passwd) 2>/dev/null || echo refused; \
+         cat {}/f; cat {} 2>/dev/null || echo no-secret; stat -f -c %t /etc; stat -c '%u %g %a' /etc/group",
+        bound.0.display(),
+        secret.0.display()
+    );
+    let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["own", "sh", "-c", &script]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     // alice's primary group and imgsw-physics are appended, by gid; the
     // tree's own lines come first, untouched.
@@ -278,9 +298,23 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
     let mut added = [(gid, format!("{ALICE}:x:{gid}:")), (physics_gid, format!("{PHYSICS}:x:{physics_gid}:{ALICE}"))];
     added.sort();
     let added: String = added.iter().map(|(_, line)| format!("{line}\n")).collect();
-    assert_eq!(stdout(&out), format!("treename\n{passwd}--\n{group}{added}refused\n"), "{}", stderr(&out));
+    assert_eq!(
+        stdout(&out),
+        format!("treename\n{passwd}--\n{group}{added}refused\ncarried\nno-secret\n{OVERLAYFS_MAGIC}\n0 0 644\n"),
+        "{}",
+        stderr(&out)
+    );
+    let warning = format!("imageswitch: warning: own: host file {} not shown: permission denied\n", secret.0.display());
+    assert_eq!(stderr(&out), warning);
     assert_eq!(fs::read_to_string(tree.0.join("etc/passwd")).expect("passwd"), passwd);
     assert_eq!(fs::read_to_string(tree.0.join("etc/group")).expect("group"), group);
+
+    // A tree that has every id of the caller, with no host files: no layer.
+    fs::write(tree.0.join("etc/group"), format!("{group}{added}")).expect("group");
+    let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("own", &tree.0, "host_files = []"));
+    let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["own", "stat", "-f", "-c", "%t", "/etc"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_ne!(stdout(&out).trim(), OVERLAYFS_MAGIC);
 }
 
 #[test]

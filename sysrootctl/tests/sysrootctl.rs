@@ -827,9 +827,12 @@ fn homes_outside_the_bound_paths_get_a_mount_point_from_users_sync() {
         format!("bbh: account {name}: home {} has no mount point in the tree (run sysrootctl apply)", home.display());
     assert!(s.expect(&["check", "bbh"], 2).contains(&finding), "check does not name the account");
     let out = enter();
-    let warning = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(warning.lines().count(), 1, "{warning}");
-    assert!(warning.contains("users.sync and sysrootctl apply create one"), "{warning}");
+    // One line names the fix (the next says where the shell starts instead).
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    let fix: Vec<&str> =
+        warnings.lines().filter(|l| l.contains("users.sync and sysrootctl apply create one")).collect();
+    assert_eq!(fix.len(), 1, "{warnings}");
+    assert!(fix[0].starts_with("imageswitch: warning: bbh: bind destination "), "{warnings}");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "/\n");
 
     assert!(s.expect(&["apply"], 0).contains(&format!("create mount point {}", home.display())));
