@@ -43,6 +43,7 @@ MNT=$PREFIX/many
 
 getent passwd $USER_NAME >/dev/null || useradd -m -s /bin/bash $USER_NAME
 getent passwd $NEW_USER >/dev/null || useradd -m -s /bin/bash $NEW_USER
+for u in $USER_NAME $NEW_USER; do [ -d /home/$u ] || install -d -o $u -g $u /home/$u; done
 grep -q "^$USER_NAME:" $ITREE/etc/passwd || getent passwd $USER_NAME | sed 's/:[^:]*:/:x:/' >>$ITREE/etc/passwd
 grep -q "^$USER_NAME:" $ITREE/etc/group || getent group $USER_NAME | sed 's/:[^:]*:/:x:/' >>$ITREE/etc/group
 

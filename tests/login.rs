@@ -309,9 +309,15 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
     assert_eq!(fs::read_to_string(tree.0.join("etc/passwd")).expect("passwd"), passwd);
     assert_eq!(fs::read_to_string(tree.0.join("etc/group")).expect("group"), group);
 
-    // A tree that has every id of the caller, with no host files: no layer.
+    // A tree that has every id of the caller, and the same host file: no layer.
     fs::write(tree.0.join("etc/group"), format!("{group}{added}")).expect("group");
-    let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("own", &tree.0, "host_files = []"));
+    let same = Created(PathBuf::from(format!("/etc/imgsw-login-same-{}", std::process::id())));
+    fs::write(&same.0, "same\n").expect("host file");
+    fs::write(tree.0.join(same.0.strip_prefix("/").expect("absolute")), "same\n").expect("tree file");
+    let conf = config(
+        "binds = [\"/home\", \"/tmp\"]",
+        &sysroot("own", &tree.0, &format!("host_files = [\"{}\"]", same.0.display())),
+    );
     let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["own", "stat", "-f", "-c", "%t", "/etc"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_ne!(stdout(&out).trim(), OVERLAYFS_MAGIC);
