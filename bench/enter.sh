@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Cost of entering the i386 tree and running /bin/true, against peers in the
 # same run, as ratios of medians:
-#   imageswitch (all default binds, as an ordinary user)
+#   imageswitch (all default binds, as an ordinary user): once as a user the
+#               tree knows with host_files = [] (no per-entry layer), once as a
+#               user the tree does not know with the default host files (the
+#               whole per-entry view: passwd/group entries and host files)
 #   chroot(8)   (no mounts, as root: the floor)
 #   schroot     (type=directory, Debian's default profile, as the user)
 #   bwrap       (same binds, unprivileged user namespace, as the user)
@@ -22,6 +25,8 @@ done
 
 bash tests/support/trees.sh bullseye-i386
 USER_NAME=imgsw-bench
+# Not in imageswitch's tree: its passwd entry is added per entry.
+NEW_USER=imgsw-bench-new
 CONF=/etc/imageswitch-bench/sysroots.toml
 PREFIX=/var/lib/imageswitch-bench
 # schroot's setup scripts write into the tree (passwd, group, debian_chroot):
@@ -29,10 +34,18 @@ PREFIX=/var/lib/imageswitch-bench
 TREE=$PREFIX/bullseye-i386
 mkdir -p $PREFIX && chmod 755 $PREFIX
 [ -e $TREE/etc/debian_version ] || cp -a /var/cache/imageswitch-test/bullseye-i386 $TREE
+# imageswitch's own copy, which schroot never writes: it knows USER_NAME (as
+# users.sync would make it) and not NEW_USER.
+ITREE=$PREFIX/bullseye-i386-imageswitch
+[ -e $ITREE/etc/debian_version ] || cp -a /var/cache/imageswitch-test/bullseye-i386 $ITREE
 OUT=$(mktemp -d) && chmod 1777 "$OUT"
 MNT=$PREFIX/many
 
 getent passwd $USER_NAME >/dev/null || useradd -m -s /bin/bash $USER_NAME
+getent passwd $NEW_USER >/dev/null || useradd -m -s /bin/bash $NEW_USER
+for u in $USER_NAME $NEW_USER; do [ -d /home/$u ] || install -d -o $u -g $u /home/$u; done
+grep -q "^$USER_NAME:" $ITREE/etc/passwd || getent passwd $USER_NAME | sed 's/:[^:]*:/:x:/' >>$ITREE/etc/passwd
+grep -q "^$USER_NAME:" $ITREE/etc/group || getent group $USER_NAME | sed 's/:[^:]*:/:x:/' >>$ITREE/etc/group
 
 # A release build whose configuration path is the bench's own.
 IMAGESWITCH_CONFIG_PATH=$CONF cargo build --release -q --bin imageswitch --target-dir target/bench
@@ -43,7 +56,11 @@ cat >$CONF <<EOF
 binds = ["/home", "/tmp"]
 log_socket = "/dev/log"
 [sysroot.bench]
-path = "$TREE"
+path = "$ITREE"
+personality = "linux32"
+host_files = []
+[sysroot.bench-login]
+path = "$ITREE"
 personality = "linux32"
 EOF
 chmod 644 $CONF
@@ -68,16 +85,19 @@ cleanup() {
 trap cleanup EXIT
 
 as_user() { setpriv --reuid=$USER_NAME --regid=$USER_NAME --init-groups -- "$@"; }
+as_new_user() { setpriv --reuid=$NEW_USER --regid=$NEW_USER --init-groups -- "$@"; }
 
 # hyperfine -N runs each command without an intermediate shell. Each
 # measurement is split into ROUNDS slices taken in turn with the others, so
 # drifting load on the machine touches every command alike; the figure is the
 # median of all samples.
 ROUNDS=5
-sample() { # json-file runs user|root command...
+sample() { # json-file runs user|newuser|root command...
     local json=$1 runs=$2 who=$3; shift 3
     if [ "$who" = user ]; then
         (cd /home/$USER_NAME && as_user hyperfine -N -w 5 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
+    elif [ "$who" = newuser ]; then
+        (cd /home/$NEW_USER && as_new_user hyperfine -N -w 5 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
     else
         (cd /home/$USER_NAME && hyperfine -N -w 5 -r "$runs" --export-json "$json" "$*" >/dev/null 2>&1)
     fi
@@ -102,6 +122,10 @@ measure_set() {
 
 # Sanity: each path really runs inside the i386 tree.
 test "$(cd /tmp && as_user $PREFIX/bin/imageswitch bench uname -m)" = i686
+# ... and the per-entry view is really made for the new user (and only for them).
+test "$(cd /tmp && as_new_user $PREFIX/bin/imageswitch bench-login sh -c 'whoami; stat -f -c %T /etc')" = "$NEW_USER
+overlayfs"
+test "$(cd /tmp && as_user $PREFIX/bin/imageswitch bench stat -f -c %T /etc)" != overlayfs
 test "$(chroot $TREE /bin/true && echo ok)" = ok
 test "$(cd /tmp && as_user schroot -q -c imgsw-bench -- uname -m)" = i686
 BWRAP=(setarch linux32 bwrap --bind $TREE / --proc /proc --dev /dev --bind /home /home --bind /tmp /tmp --chdir /tmp)
@@ -110,9 +134,10 @@ test "$(cd /tmp && as_user "${BWRAP[@]}" uname -m)" = i686
 schroot_runs=$(( RUNS / 10 > 20 ? RUNS / 10 : 20 ))
 measure_set "$RUNS" "chroot|root|chroot $TREE /bin/true" \
     "imageswitch|user|$PREFIX/bin/imageswitch bench /bin/true" \
+    "login|newuser|$PREFIX/bin/imageswitch bench-login /bin/true" \
     "bwrap|user|${BWRAP[*]} /bin/true"
 measure_set "$schroot_runs" "schroot|user|schroot -q -c imgsw-bench -- /bin/true"
-read -r chroot_s imgsw_s bwrap_s schroot_s <<<"$(median_of chroot imageswitch bwrap schroot | tr "\n" " ")"
+read -r chroot_s imgsw_s login_s bwrap_s schroot_s <<<"$(median_of chroot imageswitch login bwrap schroot | tr "\n" " ")"
 
 ms() { awk -v s="$1" 'BEGIN { printf "%.3f", s * 1000 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
@@ -123,6 +148,7 @@ echo "| how | median ms | × chroot(8) | imageswitch faster by |"
 echo "|---|---|---|---|"
 echo "| chroot(8), no mounts, root | $(ms "$chroot_s") | 1.00 | |"
 echo "| imageswitch, default binds, user | $(ms "$imgsw_s") | $(ratio "$imgsw_s" "$chroot_s") | |"
+echo "| imageswitch, + own passwd/group entries and host files | $(ms "$login_s") | $(ratio "$login_s" "$chroot_s") | |"
 echo "| bwrap, same binds, user | $(ms "$bwrap_s") | $(ratio "$bwrap_s" "$chroot_s") | $(ratio "$bwrap_s" "$imgsw_s")× |"
 echo "| schroot, type=directory, user | $(ms "$schroot_s") | $(ratio "$schroot_s" "$chroot_s") | $(ratio "$schroot_s" "$imgsw_s")× |"
 echo

@@ -45,6 +45,8 @@ pub enum Personality {
 pub struct Defaults {
     /// Host paths bound at the same path inside every sysroot.
     pub binds: Vec<PathBuf>,
+    /// Host files under /etc shown read-only in every sysroot, per entry.
+    pub host_files: Vec<PathBuf>,
     /// Host syslog socket bound onto `TREE/dev/log`; `None` when configured as "".
     pub log_socket: Option<PathBuf>,
     /// Default of [`Sysroot::require_cwd`].
@@ -54,7 +56,10 @@ pub struct Defaults {
 impl Default for Defaults {
     fn default() -> Self {
         Defaults {
-            binds: vec![PathBuf::from("/home"), PathBuf::from("/tmp")],
+            binds: ["/home", "/tmp", "/var/tmp"].map(PathBuf::from).to_vec(),
+            host_files: ["/etc/hosts", "/etc/localtime", "/etc/resolv.conf", "/etc/timezone"]
+                .map(PathBuf::from)
+                .to_vec(),
             log_socket: Some(PathBuf::from("/dev/log")),
             require_cwd: false,
         }
@@ -85,6 +90,8 @@ pub struct Sysroot {
     /// Fail, instead of starting in the home directory, when the caller's
     /// working directory cannot be entered in the tree.
     pub require_cwd: bool,
+    /// Replaces `defaults.host_files` for this sysroot when set.
+    pub host_files: Option<Vec<PathBuf>>,
     /// Shell used when the caller's passwd shell does not exist in the tree.
     pub shell: Option<PathBuf>,
     /// 1-based line of the `[sysroot.NAME]` header, for messages.
@@ -101,6 +108,11 @@ impl Sysroot {
             }
         }
         out
+    }
+
+    /// The host files shown inside this sysroot.
+    pub fn host_files<'a>(&'a self, defaults: &'a Defaults) -> &'a [PathBuf] {
+        self.host_files.as_deref().unwrap_or(&defaults.host_files)
     }
 }
 
@@ -272,11 +284,20 @@ fn bind_item(text: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(text))
 }
 
+/// A file directly or deeper under /etc: the only directory shown per entry.
+fn host_file_item(text: &str) -> Result<PathBuf, String> {
+    if !is_clean_absolute(text) || !text.starts_with("/etc/") {
+        return Err(format!("\"{text}\" is not a path under /etc/ without \".\", \"..\" or repeated slashes"));
+    }
+    Ok(PathBuf::from(text))
+}
+
 fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, ConfigError> {
     let mut defaults = Defaults::default();
     for (key, value) in table.iter() {
         match key.get_ref().as_ref() {
             "binds" => defaults.binds = expect_list(src, "binds", value, bind_item)?,
+            "host_files" => defaults.host_files = expect_list(src, "host_files", value, host_file_item)?,
             "require_cwd" => defaults.require_cwd = expect_bool(src, "require_cwd", value)?,
             "log_socket" => {
                 let text = expect_str(src, "log_socket", value)?;
@@ -310,6 +331,7 @@ fn parse_sysroot(
         bin_dir: None,
         access: Access::default(),
         binds: Vec::new(),
+        host_files: None,
         require_cwd: defaults.require_cwd,
         shell: None,
         line,
@@ -357,6 +379,7 @@ fn parse_sysroot(
             "users" => sysroot.access.users = Some(expect_list(src, "users", value, name_item)?),
             "groups" => sysroot.access.groups = Some(expect_list(src, "groups", value, name_item)?),
             "binds" => sysroot.binds = expect_list(src, "binds", value, bind_item)?,
+            "host_files" => sysroot.host_files = Some(expect_list(src, "host_files", value, host_file_item)?),
             "require_cwd" => sysroot.require_cwd = expect_bool(src, "require_cwd", value)?,
             // Accepted for old files: false is the only behaviour there is.
             "setuid" => {
@@ -578,6 +601,32 @@ anything = 3
     }
 
     #[test]
+    fn host_files_default_replace_and_empty() {
+        let config = parse_ok("[sysroot.a]\npath = \"/a\"\n[sysroot.b]\npath = \"/b\"\nhost_files = []\n");
+        let names = |s: &str| config.sysroot(s).expect(s).host_files(&config.defaults).to_vec();
+        assert_eq!(
+            names("a"),
+            ["/etc/hosts", "/etc/localtime", "/etc/resolv.conf", "/etc/timezone"].map(PathBuf::from)
+        );
+        assert!(names("b").is_empty());
+        let config = parse_ok("[defaults]\nhost_files = [\"/etc/hosts\"]\n[sysroot.a]\npath = \"/a\"\n");
+        assert_eq!(config.sysroots[0].host_files(&config.defaults), [PathBuf::from("/etc/hosts")]);
+        for bad in ["/etc", "/usr/share/zoneinfo/UTC", "/etc/../shadow", "etc/hosts"] {
+            let err = broken_err(&format!("[sysroot.a]\npath = \"/a\"\nhost_files = [\"{bad}\"]\n"), "a");
+            assert!(err.contains("is not a path under /etc/"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_example_states_the_built_in_defaults_and_syncs_users() {
+        let text = include_str!("../etc/sysroots.toml");
+        let config = parse_ok(text);
+        assert_eq!(config.defaults, Defaults::default());
+        assert!(config.broken.is_empty());
+        assert!(text.lines().any(|l| l.starts_with("users = { sync = true }")), "users.sync is not on");
+    }
+
+    #[test]
     fn empty_log_socket_means_none() {
         let config = parse_ok("[defaults]\nlog_socket = \"\"\n");
         assert_eq!(config.defaults.log_socket, None);
@@ -761,7 +810,10 @@ anything = 3
     fn binds_deduplicate_against_defaults() {
         let config = parse_ok("[sysroot.a]\npath = \"/a\"\nbinds = [\"/tmp\", \"/data\"]\n");
         let a = config.sysroot("a").expect("a");
-        assert_eq!(a.all_binds(&config.defaults), vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]);
+        assert_eq!(
+            a.all_binds(&config.defaults),
+            vec![Path::new("/home"), Path::new("/tmp"), Path::new("/var/tmp"), Path::new("/data")]
+        );
     }
 
     #[test]

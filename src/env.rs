@@ -66,6 +66,11 @@ pub fn child_environment(caller_env: &[(OsString, OsString)], who: &Identity<'_>
     ];
     out.extend(ours.iter().filter_map(|(name, value)| entry(name.as_bytes(), value.as_bytes())));
     out.extend(who.cwd.and_then(|cwd| entry(b"PWD", cwd.as_os_str().as_bytes())));
+    // Debian's and Ubuntu's default prompts show `(NAME)` when it is set, as
+    // under schroot; a value the caller chose is theirs to keep.
+    if lookup(caller_env, "debian_chroot").is_none() {
+        out.extend(entry(b"debian_chroot", who.sysroot.as_bytes()));
+    }
     out
 }
 
@@ -136,7 +141,7 @@ mod tests {
         assert_eq!(out[..kept.len()], expected[..]);
         let dropped =
             build(&[("MALLOC_TRACE", "/x"), ("LD_DEBUG", "all"), ("GLIBC_TUNABLES", "x"), ("GCONV_PATH", "/x")]);
-        assert_eq!(dropped.len(), 6, "only ours: {dropped:?}");
+        assert_eq!(dropped.len(), 7, "only ours: {dropped:?}");
     }
 
     #[test]
@@ -150,15 +155,23 @@ mod tests {
                 "LOGNAME=alice",
                 "SHELL=/bin/bash",
                 "IMAGESWITCH_SYSROOT=sl5",
-                "PWD=/home/alice"
+                "PWD=/home/alice",
+                "debian_chroot=sl5"
             ]
         );
+    }
+
+    #[test]
+    fn debian_chroot_names_the_sysroot_unless_the_caller_set_it() {
+        assert!(build(&[]).contains(&"debian_chroot=sl5".to_string()));
+        let out = build(&[("debian_chroot", "mine")]);
+        assert_eq!(out.iter().filter(|e| e.starts_with("debian_chroot=")).collect::<Vec<_>>(), ["debian_chroot=mine"]);
     }
 
     #[test]
     fn malformed_names_are_dropped() {
         let out = build(&[("", "x"), ("A=B", "c"), ("OK", "fine")]);
         assert_eq!(out[0], "OK=fine");
-        assert_eq!(out.len(), 7);
+        assert_eq!(out.len(), 8);
     }
 }

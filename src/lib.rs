@@ -14,6 +14,7 @@ pub mod env;
 pub mod error;
 pub mod exec;
 pub mod mounts;
+pub mod personal;
 pub mod privileges;
 pub mod run;
 pub mod sys;

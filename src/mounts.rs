@@ -157,7 +157,7 @@ fn kind_matches(kind: Kind, st: &FileStat) -> bool {
 }
 
 /// Runs `f` with the filesystem uid/gid switched to the caller's, when asked.
-fn with_fs_identity<T>(as_caller: bool, uid: Uid, gid: Gid, f: impl FnOnce() -> T) -> T {
+pub(crate) fn with_fs_identity<T>(as_caller: bool, uid: Uid, gid: Gid, f: impl FnOnce() -> T) -> T {
     if !as_caller {
         return f();
     }
@@ -173,7 +173,7 @@ fn with_fs_identity<T>(as_caller: bool, uid: Uid, gid: Gid, f: impl FnOnce() -> 
 /// Opens the destination inside `tree` one component at a time, refusing
 /// symbolic links and `..` (the same guarantee as openat2's
 /// RESOLVE_NO_SYMLINKS within the tree, on kernels without openat2).
-fn open_target(tree: &OwnedFd, target: &Path) -> nix::Result<OwnedFd> {
+pub(crate) fn open_target(tree: &OwnedFd, target: &Path) -> nix::Result<OwnedFd> {
     let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let mut current = openat(tree, ".", flags | OFlag::O_DIRECTORY, Mode::empty())?;
     let mut parts = target.as_os_str().as_bytes().split(|&b| b == b'/').filter(|p| !p.is_empty()).peekable();
@@ -465,16 +465,16 @@ mod tests {
     #[test]
     fn default_plan_order_and_flags() {
         let specs = plan_for("[sysroot.a]\npath = \"/a\"\nbinds = [\"/data\"]\n", "/home/alice");
-        assert_eq!(targets(&specs), ["/proc", "/sys", "/dev", "/home", "/tmp", "/data", "/dev/log"]);
+        assert_eq!(targets(&specs), ["/proc", "/sys", "/dev", "/home", "/tmp", "/var/tmp", "/data", "/dev/log"]);
         assert_eq!(specs[0].attrs, NOSUID | NODEV | NOEXEC);
         assert_eq!(specs[2].attrs, NOSUID);
-        for bind in &specs[3..6] {
+        for bind in &specs[3..7] {
             assert_eq!(bind.attrs, NOSUID | NODEV);
             assert!(bind.as_caller && bind.recursive);
             assert_eq!(bind.if_missing, IfMissing::Fail);
         }
-        assert_eq!(specs[6].kind, Kind::Socket);
-        assert_eq!(specs[6].if_missing, IfMissing::Skip);
+        assert_eq!(specs[7].kind, Kind::Socket);
+        assert_eq!(specs[7].if_missing, IfMissing::Skip);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use crate::env::{Identity, child_environment, lookup};
 use crate::error::{EXIT_FAILURE, Error, Stream, echo, say};
 use crate::exec::{Launch, Script, choose_shell, launch_for, open_script, with_argument};
 use crate::mounts::{self, IfMissing, MountSpec, Outcome};
+use crate::personal::{self, Personal};
 use crate::privileges::{self, CallerState};
 use crate::sys;
 use crate::syslog::{self, Delivery, Severity, escape, field};
@@ -42,6 +43,9 @@ pub trait Kernel {
     /// Binds the tree over itself nodev and nosuid.
     fn seal_tree(&mut self) -> Result<(), Error>;
     fn bind(&mut self, spec: &MountSpec) -> Result<(), Error>;
+    /// The caller-specific part of the view, after the shared one
+    /// (`shared`, already made): see [`crate::personal`].
+    fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec]) -> Result<(), Error>;
     fn chroot_into_tree(&mut self) -> Result<(), Error>;
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error>;
     fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error>;
@@ -61,6 +65,8 @@ pub struct EntryPlan<'a> {
     pub sysroot: &'a Sysroot,
     pub caller: &'a Caller,
     pub mounts: Vec<MountSpec>,
+    /// What only this caller sees, resolved on the host.
+    pub personal: Personal,
     /// Where the caller was, most faithful first (logical `$PWD`, physical).
     pub cwd: Vec<PathBuf>,
     /// Fail rather than fall back to home when no `cwd` can be entered.
@@ -88,6 +94,7 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
     for spec in &plan.mounts {
         kernel.bind(spec)?;
     }
+    kernel.present_caller(&plan.personal, &plan.mounts)?;
     kernel.chroot_into_tree()?;
     kernel.set_personality(plan.sysroot.personality)?;
     kernel.drop_privileges(plan.caller)?;
@@ -204,12 +211,24 @@ impl Kernel for Real {
             Ok(Outcome::Mounted) => Ok(()),
             Ok(Outcome::Missing(why)) => {
                 if spec.if_missing == IfMissing::Warn {
-                    say(Stream::Err, &format!("imageswitch: warning: {}: {why}", self.sysroot));
+                    // Only the caller's own home is bound with a warning.
+                    let fix = if mounts::open_target(tree, &spec.target).is_err() {
+                        " (no mount point for your home in the tree: users.sync and sysrootctl apply create one)"
+                    } else {
+                        ""
+                    };
+                    say(Stream::Err, &format!("imageswitch: warning: {}: {why}{fix}", self.sysroot));
                 }
                 Ok(())
             }
             Err(err) => Err(Error::mount(&self.sysroot, err.what, err.why)),
         }
+    }
+
+    fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec]) -> Result<(), Error> {
+        let tree = self.tree()?;
+        personal::present(tree, &self.tree_path, personal, shared, self.caller.uid, self.caller.gid)
+            .map_err(|(what, why)| Error::mount(&self.sysroot, what, why))
     }
 
     fn chroot_into_tree(&mut self) -> Result<(), Error> {
@@ -461,6 +480,7 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
         sysroot,
         caller: &caller,
         mounts: mounts::plan(sysroot, &config.defaults, &caller.home),
+        personal: personal::prepare(&caller, sysroot, &config.defaults),
         cwd,
         require_cwd: require_cwd || sysroot.require_cwd,
         command,
@@ -558,6 +578,9 @@ mod tests {
         fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
             self.step(format!("bind {}", spec.target.display()))
         }
+        fn present_caller(&mut self, personal: &Personal, _shared: &[MountSpec]) -> Result<(), Error> {
+            self.step(format!("present {} host files", personal.host_files.len()))
+        }
         fn chroot_into_tree(&mut self) -> Result<(), Error> {
             self.step("chroot".into())
         }
@@ -620,6 +643,7 @@ mod tests {
             sysroot,
             caller: &caller,
             mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), &caller.home),
+            personal: Personal { host_files: vec![("/etc/hosts".into(), b"".to_vec())], ..Personal::default() },
             cwd: cwd.iter().map(PathBuf::from).collect(),
             require_cwd: sysroot.require_cwd,
             command,
@@ -686,8 +710,10 @@ mod tests {
                 "bind /dev",
                 "bind /home",
                 "bind /tmp",
+                "bind /var/tmp",
                 "bind /data",
                 "bind /dev/log",
+                "present 1 host files",
                 "chroot",
                 "personality Linux32",
                 "drop uid=1000",
@@ -718,6 +744,7 @@ mod tests {
             command: Command::Program { program: "/bin/sh".into(), args: vec!["/spool/job".into(), "x".into()] },
             script: Some(Script { arg: 0, path: "/spool/job".into(), fd }),
             caller_env: &env,
+            personal: Personal::default(),
         };
         enter(&mut rec, &plan);
         let tail: Vec<&str> = rec.steps.iter().rev().take(4).rev().map(String::as_str).collect();

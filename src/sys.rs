@@ -245,3 +245,98 @@ pub fn process_rlimit(pid: libc::pid_t, resource: libc::__rlimit_resource_t) -> 
     let ret = unsafe { libc::prlimit64(pid, resource, std::ptr::null(), &mut old) };
     check(ret.into()).map(|_| (old.rlim_cur, old.rlim_max))
 }
+
+/// One passwd entry as the host's NSS gives it, bytes untouched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PasswdEntry {
+    pub name: Vec<u8>,
+    pub passwd: Vec<u8>,
+    pub uid: u32,
+    pub gid: u32,
+    pub gecos: Vec<u8>,
+    pub dir: Vec<u8>,
+    pub shell: Vec<u8>,
+}
+
+/// One group entry's name and id as the host's NSS gives them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: Vec<u8>,
+    pub gid: u32,
+}
+
+/// Largest buffer offered to the `get*_r` calls before giving up.
+const MAX_NSS_BUFFER: usize = 1 << 20;
+
+/// Runs a `get*_r` call with a growing buffer: `Ok(false)` when the entry
+/// does not exist, the error the call returned otherwise.
+fn with_nss_buffer(mut call: impl FnMut(&mut [u8]) -> (libc::c_int, bool)) -> io::Result<bool> {
+    let mut buffer = vec![0u8; 4096];
+    loop {
+        match call(&mut buffer) {
+            (0, found) => return Ok(found),
+            (libc::ERANGE, _) if buffer.len() < MAX_NSS_BUFFER => buffer.resize(buffer.len() * 4, 0),
+            (errno, _) => return Err(io::Error::from_raw_os_error(errno)),
+        }
+    }
+}
+
+/// Copies a NUL-terminated string out of an NSS result (empty for NULL).
+///
+/// # Safety
+/// `ptr` is NULL or points at a NUL-terminated string that outlives the call.
+unsafe fn nss_bytes(ptr: *const libc::c_char) -> Vec<u8> {
+    if ptr.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: non-NULL and NUL-terminated, as the caller promises.
+    unsafe { CStr::from_ptr(ptr) }.to_bytes().to_vec()
+}
+
+/// `getpwuid_r(3)` through the host's NSS.
+pub fn passwd_by_uid(uid: u32) -> io::Result<Option<PasswdEntry>> {
+    // SAFETY: all-zero is a valid `struct passwd` (integers and NULL pointers).
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut entry = None;
+    with_nss_buffer(|buffer| {
+        let mut result: *mut libc::passwd = std::ptr::null_mut();
+        // SAFETY: every pointer refers to live storage of the stated size;
+        // on success `result` points at `pw`, whose strings live in `buffer`.
+        let ret = unsafe { libc::getpwuid_r(uid, &mut pw, buffer.as_mut_ptr().cast(), buffer.len(), &mut result) };
+        if ret == 0 && !result.is_null() {
+            // SAFETY: the strings point into `buffer`, alive and unchanged here.
+            entry = Some(unsafe {
+                PasswdEntry {
+                    name: nss_bytes(pw.pw_name),
+                    passwd: nss_bytes(pw.pw_passwd),
+                    uid: pw.pw_uid,
+                    gid: pw.pw_gid,
+                    gecos: nss_bytes(pw.pw_gecos),
+                    dir: nss_bytes(pw.pw_dir),
+                    shell: nss_bytes(pw.pw_shell),
+                }
+            });
+        }
+        (ret, !result.is_null())
+    })?;
+    Ok(entry)
+}
+
+/// `getgrgid_r(3)` through the host's NSS.
+pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
+    // SAFETY: all-zero is a valid `struct group` (integers and NULL pointers).
+    let mut gr: libc::group = unsafe { std::mem::zeroed() };
+    let mut entry = None;
+    with_nss_buffer(|buffer| {
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        // SAFETY: every pointer refers to live storage of the stated size;
+        // on success `result` points at `gr`, whose strings live in `buffer`.
+        let ret = unsafe { libc::getgrgid_r(gid, &mut gr, buffer.as_mut_ptr().cast(), buffer.len(), &mut result) };
+        if ret == 0 && !result.is_null() {
+            // SAFETY: the name points into `buffer`, alive and unchanged here.
+            entry = Some(GroupEntry { name: unsafe { nss_bytes(gr.gr_name) }, gid: gr.gr_gid });
+        }
+        (ret, !result.is_null())
+    })?;
+    Ok(entry)
+}

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Result, bail};
 
@@ -150,6 +151,21 @@ pub fn in_range(lines: Vec<Line>, min: u32, max: u32) -> Vec<Line> {
     lines.into_iter().filter(|l| l.id().is_some_and(|id| (min..=max).contains(&id))).collect()
 }
 
+/// The homes in `users` (passwd lines) that lie outside every path in
+/// `binds`: imageswitch binds each onto the same path in the tree, which needs
+/// a mount point there.
+pub fn unbound_homes(users: &[Line], binds: &[PathBuf]) -> Vec<(String, PathBuf)> {
+    let mut out: Vec<(String, PathBuf)> = Vec::new();
+    for user in users {
+        let home = PathBuf::from(user.fields.get(5).map_or("", String::as_str));
+        let bound = binds.iter().any(|bind| home.starts_with(bind));
+        if home.is_absolute() && home != Path::new("/") && !bound && !out.iter().any(|(_, h)| *h == home) {
+            out.push((user.name().to_string(), home));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -208,6 +224,22 @@ mod tests {
         assert_eq!(text, "root:*:19000:0:99999:7:::\nalice:!:1::::::\nbob:!::0:99999:7:::\n");
         let gshadow = lock_shadow(&parse("staff:*::\n", 4), &["physics".into()], &[], 4, &|_| "alice,bob".into());
         assert_eq!(render(&gshadow), "staff:*::\nphysics:!::alice,bob\n");
+    }
+
+    #[test]
+    fn homes_outside_the_binds_need_a_mount_point() {
+        let host = parse(
+            "a:x:1000:1000::/home/a:/bin/sh\nb:x:1001:1001::/var/homes/b:/bin/sh\nc:x:1002:1002::/home2/c:/bin/sh\n\
+             d:x:1003:1003::/:/bin/sh\ne:x:1004:1004::/var/homes/b:/bin/sh\nf:x:1005:1005::relative:/bin/sh\n",
+            7,
+        );
+        let binds = [PathBuf::from("/home"), PathBuf::from("/tmp")];
+        let homes = unbound_homes(&host, &binds);
+        // Component-wise: /home2 is not under /home; one entry per home.
+        assert_eq!(
+            homes,
+            [("b".to_string(), PathBuf::from("/var/homes/b")), ("c".to_string(), PathBuf::from("/home2/c"))]
+        );
     }
 
     #[test]

@@ -11,6 +11,7 @@ use anyhow::Result;
 use imageswitch::trusted::{Kind, check_tree_entries, open_trusted};
 use serde::Serialize;
 
+use crate::accounts;
 use crate::commands::{Opts, store_of};
 use crate::decl::{Declaration, Declared};
 use crate::elf;
@@ -101,6 +102,20 @@ pub fn kernel_too_old(tree: &Path, running: &str) -> Option<String> {
     })
 }
 
+/// Synced accounts whose home imageswitch binds on its own (outside the
+/// bound paths) but which has no mount point in the tree: they would start in `/`.
+fn homes_without_mount_point(d: &Declared, tree: &Path) -> Vec<String> {
+    let Some(sync) = d.build.as_ref().map(|b| &b.users).filter(|u| u.sync) else { return Vec::new() };
+    let Ok(users) = reconcile::getent("passwd") else { return Vec::new() };
+    accounts::unbound_homes(&accounts::in_range(users, sync.uid_min, sync.uid_max), &d.binds)
+        .into_iter()
+        .filter(|(_, home)| !in_tree(tree, home, true).is_ok_and(|p| p.is_dir()))
+        .map(|(name, home)| {
+            format!("account {name}: home {} has no mount point in the tree (run sysrootctl apply)", home.display())
+        })
+        .collect()
+}
+
 fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     let mut out = Vec::new();
     let s = &d.sysroot;
@@ -153,6 +168,7 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     if let Some(msg) = kernel_too_old(&tree, running) {
         out.push(msg);
     }
+    out.extend(homes_without_mount_point(d, &tree));
     // Links: whatever apply would still change, on the host or in the tree, is wrong now.
     match &d.build {
         Some(build) => {

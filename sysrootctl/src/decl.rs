@@ -79,6 +79,8 @@ pub struct Declared {
     pub sysroot: Sysroot,
     /// `None`: no build table, so `sysrootctl` does not manage the tree.
     pub build: Option<Build>,
+    /// Every host path imageswitch binds into this sysroot.
+    pub binds: Vec<PathBuf>,
 }
 
 /// The whole file: managed and unmanaged sysroots, and the broken ones.
@@ -132,7 +134,10 @@ pub fn parse(file: &str, text: &str) -> Result<Declaration, ConfigError> {
             Some(value) => parse_build(&src, &sysroot.name, value).map(Some),
         };
         match build {
-            Ok(build) => sysroots.push(Declared { sysroot: sysroot.clone(), build }),
+            Ok(build) => {
+                let binds = sysroot.all_binds(&config.defaults).into_iter().map(Path::to_path_buf).collect();
+                sysroots.push(Declared { sysroot: sysroot.clone(), build, binds })
+            }
             Err(err) => broken.push((sysroot.name.clone(), err)),
         }
     }

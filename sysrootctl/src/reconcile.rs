@@ -339,7 +339,7 @@ fn services(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
 
 // ---------------------------------------------------------------- users
 
-fn getent(db: &str) -> Result<Vec<accounts::Line>> {
+pub(crate) fn getent(db: &str) -> Result<Vec<accounts::Line>> {
     let out = Command::new("getent").arg(db).output().with_context(|| format!("cannot run getent {db}"))?;
     if !out.status.success() {
         bail!("getent {db} failed ({})", out.status);
@@ -418,6 +418,15 @@ fn users(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     write_db(ctx, &shadow_path, &new_shadow, true, &mut changes, "/etc/shadow")?;
     if gshadow_path.exists() || !groups.is_empty() {
         write_db(ctx, &gshadow_path, &new_gshadow, true, &mut changes, "/etc/gshadow")?;
+    }
+    for (_, home) in accounts::unbound_homes(&host_users, &ctx.decl.binds) {
+        let inner = in_tree(&tree, &home, true)?;
+        if !inner.exists() {
+            changes.push(format!("create mount point {} (a home outside the bound paths)", home.display()));
+            if ctx.apply {
+                fs::DirBuilder::new().recursive(true).mode(0o755).create(&inner)?;
+            }
+        }
     }
     if !changes.is_empty() {
         let added: Vec<&String> = users.iter().filter(|u| !ctx.prev.users.contains(u)).collect();

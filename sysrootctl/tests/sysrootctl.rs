@@ -781,3 +781,68 @@ fn btrfs_store_uses_snapshots() {
     drop(_mounted);
     s.assert_clean();
 }
+
+/// A synced account whose home lies outside every bound path (here
+/// `/var/lib/sysrootctl-test/.../homes/NAME`, not under `/home`): check names
+/// it, imageswitch's warning names the fix, apply creates a root-owned mount
+/// point, and the user then starts in their home.
+#[test]
+fn homes_outside_the_bound_paths_get_a_mount_point_from_users_sync() {
+    if !root_or_skip("homes_outside_the_bound_paths_get_a_mount_point_from_users_sync") {
+        return;
+    }
+    let (built, config_path) = imageswitch_for_tests();
+    let _accounts = host_accounts();
+    let s = Scratch::public("homes");
+    pack(&cached_tree("busybox"), &s.path("bb.tar.gz"));
+    let alias = format!("ctl-bbh{}", std::process::id() % 100000);
+    let text = format!(
+        "[defaults]\nbinds = [\"/home\"]\nlog_socket = \"\"\n\n[sysroot.bbh]\npath = \"{root}/roots/bbh\"\naliases = [\"{alias}\"]\n\n\
+         [sysroot.bbh.build]\nmethod = \"tarball\"\nsource = \"{root}/bb.tar.gz\"\nstore = \"{root}/store\"\nusers = {{ sync = true }}\n",
+        root = s.dir.display()
+    );
+    s.write("sysroots.toml", &text);
+    assert!(
+        Command::new("install")
+            .args(["-m", "4755", "-o", "root"])
+            .arg(&built)
+            .arg(s.path("imageswitch"))
+            .status()
+            .unwrap()
+            .success()
+    );
+    s.expect(&["apply"], 0);
+
+    let name = format!("ctlh{}", std::process::id() % 100000);
+    let home = s.path(&format!("homes/{name}"));
+    fs::create_dir_all(home.parent().unwrap()).unwrap();
+    let out = Command::new("useradd").args(["-m", "-s", "/bin/sh", "-d"]).arg(&home).arg(&name).output().unwrap();
+    assert!(out.status.success(), "useradd: {}", String::from_utf8_lossy(&out.stderr));
+    let user = HostUser { name: name.clone() };
+    let _config = Swap::new(Path::new(config_path), &text);
+    let enter =
+        || as_user(&user.name, &s.path("alias").join(&alias)).args(["-c", "pwd"]).current_dir(&home).output().unwrap();
+
+    let finding =
+        format!("bbh: account {name}: home {} has no mount point in the tree (run sysrootctl apply)", home.display());
+    assert!(s.expect(&["check", "bbh"], 2).contains(&finding), "check does not name the account");
+    let out = enter();
+    // One line names the fix (the next says where the shell starts instead).
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    let fix: Vec<&str> =
+        warnings.lines().filter(|l| l.contains("users.sync and sysrootctl apply create one")).collect();
+    assert_eq!(fix.len(), 1, "{warnings}");
+    assert!(fix[0].starts_with("imageswitch: warning: bbh: bind destination "), "{warnings}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "/\n");
+
+    assert!(s.expect(&["apply"], 0).contains(&format!("create mount point {}", home.display())));
+    let point = s.path("roots/bbh").join(home.strip_prefix("/").unwrap());
+    let meta = fs::metadata(&point).unwrap();
+    assert_eq!((meta.is_dir(), meta.uid(), meta.mode() & 0o7777), (true, 0, 0o755));
+    assert!(!String::from_utf8_lossy(&s.run(&["check", "bbh"]).stdout).contains(&name));
+    let out = enter();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", home.display()));
+    assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+    drop(user);
+    s.assert_clean();
+}
