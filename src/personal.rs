@@ -308,6 +308,19 @@ pub fn present(
             }
         }
     }
+    // The layer's files are written by this process, under the caller's
+    // file-size limit (the kernel applies it to root too, and raising it
+    // needs CAP_SYS_RESOURCE, which is not always ours): when a file would
+    // not fit, the tree's /etc is shown whole rather than a partial layer.
+    let fsize = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE).map_or(0, |(soft, _)| soft);
+    if etc_layer.iter().any(|(_, contents)| contents.len() as u64 > fsize) {
+        say(
+            Stream::Err,
+            "imageswitch: warning: your file-size limit (ulimit -f) is too small for your passwd, group and host \
+             files: the tree's own are shown",
+        );
+        etc_layer.clear();
+    }
     // The session directory needs a layer over /run when the tree has no
     // directory to bind it onto (and is not shown in a tree without /run).
     let run_has_point = |path: &Path| {
