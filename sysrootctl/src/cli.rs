@@ -251,8 +251,7 @@ pub fn main() -> i32 {
     let args: Vec<String> = std::env::args().collect();
     // The hidden helpers run before clap: they are not part of the interface.
     match args.get(1).map(String::as_str) {
-        Some(crate::runner::ENTER) => crate::runner::enter_main(&args[2..]),
-        Some(crate::util::TOOL) => crate::util::tool_main(&args[2..]),
+        Some(crate::namespace::HELPER) => crate::namespace::helper_main(&args[2..]),
         _ => {}
     }
     let cli = match Cli::try_parse_from(&args) {

@@ -14,6 +14,7 @@ pub mod commands;
 pub mod decl;
 pub mod elf;
 pub mod hostmount;
+pub mod namespace;
 pub mod reconcile;
 pub mod runner;
 pub mod store;

@@ -61,12 +61,24 @@ impl Ctx<'_> {
 /// All tree steps, in the order apply runs them.
 pub fn tree_steps(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     let mut changes = Vec::new();
+    changes.extend(leftovers(ctx)?);
     changes.extend(packages(ctx)?);
     changes.extend(services(ctx)?);
     changes.extend(users(ctx)?);
     changes.extend(overlays(ctx)?);
     changes.extend(tree_links(ctx)?);
     Ok(changes)
+}
+
+/// What an interrupted `shell` or `apply` left in the tree it worked on.
+fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+    if !runner::services_left_blocked(&ctx.tree)? {
+        return Ok(Vec::new());
+    }
+    if ctx.apply {
+        runner::unblock_services(&ctx.tree)?;
+    }
+    Ok(vec!["remove /usr/sbin/policy-rc.d (left by an interrupted sysrootctl; it blocks every service start)".to_string()])
 }
 
 // ---------------------------------------------------------------- packages
@@ -126,7 +138,7 @@ fn rpm_installed(tree: &Path) -> Result<Option<BTreeSet<String>>> {
     if !in_tree(tree, Path::new(db), true).is_ok_and(|p| p.is_dir()) {
         return Ok(None);
     }
-    let mut cmd = util::tool("rpm");
+    let mut cmd = crate::namespace::tool("rpm");
     cmd.arg("--root").arg(tree).arg("--dbpath").arg(db).args(["-qa", "--qf", "%{NAME}\\n"]);
     let out = util::run(&mut cmd, Verbosity(1))?;
     Ok(Some(out.lines().map(str::to_string).collect()))
@@ -271,7 +283,7 @@ fn set_service(ctx: &Ctx<'_>, service: &str, enable: bool) -> Result<()> {
     let verb = if enable { "enable" } else { "disable" };
     if let Some(unit) = unit_of(&ctx.tree, service) {
         // `--root` edits the unit links offline: nothing is ever started.
-        let mut cmd = util::tool("systemctl");
+        let mut cmd = crate::namespace::tool("systemctl");
         cmd.arg(format!("--root={}", ctx.tree.display())).arg("--quiet").arg(verb).arg(&unit);
         if which("systemctl") {
             util::run(&mut cmd, ctx.verbosity)?;
