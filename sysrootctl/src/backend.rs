@@ -178,7 +178,10 @@ fn new_tree_dir(dest: &Path, verbosity: Verbosity) -> Result<()> {
 
 /// Copies a tree's contents (and its root's owner and mode) into `dest`.
 fn copy_into(from: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
-    util::run(crate::namespace::tool("cp").args(["-a", "--reflink=auto", "--"]).arg(from.join(".")).arg(dest), verbosity)?;
+    util::run(
+        crate::namespace::tool("cp").args(["-a", "--reflink=auto", "--"]).arg(from.join(".")).arg(dest),
+        verbosity,
+    )?;
     Ok(())
 }
 
@@ -186,7 +189,10 @@ fn copy_into(from: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
 /// subvolume, else a copy (reflinks where the filesystem offers them).
 pub fn copy_generation(from: &Path, to: &Path, verbosity: Verbosity) -> Result<()> {
     if util::is_subvolume(from) && to.parent().is_some_and(util::on_btrfs) {
-        util::run(crate::namespace::tool("btrfs").args(["-q", "subvolume", "snapshot", "--"]).arg(from).arg(to), verbosity)?;
+        util::run(
+            crate::namespace::tool("btrfs").args(["-q", "subvolume", "snapshot", "--"]).arg(from).arg(to),
+            verbosity,
+        )?;
         return Ok(());
     }
     new_tree_dir(to, verbosity)?;

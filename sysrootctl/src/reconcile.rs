@@ -78,7 +78,9 @@ fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     if ctx.apply {
         runner::unblock_services(&ctx.tree)?;
     }
-    Ok(vec!["remove /usr/sbin/policy-rc.d (left by an interrupted sysrootctl; it blocks every service start)".to_string()])
+    Ok(vec![
+        "remove /usr/sbin/policy-rc.d (left by an interrupted sysrootctl; it blocks every service start)".to_string(),
+    ])
 }
 
 // ---------------------------------------------------------------- packages

@@ -116,18 +116,34 @@ impl Store {
         }
     }
 
-    /// Complete generations, oldest first.
+    /// Complete generations, oldest first: the only ones listed, kept,
+    /// rolled back to or built on.
     pub fn generations(&self) -> Vec<u32> {
-        let mut out: Vec<u32> = match fs::read_dir(&self.dir) {
+        let mut out: Vec<u32> = self.numbered().into_iter().filter(|&n| self.is_complete(n)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Every `STORE/NAME/N` with a record, complete or not.
+    fn numbered(&self) -> Vec<u32> {
+        match fs::read_dir(&self.dir) {
             Ok(entries) => entries
                 .flatten()
                 .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
                 .filter(|&n| self.record_path(n).is_file())
                 .collect(),
             Err(_) => Vec::new(),
-        };
-        out.sort_unstable();
-        out
+        }
+    }
+
+    /// A generation is complete when it has its final name, its record, and
+    /// the top of a tree: a removal is always a rename to `N.tmp` first, but
+    /// an older sysrootctl deleted in place and could be interrupted halfway.
+    pub fn is_complete(&self, generation: u32) -> bool {
+        let tree = self.tree(generation);
+        self.record_path(generation).is_file()
+            && fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir())
+            && ["etc", "bin"].iter().all(|d| fs::symlink_metadata(tree.join(d)).is_ok())
     }
 
     /// Highest number used by anything in the store, complete or not.
@@ -181,9 +197,16 @@ impl Store {
         serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
     }
 
-    /// Throws away builds that never finished (kill -9, crash): first the
-    /// processes still running in them, then the trees.
+    /// Throws away builds that never finished (kill -9, crash), generations
+    /// whose removal did not finish, and incomplete generations that are not
+    /// live: first the processes still running in them, then the trees.
     pub fn clean_partial(&self) -> Result<Vec<PathBuf>> {
+        let live = self.live().ok().flatten();
+        for n in self.numbered() {
+            if !self.is_complete(n) && Some(n) != live {
+                self.retire_generation(n)?;
+            }
+        }
         let mut removed = Vec::new();
         let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(removed) };
         for entry in entries.flatten() {
@@ -205,6 +228,18 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes generation `N` so that no moment of it shows a listed, usable,
+    /// half-removed generation: renamed to `N.tmp` (unfinished, never listed),
+    /// then the record, then the tree.
+    fn retire_generation(&self, generation: u32) -> Result<()> {
+        let doomed = self.partial(generation);
+        fs::rename(self.tree(generation), &doomed)
+            .with_context(|| format!("cannot set generation {generation} aside for removal"))?;
+        util::sync_dir(&self.dir)?;
+        fs::remove_file(self.record_path(generation))?;
+        util::remove_tree(&doomed)
     }
 
     /// Makes a finished build generation `N`: record first, then the rename, so
@@ -251,8 +286,7 @@ impl Store {
                 busy.push((n, users));
                 continue;
             }
-            util::remove_tree(&self.tree(n))?;
-            fs::remove_file(self.record_path(n))?;
+            self.retire_generation(n)?;
             removed.push(n);
         }
         Ok((removed, busy))

@@ -120,3 +120,46 @@ fn host_files_bound_into_a_tree_are_read_only() {
     assert_eq!(fs::read("/etc/resolv.conf").unwrap(), before);
     s.assert_clean();
 }
+
+/// Fault 2: a `gc` killed while it deleted a generation left it half-deleted,
+/// still listed by `status` and published by `rollback --to N` (exit 0).
+#[test]
+fn a_generation_is_never_listed_or_published_half_removed() {
+    if !root_or_skip("a_generation_is_never_listed_or_published_half_removed") {
+        return;
+    }
+    let s = busybox_with_accounts("gc-kill", "keep = 3");
+    s.write("overlay/etc/motd", "2\n");
+    s.expect(&["apply", "-q"], 0);
+    assert_eq!(s.live("bb"), Some(2));
+    // Enough in generation 1 that its removal takes a while.
+    const FILES: usize = 30_000;
+    let big = s.path("store/bb/1/var/big");
+    fs::create_dir_all(&big).unwrap();
+    for i in 0..FILES {
+        fs::write(big.join(i.to_string()), "").unwrap();
+    }
+    let text = fs::read_to_string(s.path("sysroots.toml")).unwrap().replace("keep = 3", "keep = 1");
+    s.write("sysroots.toml", &text);
+
+    let mut gc = s.cmd(&["gc", "bb"]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    wait_for("gc to start removing generation 1", Duration::from_secs(30), || {
+        !s.path("store/bb/1").exists() || fs::read_dir(&big).map_or(0, |d| d.count()) < FILES
+    });
+    gc.kill().unwrap(); // SIGKILL, halfway through the removal
+    gc.wait().unwrap();
+
+    let status = s.run(&["status", "bb", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    let listed: Vec<u64> =
+        v[0]["generations"].as_array().unwrap().iter().map(|g| g["generation"].as_u64().unwrap()).collect();
+    let whole = fs::read_dir(&big).map_or(0, |d| d.count()) == FILES;
+    assert!(whole || listed == [2], "a half-removed generation is listed: {listed:?}");
+    let out = s.run(&["rollback", "bb", "--to", "1"]);
+    assert!(whole || out.status.code() == Some(1), "a half-removed generation was published");
+    assert_eq!(s.live("bb"), Some(2));
+    let out = s.expect(&["gc", "bb"], 0);
+    assert!(out.contains("kept [2]"), "{out}");
+    assert_eq!(s.generations("bb"), ["2", "2.json"]);
+    s.assert_clean();
+}
