@@ -269,13 +269,13 @@ pub fn check(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
         }
     }
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&findings)?);
     } else {
         for f in &findings {
-            println!("{}: {}", f.sysroot.as_deref().unwrap_or("host"), f.message);
+            crate::outln!("{}: {}", f.sysroot.as_deref().unwrap_or("host"), f.message);
         }
         if findings.is_empty() && !opts.verbosity.quiet() {
-            println!("no problems found");
+            crate::outln!("no problems found");
         }
     }
     Ok(if findings.is_empty() { 0 } else { 2 })

@@ -184,12 +184,9 @@ fn absolute(what: &str, path: &Path) -> Result<()> {
 
 fn run(cli: Cli) -> Result<i32> {
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut <Cli as clap::CommandFactory>::command(),
-            "sysrootctl",
-            &mut std::io::stdout(),
-        );
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "sysrootctl", &mut script);
+        crate::output::write(&script);
         return Ok(0);
     }
     let imageswitch = cli.imageswitch.clone().unwrap_or_else(default_imageswitch);

@@ -274,31 +274,43 @@ fn print_report(verb: &str, r: &Report, opts: &Opts) {
     match verb {
         "plan" if r.changes.is_empty() => {
             if !quiet {
-                println!("{}: up to date (generation {})", r.name, gen_name(r.generation))
+                crate::outln!("{}: up to date (generation {})", r.name, gen_name(r.generation))
             }
         }
         "plan" => {
-            println!("{}: {} change(s) pending on generation {}", r.name, r.changes.len(), gen_name(r.generation))
+            crate::outln!("{}: {} change(s) pending on generation {}", r.name, r.changes.len(), gen_name(r.generation))
         }
         _ if r.changes.is_empty() => {
             if !quiet {
-                println!("{}: up to date, nothing changed (generation {})", r.name, gen_name(r.published))
+                crate::outln!("{}: up to date, nothing changed (generation {})", r.name, gen_name(r.published))
             }
         }
         _ if r.generation != r.published => {
-            println!("{}: generation {} -> {}", r.name, gen_name(r.generation), gen_name(r.published))
+            crate::outln!("{}: generation {} -> {}", r.name, gen_name(r.generation), gen_name(r.published))
         }
-        _ => println!("{}: host links updated (generation {})", r.name, gen_name(r.published)),
+        _ => crate::outln!("{}: host links updated (generation {})", r.name, gen_name(r.published)),
     }
     if quiet && verb != "plan" {
         return;
     }
     for c in &r.changes {
-        println!("  {c}");
+        crate::outln!("  {c}");
     }
     for n in &r.notes {
-        println!("  note: {n}");
+        crate::outln!("  note: {n}");
     }
+}
+
+/// Entries that could not be evaluated, when the run covers every sysroot:
+/// each fails the run and is named, as Ansible fails a host it cannot evaluate.
+fn broken_reports(decl: &Declaration, names: &[String]) -> Vec<Report> {
+    if !names.is_empty() {
+        return Vec::new();
+    }
+    decl.broken
+        .iter()
+        .map(|(name, err)| Report { name: name.clone(), error: Some(err.to_string()), ..Report::default() })
+        .collect()
 }
 
 fn each(
@@ -309,7 +321,8 @@ fn each(
     f: fn(&Declared, &Opts) -> Result<Report>,
 ) -> Result<Vec<Report>> {
     let selected = decl.select(names)?;
-    if selected.is_empty() {
+    let broken = broken_reports(decl, names);
+    if selected.is_empty() && broken.is_empty() {
         bail!("no sysroot in {} has a [sysroot.NAME.build] table", decl.file.display());
     }
     let mut reports = Vec::new();
@@ -322,8 +335,12 @@ fn each(
         print_report(verb, &report, opts);
         reports.push(report);
     }
+    for report in broken {
+        print_report(verb, &report, opts);
+        reports.push(report);
+    }
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&reports)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&reports)?);
     }
     Ok(reports)
 }
@@ -372,45 +389,71 @@ pub fn rollback(decl: &Declaration, name: &str, to: Option<u32>, opts: &Opts) ->
         ..Report::default()
     };
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {
-        println!("{name}: rolled back from generation {live} to {target}");
+        crate::outln!("{name}: rolled back from generation {live} to {target}");
         for c in &report.changes {
-            println!("  {c}");
+            crate::outln!("  {c}");
         }
     }
     Ok(0)
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 struct GcReport {
     name: String,
     removed: Vec<u32>,
     in_use: Vec<(u32, Vec<u32>)>,
     kept: Vec<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn gc_one(d: &Declared, opts: &Opts) -> Result<GcReport> {
+    let build = managed(d)?;
+    let store = store_of(d, build);
+    let _lock = store.lock(opts.no_wait, opts.verbosity.quiet())?;
+    store.clean_partial()?;
+    let (removed, in_use) = store.gc(build.keep)?;
+    Ok(GcReport { name: d.sysroot.name.clone(), removed, in_use, kept: store.generations(), error: None })
 }
 
 pub fn gc(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
-    let mut out = Vec::new();
-    for d in decl.select(names)? {
-        let build = managed(d)?;
-        let store = store_of(d, build);
-        let _lock = store.lock(opts.no_wait, opts.verbosity.quiet())?;
-        store.clean_partial()?;
-        let (removed, in_use) = store.gc(build.keep)?;
-        let report = GcReport { name: d.sysroot.name.clone(), removed, in_use, kept: store.generations() };
-        if !opts.json {
-            println!("{}: removed generations [{}], kept [{}]", report.name, join(&report.removed), join(&report.kept));
-            for (n, pids) in &report.in_use {
-                println!("  generation {n} is in use by pid {}: kept", join(pids));
-            }
+    let mut out: Vec<GcReport> = decl
+        .select(names)?
+        .into_iter()
+        .map(|d| {
+            gc_one(d, opts).unwrap_or_else(|err| GcReport {
+                name: d.sysroot.name.clone(),
+                error: Some(format!("{err:#}")),
+                ..GcReport::default()
+            })
+        })
+        .collect();
+    out.extend(broken_reports(decl, names).into_iter().map(|r| GcReport {
+        name: r.name,
+        error: r.error,
+        ..GcReport::default()
+    }));
+    for report in out.iter().filter(|_| !opts.json) {
+        if let Some(err) = &report.error {
+            eprintln!("sysrootctl: {}: {err}", report.name);
+            continue;
         }
-        out.push(report);
+        crate::outln!(
+            "{}: removed generations [{}], kept [{}]",
+            report.name,
+            join(&report.removed),
+            join(&report.kept)
+        );
+        for (n, pids) in &report.in_use {
+            crate::outln!("  generation {n} is in use by pid {}: kept", join(pids));
+        }
     }
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&out)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     }
-    Ok(0)
+    Ok(if out.iter().any(|r| r.error.is_some()) { 1 } else { 0 })
 }
 
 #[derive(Serialize)]
@@ -483,16 +526,23 @@ pub fn status(decl: &Declaration, name: Option<&str>, opts: &Opts) -> Result<i32
         Some(n) => vec![decl.get(n)?],
         None => decl.sysroots.iter().collect(),
     };
-    let all: Vec<Status> = selected.iter().map(|d| status_of(d, opts, true)).collect();
+    let mut all: Vec<Status> = selected.iter().map(|d| status_of(d, opts, true)).collect();
+    if name.is_none() {
+        all.extend(broken_statuses(decl));
+    }
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         for s in &all {
-            if !s.managed {
-                println!("{}: {} (not managed by sysrootctl)", s.name, s.path);
+            if let Some(err) = s.error.as_ref().filter(|_| s.path.is_empty()) {
+                eprintln!("sysrootctl: {}: {err}", s.name);
                 continue;
             }
-            println!(
+            if !s.managed {
+                crate::outln!("{}: {} (not managed by sysrootctl)", s.name, s.path);
+                continue;
+            }
+            crate::outln!(
                 "{}: {} -> generation {} ({}, id {})",
                 s.name,
                 s.path,
@@ -507,7 +557,7 @@ pub fn status(decl: &Declaration, name: Option<&str>, opts: &Opts) -> Result<i32
                 } else {
                     format!(", in use by pid {}", join(&g.in_use_by))
                 };
-                println!(
+                crate::outln!(
                     "  generation {}{live}: id {}, created {}, from {}{users}",
                     g.generation,
                     if g.id.is_empty() { "none" } else { &g.id },
@@ -516,39 +566,56 @@ pub fn status(decl: &Declaration, name: Option<&str>, opts: &Opts) -> Result<i32
                 );
             }
             match &s.pending {
-                Some(p) if p.is_empty() => println!("  no drift: the tree matches the declaration"),
+                Some(p) if p.is_empty() => crate::outln!("  no drift: the tree matches the declaration"),
                 Some(p) => {
-                    println!("  {} change(s) pending:", p.len());
+                    crate::outln!("  {} change(s) pending:", p.len());
                     for c in p {
-                        println!("    {c}");
+                        crate::outln!("    {c}");
                     }
                 }
                 None => {}
             }
         }
     }
-    if name.is_none() && !opts.json {
-        for (name, err) in &decl.broken {
-            eprintln!("sysrootctl: {name}: {err}");
-        }
-    }
-    Ok(if all.iter().any(|s| s.error.is_some()) || !decl.broken.is_empty() { 1 } else { 0 })
+    Ok(if all.iter().any(|s| s.error.is_some()) { 1 } else { 0 })
 }
 
+/// Broken entries as status records: a name and the error, nothing else known.
+fn broken_statuses(decl: &Declaration) -> Vec<Status> {
+    decl.broken
+        .iter()
+        .map(|(name, err)| Status {
+            name: name.clone(),
+            path: String::new(),
+            managed: false,
+            method: None,
+            live: None,
+            id: None,
+            generations: Vec::new(),
+            pending: None,
+            error: Some(err.to_string()),
+        })
+        .collect()
+}
+
+/// Exit status 1 when an entry is broken: the Ansible role validates with it.
 pub fn list(decl: &Declaration, opts: &Opts) -> Result<i32> {
-    let all: Vec<Status> = decl.sysroots.iter().map(|d| status_of(d, opts, false)).collect();
+    let mut all: Vec<Status> = decl.sysroots.iter().map(|d| status_of(d, opts, false)).collect();
+    all.extend(broken_statuses(decl));
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&all)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&all)?);
     } else {
         for s in &all {
-            let method = s.method.as_deref().unwrap_or("unmanaged");
-            println!("{}\t{}\t{}\tgeneration {}", s.name, s.path, method, gen_name(s.live));
-        }
-        for (name, err) in &decl.broken {
-            println!("{name}\tbroken\t{err}");
+            match &s.error {
+                Some(err) if s.path.is_empty() => crate::outln!("{}\tbroken\t{err}", s.name),
+                _ => {
+                    let method = s.method.as_deref().unwrap_or("unmanaged");
+                    crate::outln!("{}\t{}\t{}\tgeneration {}", s.name, s.path, method, gen_name(s.live));
+                }
+            }
         }
     }
-    Ok(0)
+    Ok(if decl.broken.is_empty() { 0 } else { 1 })
 }
 
 /// A root shell in the live tree: package-manager mounts, service starts blocked,
@@ -556,6 +623,11 @@ pub fn list(decl: &Declaration, opts: &Opts) -> Result<i32> {
 pub fn shell(decl: &Declaration, name: &str, cmd: &[String], opts: &Opts) -> Result<i32> {
     let d = decl.get(name)?;
     let linux32 = d.sysroot.personality == imageswitch::config::Personality::Linux32;
+    // The lock first: the live generation is read while no apply or rollback can change it.
+    let lock = match &d.build {
+        Some(build) => Some(store_of(d, build).lock(opts.no_wait, opts.verbosity.quiet())?),
+        None => None,
+    };
     let tree = match &d.build {
         Some(build) => {
             let store = store_of(d, build);
@@ -565,10 +637,6 @@ pub fn shell(decl: &Declaration, name: &str, cmd: &[String], opts: &Opts) -> Res
             store.tree(live)
         }
         None => d.sysroot.path.clone(),
-    };
-    let lock = match &d.build {
-        Some(build) => Some(store_of(d, build).lock(opts.no_wait, opts.verbosity.quiet())?),
-        None => None,
     };
     let argv: Vec<String> = if cmd.is_empty() {
         let bash = crate::util::in_tree(&tree, Path::new("/bin/bash"), true)?;

@@ -75,12 +75,12 @@ pub fn mount_tree(decl: &Declaration, name: &str, verbosity: Verbosity) -> Resul
                 .with_context(|| format!("{name}: making {} a slave", target.display()))?;
             made += 1;
             if verbosity.passthrough() {
-                println!("{name}: bound {} on {}", spec.source.display(), target.display());
+                crate::outln!("{name}: bound {} on {}", spec.source.display(), target.display());
             }
         }
     }
     if !verbosity.quiet() {
-        println!("{name}: {made} bind(s) made");
+        crate::outln!("{name}: {made} bind(s) made");
     }
     Ok(0)
 }
@@ -99,7 +99,7 @@ pub fn umount_tree(decl: &Declaration, name: &str, verbosity: Verbosity) -> Resu
         }
     }
     if !verbosity.quiet() {
-        println!("{name}: {removed} mount(s) removed");
+        crate::outln!("{name}: {removed} mount(s) removed");
     }
     Ok(0)
 }

@@ -15,6 +15,7 @@ pub mod decl;
 pub mod elf;
 pub mod hostmount;
 pub mod namespace;
+pub mod output;
 pub mod reconcile;
 pub mod runner;
 pub mod store;

@@ -51,6 +51,55 @@ fn declaration_errors_name_file_line_and_column() {
     assert!(out.contains("unrecognized subcommand"), "{out}");
 }
 
+/// Fault 3: a typo in one sysroot's build table (`kepp = 2`) was skipped in
+/// silence: `plan` and `apply` without names exited 0, `list` (the Ansible
+/// role's validation) exited 0, `--json` left it out. A declaration that
+/// cannot be evaluated fails the run and is named; the others still run.
+#[test]
+fn a_declaration_that_cannot_be_evaluated_fails_the_run_and_is_named() {
+    let s = Scratch::new("broken-table");
+    let text = format!(
+        "[sysroot.good]\npath = \"{root}/roots/good\"\n[sysroot.good.build]\nmethod = \"tarball\"\nsource = \"{root}/nosuch.tar\"\nstore = \"{root}/store\"\n\
+         [sysroot.typo]\npath = \"{root}/roots/typo\"\n[sysroot.typo.build]\nmethod = \"tarball\"\nsource = \"/x.tar\"\nkepp = 2\n",
+        root = s.dir.display()
+    );
+    s.write("sysroots.toml", &text);
+    let named = ":12:1: unknown key \"kepp\" in [sysroot.typo.build]";
+    let mut verbs: Vec<&[&str]> = vec![&["plan"], &["list"], &["status"]];
+    if nix::unistd::geteuid().is_root() {
+        verbs.extend([&["apply"][..], &["gc"]]);
+    }
+    for verb in verbs {
+        let out = s.expect(verb, 1);
+        assert!(out.contains("typo") && out.contains(named), "{verb:?}: {out}");
+        assert!(out.contains("good"), "{verb:?} still covers the others: {out}");
+        let json = [verb, &["--json"]].concat();
+        let out = s.run(&json);
+        assert_eq!(out.status.code(), Some(1), "{json:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let typo = v.as_array().unwrap().iter().find(|r| r["name"] == "typo").expect("the broken entry is in --json");
+        assert!(typo["error"].as_str().unwrap().contains(named), "{json:?}: {typo}");
+    }
+}
+
+/// Fault 14: `sysrootctl status | head -1` panicked with a backtrace when its
+/// reader went away. Output to a closed pipe is dropped; the exit status is
+/// the verb's own.
+#[test]
+fn output_to_a_closed_pipe_never_panics() {
+    let s = Scratch::new("broken-pipe");
+    s.config("bb", "", "method = \"tarball\"\nsource = \"/x.tar\"\n");
+    for (verb, code) in [(&["status"][..], 0), (&["list", "--json"], 0), (&["plan"], 2), (&["completions", "bash"], 0)]
+    {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = s.cmd(verb).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{verb:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{verb:?}: {err}");
+    }
+}
+
 #[test]
 fn tarball_import_noop_overlay_drift_rollback_and_gc() {
     if !root_or_skip("tarball_import_noop_overlay_drift_rollback_and_gc") {
