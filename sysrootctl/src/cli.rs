@@ -247,9 +247,8 @@ fn run(cli: Cli) -> Result<i32> {
 pub fn main() -> i32 {
     let args: Vec<String> = std::env::args().collect();
     // The hidden helpers run before clap: they are not part of the interface.
-    match args.get(1).map(String::as_str) {
-        Some(crate::namespace::HELPER) => crate::namespace::helper_main(&args[2..]),
-        _ => {}
+    if args.get(1).map(String::as_str) == Some(crate::namespace::HELPER) {
+        crate::namespace::helper_main(&args[2..]);
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

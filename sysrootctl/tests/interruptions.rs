@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
@@ -36,7 +36,7 @@ fn uid_of(pid: u32) -> Option<u32> {
 
 /// `sysrootctl shell bb -- CMD` with CMD running as `nobody` (it changed its
 /// credentials, as apt and dpkg do), then `kill -9` of sysrootctl.
-fn kill_shell_after_credential_change(s: &Scratch) -> Child {
+fn kill_shell_after_credential_change(s: &Scratch) {
     let mut child = s
         .cmd(&["shell", "bb", "--", "/bin/busybox", "su", "-s", "/bin/sleep", "nobody", "1000"])
         .stdout(Stdio::null())
@@ -48,7 +48,6 @@ fn kill_shell_after_credential_change(s: &Scratch) -> Child {
     });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
-    child
 }
 
 /// Fault 1: `kill -9` of `sysrootctl shell NAME -- apt-get install ...` left
