@@ -15,6 +15,7 @@ use crate::accounts;
 use crate::commands::{Opts, store_of};
 use crate::decl::{Declaration, Declared};
 use crate::elf;
+use crate::exposure;
 use crate::reconcile::{self, Ctx};
 use crate::store::Record;
 use crate::util::in_tree;
@@ -116,6 +117,19 @@ fn homes_without_mount_point(d: &Declared, tree: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A tree sysrootctl did not build (unmanaged, or left by `--adopt`) whose
+/// hazards every user can reach on the host, with the exact fix.
+fn hand_made_exposure(tree: &Path, fix: &str) -> Option<String> {
+    let found = exposure::scan(tree);
+    (!found.is_empty()).then(|| {
+        format!(
+            "{} can be reached by every user outside imageswitch: {}: fix: {fix}",
+            tree.display(),
+            found.describe(),
+        )
+    })
+}
+
 fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     let mut out = Vec::new();
     let s = &d.sysroot;
@@ -205,18 +219,24 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
                     ));
                 }
             }
-            let store = store_of(d, build);
-            if let Some((uid, mode)) = store.owner() {
-                if uid != 0 || mode & 0o022 != 0 {
-                    out.push(format!(
-                        "store {} is owned by uid {uid} with mode {:04o}",
-                        store.dir.display(),
-                        mode & 0o7777
-                    ));
-                }
+            if let Some(why) = store_of(d, build).exposed() {
+                let held = exposure::scan(&tree);
+                let held =
+                    if held.is_empty() { String::new() } else { format!("; the live one holds {}", held.describe()) };
+                out.push(format!(
+                    "generations are reachable by users outside imageswitch ({why}){held}: fix: sysrootctl apply {} (nothing is rebuilt)",
+                    s.name
+                ));
+            }
+            let adopted = crate::util::sibling(&s.path, ".pre-sysrootctl");
+            let remove = format!("rm -rf --one-file-system {} once no process uses it", adopted.display());
+            out.extend(hand_made_exposure(&adopted, &remove));
+            if !fs::symlink_metadata(&s.path).is_ok_and(|m| m.file_type().is_symlink()) {
+                out.extend(hand_made_exposure(&tree, &format!("sysrootctl apply --adopt {}", s.name)));
             }
         }
         None => {
+            out.extend(hand_made_exposure(&tree, &exposure::fix_for(&tree)));
             for alias in &s.aliases {
                 let link = opts.host.alias_dir.join(alias);
                 if fs::read_link(&link).ok().as_deref() != Some(opts.host.imageswitch.as_path()) {

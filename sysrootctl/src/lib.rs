@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod decl;
 pub mod elf;
+pub mod exposure;
 pub mod hostmount;
 pub mod namespace;
 pub mod output;

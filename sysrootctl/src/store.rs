@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -75,17 +75,54 @@ impl Store {
         self.dir.join(format!("{generation}.json"))
     }
 
+    /// Inside `STORE/NAME`, which only root can enter: no user can open it,
+    /// so no user can hold it and stall every run.
     fn lock_path(&self) -> PathBuf {
+        self.dir.join(".lock")
+    }
+
+    /// Where sysrootctl kept the lock before, openable by every user.
+    pub fn old_lock_path(&self) -> PathBuf {
         self.dir.with_file_name(format!("{}.lock", self.name))
     }
 
-    /// Creates `STORE/NAME` (root-owned, 0755) if needed.
+    /// Creates `STORE` (0755) and `STORE/NAME` (0700), whatever root's umask,
+    /// and brings an existing store to that layout: generations are reachable
+    /// only through imageswitch's sealed view, never through the store path.
+    /// A chmod on a directory: no rebuild, and entries in progress go on.
     pub fn create(&self) -> Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))
+        let store = self.dir.parent().unwrap_or(Path::new("/"));
+        for (dir, mode) in [(store, 0o755), (self.dir.as_path(), 0o700)] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // The store may be stricter than 0755; STORE/NAME is exactly 0700.
+            let have = fs::metadata(dir)?.mode() & 0o7777;
+            if (dir == store && have & 0o755 != 0o755) || (dir != store && have != mode) {
+                fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+            }
+        }
+        match fs::remove_file(self.old_lock_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", self.old_lock_path().display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether users can get into `STORE/NAME` (a store laid out by an older
+    /// sysrootctl, or changed by hand), for `check`.
+    pub fn exposed(&self) -> Option<String> {
+        let meta = fs::metadata(&self.dir).ok()?;
+        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+            return Some(format!("{} is mode {:04o} owner {}", self.dir.display(), meta.mode() & 0o7777, meta.uid()));
+        }
+        self.old_lock_path()
+            .exists()
+            .then(|| format!("every user can open and hold the lock {}", self.old_lock_path().display()))
     }
 
     /// Takes the per-sysroot lock, waiting for another run unless `no_wait`.
@@ -94,6 +131,7 @@ impl Store {
         self.create()?;
         let path = self.lock_path();
         let file = fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -290,10 +328,5 @@ impl Store {
             removed.push(n);
         }
         Ok((removed, busy))
-    }
-
-    /// Who owns the store directory and how it is protected, for `check`.
-    pub fn owner(&self) -> Option<(u32, u32)> {
-        fs::metadata(&self.dir).ok().map(|m| (m.uid(), m.mode()))
     }
 }

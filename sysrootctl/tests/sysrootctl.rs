@@ -271,11 +271,106 @@ fn concurrent_applies_serialize_on_the_lock() {
     assert_eq!(all.matches("up to date").count(), 2, "{all}");
     assert_eq!(s.generations("bb"), ["1", "1.json"]);
     // --no-wait fails clearly while the lock is held.
-    let lock = fs::OpenOptions::new().write(true).open(s.path("store/bb.lock")).unwrap();
+    let lock = fs::OpenOptions::new().write(true).open(s.path("store/bb/.lock")).unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
     let out = s.expect(&["apply", "--no-wait"], 1);
     assert!(out.contains("another sysrootctl is working on bb"), "{out}");
     drop(held);
+    s.assert_clean();
+}
+
+/// Runs `script` with `sh -c` as `nobody`, a real unprivileged user.
+fn as_nobody(script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+/// Issue 10 item 1 (THREATS rows 22 and 30): a generation's device nodes and
+/// setuid programs were reachable by every user under the store path, and
+/// anyone could hold the lock and stall every run. On a store laid out the
+/// old way `check` reports it; the next `apply` (no rebuild, even a no-op
+/// one) migrates it; then no user reaches either, and a user holding every
+/// file it can open under the store stops nothing. A hand-made tree that
+/// exposes them is reported with the exact fix, which works.
+#[test]
+fn trees_are_reachable_by_users_only_through_imageswitch() {
+    if !root_or_skip("trees_are_reachable_by_users_only_through_imageswitch") {
+        return;
+    }
+    let s = Scratch::public("exposure");
+    // What a debootstrapped tree has: a 0666 console and a setuid-root program.
+    let src = s.path("hand");
+    assert!(Command::new("cp").arg("-a").arg(cached_tree("busybox")).arg(&src).status().unwrap().success());
+    let console = src.join("dev/console");
+    assert!(Command::new("mknod").args(["-m", "0666"]).arg(&console).args(["c", "5", "1"]).status().unwrap().success());
+    fs::copy(src.join("bin/busybox"), src.join("bin/suid")).unwrap();
+    fs::set_permissions(src.join("bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    s.config("bb", "", &format!("method = \"tarball\"\nsource = \"{}\"\n", src.display()));
+    s.expect(&["apply", "-q"], 0);
+
+    // The store as sysrootctl laid it out before.
+    let store = s.path("store/bb");
+    fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(s.path("store/bb.lock"), "").unwrap();
+    let old_console = store.join("1/dev/console");
+    assert!(as_nobody(&format!("[ -w {} ]", old_console.display())).status.success(), "the exposure is real");
+    let out = s.run(&["check", "bb"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("generations are reachable by users outside imageswitch")
+            && text.contains("1 device node (/dev/console)")
+            && text.contains("1 setuid/setgid/capability program (/bin/suid)")
+            && text.contains("fix: sysrootctl apply bb"),
+        "{text}"
+    );
+
+    // A user holds every file it can open under the store meanwhile.
+    let holder = format!(
+        "for f in {0}/* {0}/*/* {0}/*/.lock; do [ -f \"$f\" ] && flock -n \"$f\" sleep 1000 & done; wait",
+        s.path("store").display()
+    );
+    let mut holders = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", &holder])
+        .spawn()
+        .unwrap();
+    wait_for("the user to hold a lock", Duration::from_secs(5), || {
+        Command::new("pgrep").args(["-u", "65534", "-f", "sleep 1000"]).output().is_ok_and(|o| o.status.success())
+    });
+    let out = s.expect(&["apply", "--no-wait"], 0);
+    assert!(out.contains("up to date, nothing changed (generation 1)"), "no rebuild: {out}");
+    let _ = Command::new("pkill").args(["-u", "65534", "-f", "sleep 1000"]).status();
+    holders.wait().unwrap();
+
+    assert_eq!(fs::metadata(&store).unwrap().permissions().mode() & 0o7777, 0o700);
+    let out = as_nobody(&format!("exec 3<> {}", s.path("roots/bb/dev/console").display()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    let out = as_nobody(&format!("{}/1/bin/suid id -u", store.display()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    let out = as_nobody(&format!("find {} -perm /6000 -type f 2>/dev/null", s.dir.display()));
+    let reachable: Vec<&str> =
+        std::str::from_utf8(&out.stdout).unwrap().lines().filter(|l| !l.starts_with(&*src.to_string_lossy())).collect();
+    assert!(reachable.is_empty(), "setuid files reachable: {reachable:?}");
+    let text = String::from_utf8_lossy(&s.run(&["check", "bb"]).stdout).to_string();
+    assert!(!text.contains("reachable"), "{text}");
+
+    // A hand-made tree: reported with the exact fix, and the fix works.
+    let text = fs::read_to_string(s.path("sysroots.toml")).unwrap()
+        + &format!("[sysroot.hand]\npath = \"{}\"\n", src.display());
+    s.write("sysroots.toml", &text);
+    let text = String::from_utf8_lossy(&s.run(&["check", "hand"]).stdout).to_string();
+    let finding = text
+        .lines()
+        .find(|l| l.contains("can be reached by every user outside imageswitch"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(finding.contains("1 device node (/dev/console)") && finding.contains("(/bin/suid)"), "{finding}");
+    let fix = finding.split_once("fix: ").unwrap().1;
+    assert!(Command::new("sh").args(["-c", fix]).status().unwrap().success(), "{fix}");
+    let text = String::from_utf8_lossy(&s.run(&["check", "hand"]).stdout).to_string();
+    assert!(!text.contains("reachable"), "{text}");
+    assert!(!as_nobody(&format!("[ -e {}/dev/console ]", src.display())).status.success());
     s.assert_clean();
 }
 
