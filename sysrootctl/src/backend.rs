@@ -176,10 +176,15 @@ fn new_tree_dir(dest: &Path, verbosity: Verbosity) -> Result<()> {
     Ok(())
 }
 
-/// Copies a tree's contents (and its root's owner and mode) into `dest`.
+/// Copies a tree's contents (and its root's owner and mode) into `dest`,
+/// never crossing into another mount: what `sysrootctl mount` bound there
+/// (`/proc`, `/sys`, `/dev`, homes) is an empty directory in the copy.
 fn copy_into(from: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
     util::run(
-        crate::namespace::tool("cp").args(["-a", "--reflink=auto", "--"]).arg(from.join(".")).arg(dest),
+        crate::namespace::tool("cp")
+            .args(["-a", "--one-file-system", "--reflink=auto", "--"])
+            .arg(from.join("."))
+            .arg(dest),
         verbosity,
     )?;
     Ok(())

@@ -135,20 +135,34 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
         store.publish(next)?;
         published = Some(next);
         report.changes = changes;
-        let (removed, busy) = store.gc(build.keep)?;
-        if !removed.is_empty() {
-            report.notes.push(format!("removed old generations: {}", join(&removed)));
-        }
-        for (n, pids) in busy {
-            report.notes.push(format!("kept generation {n}: in use by pid {}", join(&pids)));
-        }
     }
     if let Some(n) = published {
         let c = ctx(d, build, &store.tree(n), true, opts, Record::default());
         report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
     }
+    if published != live {
+        // Published and linked: an old generation that cannot go yet is a note.
+        match store.gc(build.keep) {
+            Ok(gc) => report.notes.extend(gc_notes(&gc, name)),
+            Err(err) => report.notes.push(format!("old generations not removed: {err:#}")),
+        }
+    }
     report.published = published;
     Ok(report)
+}
+
+fn gc_notes(gc: &store::Collected, name: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    if !gc.removed.is_empty() {
+        notes.push(format!("removed old generations: {}", join(&gc.removed)));
+    }
+    for (n, pids) in &gc.in_use {
+        notes.push(format!("kept generation {n}: in use by pid {}", join(pids)));
+    }
+    for (n, point) in &gc.mounted {
+        notes.push(format!("kept generation {n}: {} is mounted (sysrootctl umount {name})", point.display()));
+    }
+    notes
 }
 
 /// Builds generation `next` beside the live one: bootstrap or copy, reconcile,
@@ -405,6 +419,7 @@ struct GcReport {
     removed: Vec<u32>,
     in_use: Vec<(u32, Vec<u32>)>,
     kept: Vec<u32>,
+    notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<String>,
 }
@@ -414,8 +429,16 @@ fn gc_one(d: &Declared, opts: &Opts) -> Result<GcReport> {
     let store = store_of(d, build);
     let _lock = store.lock(opts.no_wait, opts.verbosity.quiet())?;
     store.clean_partial()?;
-    let (removed, in_use) = store.gc(build.keep)?;
-    Ok(GcReport { name: d.sysroot.name.clone(), removed, in_use, kept: store.generations(), error: None })
+    let gc = store.gc(build.keep)?;
+    let notes = gc_notes(&gc, &d.sysroot.name).into_iter().filter(|n| n.starts_with("kept")).collect();
+    Ok(GcReport {
+        name: d.sysroot.name.clone(),
+        removed: gc.removed,
+        in_use: gc.in_use,
+        kept: store.generations(),
+        notes,
+        error: None,
+    })
 }
 
 pub fn gc(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
@@ -446,8 +469,8 @@ pub fn gc(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
             join(&report.removed),
             join(&report.kept)
         );
-        for (n, pids) in &report.in_use {
-            crate::outln!("  generation {n} is in use by pid {}: kept", join(pids));
+        for note in &report.notes {
+            crate::outln!("  note: {note}");
         }
     }
     if opts.json {

@@ -31,32 +31,36 @@ use nix::sys::wait::{WaitStatus, waitpid};
 
 /// The hidden verb, dispatched before the command line is parsed.
 pub const HELPER: &str = "__ns";
-/// The placeholder for "no tree": a host tool.
-const HOST: &str = "-";
-/// Words the helper puts before the program: `EXE __ns STAGE PARENT TREE PERSONALITY`.
+/// The placeholder for "no directory".
+const NONE: &str = "-";
+/// The mode of a host tool (trees say their personality, `linux` or `linux32`).
+const HOST: &str = "host";
+/// Words the helper puts before the program: `EXE __ns STAGE PARENT DIR MODE`.
 const PREFIX_WORDS: usize = 6;
 
-/// A host tool (`debootstrap`, `cp`, `rm`, ...) run through the helper.
+/// A host tool (`debootstrap`, `rm`, ...) run through the helper.
 pub fn tool(program: &str) -> Command {
-    helper(HOST, false, program)
+    helper(NONE, HOST, program)
+}
+
+/// A host tool that sees nothing mounted at or below `dir` (in its private
+/// mount namespace; the host's mounts stay): a copy of a tree never crosses
+/// into what `sysrootctl mount` bound there, same filesystem or not.
+pub fn tool_without_mounts_below(program: &str, dir: &Path) -> Command {
+    helper(&dir.to_string_lossy(), HOST, program)
 }
 
 /// `argv` inside `tree`, as root, with what a package manager needs.
 pub fn in_tree(tree: &Path, linux32: bool, argv: &[&str]) -> Command {
-    let mut cmd = helper(&tree.to_string_lossy(), linux32, argv[0]);
+    let mut cmd = helper(&tree.to_string_lossy(), if linux32 { "linux32" } else { "linux" }, argv[0]);
     cmd.args(&argv[1..]);
     cmd
 }
 
-fn helper(tree: &str, linux32: bool, program: &str) -> Command {
+fn helper(dir: &str, mode: &str, program: &str) -> Command {
     // Our own executable, opened by the kernel: never a path from the environment.
     let mut cmd = Command::new("/proc/self/exe");
-    cmd.arg(HELPER)
-        .arg("1")
-        .arg(std::process::id().to_string())
-        .arg(tree)
-        .arg(if linux32 { "linux32" } else { "linux" })
-        .arg(program);
+    cmd.arg(HELPER).arg("1").arg(std::process::id().to_string()).arg(dir).arg(mode).arg(program);
     cmd
 }
 
@@ -70,7 +74,7 @@ pub fn shown(cmd: &Command) -> String {
     words.join(" ")
 }
 
-/// `__ns STAGE PARENT TREE PERSONALITY PROGRAM ARGS...`
+/// `__ns STAGE PARENT DIR MODE PROGRAM ARGS...`
 pub fn helper_main(args: &[String]) -> ! {
     let code = match stage(args) {
         Ok(code) => code,
@@ -83,8 +87,9 @@ pub fn helper_main(args: &[String]) -> ! {
 }
 
 fn stage(args: &[String]) -> Result<i32> {
-    let [stage, parent, tree, personality, program, rest @ ..] = args else { bail!("bad helper arguments") };
-    let tree = (tree != HOST).then(|| PathBuf::from(tree));
+    let [stage, parent, dir, mode, program, rest @ ..] = args else { bail!("bad helper arguments") };
+    let dir = (dir != NONE).then(|| PathBuf::from(dir));
+    let tree = dir.as_ref().filter(|_| mode != HOST);
     match stage.as_str() {
         "1" => {
             tie_to(parent, false)?;
@@ -92,8 +97,10 @@ fn stage(args: &[String]) -> Result<i32> {
                 .with_context(|| format!("cannot isolate {program} in its own namespaces"))?;
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
                 .context("making mounts private")?;
-            if let Some(tree) = &tree {
-                bind_host_into(tree)?;
+            match (tree, &dir) {
+                (Some(tree), _) => bind_host_into(tree)?,
+                (None, Some(dir)) => hide_mounts_below(dir)?,
+                (None, None) => {}
             }
             let status = Command::new("/proc/self/exe")
                 .arg(HELPER)
@@ -108,7 +115,7 @@ fn stage(args: &[String]) -> Result<i32> {
             // Our parent is outside this PID namespace; the host's /proc (still
             // mounted here) names it by its outer pid.
             tie_to(parent, true)?;
-            let child = match &tree {
+            let child = match tree {
                 Some(tree) => {
                     let proc_dir = tree.join("proc");
                     require_dir(&proc_dir)?;
@@ -123,9 +130,9 @@ fn stage(args: &[String]) -> Result<i32> {
         }
         "3" => {
             let tree = tree.context("no tree")?;
-            nix::unistd::chroot(&tree).with_context(|| format!("chroot {}", tree.display()))?;
+            nix::unistd::chroot(tree.as_path()).with_context(|| format!("chroot {}", tree.display()))?;
             std::env::set_current_dir("/")?;
-            if personality == "linux32" {
+            if mode == "linux32" {
                 nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(0x0008))?;
             }
             let err = Command::new(program).args(rest).exec();
@@ -165,6 +172,19 @@ fn reap_until(child: u32) -> Result<i32> {
 fn code_of(status: std::process::ExitStatus) -> i32 {
     use std::os::unix::process::ExitStatusExt;
     status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(9))
+}
+
+/// Detaches every mount at or below `dir`, deepest first, in this private
+/// mount namespace.
+fn hide_mounts_below(dir: &Path) -> Result<()> {
+    let table = imageswitch::mounts::mount_table().context("reading /proc/self/mountinfo")?;
+    for (_, point) in table.iter().rev().filter(|(_, p)| p.starts_with(dir)) {
+        match nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("hiding the mount on {}", point.display())),
+        }
+    }
+    Ok(())
 }
 
 /// What a package manager needs from the host: its devices, `/sys`, and name

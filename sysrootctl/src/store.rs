@@ -43,8 +43,14 @@ pub struct Record {
     pub changes: Vec<String>,
 }
 
-/// A generation kept because these processes have their root in it.
-pub type InUse = (u32, Vec<u32>);
+/// What `gc` did: removed, kept because processes have their root in it,
+/// kept because something is mounted in it (`sysrootctl mount`).
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub removed: Vec<u32>,
+    pub in_use: Vec<(u32, Vec<u32>)>,
+    pub mounted: Vec<(u32, PathBuf)>,
+}
 
 pub struct Store {
     pub name: String,
@@ -307,26 +313,29 @@ impl Store {
         util::processes_rooted_in(&self.tree(generation)).into_iter().map(|(pid, _)| pid).collect()
     }
 
-    /// Removes generations beyond the newest `keep`, never the live one nor one
-    /// a process still has as its root. Returns (removed, kept-because-in-use).
-    pub fn gc(&self, keep: u32) -> Result<(Vec<u32>, Vec<InUse>)> {
+    /// Removes generations beyond the newest `keep`, never the live one, nor
+    /// one a process still has as its root, nor one something is mounted in.
+    pub fn gc(&self, keep: u32) -> Result<Collected> {
         let live = self.live()?;
         let all = self.generations();
         let keep_from = all.len().saturating_sub(keep as usize);
-        let mut removed = Vec::new();
-        let mut busy = Vec::new();
+        let mut out = Collected::default();
         for &n in &all[..keep_from] {
             if Some(n) == live {
                 continue;
             }
             let users = self.users_of(n);
             if !users.is_empty() {
-                busy.push((n, users));
+                out.in_use.push((n, users));
+                continue;
+            }
+            if let Some(point) = util::mounts_below(&self.tree(n)).into_iter().next() {
+                out.mounted.push((n, point));
                 continue;
             }
             self.retire_generation(n)?;
-            removed.push(n);
+            out.removed.push(n);
         }
-        Ok((removed, busy))
+        Ok(out)
     }
 }

@@ -228,14 +228,12 @@ pub fn kill_rooted_in(dir: &Path) -> usize {
     killed
 }
 
-/// Mount points at or below `dir` in this mount namespace.
+/// Mount points at or below `dir` in this mount namespace, read with the
+/// library's mountinfo parser (escapes and all).
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect()
+    imageswitch::mounts::mount_table()
+        .map(|table| table.into_iter().map(|(_, point)| point).filter(|p| p.starts_with(dir)).collect())
+        .unwrap_or_default()
 }
 
 /// Whether `dir` is on btrfs and the `btrfs` tool is there to make subvolumes.

@@ -182,7 +182,7 @@ fn tarball_import_noop_overlay_drift_rollback_and_gc() {
     assert!(out.contains("update /etc/motd (the overlay changed)"), "{out}");
     assert_eq!(s.live("bb"), Some(4));
     let out = s.expect(&["gc", "bb"], 0);
-    assert!(out.contains("generation 2 is in use"), "{out}");
+    assert!(out.contains("kept generation 2: in use by pid"), "{out}");
     assert!(s.path("store/bb/2").is_dir());
     inside.kill().unwrap();
     inside.wait().unwrap();
