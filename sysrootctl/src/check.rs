@@ -130,6 +130,31 @@ fn hand_made_exposure(tree: &Path, fix: &str) -> Option<String> {
     })
 }
 
+/// Host directories whose links users follow (aliases, `bin_dir`, launchers):
+/// one they cannot pass (a 0700 made under root's umask 077) breaks every
+/// alias and `#!BIN_DIR/sh` script with "Permission denied".
+fn link_dirs_users_cannot_enter(d: &Declared, opts: &Opts) -> Vec<String> {
+    let s = &d.sysroot;
+    let dirs = [
+        (!s.aliases.is_empty()).then(|| ("alias links", opts.host.alias_dir.clone())),
+        s.bin_dir.clone().map(|dir| ("bin_dir links", dir)),
+        Some(("launchers", opts.host.applications_dir.clone())),
+    ];
+    dirs.into_iter()
+        .flatten()
+        .filter(|(_, dir)| dir.exists())
+        .filter_map(|(what, dir)| {
+            let (at, mode) = exposure::blocked(&dir)?;
+            Some(format!(
+                "users cannot reach the {what} in {}: {} is mode {mode:04o} (fix: chmod o+rx {})",
+                dir.display(),
+                at.display(),
+                at.display()
+            ))
+        })
+        .collect()
+}
+
 fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     let mut out = Vec::new();
     let s = &d.sysroot;
@@ -186,6 +211,7 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     // Links: whatever apply would still change, on the host or in the tree, is wrong now.
     match &d.build {
         Some(build) => {
+            out.extend(link_dirs_users_cannot_enter(d, opts));
             let mut c = Ctx {
                 decl: d,
                 build,

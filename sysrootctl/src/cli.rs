@@ -245,6 +245,10 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 pub fn main() -> i32 {
+    // Every file and directory sysrootctl (or a tool it starts) makes gets the
+    // mode it asks for, never one narrowed by root's umask (077 would hide
+    // aliases, bin_dir links and trees from users).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let args: Vec<String> = std::env::args().collect();
     // The hidden helpers run before clap: they are not part of the interface.
     if args.get(1).map(String::as_str) == Some(crate::namespace::HELPER) {

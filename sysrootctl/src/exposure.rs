@@ -43,6 +43,17 @@ pub fn reachable(path: &Path) -> bool {
     real.ancestors().skip(1).all(|dir| fs::metadata(dir).is_ok_and(|m| traversable(&m)))
 }
 
+/// The first directory on the way to `dir` (itself included) that users
+/// cannot pass, with its mode: what makes links there useless to them.
+pub fn blocked(dir: &Path) -> Option<(PathBuf, u32)> {
+    let mut ancestors: Vec<&Path> = dir.ancestors().collect();
+    ancestors.reverse();
+    ancestors.into_iter().find_map(|d| {
+        let meta = fs::metadata(d).ok()?;
+        (!traversable(&meta)).then(|| (d.to_path_buf(), meta.mode() & 0o7777))
+    })
+}
+
 #[derive(Debug, Default)]
 pub struct Exposure {
     pub devices: (usize, Vec<String>),

@@ -374,6 +374,52 @@ fn trees_are_reachable_by_users_only_through_imageswitch() {
     s.assert_clean();
 }
 
+/// Fault 5: with root's umask 077 the host `bin_dir`, the alias directory and
+/// the store came out 0700, so users got "Permission denied" for aliases and
+/// `#!/binN` scripts, and `check` said nothing. Modes are sysrootctl's own,
+/// whatever the umask, and `check` verifies them.
+#[test]
+fn directories_sysrootctl_makes_have_their_modes_whatever_the_umask() {
+    if !root_or_skip("directories_sysrootctl_makes_have_their_modes_whatever_the_umask") {
+        return;
+    }
+    let s = busybox_in(Scratch::public("umask"), "aliases = [\"bbu\"]\nbin_dir = \"/opt/ctl-umask-bin\"", "");
+    let bin_dir = s.path("hostbin/bin7");
+    let text =
+        fs::read_to_string(s.path("sysroots.toml")).unwrap().replace("/opt/ctl-umask-bin", &bin_dir.to_string_lossy());
+    s.write("sysroots.toml", &text);
+    let mut apply = Command::new("sh");
+    apply.args(["-c", "umask 077; exec \"$0\" \"$@\""]).arg(BIN).args(s.cmd(&["apply", "-q"]).get_args());
+    let out = apply.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for (dir, want) in [
+        (s.path("alias"), 0o755),
+        (s.path("hostbin"), 0o755),
+        (bin_dir.clone(), 0o755),
+        (s.path("apps"), 0o755),
+        (s.path("roots"), 0o755),
+        (s.path("store"), 0o755),
+        (s.path("store/bb"), 0o700),
+        (s.path("store/bb/1"), 0o755),
+        (s.path("store/bb/1").join(bin_dir.strip_prefix("/").unwrap()), 0o755),
+    ] {
+        assert_eq!(mode(&dir), want, "{}", dir.display());
+    }
+    assert_eq!(mode(&s.path("apps/sysroot-bb.desktop")), 0o644);
+    fs::copy("/bin/true", s.path("imageswitch")).unwrap();
+    fs::set_permissions(s.path("imageswitch"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let text = String::from_utf8_lossy(&s.run(&["check", "bb"]).stdout).to_string();
+    assert!(!text.contains("users cannot reach"), "{text}");
+    fs::set_permissions(s.path("alias"), fs::Permissions::from_mode(0o700)).unwrap();
+    let text = String::from_utf8_lossy(&s.run(&["check", "bb"]).stdout).to_string();
+    let want = format!(
+        "users cannot reach the alias links in {0}: {0} is mode 0700 (fix: chmod o+rx {0})",
+        s.path("alias").display()
+    );
+    assert!(text.contains(&want), "{text}");
+}
+
 #[test]
 fn check_reports_setuid_world_writable_and_kernel_too_old() {
     if !root_or_skip("check_reports_setuid_world_writable_and_kernel_too_old") {
