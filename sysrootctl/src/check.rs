@@ -16,6 +16,7 @@ use crate::commands::{Opts, store_of};
 use crate::decl::{Declaration, Declared};
 use crate::elf;
 use crate::exposure;
+use crate::reconcile::bind_targets::Seen;
 use crate::reconcile::{self, Ctx};
 use crate::store::Record;
 use crate::util::in_tree;
@@ -155,6 +156,36 @@ fn link_dirs_users_cannot_enter(d: &Declared, opts: &Opts) -> Vec<String> {
         .collect()
 }
 
+/// Bind destinations imageswitch needs in the tree, and a live generation
+/// whose removal (by an older sysrootctl) stopped halfway.
+fn refused_binds(d: &Declared, tree: &Path) -> Vec<String> {
+    let s = &d.sysroot;
+    let mut out: Vec<String> = reconcile::bind_targets::observe(tree, &d.binds)
+        .into_iter()
+        .filter_map(|(bind, seen)| {
+            let why = match seen {
+                Seen::Directory => return None,
+                Seen::Missing if d.build.is_some() => "is missing (run sysrootctl apply)".to_string(),
+                Seen::Missing => format!("is missing (fix: mkdir -m 0755 {}{})", tree.display(), bind.display()),
+                Seen::Other => "is not a directory".to_string(),
+            };
+            Some(format!("imageswitch would refuse {}: bind destination {} {why}", s.path.display(), bind.display()))
+        })
+        .collect();
+    if let Some(build) = &d.build {
+        let store = store_of(d, build);
+        if let Ok(Some(n)) = store.live() {
+            if !store.is_complete(n) {
+                out.push(format!(
+                    "the live generation {n} is incomplete (half removed): fix: sysrootctl rollback {}",
+                    s.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     let mut out = Vec::new();
     let s = &d.sysroot;
@@ -208,6 +239,7 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
         out.push(msg);
     }
     out.extend(homes_without_mount_point(d, &tree));
+    out.extend(refused_binds(d, &tree));
     // Links: whatever apply would still change, on the host or in the tree, is wrong now.
     match &d.build {
         Some(build) => {

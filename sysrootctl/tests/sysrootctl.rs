@@ -420,6 +420,44 @@ fn directories_sysrootctl_makes_have_their_modes_whatever_the_umask() {
     assert!(text.contains(&want), "{text}");
 }
 
+/// Fault 12: `check` said "no problems found" for trees imageswitch refuses:
+/// a missing bind destination (`/home`, or here a configured `/data`), a
+/// half-removed live tree (and 0700 link directories: see the umask test).
+/// `apply` creates missing bind destinations.
+#[test]
+fn check_names_every_tree_imageswitch_would_refuse() {
+    if !root_or_skip("check_names_every_tree_imageswitch_would_refuse") {
+        return;
+    }
+    let s = busybox_in(Scratch::public("refuse"), "", "");
+    s.expect(&["apply", "-q"], 0);
+    fs::copy("/bin/true", s.path("imageswitch")).unwrap();
+    fs::set_permissions(s.path("imageswitch"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let text = fs::read_to_string(s.path("sysroots.toml")).unwrap().replacen("\n\n", "\nbinds = [\"/data\"]\n\n", 1);
+    s.write("sysroots.toml", &text);
+    let out = s.expect(&["check", "bb"], 2);
+    let roots = s.path("roots/bb");
+    assert!(
+        out.contains(&format!(
+            "imageswitch would refuse {}: bind destination /data is missing (run sysrootctl apply)",
+            roots.display()
+        )),
+        "{out}"
+    );
+    let out = s.expect(&["plan", "bb"], 2);
+    assert!(out.contains("create directory /data (a bind destination)"), "{out}");
+    s.expect(&["apply", "-q"], 0);
+    assert!(s.path("roots/bb/data").is_dir());
+    let out = s.expect(&["check", "bb"], 0);
+    assert!(out.contains("no problems found"), "{out}");
+
+    fs::remove_dir_all(s.path("store/bb/2/etc")).unwrap();
+    let out = s.expect(&["check", "bb"], 2);
+    assert!(out.contains("the live generation 2 is incomplete (half removed): fix: sysrootctl rollback bb"), "{out}");
+    s.expect(&["rollback", "bb"], 0);
+    assert_eq!(s.live("bb"), Some(1));
+}
+
 #[test]
 fn check_reports_setuid_world_writable_and_kernel_too_old() {
     if !root_or_skip("check_reports_setuid_world_writable_and_kernel_too_old") {

@@ -20,6 +20,8 @@ use crate::runner;
 use crate::store::Record;
 use crate::util::{self, Phase, Verbosity, in_tree};
 
+pub mod bind_targets;
+
 /// Host-side places, from the command line (defaults are the production ones).
 #[derive(Debug, Clone)]
 pub struct Host {
@@ -67,6 +69,7 @@ pub fn tree_steps(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     changes.extend(users(ctx)?);
     changes.extend(overlays(ctx)?);
     changes.extend(tree_links(ctx)?);
+    changes.extend(bind_destinations(ctx)?);
     Ok(changes)
 }
 
@@ -81,6 +84,14 @@ fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     Ok(vec![
         "remove /usr/sbin/policy-rc.d (left by an interrupted sysrootctl; it blocks every service start)".to_string(),
     ])
+}
+
+fn bind_destinations(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+    let changes = bind_targets::diff(&bind_targets::observe(&ctx.tree, &ctx.decl.binds));
+    if ctx.apply {
+        bind_targets::act(&ctx.tree, &changes)?;
+    }
+    Ok(changes.iter().map(ToString::to_string).collect())
 }
 
 // ---------------------------------------------------------------- packages
