@@ -141,7 +141,52 @@ pub fn parse(file: &str, text: &str) -> Result<Declaration, ConfigError> {
             Err(err) => broken.push((sysroot.name.clone(), err)),
         }
     }
+    let sysroots = across_entries(&src, document.get_ref(), sysroots, &mut broken);
     Ok(Declaration { file: PathBuf::from(file), config, sysroots, broken })
+}
+
+/// What no single entry shows: two sysroots with one `path`, or a `path`
+/// inside a store (where sysrootctl keeps and removes generations). The later
+/// entry is broken, at its `path`, naming the other.
+fn across_entries(
+    src: &Source<'_>,
+    document: &DeTable<'_>,
+    sysroots: Vec<Declared>,
+    broken: &mut Vec<(String, ConfigError)>,
+) -> Vec<Declared> {
+    let stores: Vec<(String, PathBuf)> =
+        sysroots.iter().filter_map(|d| Some((d.sysroot.name.clone(), d.build.as_ref()?.store.clone()))).collect();
+    let mut kept: Vec<Declared> = Vec::new();
+    for d in sysroots {
+        let path = &d.sysroot.path;
+        let why = if let Some(other) = kept.iter().find(|k| k.sysroot.path == *path) {
+            Some(format!("\"path\" {} is also the path of sysroot \"{}\"", path.display(), other.sysroot.name))
+        } else {
+            stores.iter().find(|(_, store)| path.starts_with(store)).map(|(owner, store)| {
+                format!(
+                    "\"path\" {} is inside the store {} (of sysroot \"{owner}\"), where generations are kept and removed: put it elsewhere",
+                    path.display(),
+                    store.display()
+                )
+            })
+        };
+        match why {
+            Some(why) => {
+                let span = path_span(document, &d.sysroot.name).unwrap_or(0..0);
+                broken.push((d.sysroot.name.clone(), src.error(&span, why)));
+            }
+            None => kept.push(d),
+        }
+    }
+    kept
+}
+
+fn path_span(document: &DeTable<'_>, name: &str) -> Option<Range<usize>> {
+    let (_, sysroot) = document.iter().find(|(k, _)| k.get_ref().as_ref() == "sysroot")?;
+    let DeValue::Table(sysroots) = sysroot.get_ref() else { return None };
+    let (_, entry) = sysroots.iter().find(|(k, _)| k.get_ref().as_ref() == name)?;
+    let DeValue::Table(entry) = entry.get_ref() else { return None };
+    entry.iter().find(|(k, _)| k.get_ref().as_ref() == "path").map(|(_, v)| v.span())
 }
 
 fn build_table<'a, 'i>(document: &'a DeTable<'i>, name: &str) -> Option<&'a Spanned<DeValue<'i>>> {
@@ -523,6 +568,45 @@ path = "/srv/plain"
                 let mut t = text.clone();
                 t.replace_range(i..i + text[i..].chars().next().map_or(0, char::len_utf8), replacement);
                 check(&t);
+            }
+        }
+    }
+
+    /// Fault 13: entries that are fine alone but not together were accepted
+    /// and failed at apply time with advice that also failed.
+    #[test]
+    fn entries_that_collide_are_broken_at_their_path() {
+        let entry = |name: &str, path: &str, build: &str| format!("[sysroot.{name}]\npath = \"{path}\"\n{build}");
+        let managed = "[sysroot.a.build]\nmethod = \"tarball\"\nsource = \"/a.tar\"\nstore = \"/srv/store\"\n";
+        let rows = [
+            (entry("a", "/s/a", managed) + &entry("b", "/s/b", ""), None),
+            (
+                entry("a", "/s/a", managed) + &entry("b", "/s/a", ""),
+                Some(("b", "/f:8:8: \"path\" /s/a is also the path of sysroot \"a\"")),
+            ),
+            (
+                entry("a", "/s/a", managed) + &entry("b", "/srv/store/b", ""),
+                Some(("b", "/f:8:8: \"path\" /srv/store/b is inside the store /srv/store (of sysroot \"a\")")),
+            ),
+            (
+                entry("a", "/srv/store/a/1", managed),
+                Some(("a", "/f:2:8: \"path\" /srv/store/a/1 is inside the store /srv/store")),
+            ),
+            (
+                entry("a", "/var/lib/sysrootctl/x", &managed.replace("store = \"/srv/store\"\n", "")),
+                Some(("a", "/f:2:8: \"path\" /var/lib/sysrootctl/x is inside the store /var/lib/sysrootctl")),
+            ),
+        ];
+        for (text, want) in rows {
+            let d = parse("/f", &text).expect("parses");
+            match want {
+                None => assert!(d.broken.is_empty(), "{text}: {:?}", d.broken),
+                Some((name, message)) => {
+                    let (broken, err) = d.broken.first().unwrap_or_else(|| panic!("{text}: accepted"));
+                    assert_eq!(broken, name, "{text}");
+                    assert!(err.to_string().starts_with(message), "{text}: {err}");
+                    assert!(d.get(name).is_err());
+                }
             }
         }
     }
