@@ -458,6 +458,42 @@ fn check_names_every_tree_imageswitch_would_refuse() {
     assert_eq!(s.live("bb"), Some(1));
 }
 
+/// Fault 4: after imageswitch moved (from `/usr/local/sbin` to the
+/// package's `/usr/sbin`) every apply refused "not a link sysrootctl made"
+/// for the links it had made. They are re-pointed; a foreign file still stops it.
+#[test]
+fn links_sysrootctl_made_are_its_own_wherever_imageswitch_was() {
+    if !root_or_skip("links_sysrootctl_made_are_its_own_wherever_imageswitch_was") {
+        return;
+    }
+    let s = busybox_in(Scratch::new("moved"), "aliases = [\"bbm\"]\nbin_dir = \"/opt/ctl-moved-bin\"", "");
+    let bin_dir = s.path("bin8");
+    let text =
+        fs::read_to_string(s.path("sysroots.toml")).unwrap().replace("/opt/ctl-moved-bin", &bin_dir.to_string_lossy());
+    s.write("sysroots.toml", &text);
+    s.expect(&["apply", "-q"], 0);
+    assert_eq!(fs::read_link(s.path("alias/bbm")).unwrap(), s.path("imageswitch"));
+    let moved = s.path("usr/sbin/imageswitch");
+    let apply_moved = || {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(s.path("sysroots.toml")).arg("--imageswitch").arg(&moved);
+        cmd.arg("--alias-dir").arg(s.path("alias")).arg("--applications-dir").arg(s.path("apps")).arg("apply");
+        cmd.output().unwrap()
+    };
+    let out = apply_moved();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read_link(s.path("alias/bbm")).unwrap(), moved);
+    assert_eq!(fs::read_link(bin_dir.join("sh")).unwrap(), moved);
+    fs::remove_file(s.path("alias/bbm")).unwrap();
+    s.write("alias/bbm", "a site's own script\n");
+    let out = apply_moved();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("refusing to replace")
+            || String::from_utf8_lossy(&out.stderr).contains("refusing to replace")
+    );
+}
+
 #[test]
 fn check_reports_setuid_world_writable_and_kernel_too_old() {
     if !root_or_skip("check_reports_setuid_world_writable_and_kernel_too_old") {

@@ -577,14 +577,16 @@ fn overlays(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
 
 // ---------------------------------------------------------------- links
 
-/// Makes `dir` hold exactly one symlink per name, pointing where `target(name)`
-/// says; foreign files are left alone, stale links we made are removed.
+/// Makes `dir` hold one symlink per name, pointing where `target(name)` says;
+/// foreign files are left alone; with `sweep` (a directory only this sysroot
+/// uses), other links we made are removed as stale.
 fn sync_links(
     dir: &Path,
     shown: &str,
     names: &[String],
     target: &dyn Fn(&str) -> PathBuf,
     ours: &dyn Fn(&Path) -> bool,
+    sweep: bool,
     apply: bool,
 ) -> Result<Vec<String>> {
     let mut changes = Vec::new();
@@ -617,7 +619,7 @@ fn sync_links(
         changes.push(format!("link {added} entr{} in {shown}", if added == 1 { "y" } else { "ies" }));
     }
     let mut stale = Vec::new();
-    if let Ok(entries) = fs::read_dir(dir) {
+    if let Ok(entries) = fs::read_dir(dir).map(|e| e.filter(|_| sweep)) {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().to_string();
             if names.contains(&name) {
@@ -644,27 +646,39 @@ pub fn tree_links(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     let names = util::tree_bin_names(&ctx.tree)?;
     let dir = in_tree(&ctx.tree, &bin_dir, true)?;
     let shown = format!("{} (in the tree)", bin_dir.display());
-    sync_links(&dir, &shown, &names, &|n| Path::new("/bin").join(n), &|t| t.starts_with("/bin/"), ctx.apply)
+    sync_links(&dir, &shown, &names, &|n| Path::new("/bin").join(n), &|t| t.starts_with("/bin/"), true, ctx.apply)
+}
+
+/// Whether a host link is one sysrootctl made: it points at imageswitch, here
+/// or where it was installed before (moved from `/usr/local/sbin` to the
+/// package's `/usr/sbin`, say), so such links are re-pointed, never refused.
+fn points_at_imageswitch(target: &Path, exe: &Path) -> bool {
+    target == exe || (target.is_absolute() && target.file_name() == Some(std::ffi::OsStr::new("imageswitch")))
 }
 
 /// On the host: aliases and `BIN_DIR/NAME` -> imageswitch, and the launcher.
 pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
     let sysroot = &ctx.decl.sysroot;
     let exe = ctx.host.imageswitch.clone();
-    let is_exe = |t: &Path| t == exe;
+    let is_exe = |t: &Path| points_at_imageswitch(t, &exe);
     let mut changes = Vec::new();
     if !sysroot.aliases.is_empty() {
         let shown = ctx.host.alias_dir.display().to_string();
-        changes.extend(
-            sync_links(&ctx.host.alias_dir, &shown, &sysroot.aliases, &|_| exe.clone(), &|_| false, ctx.apply)?
-                .into_iter()
-                .filter(|c| !c.starts_with("remove stale")),
-        );
+        // Shared by every sysroot: dropped aliases go by their record (stale_aliases).
+        changes.extend(sync_links(
+            &ctx.host.alias_dir,
+            &shown,
+            &sysroot.aliases,
+            &|_| exe.clone(),
+            &is_exe,
+            false,
+            ctx.apply,
+        )?);
     }
     if let Some(bin_dir) = &sysroot.bin_dir {
         let names = util::tree_bin_names(&ctx.tree)?;
         let shown = format!("{} (on the host)", bin_dir.display());
-        changes.extend(sync_links(bin_dir, &shown, &names, &|_| exe.clone(), &is_exe, ctx.apply)?);
+        changes.extend(sync_links(bin_dir, &shown, &names, &|_| exe.clone(), &is_exe, true, ctx.apply)?);
     }
     changes.extend(stale_aliases(ctx)?);
     let desktop = ctx.host.applications_dir.join(format!("sysroot-{}.desktop", sysroot.name));
@@ -689,7 +703,7 @@ fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<String>> {
     let previous: Vec<PathBuf> = fs::read_to_string(&list).unwrap_or_default().lines().map(PathBuf::from).collect();
     let mut changes = Vec::new();
     for old in previous.iter().filter(|p| !current.contains(p)) {
-        if fs::read_link(old).is_ok_and(|t| t == ctx.host.imageswitch) {
+        if fs::read_link(old).is_ok_and(|t| points_at_imageswitch(&t, &ctx.host.imageswitch)) {
             changes.push(format!("remove alias link {} (no longer declared)", old.display()));
             if ctx.apply {
                 fs::remove_file(old)?;
@@ -739,4 +753,24 @@ pub fn ensure_dir(tree: &Path, inner: &str) -> Result<()> {
         fs::DirBuilder::new().recursive(true).mode(0o755).create(&path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_to_imageswitch_anywhere_are_ours() {
+        let exe = Path::new("/usr/sbin/imageswitch");
+        for (target, ours) in [
+            ("/usr/sbin/imageswitch", true),
+            ("/usr/local/sbin/imageswitch", true),
+            ("/opt/imageswitch/bin/imageswitch", true),
+            ("imageswitch", false),
+            ("/usr/bin/python3", false),
+            ("/usr/sbin/imageswitch.old", false),
+        ] {
+            assert_eq!(points_at_imageswitch(Path::new(target), exe), ours, "{target}");
+        }
+    }
 }
