@@ -112,7 +112,17 @@ fn import(source: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
     } else {
         util::run(
             crate::namespace::tool("tar")
-                .args(["-x", "--numeric-owner", "--preserve-permissions", "--xattrs", "-f"])
+                // Every extended attribute (file capabilities such as ping's
+                // cap_net_raw live in security.capability) and ACLs.
+                .args([
+                    "-x",
+                    "--numeric-owner",
+                    "--preserve-permissions",
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "--acls",
+                    "-f",
+                ])
                 .arg(source)
                 .arg("-C")
                 .arg(dest),
@@ -181,8 +191,8 @@ fn new_tree_dir(dest: &Path, verbosity: Verbosity) -> Result<()> {
 /// (`/proc`, `/sys`, `/dev`, homes) is an empty directory in the copy.
 fn copy_into(from: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
     util::run(
-        crate::namespace::tool("cp")
-            .args(["-a", "--one-file-system", "--reflink=auto", "--"])
+        crate::namespace::tool_without_mounts_below("cp", from)
+            .args(["-a", "--reflink=auto", "--"])
             .arg(from.join("."))
             .arg(dest),
         verbosity,

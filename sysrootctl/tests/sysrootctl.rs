@@ -494,6 +494,47 @@ fn links_sysrootctl_made_are_its_own_wherever_imageswitch_was() {
     );
 }
 
+/// Fault 9: a tarball import dropped file capabilities (ping's `cap_net_raw`)
+/// and ACLs, though extended attributes were promised. They survive the
+/// import and every later generation's copy.
+#[test]
+fn imports_keep_file_capabilities_and_acls() {
+    if !root_or_skip("imports_keep_file_capabilities_and_acls")
+        || !have_tool("imports_keep_file_capabilities_and_acls", "setcap", "libcap2-bin")
+        || !have_tool("imports_keep_file_capabilities_and_acls", "setfacl", "acl")
+    {
+        return;
+    }
+    let s = Scratch::new("xattrs");
+    let src = s.path("src");
+    let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success(), "{cmd:?}");
+    run(Command::new("cp").arg("-a").arg(cached_tree("busybox")).arg(&src));
+    fs::copy(src.join("bin/busybox"), src.join("bin/ping")).unwrap();
+    run(Command::new("setcap").arg("cap_net_raw+ep").arg(src.join("bin/ping")));
+    fs::write(src.join("etc/shared"), "x\n").unwrap();
+    run(Command::new("setfacl").args(["-m", "u:65534:r"]).arg(src.join("etc/shared")));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-czf"])
+        .arg(s.path("bb.tar.gz"))
+        .arg("."));
+    s.config("bb", "", &format!("method = \"tarball\"\nsource = \"{}\"\n", s.path("bb.tar.gz").display()));
+    s.expect(&["apply", "-q"], 0);
+    s.write("overlay/etc/motd", "2\n");
+    let text = fs::read_to_string(s.path("sysroots.toml")).unwrap()
+        + &format!("files = [{{ src = \"{}\", dst = \"/\" }}]\n", s.path("overlay").display());
+    s.write("sysroots.toml", &text);
+    s.expect(&["apply", "-q"], 0);
+    for generation in ["1", "2"] {
+        let tree = s.path("store/bb").join(generation);
+        let caps = Command::new("getcap").arg(tree.join("bin/ping")).output().unwrap();
+        assert!(String::from_utf8_lossy(&caps.stdout).contains("cap_net_raw"), "generation {generation}: {caps:?}");
+        let acl = Command::new("getfacl").args(["-n", "-p"]).arg(tree.join("etc/shared")).output().unwrap();
+        assert!(String::from_utf8_lossy(&acl.stdout).contains("user:65534:r--"), "generation {generation}: {acl:?}");
+    }
+}
+
 #[test]
 fn check_reports_setuid_world_writable_and_kernel_too_old() {
     if !root_or_skip("check_reports_setuid_world_writable_and_kernel_too_old") {
