@@ -985,6 +985,8 @@ fn adopt_takes_over_a_hand_built_tree() {
     fs::create_dir_all(s.path("roots")).unwrap();
     assert!(Command::new("cp").arg("-a").arg(cached_tree("busybox")).arg(&path).status().unwrap().success());
     fs::write(path.join("etc/hand-made"), "yes\n").unwrap();
+    // Every default bind destination is there, so adoption is all that changes.
+    fs::create_dir_all(path.join("var/tmp")).unwrap();
     let mut inside = Command::new("chroot").arg(&path).args(["/bin/sleep", "60"]).spawn().unwrap();
     wait_for("the sleeper to enter the hand-built tree", Duration::from_secs(5), || !rooted_in(&path).is_empty());
 
