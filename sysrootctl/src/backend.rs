@@ -84,10 +84,10 @@ pub fn bootstrap(build: &Build, dest: &Path, verbosity: Verbosity) -> Result<()>
             };
             let mut cmd;
             if build.method == Method::Debootstrap {
-                cmd = util::tool("debootstrap");
+                cmd = crate::namespace::tool("debootstrap");
                 cmd.arg("--variant=minbase").arg(format!("--arch={arch}"));
             } else {
-                cmd = util::tool("mmdebstrap");
+                cmd = crate::namespace::tool("mmdebstrap");
                 cmd.arg("--variant=minbase").arg(format!("--architectures={arch}"));
             }
             if !build.packages.is_empty() {
@@ -111,8 +111,18 @@ fn import(source: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
         copy_into(source, dest, verbosity)?;
     } else {
         util::run(
-            util::tool("tar")
-                .args(["-x", "--numeric-owner", "--preserve-permissions", "--xattrs", "-f"])
+            crate::namespace::tool("tar")
+                // Every extended attribute (file capabilities such as ping's
+                // cap_net_raw live in security.capability) and ACLs.
+                .args([
+                    "-x",
+                    "--numeric-owner",
+                    "--preserve-permissions",
+                    "--xattrs",
+                    "--xattrs-include=*",
+                    "--acls",
+                    "-f",
+                ])
                 .arg(source)
                 .arg("-C")
                 .arg(dest),
@@ -145,7 +155,7 @@ pub fn dnf_install(build: &Build, tree: &Path, packages: &[&str], verbosity: Ver
     let _ = fs::remove_dir_all(&home);
     fs::create_dir(&home).with_context(|| format!("cannot create {}", home.display()))?;
     fs::write(home.join(".rpmmacros"), format!("%_dbpath {}\n", rpm_dbpath(tree)))?;
-    let mut cmd = util::tool("dnf");
+    let mut cmd = crate::namespace::tool("dnf");
     cmd.env("HOME", &home)
         .arg("-y")
         .arg(format!("--installroot={}", tree.display()))
@@ -168,7 +178,7 @@ pub fn dnf_install(build: &Build, tree: &Path, packages: &[&str], verbosity: Ver
 /// btrfs (so the next generation can be a snapshot of it), else a plain one.
 fn new_tree_dir(dest: &Path, verbosity: Verbosity) -> Result<()> {
     if dest.parent().is_some_and(util::on_btrfs) {
-        util::run(util::tool("btrfs").args(["-q", "subvolume", "create"]).arg(dest), verbosity)?;
+        util::run(crate::namespace::tool("btrfs").args(["-q", "subvolume", "create"]).arg(dest), verbosity)?;
     } else {
         fs::create_dir(dest).with_context(|| format!("cannot create {}", dest.display()))?;
     }
@@ -176,9 +186,17 @@ fn new_tree_dir(dest: &Path, verbosity: Verbosity) -> Result<()> {
     Ok(())
 }
 
-/// Copies a tree's contents (and its root's owner and mode) into `dest`.
+/// Copies a tree's contents (and its root's owner and mode) into `dest`,
+/// never crossing into another mount: what `sysrootctl mount` bound there
+/// (`/proc`, `/sys`, `/dev`, homes) is an empty directory in the copy.
 fn copy_into(from: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
-    util::run(util::tool("cp").args(["-a", "--reflink=auto", "--"]).arg(from.join(".")).arg(dest), verbosity)?;
+    util::run(
+        crate::namespace::tool_without_mounts_below("cp", from)
+            .args(["-a", "--reflink=auto", "--"])
+            .arg(from.join("."))
+            .arg(dest),
+        verbosity,
+    )?;
     Ok(())
 }
 
@@ -186,7 +204,10 @@ fn copy_into(from: &Path, dest: &Path, verbosity: Verbosity) -> Result<()> {
 /// subvolume, else a copy (reflinks where the filesystem offers them).
 pub fn copy_generation(from: &Path, to: &Path, verbosity: Verbosity) -> Result<()> {
     if util::is_subvolume(from) && to.parent().is_some_and(util::on_btrfs) {
-        util::run(util::tool("btrfs").args(["-q", "subvolume", "snapshot", "--"]).arg(from).arg(to), verbosity)?;
+        util::run(
+            crate::namespace::tool("btrfs").args(["-q", "subvolume", "snapshot", "--"]).arg(from).arg(to),
+            verbosity,
+        )?;
         return Ok(());
     }
     new_tree_dir(to, verbosity)?;

@@ -15,6 +15,8 @@ use crate::accounts;
 use crate::commands::{Opts, store_of};
 use crate::decl::{Declaration, Declared};
 use crate::elf;
+use crate::exposure;
+use crate::reconcile::bind_targets::Seen;
 use crate::reconcile::{self, Ctx};
 use crate::store::Record;
 use crate::util::in_tree;
@@ -116,6 +118,74 @@ fn homes_without_mount_point(d: &Declared, tree: &Path) -> Vec<String> {
         .collect()
 }
 
+/// A tree sysrootctl did not build (unmanaged, or left by `--adopt`) whose
+/// hazards every user can reach on the host, with the exact fix.
+fn hand_made_exposure(tree: &Path, fix: &str) -> Option<String> {
+    let found = exposure::scan(tree);
+    (!found.is_empty()).then(|| {
+        format!(
+            "{} can be reached by every user outside imageswitch: {}: fix: {fix}",
+            tree.display(),
+            found.describe(),
+        )
+    })
+}
+
+/// Host directories whose links users follow (aliases, `bin_dir`, launchers):
+/// one they cannot pass (a 0700 made under root's umask 077) breaks every
+/// alias and `#!BIN_DIR/sh` script with "Permission denied".
+fn link_dirs_users_cannot_enter(d: &Declared, opts: &Opts) -> Vec<String> {
+    let s = &d.sysroot;
+    let dirs = [
+        (!s.aliases.is_empty()).then(|| ("alias links", opts.host.alias_dir.clone())),
+        s.bin_dir.clone().map(|dir| ("bin_dir links", dir)),
+        Some(("launchers", opts.host.applications_dir.clone())),
+    ];
+    dirs.into_iter()
+        .flatten()
+        .filter(|(_, dir)| dir.exists())
+        .filter_map(|(what, dir)| {
+            let (at, mode) = exposure::blocked(&dir)?;
+            Some(format!(
+                "users cannot reach the {what} in {}: {} is mode {mode:04o} (fix: chmod o+rx {})",
+                dir.display(),
+                at.display(),
+                at.display()
+            ))
+        })
+        .collect()
+}
+
+/// Bind destinations imageswitch needs in the tree, and a live generation
+/// whose removal (by an older sysrootctl) stopped halfway.
+fn refused_binds(d: &Declared, tree: &Path) -> Vec<String> {
+    let s = &d.sysroot;
+    let mut out: Vec<String> = reconcile::bind_targets::observe(tree, &d.binds)
+        .into_iter()
+        .filter_map(|(bind, seen)| {
+            let why = match seen {
+                Seen::Directory => return None,
+                Seen::Missing if d.build.is_some() => "is missing (run sysrootctl apply)".to_string(),
+                Seen::Missing => format!("is missing (fix: mkdir -m 0755 {}{})", tree.display(), bind.display()),
+                Seen::Other => "is not a directory".to_string(),
+            };
+            Some(format!("imageswitch would refuse {}: bind destination {} {why}", s.path.display(), bind.display()))
+        })
+        .collect();
+    if let Some(build) = &d.build {
+        let store = store_of(d, build);
+        if let Ok(Some(n)) = store.live() {
+            if !store.is_complete(n) {
+                out.push(format!(
+                    "the live generation {n} is incomplete (half removed): fix: sysrootctl rollback {}",
+                    s.name
+                ));
+            }
+        }
+    }
+    out
+}
+
 fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     let mut out = Vec::new();
     let s = &d.sysroot;
@@ -169,9 +239,11 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
         out.push(msg);
     }
     out.extend(homes_without_mount_point(d, &tree));
+    out.extend(refused_binds(d, &tree));
     // Links: whatever apply would still change, on the host or in the tree, is wrong now.
     match &d.build {
         Some(build) => {
+            out.extend(link_dirs_users_cannot_enter(d, opts));
             let mut c = Ctx {
                 decl: d,
                 build,
@@ -205,18 +277,24 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
                     ));
                 }
             }
-            let store = store_of(d, build);
-            if let Some((uid, mode)) = store.owner() {
-                if uid != 0 || mode & 0o022 != 0 {
-                    out.push(format!(
-                        "store {} is owned by uid {uid} with mode {:04o}",
-                        store.dir.display(),
-                        mode & 0o7777
-                    ));
-                }
+            if let Some(why) = store_of(d, build).exposed() {
+                let held = exposure::scan(&tree);
+                let held =
+                    if held.is_empty() { String::new() } else { format!("; the live one holds {}", held.describe()) };
+                out.push(format!(
+                    "generations are reachable by users outside imageswitch ({why}){held}: fix: sysrootctl apply {} (nothing is rebuilt)",
+                    s.name
+                ));
+            }
+            let adopted = crate::util::sibling(&s.path, ".pre-sysrootctl");
+            let remove = format!("rm -rf --one-file-system {} once no process uses it", adopted.display());
+            out.extend(hand_made_exposure(&adopted, &remove));
+            if !fs::symlink_metadata(&s.path).is_ok_and(|m| m.file_type().is_symlink()) {
+                out.extend(hand_made_exposure(&tree, &format!("sysrootctl apply --adopt {}", s.name)));
             }
         }
         None => {
+            out.extend(hand_made_exposure(&tree, &exposure::fix_for(&tree)));
             for alias in &s.aliases {
                 let link = opts.host.alias_dir.join(alias);
                 if fs::read_link(&link).ok().as_deref() != Some(opts.host.imageswitch.as_path()) {
@@ -269,13 +347,13 @@ pub fn check(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
         }
     }
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&findings)?);
     } else {
         for f in &findings {
-            println!("{}: {}", f.sysroot.as_deref().unwrap_or("host"), f.message);
+            crate::outln!("{}: {}", f.sysroot.as_deref().unwrap_or("host"), f.message);
         }
         if findings.is_empty() && !opts.verbosity.quiet() {
-            println!("no problems found");
+            crate::outln!("no problems found");
         }
     }
     Ok(if findings.is_empty() { 0 } else { 2 })

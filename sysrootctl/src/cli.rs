@@ -184,12 +184,9 @@ fn absolute(what: &str, path: &Path) -> Result<()> {
 
 fn run(cli: Cli) -> Result<i32> {
     if let Command::Completions { shell } = cli.command {
-        clap_complete::generate(
-            shell,
-            &mut <Cli as clap::CommandFactory>::command(),
-            "sysrootctl",
-            &mut std::io::stdout(),
-        );
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "sysrootctl", &mut script);
+        crate::output::write(&script);
         return Ok(0);
     }
     let imageswitch = cli.imageswitch.clone().unwrap_or_else(default_imageswitch);
@@ -248,12 +245,14 @@ fn run(cli: Cli) -> Result<i32> {
 }
 
 pub fn main() -> i32 {
+    // Every file and directory sysrootctl (or a tool it starts) makes gets the
+    // mode it asks for, never one narrowed by root's umask (077 would hide
+    // aliases, bin_dir links and trees from users).
+    nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o022));
     let args: Vec<String> = std::env::args().collect();
     // The hidden helpers run before clap: they are not part of the interface.
-    match args.get(1).map(String::as_str) {
-        Some(crate::runner::ENTER) => crate::runner::enter_main(&args[2..]),
-        Some(crate::util::TOOL) => crate::util::tool_main(&args[2..]),
-        _ => {}
+    if args.get(1).map(String::as_str) == Some(crate::namespace::HELPER) {
+        crate::namespace::helper_main(&args[2..]);
     }
     let cli = match Cli::try_parse_from(&args) {
         Ok(cli) => cli,

@@ -75,14 +75,27 @@ pub fn mount_tree(decl: &Declaration, name: &str, verbosity: Verbosity) -> Resul
                 .with_context(|| format!("{name}: making {} a slave", target.display()))?;
             made += 1;
             if verbosity.passthrough() {
-                println!("{name}: bound {} on {}", spec.source.display(), target.display());
+                crate::outln!("{name}: bound {} on {}", spec.source.display(), target.display());
             }
         }
     }
     if !verbosity.quiet() {
-        println!("{name}: {made} bind(s) made");
+        crate::outln!("{name}: {made} bind(s) made");
     }
     Ok(0)
+}
+
+/// Every tree `mount` may have bound into: the live one, and for a managed
+/// sysroot every generation (a rollback or apply since may have moved `path`).
+fn bound_roots(decl: &Declaration, name: &str, tree: &Tree) -> Vec<PathBuf> {
+    let mut roots = vec![tree.real.clone()];
+    if let Ok(d) = decl.get(name) {
+        if let Some(build) = &d.build {
+            let store = crate::commands::store_of(d, build);
+            roots.extend(store.generations().into_iter().map(|n| store.tree(n)).filter(|t| *t != tree.real));
+        }
+    }
+    roots
 }
 
 pub fn umount_tree(decl: &Declaration, name: &str, verbosity: Verbosity) -> Result<i32> {
@@ -90,16 +103,18 @@ pub fn umount_tree(decl: &Declaration, name: &str, verbosity: Verbosity) -> Resu
     let mut removed = 0;
     // Last made first; MNT_DETACH takes each bind's submounts with it. Only
     // what `mount` makes is touched, never other mounts under the tree.
-    for spec in tree.specs.iter().rev() {
-        let target = inside(&tree, spec);
-        while mount_points()?.contains(&target) {
-            umount2(&target, MntFlags::MNT_DETACH)
-                .with_context(|| format!("{name}: unmounting {}", target.display()))?;
-            removed += 1;
+    for root in bound_roots(decl, name, &tree) {
+        for spec in tree.specs.iter().rev() {
+            let target = root.join(spec.target.strip_prefix("/").unwrap_or(&spec.target));
+            while mount_points()?.contains(&target) {
+                umount2(&target, MntFlags::MNT_DETACH)
+                    .with_context(|| format!("{name}: unmounting {}", target.display()))?;
+                removed += 1;
+            }
         }
     }
     if !verbosity.quiet() {
-        println!("{name}: {removed} mount(s) removed");
+        crate::outln!("{name}: {removed} mount(s) removed");
     }
     Ok(0)
 }

@@ -8,7 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -43,8 +43,14 @@ pub struct Record {
     pub changes: Vec<String>,
 }
 
-/// A generation kept because these processes have their root in it.
-pub type InUse = (u32, Vec<u32>);
+/// What `gc` did: removed, kept because processes have their root in it,
+/// kept because something is mounted in it (`sysrootctl mount`).
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub removed: Vec<u32>,
+    pub in_use: Vec<(u32, Vec<u32>)>,
+    pub mounted: Vec<(u32, PathBuf)>,
+}
 
 pub struct Store {
     pub name: String,
@@ -75,17 +81,54 @@ impl Store {
         self.dir.join(format!("{generation}.json"))
     }
 
+    /// Inside `STORE/NAME`, which only root can enter: no user can open it,
+    /// so no user can hold it and stall every run.
     fn lock_path(&self) -> PathBuf {
+        self.dir.join(".lock")
+    }
+
+    /// Where sysrootctl kept the lock before, openable by every user.
+    pub fn old_lock_path(&self) -> PathBuf {
         self.dir.with_file_name(format!("{}.lock", self.name))
     }
 
-    /// Creates `STORE/NAME` (root-owned, 0755) if needed.
+    /// Creates `STORE` (0755) and `STORE/NAME` (0700), whatever root's umask,
+    /// and brings an existing store to that layout: generations are reachable
+    /// only through imageswitch's sealed view, never through the store path.
+    /// A chmod on a directory: no rebuild, and entries in progress go on.
     pub fn create(&self) -> Result<()> {
-        fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o755)
-            .create(&self.dir)
-            .with_context(|| format!("cannot create {}", self.dir.display()))
+        let store = self.dir.parent().unwrap_or(Path::new("/"));
+        for (dir, mode) in [(store, 0o755), (self.dir.as_path(), 0o700)] {
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(mode)
+                .create(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            // The store may be stricter than 0755; STORE/NAME is exactly 0700.
+            let have = fs::metadata(dir)?.mode() & 0o7777;
+            if (dir == store && have & 0o755 != 0o755) || (dir != store && have != mode) {
+                fs::set_permissions(dir, fs::Permissions::from_mode(mode))
+                    .with_context(|| format!("cannot set the mode of {}", dir.display()))?;
+            }
+        }
+        match fs::remove_file(self.old_lock_path()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(e).with_context(|| format!("cannot remove {}", self.old_lock_path().display()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether users can get into `STORE/NAME` (a store laid out by an older
+    /// sysrootctl, or changed by hand), for `check`.
+    pub fn exposed(&self) -> Option<String> {
+        let meta = fs::metadata(&self.dir).ok()?;
+        if meta.uid() != 0 || meta.mode() & 0o077 != 0 {
+            return Some(format!("{} is mode {:04o} owner {}", self.dir.display(), meta.mode() & 0o7777, meta.uid()));
+        }
+        self.old_lock_path()
+            .exists()
+            .then(|| format!("every user can open and hold the lock {}", self.old_lock_path().display()))
     }
 
     /// Takes the per-sysroot lock, waiting for another run unless `no_wait`.
@@ -94,6 +137,7 @@ impl Store {
         self.create()?;
         let path = self.lock_path();
         let file = fs::OpenOptions::new()
+            .mode(0o600)
             .create(true)
             .truncate(false)
             .write(true)
@@ -116,18 +160,34 @@ impl Store {
         }
     }
 
-    /// Complete generations, oldest first.
+    /// Complete generations, oldest first: the only ones listed, kept,
+    /// rolled back to or built on.
     pub fn generations(&self) -> Vec<u32> {
-        let mut out: Vec<u32> = match fs::read_dir(&self.dir) {
+        let mut out: Vec<u32> = self.numbered().into_iter().filter(|&n| self.is_complete(n)).collect();
+        out.sort_unstable();
+        out
+    }
+
+    /// Every `STORE/NAME/N` with a record, complete or not.
+    fn numbered(&self) -> Vec<u32> {
+        match fs::read_dir(&self.dir) {
             Ok(entries) => entries
                 .flatten()
                 .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
                 .filter(|&n| self.record_path(n).is_file())
                 .collect(),
             Err(_) => Vec::new(),
-        };
-        out.sort_unstable();
-        out
+        }
+    }
+
+    /// A generation is complete when it has its final name, its record, and
+    /// the top of a tree: a removal is always a rename to `N.tmp` first, but
+    /// an older sysrootctl deleted in place and could be interrupted halfway.
+    pub fn is_complete(&self, generation: u32) -> bool {
+        let tree = self.tree(generation);
+        self.record_path(generation).is_file()
+            && fs::symlink_metadata(&tree).is_ok_and(|m| m.is_dir())
+            && ["etc", "bin"].iter().all(|d| fs::symlink_metadata(tree.join(d)).is_ok())
     }
 
     /// Highest number used by anything in the store, complete or not.
@@ -181,9 +241,16 @@ impl Store {
         serde_json::from_str(&text).with_context(|| format!("cannot parse {}", path.display()))
     }
 
-    /// Throws away builds that never finished (kill -9, crash): first the
-    /// processes still running in them, then the trees.
+    /// Throws away builds that never finished (kill -9, crash), generations
+    /// whose removal did not finish, and incomplete generations that are not
+    /// live: first the processes still running in them, then the trees.
     pub fn clean_partial(&self) -> Result<Vec<PathBuf>> {
+        let live = self.live().ok().flatten();
+        for n in self.numbered() {
+            if !self.is_complete(n) && Some(n) != live {
+                self.retire_generation(n)?;
+            }
+        }
         let mut removed = Vec::new();
         let Ok(entries) = fs::read_dir(&self.dir) else { return Ok(removed) };
         for entry in entries.flatten() {
@@ -205,6 +272,18 @@ impl Store {
             }
         }
         Ok(removed)
+    }
+
+    /// Removes generation `N` so that no moment of it shows a listed, usable,
+    /// half-removed generation: renamed to `N.tmp` (unfinished, never listed),
+    /// then the record, then the tree.
+    fn retire_generation(&self, generation: u32) -> Result<()> {
+        let doomed = self.partial(generation);
+        fs::rename(self.tree(generation), &doomed)
+            .with_context(|| format!("cannot set generation {generation} aside for removal"))?;
+        util::sync_dir(&self.dir)?;
+        fs::remove_file(self.record_path(generation))?;
+        util::remove_tree(&doomed)
     }
 
     /// Makes a finished build generation `N`: record first, then the rename, so
@@ -234,32 +313,29 @@ impl Store {
         util::processes_rooted_in(&self.tree(generation)).into_iter().map(|(pid, _)| pid).collect()
     }
 
-    /// Removes generations beyond the newest `keep`, never the live one nor one
-    /// a process still has as its root. Returns (removed, kept-because-in-use).
-    pub fn gc(&self, keep: u32) -> Result<(Vec<u32>, Vec<InUse>)> {
+    /// Removes generations beyond the newest `keep`, never the live one, nor
+    /// one a process still has as its root, nor one something is mounted in.
+    pub fn gc(&self, keep: u32) -> Result<Collected> {
         let live = self.live()?;
         let all = self.generations();
         let keep_from = all.len().saturating_sub(keep as usize);
-        let mut removed = Vec::new();
-        let mut busy = Vec::new();
+        let mut out = Collected::default();
         for &n in &all[..keep_from] {
             if Some(n) == live {
                 continue;
             }
             let users = self.users_of(n);
             if !users.is_empty() {
-                busy.push((n, users));
+                out.in_use.push((n, users));
                 continue;
             }
-            util::remove_tree(&self.tree(n))?;
-            fs::remove_file(self.record_path(n))?;
-            removed.push(n);
+            if let Some(point) = util::mounts_below(&self.tree(n)).into_iter().next() {
+                out.mounted.push((n, point));
+                continue;
+            }
+            self.retire_generation(n)?;
+            out.removed.push(n);
         }
-        Ok((removed, busy))
-    }
-
-    /// Who owns the store directory and how it is protected, for `check`.
-    pub fn owner(&self) -> Option<(u32, u32)> {
-        fs::metadata(&self.dir).ok().map(|m| (m.uid(), m.mode()))
+        Ok(out)
     }
 }

@@ -84,13 +84,13 @@ pub fn export(decl: &Declaration, name: &str, opts: &Opts) -> Result<i32> {
         incoming_record,
     };
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&e)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&e)?);
     } else {
         let shown = |p: &Option<PathBuf>| p.as_ref().map_or("none".to_string(), |p| p.display().to_string());
         let generation = live.map_or("none".to_string(), |n| n.to_string());
-        println!("{name}: generation {generation}, id {}", e.id.as_deref().unwrap_or("none"));
-        println!("  tree {}, record {}", shown(&e.tree), shown(&e.record));
-        println!("  receives into {} and {}", e.incoming.display(), e.incoming_record.display());
+        crate::outln!("{name}: generation {generation}, id {}", e.id.as_deref().unwrap_or("none"));
+        crate::outln!("  tree {}, record {}", shown(&e.tree), shown(&e.record));
+        crate::outln!("  receives into {} and {}", e.incoming.display(), e.incoming_record.display());
     }
     Ok(0)
 }
@@ -101,16 +101,16 @@ pub fn receive(decl: &Declaration, name: &str, opts: &Opts) -> Result<i32> {
     let d = decl.get(name)?;
     let report = receive_one(d, opts)?;
     if opts.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else if report.generation == report.published {
-        println!("{name}: up to date, nothing changed (generation {})", report.published.unwrap_or(0));
+        crate::outln!("{name}: up to date, nothing changed (generation {})", report.published.unwrap_or(0));
     } else {
         let from = report.generation.map_or("none".to_string(), |n| n.to_string());
-        println!("{name}: generation {from} -> {}", report.published.unwrap_or(0));
+        crate::outln!("{name}: generation {from} -> {}", report.published.unwrap_or(0));
     }
     if !opts.json && !opts.verbosity.quiet() {
         for line in report.changes.iter().chain(&report.notes) {
-            println!("  {line}");
+            crate::outln!("  {line}");
         }
     }
     Ok(0)

@@ -28,23 +28,10 @@ impl Verbosity {
     }
 }
 
-/// The command as the user would type it (without the `__tool` wrapper).
-fn shown(cmd: &Command) -> String {
-    let mut words: Vec<String> =
-        std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|w| w.to_string_lossy().to_string()).collect();
-    if words.get(1).map(String::as_str) == Some(TOOL) {
-        words.drain(..3);
-    }
-    if words.get(1).map(String::as_str) == Some(crate::runner::ENTER) {
-        words.drain(..6);
-    }
-    words.join(" ")
-}
-
 /// Runs a tool; its output is kept and the tail shown when it fails, or passed
 /// through with `-v`.
 pub fn run(cmd: &mut Command, verbosity: Verbosity) -> Result<String> {
-    let shown = shown(cmd);
+    let shown = crate::namespace::shown(cmd);
     if verbosity.0 >= 3 {
         eprintln!("sysrootctl: + {shown}");
     }
@@ -63,58 +50,6 @@ pub fn run(cmd: &mut Command, verbosity: Verbosity) -> Result<String> {
         bail!("{shown} failed ({}):\n  {tail}", out.status);
     }
     Ok(text)
-}
-
-/// A host tool run so that nothing of it outlives sysrootctl: a `kill -9` must
-/// not leave a `debootstrap` writing into a half-built generation, nor its
-/// `/proc` mount in the target on the host. The hidden `__tool` helper dies with
-/// us (`PR_SET_PDEATHSIG`), unshares the mount and PID namespaces (mounts the
-/// tool makes stay private), and starts the tool as PID 1 of the new one: when
-/// the tool ends or is killed, the kernel kills everything it left.
-pub fn tool(program: &str) -> Command {
-    match std::env::current_exe() {
-        Ok(exe) => {
-            let mut cmd = Command::new(exe);
-            cmd.arg(TOOL).arg(std::process::id().to_string()).arg(program);
-            cmd
-        }
-        Err(_) => Command::new(program),
-    }
-}
-
-pub const TOOL: &str = "__tool";
-
-/// `__tool PARENT PROGRAM ARGS...`: PARENT is our pid in the outer stage and
-/// "0" in the inner one (whose parent is outside its PID namespace).
-pub fn tool_main(args: &[String]) -> ! {
-    use nix::mount::{MsFlags, mount};
-    use nix::sched::{CloneFlags, unshare};
-    use std::os::unix::process::CommandExt;
-    let [parent, program, rest @ ..] = args else { std::process::exit(125) };
-    if nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).is_err()
-        || nix::unistd::getppid().as_raw().to_string() != *parent
-    {
-        std::process::exit(125);
-    }
-    if parent == "0" {
-        let err = Command::new(program).args(rest).exec();
-        eprintln!("sysrootctl: cannot run {program}: {err}");
-        std::process::exit(127);
-    }
-    let isolated = unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID).is_ok()
-        && mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>).is_ok();
-    if !isolated {
-        eprintln!("sysrootctl: cannot isolate {program} in its own namespaces");
-        std::process::exit(125);
-    }
-    let Ok(exe) = std::env::current_exe() else { std::process::exit(125) };
-    match Command::new(exe).arg(TOOL).arg("0").arg(program).args(rest).status() {
-        Ok(status) => std::process::exit(status.code().unwrap_or(128 + 9)),
-        Err(err) => {
-            eprintln!("sysrootctl: cannot run {program}: {err}");
-            std::process::exit(125)
-        }
-    }
 }
 
 /// One line per phase: where it starts and, when it ends, how long it took.
@@ -293,14 +228,12 @@ pub fn kill_rooted_in(dir: &Path) -> usize {
     killed
 }
 
-/// Mount points at or below `dir` in this mount namespace.
+/// Mount points at or below `dir` in this mount namespace, read with the
+/// library's mountinfo parser (escapes and all).
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
-    let Ok(text) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    text.lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|p| PathBuf::from(p.replace("\\040", " ")))
-        .filter(|p| p.starts_with(dir))
-        .collect()
+    imageswitch::mounts::mount_table()
+        .map(|table| table.into_iter().map(|(_, point)| point).filter(|p| p.starts_with(dir)).collect())
+        .unwrap_or_default()
 }
 
 /// Whether `dir` is on btrfs and the `btrfs` tool is there to make subvolumes.
@@ -325,9 +258,9 @@ pub fn remove_tree(dir: &Path) -> Result<()> {
         bail!("not removing {}: {} is mounted", dir.display(), m.display());
     }
     let status = if is_subvolume(dir) {
-        tool("btrfs").args(["-q", "subvolume", "delete", "--"]).arg(dir).status()?
+        crate::namespace::tool("btrfs").args(["-q", "subvolume", "delete", "--"]).arg(dir).status()?
     } else {
-        tool("rm").arg("-rf").arg("--one-file-system").arg("--").arg(dir).status()?
+        crate::namespace::tool("rm").arg("-rf").arg("--one-file-system").arg("--").arg(dir).status()?
     };
     if !status.success() {
         bail!("removing {} failed", dir.display());

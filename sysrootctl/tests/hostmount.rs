@@ -13,6 +13,18 @@ use common::*;
 /// Both tests compare the whole host mount table: one at a time.
 static HOST_MOUNTS: Mutex<()> = Mutex::new(());
 
+/// Pass or fail, nothing stays mounted under a test's scratch directory.
+struct UnmountBelow(std::path::PathBuf);
+
+impl Drop for UnmountBelow {
+    fn drop(&mut self) {
+        let dir = self.0.display().to_string();
+        for (point, _) in mount_table().into_iter().rev().filter(|(p, _)| p.starts_with(&dir)) {
+            let _ = Command::new("umount").arg("-l").arg(&point).status();
+        }
+    }
+}
+
 fn mount_table() -> Vec<(String, String)> {
     fs::read_to_string("/proc/self/mountinfo")
         .expect("mountinfo")
@@ -108,4 +120,49 @@ fn mount_refuses_an_untrusted_tree_and_mounts_nothing() {
     let out = s.expect(&["mount", "bb"], 1);
     assert!(out.contains("sysrootctl: bb: tree entry etc: owned by uid 65534, not root"), "{out}");
     assert_eq!(mount_table(), before);
+}
+
+/// Fault 6: after `sysrootctl mount`, `apply` copied `/proc`, `/sys`, `/dev`
+/// and bound homes into the new generation, its gc then failed on the mounted
+/// old generation (exit 1 after publishing, host links skipped), and `umount`
+/// after the link moved found "0 mounts" to remove. Copies never cross into
+/// other mounts, a mounted generation is kept, and `umount` removes every
+/// bind it made wherever `path` points now.
+#[test]
+fn copies_and_unmounts_never_cross_into_other_mounts() {
+    if !root_or_skip("copies_and_unmounts_never_cross_into_other_mounts") {
+        return;
+    }
+    let _serial = HOST_MOUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let s = Scratch::public("mount-apply");
+    let _unmount = UnmountBelow(s.dir.clone());
+    pack(&cached_tree("busybox"), &s.path("bb.tar.gz"));
+    s.write("overlay/etc/motd", "1\n");
+    s.write(
+        "sysroots.toml",
+        &format!(
+            "[defaults]\nbinds = [\"/home\"]\nlog_socket = \"\"\n[sysroot.bb]\npath = \"{root}/roots/bb\"\n\
+             [sysroot.bb.build]\nmethod = \"tarball\"\nsource = \"{root}/bb.tar.gz\"\nstore = \"{root}/store\"\nkeep = 1\n\
+             files = [{{ src = \"{root}/overlay\", dst = \"/\" }}]\n",
+            root = s.dir.display()
+        ),
+    );
+    let before = mount_table();
+    s.expect(&["apply", "-q"], 0);
+    s.expect(&["mount", "bb"], 0);
+    s.write("overlay/etc/motd", "2\n");
+    let out = s.expect(&["apply"], 0);
+    assert!(out.contains("generation 1 -> 2"), "{out}");
+    assert!(out.contains("kept generation 1:") && out.contains("is mounted (sysrootctl umount bb)"), "{out}");
+    assert!(s.path("apps/sysroot-bb.desktop").exists(), "the host links were made");
+    for point in ["proc", "sys", "dev", "home"] {
+        let copied = fs::read_dir(s.path("store/bb/2").join(point)).map(|d| d.count()).unwrap_or(0);
+        assert_eq!(copied, 0, "/{point} of the mounted generation was copied");
+    }
+    let down = s.expect(&["umount", "bb"], 0);
+    assert!(down.contains("bb: 4 mount(s) removed"), "{down}");
+    assert_eq!(mount_table(), before, "umount removed every bind it made");
+    let out = s.expect(&["gc", "bb"], 0);
+    assert!(out.contains("removed generations [1]"), "{out}");
+    s.assert_clean();
 }

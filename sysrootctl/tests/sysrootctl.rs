@@ -51,6 +51,55 @@ fn declaration_errors_name_file_line_and_column() {
     assert!(out.contains("unrecognized subcommand"), "{out}");
 }
 
+/// Fault 3: a typo in one sysroot's build table (`kepp = 2`) was skipped in
+/// silence: `plan` and `apply` without names exited 0, `list` (the Ansible
+/// role's validation) exited 0, `--json` left it out. A declaration that
+/// cannot be evaluated fails the run and is named; the others still run.
+#[test]
+fn a_declaration_that_cannot_be_evaluated_fails_the_run_and_is_named() {
+    let s = Scratch::new("broken-table");
+    let text = format!(
+        "[sysroot.good]\npath = \"{root}/roots/good\"\n[sysroot.good.build]\nmethod = \"tarball\"\nsource = \"{root}/nosuch.tar\"\nstore = \"{root}/store\"\n\
+         [sysroot.typo]\npath = \"{root}/roots/typo\"\n[sysroot.typo.build]\nmethod = \"tarball\"\nsource = \"/x.tar\"\nkepp = 2\n",
+        root = s.dir.display()
+    );
+    s.write("sysroots.toml", &text);
+    let named = ":12:1: unknown key \"kepp\" in [sysroot.typo.build]";
+    let mut verbs: Vec<&[&str]> = vec![&["plan"], &["list"], &["status"]];
+    if nix::unistd::geteuid().is_root() {
+        verbs.extend([&["apply"][..], &["gc"]]);
+    }
+    for verb in verbs {
+        let out = s.expect(verb, 1);
+        assert!(out.contains("typo") && out.contains(named), "{verb:?}: {out}");
+        assert!(out.contains("good"), "{verb:?} still covers the others: {out}");
+        let json = [verb, &["--json"]].concat();
+        let out = s.run(&json);
+        assert_eq!(out.status.code(), Some(1), "{json:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let typo = v.as_array().unwrap().iter().find(|r| r["name"] == "typo").expect("the broken entry is in --json");
+        assert!(typo["error"].as_str().unwrap().contains(named), "{json:?}: {typo}");
+    }
+}
+
+/// Fault 14: `sysrootctl status | head -1` panicked with a backtrace when its
+/// reader went away. Output to a closed pipe is dropped; the exit status is
+/// the verb's own.
+#[test]
+fn output_to_a_closed_pipe_never_panics() {
+    let s = Scratch::new("broken-pipe");
+    s.config("bb", "", "method = \"tarball\"\nsource = \"/x.tar\"\n");
+    for (verb, code) in [(&["status"][..], 0), (&["list", "--json"], 0), (&["plan"], 2), (&["completions", "bash"], 0)]
+    {
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = s.cmd(verb).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!err.contains("panicked"), "{verb:?}: {err}");
+        assert_eq!(out.status.code(), Some(code), "{verb:?}: {err}");
+    }
+}
+
 #[test]
 fn tarball_import_noop_overlay_drift_rollback_and_gc() {
     if !root_or_skip("tarball_import_noop_overlay_drift_rollback_and_gc") {
@@ -133,7 +182,7 @@ fn tarball_import_noop_overlay_drift_rollback_and_gc() {
     assert!(out.contains("update /etc/motd (the overlay changed)"), "{out}");
     assert_eq!(s.live("bb"), Some(4));
     let out = s.expect(&["gc", "bb"], 0);
-    assert!(out.contains("generation 2 is in use"), "{out}");
+    assert!(out.contains("kept generation 2: in use by pid"), "{out}");
     assert!(s.path("store/bb/2").is_dir());
     inside.kill().unwrap();
     inside.wait().unwrap();
@@ -222,12 +271,268 @@ fn concurrent_applies_serialize_on_the_lock() {
     assert_eq!(all.matches("up to date").count(), 2, "{all}");
     assert_eq!(s.generations("bb"), ["1", "1.json"]);
     // --no-wait fails clearly while the lock is held.
-    let lock = fs::OpenOptions::new().write(true).open(s.path("store/bb.lock")).unwrap();
+    let lock = fs::OpenOptions::new().write(true).open(s.path("store/bb/.lock")).unwrap();
     let held = nix::fcntl::Flock::lock(lock, nix::fcntl::FlockArg::LockExclusive).unwrap();
     let out = s.expect(&["apply", "--no-wait"], 1);
     assert!(out.contains("another sysrootctl is working on bb"), "{out}");
     drop(held);
     s.assert_clean();
+}
+
+/// Runs `script` with `sh -c` as `nobody`, a real unprivileged user.
+fn as_nobody(script: &str) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", script])
+        .output()
+        .unwrap()
+}
+
+/// Issue 10 item 1 (THREATS rows 22 and 30): a generation's device nodes and
+/// setuid programs were reachable by every user under the store path, and
+/// anyone could hold the lock and stall every run. On a store laid out the
+/// old way `check` reports it; the next `apply` (no rebuild, even a no-op
+/// one) migrates it; then no user reaches either, and a user holding every
+/// file it can open under the store stops nothing. A hand-made tree that
+/// exposes them is reported with the exact fix, which works.
+#[test]
+fn trees_are_reachable_by_users_only_through_imageswitch() {
+    if !root_or_skip("trees_are_reachable_by_users_only_through_imageswitch") {
+        return;
+    }
+    let s = Scratch::public("exposure");
+    // What a debootstrapped tree has: a 0666 console and a setuid-root program.
+    let src = s.path("hand");
+    assert!(Command::new("cp").arg("-a").arg(cached_tree("busybox")).arg(&src).status().unwrap().success());
+    let console = src.join("dev/console");
+    assert!(Command::new("mknod").args(["-m", "0666"]).arg(&console).args(["c", "5", "1"]).status().unwrap().success());
+    fs::copy(src.join("bin/busybox"), src.join("bin/suid")).unwrap();
+    fs::set_permissions(src.join("bin/suid"), fs::Permissions::from_mode(0o4755)).unwrap();
+    s.config("bb", "", &format!("method = \"tarball\"\nsource = \"{}\"\n", src.display()));
+    s.expect(&["apply", "-q"], 0);
+
+    // The store as sysrootctl laid it out before.
+    let store = s.path("store/bb");
+    fs::set_permissions(&store, fs::Permissions::from_mode(0o755)).unwrap();
+    fs::write(s.path("store/bb.lock"), "").unwrap();
+    let old_console = store.join("1/dev/console");
+    assert!(as_nobody(&format!("[ -w {} ]", old_console.display())).status.success(), "the exposure is real");
+    let out = s.run(&["check", "bb"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(
+        text.contains("generations are reachable by users outside imageswitch")
+            && text.contains("1 device node (/dev/console)")
+            && text.contains("1 setuid/setgid/capability program (/bin/suid)")
+            && text.contains("fix: sysrootctl apply bb"),
+        "{text}"
+    );
+
+    // A user holds every file it can open under the store meanwhile.
+    let holder = format!(
+        "for f in {0}/* {0}/*/* {0}/*/.lock; do [ -f \"$f\" ] && flock -n \"$f\" sleep 1000 & done; wait",
+        s.path("store").display()
+    );
+    let mut holders = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", "sh", "-c", &holder])
+        .spawn()
+        .unwrap();
+    wait_for("the user to hold a lock", Duration::from_secs(5), || {
+        Command::new("pgrep").args(["-u", "65534", "-f", "sleep 1000"]).output().is_ok_and(|o| o.status.success())
+    });
+    let out = s.expect(&["apply", "--no-wait"], 0);
+    assert!(out.contains("up to date, nothing changed (generation 1)"), "no rebuild: {out}");
+    let _ = Command::new("pkill").args(["-u", "65534", "-f", "sleep 1000"]).status();
+    holders.wait().unwrap();
+
+    assert_eq!(fs::metadata(&store).unwrap().permissions().mode() & 0o7777, 0o700);
+    let out = as_nobody(&format!("exec 3<> {}", s.path("roots/bb/dev/console").display()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    let out = as_nobody(&format!("{}/1/bin/suid id -u", store.display()));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    let out = as_nobody(&format!("find {} -perm /6000 -type f 2>/dev/null", s.dir.display()));
+    let reachable: Vec<&str> =
+        std::str::from_utf8(&out.stdout).unwrap().lines().filter(|l| !l.starts_with(&*src.to_string_lossy())).collect();
+    assert!(reachable.is_empty(), "setuid files reachable: {reachable:?}");
+    let text = String::from_utf8_lossy(&s.run(&["check", "bb"]).stdout).to_string();
+    assert!(!text.contains("reachable"), "{text}");
+
+    // A hand-made tree: reported with the exact fix, and the fix works.
+    let text = fs::read_to_string(s.path("sysroots.toml")).unwrap()
+        + &format!("[sysroot.hand]\npath = \"{}\"\n", src.display());
+    s.write("sysroots.toml", &text);
+    let text = String::from_utf8_lossy(&s.run(&["check", "hand"]).stdout).to_string();
+    let finding = text
+        .lines()
+        .find(|l| l.contains("can be reached by every user outside imageswitch"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(finding.contains("1 device node (/dev/console)") && finding.contains("(/bin/suid)"), "{finding}");
+    let fix = finding.split_once("fix: ").unwrap().1;
+    assert!(Command::new("sh").args(["-c", fix]).status().unwrap().success(), "{fix}");
+    let text = String::from_utf8_lossy(&s.run(&["check", "hand"]).stdout).to_string();
+    assert!(!text.contains("reachable"), "{text}");
+    assert!(!as_nobody(&format!("[ -e {}/dev/console ]", src.display())).status.success());
+    s.assert_clean();
+}
+
+/// Fault 5: with root's umask 077 the host `bin_dir`, the alias directory and
+/// the store came out 0700, so users got "Permission denied" for aliases and
+/// `#!/binN` scripts, and `check` said nothing. Modes are sysrootctl's own,
+/// whatever the umask, and `check` verifies them.
+#[test]
+fn directories_sysrootctl_makes_have_their_modes_whatever_the_umask() {
+    if !root_or_skip("directories_sysrootctl_makes_have_their_modes_whatever_the_umask") {
+        return;
+    }
+    let s = busybox_in(Scratch::public("umask"), "aliases = [\"bbu\"]\nbin_dir = \"/opt/ctl-umask-bin\"", "");
+    let bin_dir = s.path("hostbin/bin7");
+    let text =
+        fs::read_to_string(s.path("sysroots.toml")).unwrap().replace("/opt/ctl-umask-bin", &bin_dir.to_string_lossy());
+    s.write("sysroots.toml", &text);
+    let mut apply = Command::new("sh");
+    apply.args(["-c", "umask 077; exec \"$0\" \"$@\""]).arg(BIN).args(s.cmd(&["apply", "-q"]).get_args());
+    let out = apply.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o7777;
+    for (dir, want) in [
+        (s.path("alias"), 0o755),
+        (s.path("hostbin"), 0o755),
+        (bin_dir.clone(), 0o755),
+        (s.path("apps"), 0o755),
+        (s.path("roots"), 0o755),
+        (s.path("store"), 0o755),
+        (s.path("store/bb"), 0o700),
+        (s.path("store/bb/1"), 0o755),
+        (s.path("store/bb/1").join(bin_dir.strip_prefix("/").unwrap()), 0o755),
+    ] {
+        assert_eq!(mode(&dir), want, "{}", dir.display());
+    }
+    assert_eq!(mode(&s.path("apps/sysroot-bb.desktop")), 0o644);
+    fs::copy("/bin/true", s.path("imageswitch")).unwrap();
+    fs::set_permissions(s.path("imageswitch"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let text = String::from_utf8_lossy(&s.run(&["check", "bb"]).stdout).to_string();
+    assert!(!text.contains("users cannot reach"), "{text}");
+    fs::set_permissions(s.path("alias"), fs::Permissions::from_mode(0o700)).unwrap();
+    let text = String::from_utf8_lossy(&s.run(&["check", "bb"]).stdout).to_string();
+    let want = format!(
+        "users cannot reach the alias links in {0}: {0} is mode 0700 (fix: chmod o+rx {0})",
+        s.path("alias").display()
+    );
+    assert!(text.contains(&want), "{text}");
+}
+
+/// Fault 12: `check` said "no problems found" for trees imageswitch refuses:
+/// a missing bind destination (`/home`, or here a configured `/data`), a
+/// half-removed live tree (and 0700 link directories: see the umask test).
+/// `apply` creates missing bind destinations.
+#[test]
+fn check_names_every_tree_imageswitch_would_refuse() {
+    if !root_or_skip("check_names_every_tree_imageswitch_would_refuse") {
+        return;
+    }
+    let s = busybox_in(Scratch::public("refuse"), "", "");
+    s.expect(&["apply", "-q"], 0);
+    fs::copy("/bin/true", s.path("imageswitch")).unwrap();
+    fs::set_permissions(s.path("imageswitch"), fs::Permissions::from_mode(0o4755)).unwrap();
+    let text = fs::read_to_string(s.path("sysroots.toml")).unwrap().replacen("\n\n", "\nbinds = [\"/data\"]\n\n", 1);
+    s.write("sysroots.toml", &text);
+    let out = s.expect(&["check", "bb"], 2);
+    let roots = s.path("roots/bb");
+    assert!(
+        out.contains(&format!(
+            "imageswitch would refuse {}: bind destination /data is missing (run sysrootctl apply)",
+            roots.display()
+        )),
+        "{out}"
+    );
+    let out = s.expect(&["plan", "bb"], 2);
+    assert!(out.contains("create directory /data (a bind destination)"), "{out}");
+    s.expect(&["apply", "-q"], 0);
+    assert!(s.path("roots/bb/data").is_dir());
+    let out = s.expect(&["check", "bb"], 0);
+    assert!(out.contains("no problems found"), "{out}");
+
+    fs::remove_dir_all(s.path("store/bb/2/etc")).unwrap();
+    let out = s.expect(&["check", "bb"], 2);
+    assert!(out.contains("the live generation 2 is incomplete (half removed): fix: sysrootctl rollback bb"), "{out}");
+    s.expect(&["rollback", "bb"], 0);
+    assert_eq!(s.live("bb"), Some(1));
+}
+
+/// Fault 4: after imageswitch moved (from `/usr/local/sbin` to the
+/// package's `/usr/sbin`) every apply refused "not a link sysrootctl made"
+/// for the links it had made. They are re-pointed; a foreign file still stops it.
+#[test]
+fn links_sysrootctl_made_are_its_own_wherever_imageswitch_was() {
+    if !root_or_skip("links_sysrootctl_made_are_its_own_wherever_imageswitch_was") {
+        return;
+    }
+    let s = busybox_in(Scratch::new("moved"), "aliases = [\"bbm\"]\nbin_dir = \"/opt/ctl-moved-bin\"", "");
+    let bin_dir = s.path("bin8");
+    let text =
+        fs::read_to_string(s.path("sysroots.toml")).unwrap().replace("/opt/ctl-moved-bin", &bin_dir.to_string_lossy());
+    s.write("sysroots.toml", &text);
+    s.expect(&["apply", "-q"], 0);
+    assert_eq!(fs::read_link(s.path("alias/bbm")).unwrap(), s.path("imageswitch"));
+    let moved = s.path("usr/sbin/imageswitch");
+    let apply_moved = || {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("--config").arg(s.path("sysroots.toml")).arg("--imageswitch").arg(&moved);
+        cmd.arg("--alias-dir").arg(s.path("alias")).arg("--applications-dir").arg(s.path("apps")).arg("apply");
+        cmd.output().unwrap()
+    };
+    let out = apply_moved();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(fs::read_link(s.path("alias/bbm")).unwrap(), moved);
+    assert_eq!(fs::read_link(bin_dir.join("sh")).unwrap(), moved);
+    fs::remove_file(s.path("alias/bbm")).unwrap();
+    s.write("alias/bbm", "a site's own script\n");
+    let out = apply_moved();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("refusing to replace")
+            || String::from_utf8_lossy(&out.stderr).contains("refusing to replace")
+    );
+}
+
+/// Fault 9: a tarball import dropped file capabilities (ping's `cap_net_raw`)
+/// and ACLs, though extended attributes were promised. They survive the
+/// import and every later generation's copy.
+#[test]
+fn imports_keep_file_capabilities_and_acls() {
+    if !root_or_skip("imports_keep_file_capabilities_and_acls")
+        || !have_tool("imports_keep_file_capabilities_and_acls", "setcap", "libcap2-bin")
+        || !have_tool("imports_keep_file_capabilities_and_acls", "setfacl", "acl")
+    {
+        return;
+    }
+    let s = Scratch::new("xattrs");
+    let src = s.path("src");
+    let run = |cmd: &mut Command| assert!(cmd.status().unwrap().success(), "{cmd:?}");
+    run(Command::new("cp").arg("-a").arg(cached_tree("busybox")).arg(&src));
+    fs::copy(src.join("bin/busybox"), src.join("bin/ping")).unwrap();
+    run(Command::new("setcap").arg("cap_net_raw+ep").arg(src.join("bin/ping")));
+    fs::write(src.join("etc/shared"), "x\n").unwrap();
+    run(Command::new("setfacl").args(["-m", "u:65534:r"]).arg(src.join("etc/shared")));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&src)
+        .args(["--numeric-owner", "--xattrs", "--xattrs-include=*", "--acls", "-czf"])
+        .arg(s.path("bb.tar.gz"))
+        .arg("."));
+    s.config("bb", "", &format!("method = \"tarball\"\nsource = \"{}\"\n", s.path("bb.tar.gz").display()));
+    s.expect(&["apply", "-q"], 0);
+    s.write("overlay/etc/motd", "2\n");
+    let text = fs::read_to_string(s.path("sysroots.toml")).unwrap()
+        + &format!("files = [{{ src = \"{}\", dst = \"/\" }}]\n", s.path("overlay").display());
+    s.write("sysroots.toml", &text);
+    s.expect(&["apply", "-q"], 0);
+    for generation in ["1", "2"] {
+        let tree = s.path("store/bb").join(generation);
+        let caps = Command::new("getcap").arg(tree.join("bin/ping")).output().unwrap();
+        assert!(String::from_utf8_lossy(&caps.stdout).contains("cap_net_raw"), "generation {generation}: {caps:?}");
+        let acl = Command::new("getfacl").args(["-n", "-p"]).arg(tree.join("etc/shared")).output().unwrap();
+        assert!(String::from_utf8_lossy(&acl.stdout).contains("user:65534:r--"), "generation {generation}: {acl:?}");
+    }
 }
 
 #[test]
@@ -680,6 +985,8 @@ fn adopt_takes_over_a_hand_built_tree() {
     fs::create_dir_all(s.path("roots")).unwrap();
     assert!(Command::new("cp").arg("-a").arg(cached_tree("busybox")).arg(&path).status().unwrap().success());
     fs::write(path.join("etc/hand-made"), "yes\n").unwrap();
+    // Every default bind destination is there, so adoption is all that changes.
+    fs::create_dir_all(path.join("var/tmp")).unwrap();
     let mut inside = Command::new("chroot").arg(&path).args(["/bin/sleep", "60"]).spawn().unwrap();
     wait_for("the sleeper to enter the hand-built tree", Duration::from_secs(5), || !rooted_in(&path).is_empty());
 

@@ -156,6 +156,7 @@ impl Scratch {
         let mut v: Vec<String> = fs::read_dir(self.path(&format!("store/{name}")))
             .map(|e| e.flatten().map(|e| e.file_name().to_string_lossy().to_string()).collect())
             .unwrap_or_default();
+        v.retain(|n| n != ".lock");
         v.sort();
         v
     }

@@ -1,0 +1,107 @@
+//! `rollback` and `gc`: publishing an older generation, removing old ones.
+#![forbid(unsafe_code)]
+
+use super::*;
+
+pub fn rollback(decl: &Declaration, name: &str, to: Option<u32>, opts: &Opts) -> Result<i32> {
+    let d = decl.get(name)?;
+    let build = managed(d)?;
+    let store = store_of(d, build);
+    let _lock = store.lock(opts.no_wait, opts.verbosity.quiet())?;
+    let live = store.live()?.with_context(|| format!("{name} has no published generation"))?;
+    let generations = store.generations();
+    let target = match to {
+        Some(n) if generations.contains(&n) => n,
+        Some(n) => bail!("{name} has no generation {n} (have: {})", join(&generations)),
+        None => *generations
+            .iter()
+            .rev()
+            .find(|&&n| n < live)
+            .with_context(|| format!("{name} has no generation older than {live}"))?,
+    };
+    store.publish(target)?;
+    let c = ctx(d, build, &store.tree(target), true, opts, Record::default());
+    let changes = reconcile::host_links(&c)?;
+    let report = Report {
+        name: name.to_string(),
+        generation: Some(live),
+        published: Some(target),
+        changes: changes.into_iter().map(|s| format!("host: {s}")).collect(),
+        ..Report::default()
+    };
+    if opts.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        crate::outln!("{name}: rolled back from generation {live} to {target}");
+        for c in &report.changes {
+            crate::outln!("  {c}");
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Serialize, Default)]
+struct GcReport {
+    name: String,
+    removed: Vec<u32>,
+    in_use: Vec<(u32, Vec<u32>)>,
+    kept: Vec<u32>,
+    notes: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+fn gc_one(d: &Declared, opts: &Opts) -> Result<GcReport> {
+    let build = managed(d)?;
+    let store = store_of(d, build);
+    let _lock = store.lock(opts.no_wait, opts.verbosity.quiet())?;
+    store.clean_partial()?;
+    let gc = store.gc(build.keep)?;
+    let notes = gc_notes(&gc, &d.sysroot.name).into_iter().filter(|n| n.starts_with("kept")).collect();
+    Ok(GcReport {
+        name: d.sysroot.name.clone(),
+        removed: gc.removed,
+        in_use: gc.in_use,
+        kept: store.generations(),
+        notes,
+        error: None,
+    })
+}
+
+pub fn gc(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
+    let mut out: Vec<GcReport> = decl
+        .select(names)?
+        .into_iter()
+        .map(|d| {
+            gc_one(d, opts).unwrap_or_else(|err| GcReport {
+                name: d.sysroot.name.clone(),
+                error: Some(format!("{err:#}")),
+                ..GcReport::default()
+            })
+        })
+        .collect();
+    out.extend(broken_reports(decl, names).into_iter().map(|r| GcReport {
+        name: r.name,
+        error: r.error,
+        ..GcReport::default()
+    }));
+    for report in out.iter().filter(|_| !opts.json) {
+        if let Some(err) = &report.error {
+            eprintln!("sysrootctl: {}: {err}", report.name);
+            continue;
+        }
+        crate::outln!(
+            "{}: removed generations [{}], kept [{}]",
+            report.name,
+            join(&report.removed),
+            join(&report.kept)
+        );
+        for note in &report.notes {
+            crate::outln!("  note: {note}");
+        }
+    }
+    if opts.json {
+        crate::outln!("{}", serde_json::to_string_pretty(&out)?);
+    }
+    Ok(if out.iter().any(|r| r.error.is_some()) { 1 } else { 0 })
+}

@@ -1,0 +1,233 @@
+//! The one helper through which sysrootctl starts every program (a host tool
+//! such as `debootstrap`, or a command inside a tree), and its lifetime.
+//!
+//! Nothing started may outlive sysrootctl, whatever it does: `apt` and `dpkg`
+//! change their credentials, and the kernel then forgets their parent-death
+//! signal. So the program never holds the tie itself. sysrootctl re-executes
+//! itself as a hidden helper (no `fork`, so no `unsafe`) in three stages:
+//!
+//! 1. `__ns 1`: dies with sysrootctl (`PR_SET_PDEATHSIG`), unshares the mount
+//!    and PID namespaces, makes every mount private and, for a tree, binds
+//!    `/dev`, `/sys` and the host's `resolv.conf` (read-only) into it.
+//! 2. `__ns 2`: PID 1 of the new PID namespace, dying with stage 1. It never
+//!    changes its credentials, so its tie holds; when it dies the kernel kills
+//!    every process in the namespace. For a tree it mounts a fresh `/proc`.
+//!    It starts the program (or stage 3) and reaps until that ends.
+//! 3. `__ns 3` (trees only): chroots, sets the personality, execs the command.
+//!
+//! Mounts die with the namespace when its last process does.
+#![forbid(unsafe_code)]
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, Result, bail};
+use nix::mount::{MsFlags, mount};
+use nix::sched::{CloneFlags, unshare};
+use nix::sys::signal::Signal;
+use nix::sys::wait::{WaitStatus, waitpid};
+
+/// The hidden verb, dispatched before the command line is parsed.
+pub const HELPER: &str = "__ns";
+/// The placeholder for "no directory".
+const NONE: &str = "-";
+/// The mode of a host tool (trees say their personality, `linux` or `linux32`).
+const HOST: &str = "host";
+/// Words the helper puts before the program: `EXE __ns STAGE PARENT DIR MODE`.
+const PREFIX_WORDS: usize = 6;
+
+/// A host tool (`debootstrap`, `rm`, ...) run through the helper.
+pub fn tool(program: &str) -> Command {
+    helper(NONE, HOST, program)
+}
+
+/// A host tool that sees nothing mounted at or below `dir` (in its private
+/// mount namespace; the host's mounts stay): a copy of a tree never crosses
+/// into what `sysrootctl mount` bound there, same filesystem or not.
+pub fn tool_without_mounts_below(program: &str, dir: &Path) -> Command {
+    helper(&dir.to_string_lossy(), HOST, program)
+}
+
+/// `argv` inside `tree`, as root, with what a package manager needs.
+pub fn in_tree(tree: &Path, linux32: bool, argv: &[&str]) -> Command {
+    let mut cmd = helper(&tree.to_string_lossy(), if linux32 { "linux32" } else { "linux" }, argv[0]);
+    cmd.args(&argv[1..]);
+    cmd
+}
+
+fn helper(dir: &str, mode: &str, program: &str) -> Command {
+    // Our own executable, opened by the kernel: never a path from the environment.
+    let mut cmd = Command::new("/proc/self/exe");
+    cmd.arg(HELPER).arg("1").arg(std::process::id().to_string()).arg(dir).arg(mode).arg(program);
+    cmd
+}
+
+/// The command as the user would type it (without the helper's words).
+pub fn shown(cmd: &Command) -> String {
+    let mut words: Vec<String> =
+        std::iter::once(cmd.get_program()).chain(cmd.get_args()).map(|w| w.to_string_lossy().to_string()).collect();
+    if words.get(1).map(String::as_str) == Some(HELPER) {
+        words.drain(..PREFIX_WORDS.min(words.len()));
+    }
+    words.join(" ")
+}
+
+/// `__ns STAGE PARENT DIR MODE PROGRAM ARGS...`
+pub fn helper_main(args: &[String]) -> ! {
+    let code = match stage(args) {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sysrootctl: {err:#}");
+            125
+        }
+    };
+    std::process::exit(code)
+}
+
+fn stage(args: &[String]) -> Result<i32> {
+    let [stage, parent, dir, mode, program, rest @ ..] = args else { bail!("bad helper arguments") };
+    let dir = (dir != NONE).then(|| PathBuf::from(dir));
+    let tree = dir.as_ref().filter(|_| mode != HOST);
+    match stage.as_str() {
+        "1" => {
+            tie_to(parent, false)?;
+            unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWPID)
+                .with_context(|| format!("cannot isolate {program} in its own namespaces"))?;
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+                .context("making mounts private")?;
+            match (tree, &dir) {
+                (Some(tree), _) => bind_host_into(tree)?,
+                (None, Some(dir)) => hide_mounts_below(dir)?,
+                (None, None) => {}
+            }
+            let status = Command::new("/proc/self/exe")
+                .arg(HELPER)
+                .arg("2")
+                .arg(std::process::id().to_string())
+                .args(&args[2..])
+                .status()
+                .context("starting PID 1 of the namespace")?;
+            Ok(code_of(status))
+        }
+        "2" => {
+            // Our parent is outside this PID namespace; the host's /proc (still
+            // mounted here) names it by its outer pid.
+            tie_to(parent, true)?;
+            let child = match tree {
+                Some(tree) => {
+                    let proc_dir = tree.join("proc");
+                    require_dir(&proc_dir)?;
+                    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+                    mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).context("mounting /proc")?;
+                    Command::new("/proc/self/exe").arg(HELPER).arg("3").args(&args[1..]).spawn()
+                }
+                None => Command::new(program).args(rest).spawn(),
+            }
+            .with_context(|| format!("cannot run {program}"))?;
+            reap_until(child.id())
+        }
+        "3" => {
+            let tree = tree.context("no tree")?;
+            nix::unistd::chroot(tree.as_path()).with_context(|| format!("chroot {}", tree.display()))?;
+            std::env::set_current_dir("/")?;
+            if mode == "linux32" {
+                nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(0x0008))?;
+            }
+            let err = Command::new(program).args(rest).exec();
+            bail!("cannot run {program}: {err}")
+        }
+        _ => bail!("bad helper stage"),
+    }
+}
+
+/// Dies with the parent; fails if the parent already went before the tie held.
+fn tie_to(parent: &str, outer_proc: bool) -> Result<()> {
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let ppid = if outer_proc {
+        let stat = fs::read_to_string("/proc/self/stat").context("reading /proc/self/stat")?;
+        // `PID (COMM) STATE PPID ...`: COMM may hold spaces and parentheses.
+        stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(1)).unwrap_or("").to_string()
+    } else {
+        nix::unistd::getppid().as_raw().to_string()
+    };
+    if ppid != parent {
+        bail!("sysrootctl went away");
+    }
+    Ok(())
+}
+
+/// PID 1's duty: reap whatever is orphaned to it until `child` ends.
+fn reap_until(child: u32) -> Result<i32> {
+    loop {
+        match waitpid(None, None).context("waiting for the program")? {
+            WaitStatus::Exited(pid, code) if pid.as_raw() as u32 == child => return Ok(code),
+            WaitStatus::Signaled(pid, signal, _) if pid.as_raw() as u32 == child => return Ok(128 + signal as i32),
+            _ => {}
+        }
+    }
+}
+
+fn code_of(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(9))
+}
+
+/// Detaches every mount at or below `dir`, deepest first, in this private
+/// mount namespace.
+fn hide_mounts_below(dir: &Path) -> Result<()> {
+    let table = imageswitch::mounts::mount_table().context("reading /proc/self/mountinfo")?;
+    for (_, point) in table.iter().rev().filter(|(_, p)| p.starts_with(dir)) {
+        match nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH) {
+            Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
+            Err(e) => return Err(e).with_context(|| format!("hiding the mount on {}", point.display())),
+        }
+    }
+    Ok(())
+}
+
+/// What a package manager needs from the host: its devices, `/sys`, and name
+/// resolution. The host's `resolv.conf` is bound read-only, so nothing run
+/// inside can change the host's file through it.
+fn bind_host_into(tree: &Path) -> Result<()> {
+    bind(Path::new("/dev"), &tree.join("dev"))?;
+    bind(Path::new("/sys"), &tree.join("sys"))?;
+    let resolv = tree.join("etc/resolv.conf");
+    if Path::new("/etc/resolv.conf").is_file() && fs::symlink_metadata(&resolv).is_ok_and(|m| m.is_file()) {
+        mount(Some("/etc/resolv.conf"), &resolv, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .context("binding resolv.conf")?;
+        let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        mount(None::<&str>, &resolv, None::<&str>, read_only, None::<&str>)
+            .context("making the resolv.conf bind read-only")?;
+    }
+    Ok(())
+}
+
+/// Binds `src` recursively onto `dst`, which must be a real directory in the tree
+/// (never a symlink: an imported tree could point it anywhere).
+fn bind(src: &Path, dst: &Path) -> Result<()> {
+    require_dir(dst)?;
+    mount(Some(src), dst, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .with_context(|| format!("binding {} onto {}", src.display(), dst.display()))
+}
+
+fn require_dir(dir: &Path) -> Result<()> {
+    match fs::symlink_metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => bail!("{} is not a directory", dir.display()),
+        Err(_) => fs::create_dir(dir).with_context(|| format!("creating {}", dir.display())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_hides_the_helper_words() {
+        assert_eq!(shown(tool("rm").args(["-rf", "/x"])), "rm -rf /x");
+        assert_eq!(shown(&in_tree(Path::new("/t"), true, &["apt-get", "install", "cron"])), "apt-get install cron");
+        assert_eq!(shown(Command::new("getent").arg("passwd")), "getent passwd");
+    }
+}
