@@ -63,6 +63,16 @@ else
     finish
 fi
 
+# The shipped setuid binary is the checked one: the build .ci/check-setuid-deps
+# checks, run in the same target directory, finds nothing to rebuild.
+dpkg-deb --fsys-tarfile "$DEB" | tar -xO ./usr/sbin/imageswitch >"$WORK/shipped"
+checked=$(bash "$REPO/packaging/build-setuid.sh")
+if cmp -s "$WORK/shipped" "$checked"; then
+    pass "the packaged /usr/sbin/imageswitch is packaging/build-setuid.sh's build"
+else
+    fail "the packaged /usr/sbin/imageswitch is packaging/build-setuid.sh's build" "differs from $checked"
+fi
+
 if out=$(lintian --fail-on error --tag-display-limit 0 "$DEB" "$DEB_SLURM" 2>&1); then
     pass "lintian finds no errors ($(grep -c '^W:' <<<"$out") warnings)"
     grep '^W:' <<<"$out" | sed 's/^/#   /'

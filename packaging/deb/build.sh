@@ -47,12 +47,12 @@ export SOURCE_DATE_EPOCH=$EPOCH
 
 # --- build ---------------------------------------------------------------
 
-# A test build's config path must never reach a package.
+# The setuid binary on its own, exactly as .ci/check-setuid-deps checks it.
+IMAGESWITCH=$(bash "$REPO/packaging/build-setuid.sh" "$TARGET")
 env -u IMAGESWITCH_CONFIG_PATH cargo build --release --locked --manifest-path "$REPO/Cargo.toml" \
-    --target-dir "$TARGET" -p imageswitch -p sysrootctl --bins
+    --target-dir "$TARGET" -p sysrootctl --bin sysrootctl
 cargo build --release --locked --manifest-path "$REPO/packaging/slurm/Cargo.toml" \
     --target-dir "$TARGET/spank"
-IMAGESWITCH=$TARGET/release/imageswitch
 SYSROOTCTL=$TARGET/release/sysrootctl
 PLUGIN=$TARGET/spank/release/libimageswitch_spank.so
 HELPER=$TARGET/spank/release/imageswitch-spank-exec
