@@ -45,6 +45,10 @@ pub enum Personality {
 pub struct Defaults {
     /// Host paths bound at the same path inside every sysroot.
     pub binds: Vec<PathBuf>,
+    /// Those of `binds` bound only where the tree has the directory: the
+    /// built-in `/var/tmp`, which trees made by hand may lack. Empty once the
+    /// configuration sets `binds`.
+    pub binds_if_present: Vec<PathBuf>,
     /// Host files under /etc shown read-only in every sysroot, per entry.
     pub host_files: Vec<PathBuf>,
     /// Host syslog socket bound onto `TREE/dev/log`; `None` when configured as "".
@@ -57,6 +61,7 @@ impl Default for Defaults {
     fn default() -> Self {
         Defaults {
             binds: ["/home", "/tmp", "/var/tmp"].map(PathBuf::from).to_vec(),
+            binds_if_present: vec![PathBuf::from("/var/tmp")],
             host_files: ["/etc/hosts", "/etc/localtime", "/etc/resolv.conf", "/etc/timezone"]
                 .map(PathBuf::from)
                 .to_vec(),
@@ -289,6 +294,11 @@ fn host_file_item(text: &str) -> Result<PathBuf, String> {
     if !is_clean_absolute(text) || !text.starts_with("/etc/") {
         return Err(format!("\"{text}\" is not a path under /etc/ without \".\", \"..\" or repeated slashes"));
     }
+    // The caller's own entries are shown in these (see the per-entry view);
+    // the host's whole files would show every account and replace the tree's.
+    if ["/etc/passwd", "/etc/group"].contains(&text) {
+        return Err(format!("\"{text}\" is not a host file: the caller's own entries are added to the tree's"));
+    }
     Ok(PathBuf::from(text))
 }
 
@@ -296,7 +306,10 @@ fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, Con
     let mut defaults = Defaults::default();
     for (key, value) in table.iter() {
         match key.get_ref().as_ref() {
-            "binds" => defaults.binds = expect_list(src, "binds", value, bind_item)?,
+            "binds" => {
+                defaults.binds = expect_list(src, "binds", value, bind_item)?;
+                defaults.binds_if_present.clear();
+            }
             "host_files" => defaults.host_files = expect_list(src, "host_files", value, host_file_item)?,
             "require_cwd" => defaults.require_cwd = expect_bool(src, "require_cwd", value)?,
             "log_socket" => {
@@ -615,13 +628,20 @@ anything = 3
             let err = broken_err(&format!("[sysroot.a]\npath = \"/a\"\nhost_files = [\"{bad}\"]\n"), "a");
             assert!(err.contains("is not a path under /etc/"), "{bad}: {err}");
         }
+        for own in ["/etc/passwd", "/etc/group"] {
+            let err = broken_err(&format!("[sysroot.a]\npath = \"/a\"\nhost_files = [\"{own}\"]\n"), "a");
+            assert!(err.contains("is not a host file"), "{own}: {err}");
+        }
     }
 
     #[test]
     fn the_shipped_example_states_the_built_in_defaults_and_syncs_users() {
         let text = include_str!("../etc/sysroots.toml");
         let config = parse_ok(text);
-        assert_eq!(config.defaults, Defaults::default());
+        // Stated, the binds are all required: the built-in /var/tmp is the
+        // one bound only where the tree has it.
+        let expected = Defaults { binds_if_present: Vec::new(), ..Defaults::default() };
+        assert_eq!(config.defaults, expected);
         assert!(config.broken.is_empty());
         assert!(text.lines().any(|l| l.starts_with("users = { sync = true }")), "users.sync is not on");
     }

@@ -88,6 +88,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
     let shown_by_another = |path: &Path| shown.iter().any(|other| other != path && path.starts_with(other));
     let own_binds: Vec<&Path> = binds.iter().copied().filter(|bind| !shown_by_another(bind)).collect();
     for bind in own_binds {
+        let optional = defaults.binds_if_present.iter().any(|b| b == bind) && !sysroot.binds.iter().any(|b| b == bind);
         specs.push(MountSpec {
             source: bind.to_path_buf(),
             target: bind.to_path_buf(),
@@ -96,7 +97,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
             as_caller: true,
             caller_may_own_target: false,
             kind: Kind::Directory,
-            if_missing: IfMissing::Fail,
+            if_missing: if optional { IfMissing::Skip } else { IfMissing::Fail },
         });
     }
     if home.is_absolute() && home != Path::new("/") && !shown_by_another(home) && !binds.contains(&home) {
@@ -471,10 +472,22 @@ mod tests {
         for bind in &specs[3..7] {
             assert_eq!(bind.attrs, NOSUID | NODEV);
             assert!(bind.as_caller && bind.recursive);
-            assert_eq!(bind.if_missing, IfMissing::Fail);
+            // The built-in /var/tmp only where the tree has it (trees made by
+            // hand may lack it); every other bind is required.
+            let expected = if bind.target == Path::new("/var/tmp") { IfMissing::Skip } else { IfMissing::Fail };
+            assert_eq!(bind.if_missing, expected, "{}", bind.target.display());
         }
         assert_eq!(specs[7].kind, Kind::Socket);
         assert_eq!(specs[7].if_missing, IfMissing::Skip);
+        // Stated in the configuration, /var/tmp is required like any bind.
+        for stated in [
+            "[defaults]\nbinds = [\"/var/tmp\"]\n[sysroot.a]\npath = \"/a\"\n",
+            "[sysroot.a]\npath = \"/a\"\nbinds = [\"/var/tmp\"]\n",
+        ] {
+            let specs = plan_for(stated, "/home/alice");
+            let var_tmp = specs.iter().find(|s| s.target == Path::new("/var/tmp")).expect("/var/tmp bind");
+            assert_eq!(var_tmp.if_missing, IfMissing::Fail, "{stated}");
+        }
     }
 
     #[test]

@@ -188,7 +188,10 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
 
     let (uid, gid) = (caller.uid, caller.gid);
     let mut host_files = Vec::new();
-    for path in sysroot.host_files(defaults) {
+    for (i, path) in sysroot.host_files(defaults).iter().enumerate() {
+        if sysroot.host_files(defaults)[..i].contains(path) {
+            continue;
+        }
         // Non-blocking: a FIFO at the end of a link must not hold the entry.
         let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
         let read = mounts::with_fs_identity(true, uid, gid, || open().and_then(read_limited));
@@ -337,16 +340,17 @@ pub fn present(
     let stage =
         if etc_layer.is_empty() { lower_run.as_ref().map(|d| (d, run)) } else { lower_etc.as_ref().map(|d| (d, etc)) };
     if let Some((stage, stage_path)) = stage {
-        // Binds already under /etc, held before the overlay covers them.
-        let carried: Vec<(&Path, OwnedFd)> = if etc_layer.is_empty() {
-            Vec::new()
-        } else {
+        // Binds already under a directory an overlay is about to cover, held
+        // before the layer or the overlay hides them, and made again on top.
+        let held_under = |point: &Path| -> Vec<(&Path, OwnedFd)> {
             shared
                 .iter()
-                .filter(|spec| spec.target.starts_with(etc))
+                .filter(|spec| spec.target.starts_with(point))
                 .filter_map(|spec| Some((spec.target.as_path(), mounts::open_target(tree, &spec.target).ok()?)))
                 .collect()
         };
+        let carried = if etc_layer.is_empty() { Vec::new() } else { held_under(etc) };
+        let carried_run = if lower_run.is_some() { held_under(run) } else { Vec::new() };
         // The layer is a tmpfs mounted on the first directory it goes over,
         // where the overlay then covers it: reachable from nowhere else.
         let size = etc_layer.iter().map(|(_, c)| c.len()).sum::<usize>() + (1 << 20);
@@ -365,18 +369,13 @@ pub fn present(
                 Ok(layer_etc)
             })?;
             overlay(tree, etc, &layer_etc, lower)?;
-            for (target, held) in carried {
-                let new = mounts::open_target(tree, target)
-                    .map_err(failed(format!("opening {} in the tree", target.display())))?;
-                let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-                mount(Some(fd_path(&held).as_str()), fd_path(&new).as_str(), None::<&str>, flags, None::<&str>)
-                    .map_err(failed(format!("binding {} again over the overlay", target.display())))?;
-            }
+            bind_again(tree, carried)?;
         }
         if let (Some(lower), Some(path)) = (&lower_run, run_user) {
             let inside = path.strip_prefix("/").unwrap_or(path);
             owned_by_root(|| write_layer_dir(&layer, inside))?;
             overlay(tree, run, &open_dir_at(&layer, "run")?, lower)?;
+            bind_again(tree, carried_run)?;
         }
     }
     if let Some(path) = run_user {
@@ -384,6 +383,18 @@ pub fn present(
             Ok(Outcome::Mounted | Outcome::Missing(_)) => {}
             Err(err) => return Err((err.what, err.why)),
         }
+    }
+    Ok(())
+}
+
+/// Makes the held binds again at their paths, over an overlay that hid them.
+fn bind_again(tree: &OwnedFd, held: Vec<(&Path, OwnedFd)>) -> Result<(), Failure> {
+    for (target, held) in held {
+        let new =
+            mounts::open_target(tree, target).map_err(failed(format!("opening {} in the tree", target.display())))?;
+        let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
+        mount(Some(fd_path(&held).as_str()), fd_path(&new).as_str(), None::<&str>, flags, None::<&str>)
+            .map_err(failed(format!("binding {} again over the overlay", target.display())))?;
     }
     Ok(())
 }

@@ -492,3 +492,55 @@ fn var_tmp_is_the_hosts_by_default_and_the_prompt_names_the_sysroot() {
     );
     assert_eq!(stdout(&out), "mine deb11\n", "{}", stderr(&out));
 }
+
+#[test]
+fn binds_under_a_directory_the_per_entry_view_overlays_stay_visible() {
+    require_root!();
+    let _serial = serial();
+    fixture();
+    let py = python_tree();
+    let alice = id_of(ALICE, "-u");
+    let run_user = PathBuf::from(format!("/run/user/{alice}"));
+    let _made = (!run_user.exists()).then(|| {
+        sh(&format!("mkdir -p {d} && chown {ALICE}: {d} && chmod 700 {d}", d = run_user.display()));
+        Created(run_user.clone())
+    });
+    let host = Created(PathBuf::from(format!("/run/imgsw-login-bind-{}", unique())));
+    sh(&format!("mkdir -p {h} && echo HOSTBIND > {h}/file", h = host.0.display()));
+    // The tree has a mount point for the site's bind under /run, but no
+    // /run/user: the caller's session directory needs an overlay of /run.
+    sh(&format!("mkdir -p {t}/home {t}/tmp {t}{h}", t = py.0.display(), h = host.0.display()));
+    let binds = format!("binds = [\"/home\", \"/tmp\", \"{}\"]", host.0.display());
+    let conf = config(&binds, &sysroot("py", &py.0, ""));
+    let script = format!(
+        "import os; print(open('{}/file').read(), end=''); print(os.path.isdir('/run/user/{alice}'))",
+        host.0.display()
+    );
+    let out = enter_with(
+        &conf,
+        &login_as(ALICE),
+        &home_of(ALICE),
+        &[],
+        &["py", "/usr/bin/python3", "-I", "-S", "-c", &script],
+    );
+    assert_eq!(stdout(&out), "HOSTBIND\nTrue\n", "{}", stderr(&out));
+    assert!(!py.0.join("run/user").exists(), "the tree was written");
+}
+
+#[test]
+fn built_in_binds_a_hand_made_tree_lacks_never_stop_an_entry() {
+    require_root!();
+    let _serial = serial();
+    fixture();
+    // No var/tmp in this tree, and no `binds` key: the built-in /var/tmp is
+    // bound only where the tree has it; stated, it is required.
+    let py = python_tree();
+    sh(&format!("mkdir -p {t}/home {t}/tmp", t = py.0.display()));
+    let argv = ["py", "/usr/bin/python3", "-I", "-S", "-c", "import os; print(os.path.exists('/var/tmp'))"];
+    let out = enter_with(&config("", &sysroot("py", &py.0, "")), &login_as(ALICE), &home_of(ALICE), &[], &argv);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "False\n"), "{}", stderr(&out));
+    let stated = config("binds = [\"/home\", \"/tmp\", \"/var/tmp\"]", &sysroot("py", &py.0, ""));
+    let out = enter_with(&stated, &login_as(ALICE), &home_of(ALICE), &[], &argv);
+    assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
+    assert!(stderr(&out).contains("var/tmp"), "{}", stderr(&out));
+}
