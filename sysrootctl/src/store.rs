@@ -242,8 +242,9 @@ impl Store {
     }
 
     /// Throws away builds that never finished (kill -9, crash), generations
-    /// whose removal did not finish, and incomplete generations that are not
-    /// live: first the processes still running in them, then the trees.
+    /// whose removal did not finish, incomplete generations that are not
+    /// live (first the processes still running in them, then the trees), and
+    /// what a cut-off transfer of a record left (`.incoming.json.XXXXXX`).
     pub fn clean_partial(&self) -> Result<Vec<PathBuf>> {
         let live = self.live().ok().flatten();
         for n in self.numbered() {
@@ -265,7 +266,8 @@ impl Store {
                     fs::remove_file(&path)?;
                     removed.push(path);
                 }
-            } else if name.ends_with(".sysrootctl-new") {
+            } else if name.ends_with(".sysrootctl-new") || name.starts_with(".incoming.json.") {
+                // The second: the temporary file of an rsync of a record that was cut off.
                 fs::remove_file(&path)?;
             } else if name.ends_with(".rpm-home") {
                 fs::remove_dir_all(&path)?;

@@ -7,10 +7,12 @@
 //! into `STORE/NAME/incoming` (hard-linking what the receiver's live
 //! generation already has, so only changes cross the wire), then the record
 //! into `STORE/NAME/incoming.json`, and `receive` turns the two into a new
-//! local generation. The record is sent last and consumed by `receive`, so it
-//! is only ever there after a complete copy of the tree: an interrupted
-//! transfer leaves the live generation alone, and the next one reuses what
-//! already arrived.
+//! local generation. The record is sent last and consumed by `receive`, and a
+//! record that does not describe the tree beside it is never trusted: one
+//! that arrived before anything in the tree last changed (a record left by a
+//! transfer whose `receive` never ran, then part of another tree) is refused.
+//! An interrupted transfer leaves the live generation alone, and the next one
+//! reuses what already arrived.
 #![forbid(unsafe_code)]
 
 use std::fs;
@@ -95,7 +97,7 @@ pub fn export(decl: &Declaration, name: &str, opts: &Opts) -> Result<i32> {
     Ok(0)
 }
 
-/// Publishes what a sender left in `STORE/NAME.incoming`: a generation with
+/// Publishes what a sender left in `STORE/NAME/incoming`: a generation with
 /// the same id already here is published again instead of stored twice.
 pub fn receive(decl: &Declaration, name: &str, opts: &Opts) -> Result<i32> {
     let d = decl.get(name)?;
@@ -121,10 +123,13 @@ fn receive_one(d: &Declared, opts: &Opts) -> Result<Report> {
     let name = d.sysroot.name.as_str();
     let store = store_of(d, build);
     let _lock = store.lock(opts.no_wait, opts.verbosity.quiet())?;
-    store.clean_partial()?;
     let (dir, record_path) = incoming(&store);
-    let text = match fs::read_to_string(&record_path) {
-        Ok(text) => text,
+    // Before anything here is removed: removing a file that shares its inode
+    // with the tree (a hard link from --link-dest) changes the inode's ctime.
+    let tree_changed = if dir.exists() { Some(last_change(&dir)?) } else { None };
+    store.clean_partial()?;
+    let (text, arrived) = match read_record(&record_path) {
+        Ok(read) => read,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => bail!(
             "nothing received for {name}: {} is missing (send the tree to {}, then its record)",
             record_path.display(),
@@ -139,6 +144,16 @@ fn receive_one(d: &Declared, opts: &Opts) -> Result<Report> {
         serde_json::from_str(&text).with_context(|| format!("cannot parse {}", record_path.display()))?;
     if !valid_id(&sent.id) {
         bail!("{} has no valid generation id (\"{}\")", record_path.display(), sent.id);
+    }
+    if let Some((changed, what)) = tree_changed {
+        if changed > arrived {
+            bail!(
+                "{} arrived before {} last changed: it does not describe the tree beside it, which stays for the \
+                 next transfer (send the tree again, then its record)",
+                record_path.display(),
+                what.display()
+            );
+        }
     }
     let live = store.live()?;
     let mut report = Report { name: name.to_string(), generation: live, ..Report::default() };
@@ -174,6 +189,32 @@ fn receive_one(d: &Declared, opts: &Opts) -> Result<Report> {
     report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
     report.published = Some(target);
     Ok(report)
+}
+
+/// A record's text and when it arrived here (its ctime).
+fn read_record(path: &Path) -> std::io::Result<(String, (i64, i64))> {
+    let mut file = fs::File::open(path)?;
+    let meta = file.metadata()?;
+    let mut text = String::new();
+    file.read_to_string(&mut text)?;
+    Ok((text, (meta.ctime(), meta.ctime_nsec())))
+}
+
+/// When anything in `path` last changed here, and what: the newest ctime. Not
+/// the mtime, which rsync -t sets to the sender's; every write, link, rename
+/// or removal here sets a ctime to the time it happened.
+fn last_change(path: &Path) -> Result<((i64, i64), PathBuf)> {
+    let meta = fs::symlink_metadata(path).with_context(|| format!("cannot stat {}", path.display()))?;
+    let mut newest = ((meta.ctime(), meta.ctime_nsec()), path.to_path_buf());
+    if meta.is_dir() {
+        for entry in fs::read_dir(path).with_context(|| format!("cannot read {}", path.display()))? {
+            let inner = last_change(&entry?.path())?;
+            if inner.0 > newest.0 {
+                newest = inner;
+            }
+        }
+    }
+    Ok(newest)
 }
 
 fn ctx<'a>(d: &'a Declared, build: &'a Build, tree: &Path, opts: &'a Opts) -> Ctx<'a> {

@@ -4,14 +4,22 @@
 
 mod common;
 
+use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 
 fn busybox(s: &Scratch) {
+    busybox_with(s, "");
+}
+
+/// `extra` goes into the build table.
+fn busybox_with(s: &Scratch, extra: &str) {
     pack(&cached_tree("busybox"), &s.path("bb.tar.gz"));
-    let build = format!("method = \"tarball\"\nsource = \"{}\"\n", s.path("bb.tar.gz").display());
+    let build = format!("method = \"tarball\"\nsource = \"{}\"\n{extra}", s.path("bb.tar.gz").display());
     s.config("bb", "", &build);
 }
 
@@ -26,6 +34,84 @@ fn field(v: &serde_json::Value, key: &str) -> String {
 fn rsync(args: &[&str]) {
     let status = Command::new("rsync").args(args).status().expect("run rsync");
     assert!(status.success(), "rsync {args:?}");
+}
+
+/// Returns once a file changed now has a newer ctime than `path`: what
+/// happens next is, for the filesystem, after `path` arrived.
+fn after_ctime_of(path: &str, probe: &Path) {
+    let ctime = |p: &Path| {
+        let m = fs::symlink_metadata(p).expect("stat");
+        (m.ctime(), m.ctime_nsec())
+    };
+    let then = ctime(Path::new(path));
+    wait_for("a newer ctime", Duration::from_secs(10), || {
+        fs::write(probe, "").expect("probe");
+        ctime(probe) > then
+    });
+}
+
+#[test]
+fn a_record_that_does_not_describe_the_tree_beside_it_is_never_trusted() {
+    let test = "a_record_that_does_not_describe_the_tree_beside_it_is_never_trusted";
+    if !root_or_skip(test) || !have_tool(test, "rsync", "rsync") {
+        return;
+    }
+    let head = Scratch::new("stale-head");
+    let overlay = format!("files = [{{ src = \"{}\", dst = \"/\" }}]\n", head.path("overlay").display());
+    busybox_with(&head, &overlay);
+    head.write("overlay/etc/release", "release 1\n");
+    head.expect(&["apply"], 0);
+    let one = export(&head);
+    let node = Scratch::new("stale-node");
+    busybox_with(&node, &overlay);
+    let dst = export(&node);
+    let incoming = format!("{}/", field(&dst, "incoming"));
+    let record = field(&dst, "incoming_record");
+    let send_tree = |sent: &serde_json::Value, only: &str| {
+        let from = format!("{}/{only}", field(sent, "tree"));
+        rsync(&["-aHAX", "--numeric-ids", "--delete", "--mkpath", &from, &format!("{incoming}{only}")]);
+    };
+    // An earlier transfer, complete, whose receive never ran.
+    let leftover = || {
+        send_tree(&one, "");
+        rsync(&["-t", &field(&one, "record"), &record]);
+        after_ctime_of(&record, &node.path("probe"));
+    };
+    head.write("overlay/etc/release", "release 2\n");
+    head.expect(&["apply"], 0);
+    let two = export(&head);
+    assert_ne!(field(&one, "id"), field(&two, "id"));
+
+    // The reviewer's case: then an interrupted rsync of the new tree (its /etc
+    // arrived, the rest is still the old tree's).
+    leftover();
+    send_tree(&two, "etc/");
+    node.write("store/bb/.incoming.json.AbC123", "{\"id\": \"");
+    let out = node.expect(&["receive", "bb"], 1);
+    assert!(out.contains("does not describe the tree beside it"), "{out}");
+    assert_eq!(node.live("bb"), None, "the mixed tree is not published under the old record's id");
+    assert!(!Path::new(&record).exists(), "the stale record is consumed");
+    assert!(!node.path("store/bb/.incoming.json.AbC123").exists(), "a cut-off record transfer's file is removed");
+    let kept = fs::read_to_string(node.path("store/bb/incoming/etc/release")).expect("the tree stays");
+    assert_eq!(kept, "release 2\n", "what arrived stays for the next transfer");
+
+    // The whole new tree arrived, its record did not (ssh cut in between).
+    leftover();
+    send_tree(&two, "");
+    let out = node.expect(&["receive", "bb"], 1);
+    assert!(out.contains("does not describe the tree beside it"), "{out}");
+    assert_eq!(node.live("bb"), None);
+
+    // The new tree, then its own record: published under the new id.
+    send_tree(&two, "");
+    rsync(&["-t", &field(&two, "record"), &record]);
+    let out = node.expect(&["receive", "bb"], 0);
+    assert!(out.contains("bb: generation none -> 1"), "{out}");
+    let status: serde_json::Value =
+        serde_json::from_str(&node.expect(&["status", "bb", "--json"], 0)).expect("status --json");
+    assert_eq!(status[0]["id"].as_str(), Some(field(&two, "id").as_str()), "{status}");
+    assert_eq!(fs::read_to_string(node.path("store/bb/1/etc/release")).expect("release"), "release 2\n");
+    node.assert_clean();
 }
 
 #[test]
