@@ -321,20 +321,25 @@ fn resolve_current_directory(caller_env: &[(OsString, OsString)]) -> Vec<PathBuf
     out
 }
 
-/// Sends the audit record; one that cannot be delivered at once is dropped,
-/// and the caller told so, since their entry is not on record.
+/// Sends the audit record. One the socket cannot take at once (any user can
+/// fill its queue) goes to the kernel log, unless users may read that; the
+/// caller is told where it went, or that their entry is not on record.
 fn audit(config: &Config, severity: Severity, message: &str) {
-    if let Some(socket) = &config.defaults.log_socket {
-        if syslog::send(socket, severity, message) == Delivery::Dropped {
-            say(
-                Stream::Err,
-                &format!(
-                    "imageswitch: warning: audit record dropped: the log socket {} is not accepting records",
-                    socket.display()
-                ),
-            );
-        }
+    let Some(socket) = &config.defaults.log_socket else { return };
+    if syslog::send(socket, severity, message) != Delivery::Full {
+        return;
     }
+    let what = if !syslog::kernel_log_is_private() {
+        "audit record dropped: the kernel log is readable by every user (kernel.dmesg_restrict=0)"
+    } else if syslog::to_kernel_log(Path::new(syslog::KERNEL_LOG), severity, message) {
+        "audit record written to the kernel log"
+    } else {
+        "audit record dropped: the kernel log did not take it either"
+    };
+    say(
+        Stream::Err,
+        &format!("imageswitch: warning: the log socket {} is not accepting records: {what}", socket.display()),
+    );
 }
 
 /// `user= uid= sysroot=`, each bounded (see [`syslog::field`]).

@@ -3,6 +3,9 @@
 //! zone and locale data while we are privileged.
 #![forbid(unsafe_code)]
 
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
@@ -11,6 +14,16 @@ const AUTHPRIV_INFO: u8 = 86;
 /// authpriv (10) * 8 + warning (4).
 const AUTHPRIV_WARNING: u8 = 84;
 const MAX_MESSAGE: usize = 2048;
+
+/// Where a record goes when the socket cannot take it at once: the kernel
+/// log never refuses a record or waits (it overwrites its oldest), only
+/// root writes it, and journald or rsyslog read it.
+pub const KERNEL_LOG: &str = "/dev/kmsg";
+/// Says whether only root (`CAP_SYSLOG`) may read the kernel log.
+const KERNEL_LOG_RESTRICTED: &str = "/proc/sys/kernel/dmesg_restrict";
+/// The longest write every kernel takes as one record (`LOG_LINE_MAX`,
+/// 1024 less the 48-byte prefix of kernels with the caller id).
+const KERNEL_LOG_MAX: usize = 976;
 
 #[derive(Debug, Clone, Copy)]
 pub enum Severity {
@@ -89,8 +102,9 @@ pub enum Delivery {
     Sent,
     /// No daemon listens there: nothing to report (a host without syslog).
     NoReceiver,
-    /// A receiver exists but cannot take the record now (its queue is full).
-    Dropped,
+    /// A receiver exists but cannot take the record now: its queue is full,
+    /// which any user can make it.
+    Full,
 }
 
 /// Sends one record to `socket`, never waiting: a stalled receiver must not
@@ -102,9 +116,47 @@ pub fn send(socket: &Path, severity: Severity, message: &str) -> Delivery {
     }
     match sock.send_to(&format_record(severity, std::process::id(), message), socket) {
         Ok(_) => Delivery::Sent,
-        Err(err) if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => Delivery::Dropped,
+        Err(err) if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => Delivery::Full,
         Err(_) => Delivery::NoReceiver,
     }
+}
+
+/// Whether a record in the kernel log stays as private as one in authpriv:
+/// only with `kernel.dmesg_restrict` set can users not read it.
+pub fn kernel_log_is_private() -> bool {
+    std::fs::read(KERNEL_LOG_RESTRICTED).is_ok_and(|v| v.trim_ascii() == b"1")
+}
+
+/// Writes one record to `kernel_log` ([`KERNEL_LOG`]) in one write, one
+/// kernel log record, without waiting; opened (as every file std opens)
+/// close-on-exec. Says whether it was taken.
+pub fn to_kernel_log(kernel_log: &Path, severity: Severity, message: &str) -> bool {
+    let record = kernel_log_record(&format_record(severity, std::process::id(), message));
+    OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+        .open(kernel_log)
+        .and_then(|mut log| log.write(&record))
+        .is_ok()
+}
+
+/// `record` cut to [`KERNEL_LOG_MAX`] at a character boundary, ending `...`
+/// when cut (only the end goes: the fields kept read as they were sent),
+/// then a newline: without one the kernel holds the record back for a
+/// continuation, unseen by readers.
+fn kernel_log_record(record: &[u8]) -> Vec<u8> {
+    let room = KERNEL_LOG_MAX - 1;
+    let mut out = if record.len() <= room {
+        record.to_vec()
+    } else {
+        let mut end = room - 3;
+        while record[end] & 0xc0 == 0x80 {
+            end -= 1;
+        }
+        [&record[..end], b"..."].concat()
+    };
+    out.push(b'\n');
+    out
 }
 
 /// Most bytes of each field of an audit record; together with the tag they
@@ -185,7 +237,7 @@ mod tests {
     }
 
     #[test]
-    fn a_full_receiver_drops_the_record_at_once() {
+    fn a_full_receiver_refuses_the_record_at_once() {
         let dir = std::env::temp_dir().join(format!("imageswitch-syslog-full-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("log");
@@ -196,9 +248,32 @@ mod tests {
             sent += 1;
         }
         assert!(sent > 0);
-        assert_eq!(send(&path, Severity::Info, "one more"), Delivery::Dropped);
+        assert_eq!(send(&path, Severity::Info, "one more"), Delivery::Full);
         assert_eq!(send(&dir.join("nobody"), Severity::Info, "x"), Delivery::NoReceiver);
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_kernel_log_record_is_one_line_in_one_write() {
+        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-kmsg-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let kernel_log = dir.join("kmsg");
+        std::fs::write(&kernel_log, b"").expect("kernel log stand-in");
+        assert!(to_kernel_log(&kernel_log, Severity::Warning, "refused: user=bob"));
+        let expected = format!("<84>imageswitch[{}]: refused: user=bob\n", std::process::id());
+        assert_eq!(std::fs::read_to_string(&kernel_log).expect("read"), expected);
+        assert!(!to_kernel_log(&dir.join("none"), Severity::Info, "x"));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn kernel_log_records_fit_one_write_and_only_lose_their_end() {
+        let short = format_record(Severity::Info, 1, "user=alice");
+        assert_eq!(kernel_log_record(&short), b"<86>imageswitch[1]: user=alice\n");
+        let long = format_record(Severity::Info, 1, &format!("user=alice command={}", "é".repeat(1000)));
+        let cut = kernel_log_record(&long);
+        assert!(cut.len() <= KERNEL_LOG_MAX && cut.ends_with("é...\n".as_bytes()), "{}", cut.len());
+        assert!(long.starts_with(&cut[..cut.len() - 4]));
     }
 
     #[test]

@@ -65,6 +65,18 @@ fn rlimits_the_kernel_resets_at_setuid_exec_come_back() {
             assert_eq!(assert_ran(&out, set).trim(), expected, "{set} -> {sysroot}");
         }
     }
+    // Where the value cannot be found: the shell that set it became
+    // imageswitch (as `ssh host 'ulimit -s unlimited; imageswitch ...'`), and
+    // its parent (here root's) never had it. And 8 MiB set on purpose under
+    // a larger limit of the parent cannot be told from a lowered one.
+    let rows = [
+        (format!("ulimit -s unlimited && exec {BIN} bb sh -c 'ulimit -s'"), "8192"),
+        (format!("ulimit -s unlimited && (ulimit -S -s 8192 && exec {BIN} bb sh -c 'ulimit -s'); true"), "unlimited"),
+    ];
+    for (script, expected) in rows {
+        let out = run(&mut sh_as(ALICE, &script));
+        assert_eq!(assert_ran(&out, &script).trim(), expected, "{script}");
+    }
     // A job script's limit reaches a #!/binN script too.
     let dir = user_tmpdir(ALICE, "rlimit-script");
     let script = dir.join("job.sh");
@@ -348,13 +360,19 @@ fn binn_scripts_the_tree_cannot_see_run_through_a_descriptor() {
     sh(&format!("chown {ALICE} {0} && chmod 700 {0}", seen.display()));
     let out = run(&mut as_user(ALICE, seen.to_str().expect("utf8")));
     assert_eq!(assert_ran(&out, "visible $0"), format!("{}\n", seen.display()));
-    // A script the caller cannot read is not run, as on the host.
+    // A script the caller cannot read is not run, as on the host; but bash
+    // inside fails as for a missing file, where the host's says why.
     let secret = spool.0.join("secret.sh");
-    fs::write(&secret, format!("#!{BINBB}/sh\necho leaked\n")).expect("script");
-    sh(&format!("chmod 711 {}", secret.display()));
-    let out = run(&mut as_user(ALICE, secret.to_str().expect("utf8")));
-    assert_ne!(out.status.code(), Some(0));
-    assert!(!stdout(&out).contains("leaked"), "{}", stdout(&out));
+    for (interpreter, code, why) in
+        [(format!("{BIN11}/bash"), 127, "No such file or directory"), ("/bin/bash".into(), 126, "Permission denied")]
+    {
+        fs::write(&secret, format!("#!{interpreter}\necho leaked\n")).expect("script");
+        sh(&format!("chmod 711 {}", secret.display()));
+        let out = run(&mut as_user(ALICE, secret.to_str().expect("utf8")));
+        assert_eq!(out.status.code(), Some(code), "{interpreter}: {}", stderr(&out));
+        assert!(stderr(&out).contains(why), "{interpreter}: {}", stderr(&out));
+        assert!(!stdout(&out).contains("leaked"), "{}", stdout(&out));
+    }
 }
 
 #[test]

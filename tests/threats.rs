@@ -1793,8 +1793,74 @@ fn row29_a_stalled_log_receiver_never_holds_up_an_entry() {
             &["timeout", "-s", "KILL", "60", BIN, sysroot, "true"],
         );
         assert_eq!(r.out.status.code(), Some(code), "{}", stderr(&r.out));
-        let warning =
-            format!("imageswitch: warning: audit record dropped: the log socket {LOG_SOCKET} is not accepting records");
+        let warning = format!(
+            "imageswitch: warning: the log socket {LOG_SOCKET} is not accepting records: audit record written to the kernel log"
+        );
         assert!(stderr(&r.out).contains(&warning), "{sysroot}: {}", stderr(&r.out));
     }
+}
+
+/// The kernel log's records from here on, read as root through /dev/kmsg.
+struct KernelLog(fs::File);
+
+impl KernelLog {
+    fn from_now() -> KernelLog {
+        use std::io::{Seek, SeekFrom};
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut kmsg =
+            fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open("/dev/kmsg").expect("open /dev/kmsg");
+        kmsg.seek(SeekFrom::End(0)).expect("seek /dev/kmsg");
+        KernelLog(kmsg)
+    }
+
+    /// Every record written since [`KernelLog::from_now`], one a line.
+    fn records(&mut self) -> String {
+        use std::io::Read;
+        let mut text = String::new();
+        let mut buf = vec![0u8; 8192];
+        loop {
+            match self.0.read(&mut buf) {
+                Ok(n) if n > 0 => text.push_str(&String::from_utf8_lossy(&buf[..n])),
+                Err(err) if err.raw_os_error() == Some(libc::EPIPE) => continue,
+                _ => return text,
+            }
+        }
+    }
+}
+
+#[test]
+fn row29_audit_records_survive_a_full_log_queue() {
+    require_root!();
+    fixture();
+    let log = PrivateLog::new("row29-full");
+    // Another user fills the shared queue: each logger waits once it is
+    // full, and the watchdog ends the one that waits; nobody reads it.
+    let flood = run(as_user(BOB, "sh").args([
+        "-c",
+        &format!(
+            "while timeout -s KILL 2 logger -d -u {} row29-flood; rc=$?; [ $rc = 0 ]; do :; done; exit $rc",
+            log.path.display()
+        ),
+    ]));
+    assert_eq!(flood.status.code(), Some(137), "control: the flood filled the queue: {}", stderr(&flood));
+    let mut kernel_log = KernelLog::from_now();
+    let marker = format!("row29-survives-{}-{}", std::process::id(), unique());
+    let r = in_namespace(
+        "private",
+        &log.setup(),
+        ALICE,
+        &home_of(ALICE),
+        &["timeout", "-s", "KILL", "60", BIN, "bb", "sh", "-c", "echo ran", &marker],
+    );
+    assert_eq!((r.out.status.code(), stdout(&r.out)), (Some(0), "ran\n".into()), "{}", stderr(&r.out));
+    let kernel_records = kernel_log.records();
+    let logged = kernel_records.lines().find(|l| l.contains(&marker)).map(str::to_string);
+    let record = logged.or_else(|| log.wait_for(&marker, true));
+    let record = record.unwrap_or_else(|| panic!("no audit record for {marker}; the caller saw: {}", stderr(&r.out)));
+    assert!(record.contains("imageswitch[") && record.contains(&format!("user={ALICE} ")), "{record}");
+    assert!(
+        stderr(&r.out).contains("is not accepting records: audit record written to the kernel log"),
+        "{}",
+        stderr(&r.out)
+    );
 }
