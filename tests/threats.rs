@@ -972,6 +972,27 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     assert_eq!((lines[0], lines[1]), ("busybox", lines[2]), "{text}");
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 
+    // ~/dangling -> the host-only directory: the warning names the link and
+    // the first part of where it leads that the tree lacks, not the link.
+    let dangling = Scratch(home_of(ALICE).join(format!("imgsw-row11-dangling-{}-{}", std::process::id(), unique())));
+    let made = run(as_user(ALICE, "ln").args(["-s", &hostonly]).arg(&*dangling));
+    assert!(made.status.success(), "{}", stderr(&made));
+    let lacking = Path::new(&hostonly)
+        .ancestors()
+        .filter(|p| !Path::new(BB_TREE).join(p.strip_prefix("/").expect("absolute")).exists())
+        .last()
+        .expect("a missing part");
+    let out = run(as_user(ALICE, "sh").args(["-c", &format!("cd {} && exec {BIN} bb true", dangling.display())]));
+    assert_ok(&out);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "imageswitch: warning: {} leads to {}, which does not exist in bb; starting in {home}\n",
+            dangling.display(),
+            lacking.display()
+        )
+    );
+
     // A directory that exists in the tree but only root may enter there: the
     // chdir is the user's, so it fails, with a warning, into the home.
     let path = format!("{PREFIX}/row11-rootonly-{}-{}", std::process::id(), unique());
