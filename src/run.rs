@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::unistd::{chdir, chroot, fchdir};
+use nix::unistd::{chroot, fchdir};
 
 use crate::access::{Caller, host_group_gid, may_enter, may_see_broken};
 use crate::carryover;
@@ -27,7 +27,7 @@ use crate::personal::{self, Personal};
 use crate::privileges::{self, CallerState};
 use crate::sys;
 use crate::syslog::{self, Delivery, Severity, escape, field};
-use crate::trusted::{self, Kind};
+use crate::trusted::{self, Kind, Stop};
 
 const PER_LINUX: libc::c_ulong = 0x0000;
 const PER_LINUX32: libc::c_ulong = 0x0008;
@@ -50,14 +50,33 @@ pub trait Kernel {
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error>;
     fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error>;
     fn verify_dropped(&mut self, caller: &Caller) -> Result<(), Error>;
-    /// As the caller: `chdir`.
-    fn change_directory(&mut self, dir: &Path) -> Result<(), Errno>;
+    /// What stands for an opened directory (the real kernel's: a descriptor).
+    type Directory;
+    /// As the caller: opens `dir` inside the tree one component at a time,
+    /// following links by hand (see [`trusted::walk`]), noting whose each
+    /// component is. Errors say which component failed.
+    fn open_directory(&mut self, dir: &Path) -> Result<Opened<Self::Directory>, (PathBuf, Errno)>;
+    /// As the caller: `fchdir` into a directory [`Kernel::open_directory`] opened.
+    fn change_directory(&mut self, dir: &Self::Directory) -> Result<(), Errno>;
     fn is_executable(&self, path: &Path) -> bool;
     /// As the caller: how the interpreter reaches the `#!` script that
     /// started us, when the tree cannot see its path (see [`crate::exec::Script`]).
     fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString>;
     /// Replaces the process; returns only on failure.
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error;
+}
+
+/// A directory's device and inode numbers.
+pub type DirId = (u64, u64);
+
+/// A directory opened inside the tree by [`Kernel::open_directory`].
+pub struct Opened<D> {
+    pub handle: D,
+    /// Its device and inode numbers.
+    pub id: DirId,
+    /// The first component on the way (directory or link, the directory
+    /// itself included) owned by neither root nor the caller.
+    pub foreign: Option<PathBuf>,
 }
 
 /// Everything [`enter`] needs, resolved on the host beforehand.
@@ -69,6 +88,8 @@ pub struct EntryPlan<'a> {
     pub personal: Personal,
     /// Where the caller was, most faithful first (logical `$PWD`, physical).
     pub cwd: Vec<PathBuf>,
+    /// That directory's device and inode numbers on the host, as the caller saw them.
+    pub cwd_id: Option<DirId>,
     /// Fail rather than fall back to home when no `cwd` can be entered.
     pub require_cwd: bool,
     pub command: Command,
@@ -125,33 +146,57 @@ fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infalli
 }
 
 /// As the caller: `chdir` to where they were, most faithful path first. When
-/// none of those exists in the tree, fail (`require_cwd`), or warn and start
-/// in their home, else `/`. Returns where the command starts, for its `PWD`.
-fn enter_directory(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Option<PathBuf>, Error> {
-    let mut first_failure = None;
+/// none of those can be entered (see [`try_directory`]), fail (`require_cwd`),
+/// or warn and start in their home, else `/`. Returns where the command
+/// starts, for its `PWD`.
+fn enter_directory<K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>) -> Result<Option<PathBuf>, Error> {
+    let mut first_problem = None;
     for dir in &plan.cwd {
-        match kernel.change_directory(dir) {
+        match try_directory(kernel, plan, dir) {
             Ok(()) => return Ok(Some(dir.clone())),
-            Err(errno) => {
-                first_failure.get_or_insert((dir, errno));
+            Err(problem) => {
+                first_problem.get_or_insert(problem);
             }
         }
     }
-    let name = &plan.sysroot.name;
-    let shown = |dir: &Path| echo(dir.as_os_str().as_bytes());
-    let problem = match first_failure {
-        Some((dir, Errno::ENOENT)) => format!("{} does not exist in {name}", shown(dir)),
-        Some((dir, errno)) => format!("cannot enter {} in {name} ({})", shown(dir), errno.desc().to_lowercase()),
-        None => "the current directory is gone".to_string(),
-    };
+    let problem = first_problem.unwrap_or_else(|| "the current directory is gone".to_string());
     if plan.require_cwd {
-        return Err(Error::WorkingDirectory { sysroot: name.clone(), why: problem });
+        return Err(Error::WorkingDirectory { sysroot: plan.sysroot.name.clone(), why: problem });
     }
     let fallbacks = [plan.caller.home.as_path(), Path::new("/")];
-    let landed = fallbacks.into_iter().find(|dir| kernel.change_directory(dir).is_ok());
+    let landed = fallbacks.into_iter().find(|dir| try_directory(kernel, plan, dir).is_ok());
     let landed_shown = landed.map_or_else(|| "an unknown directory".to_string(), shown);
     say(Stream::Err, &format!("imageswitch: warning: {problem}; starting in {landed_shown}"));
     Ok(landed.map(Path::to_path_buf))
+}
+
+/// As the caller: enters `dir` inside the tree, unless it is missing, out of
+/// reach, or another user chose it: a directory or link on the way that is
+/// neither root's nor the caller's (a world-writable directory of the tree's
+/// own, such as its /var/tmp, lets anyone make /var/tmp/job1 there). The
+/// very directory the caller was in on the host (a bind) is theirs wherever
+/// it is reached from. Otherwise says why, naming what was tried.
+fn try_directory<K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>, dir: &Path) -> Result<(), String> {
+    let name = &plan.sysroot.name;
+    let cannot_enter =
+        |errno: Errno| format!("cannot enter {} in {name} ({})", shown(dir), errno.desc().to_lowercase());
+    let opened = kernel.open_directory(dir).map_err(|(at, errno)| match errno {
+        Errno::ENOENT if dir.starts_with(&at) => format!("{} does not exist in {name}", shown(dir)),
+        Errno::ENOENT => format!("{} leads to {}, which does not exist in {name}", shown(dir), shown(&at)),
+        errno => cannot_enter(errno),
+    })?;
+    match &opened.foreign {
+        Some(at) if plan.cwd_id != Some(opened.id) => Err(format!(
+            "{} in {name} is not the directory you are in, and another user owns {} there",
+            shown(dir),
+            shown(at)
+        )),
+        _ => kernel.change_directory(&opened.handle).map_err(cannot_enter),
+    }
+}
+
+fn shown(dir: &Path) -> String {
+    echo(dir.as_os_str().as_bytes())
 }
 
 fn command_name(command: &Command, shell: &Path) -> String {
@@ -254,8 +299,27 @@ impl Kernel for Real {
         privileges::verify_dropped(caller)
     }
 
-    fn change_directory(&mut self, dir: &Path) -> Result<(), Errno> {
-        chdir(dir)
+    type Directory = OwnedFd;
+
+    fn open_directory(&mut self, dir: &Path) -> Result<Opened<OwnedFd>, (PathBuf, Errno)> {
+        let uid = self.caller.uid.as_raw();
+        let mut foreign = None;
+        let handle = trusted::walk(dir, Kind::Directory, |at, st| {
+            if st.st_uid != 0 && st.st_uid != uid {
+                foreign.get_or_insert_with(|| at.to_path_buf());
+            }
+            Ok(())
+        })
+        .map_err(|(at, stop)| match stop {
+            Stop::Errno(errno) => (at, errno),
+            Stop::Refused(_) => (at, Errno::EACCES),
+        })?;
+        let st = nix::sys::stat::fstat(&handle).map_err(|errno| (dir.to_path_buf(), errno))?;
+        Ok(Opened { handle, id: (st.st_dev, st.st_ino), foreign })
+    }
+
+    fn change_directory(&mut self, dir: &OwnedFd) -> Result<(), Errno> {
+        fchdir(dir)
     }
 
     fn is_executable(&self, path: &Path) -> bool {
@@ -293,14 +357,18 @@ pub fn load_config() -> Result<Config, Error> {
 }
 
 /// The caller's directory: `$PWD` when it names the same directory (keeps
-/// symlinked paths such as /home -> /export/home), then the physical path.
-/// Both come from the caller, so they are resolved as the caller: a `$PWD`
-/// through `/root` or another user's `/proc/PID/cwd` tells them nothing.
-fn current_directory(caller: &Caller, caller_env: &[(OsString, OsString)]) -> Result<Vec<PathBuf>, Error> {
+/// symlinked paths such as /home -> /export/home), then the physical path;
+/// and its device and inode numbers. All come from the caller, so they are
+/// resolved as the caller: a `$PWD` through `/root` or another user's
+/// `/proc/PID/cwd` tells them nothing.
+fn current_directory(
+    caller: &Caller,
+    caller_env: &[(OsString, OsString)],
+) -> Result<(Vec<PathBuf>, Option<DirId>), Error> {
     privileges::as_caller(caller, || resolve_current_directory(caller_env))
 }
 
-fn resolve_current_directory(caller_env: &[(OsString, OsString)]) -> Vec<PathBuf> {
+fn resolve_current_directory(caller_env: &[(OsString, OsString)]) -> (Vec<PathBuf>, Option<DirId>) {
     let mut out = Vec::new();
     let here = std::fs::metadata(".").ok();
     if let (Some(pwd), Some(here)) = (lookup(caller_env, "PWD"), here.as_ref()) {
@@ -318,7 +386,7 @@ fn resolve_current_directory(caller_env: &[(OsString, OsString)]) -> Vec<PathBuf
             out.push(physical);
         }
     }
-    out
+    (out, here.map(|here| (here.dev(), here.ino())))
 }
 
 /// Sends the audit record. One the socket cannot take at once (any user can
@@ -434,7 +502,7 @@ fn list(config: &Config, caller: &Caller) {
 
 const HELP: &str = "\
 usage: imageswitch NAME [COMMAND [ARGS...]]   run COMMAND (default: your login shell) inside sysroot NAME
-       imageswitch --require-cwd NAME ...      the same, but fail if your directory is missing inside
+       imageswitch --require-cwd NAME ...      the same, but fail if your directory cannot be entered inside
        imageswitch --list                      sysroots you may enter
        ALIAS [SHELL-ARGS...]                   (a link named after an alias) your shell inside the sysroot
        BIN_DIR/PROGRAM [ARGS...]               (a link in a sysroot's bin_dir) /bin/PROGRAM inside it
@@ -460,7 +528,7 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
     };
     let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;
 
-    let cwd = current_directory(&caller, caller_env)?;
+    let (cwd, cwd_id) = current_directory(&caller, caller_env)?;
     // The physical directory: a logical $PWD is the caller's to choose.
     let physical = nix::unistd::getcwd().map_or_else(|_| b"?".to_vec(), |c| c.into_os_string().into_vec());
     audit(
@@ -487,6 +555,7 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
         mounts: mounts::plan(sysroot, &config.defaults, &caller.home),
         personal: personal::prepare(&caller, sysroot, &config.defaults),
         cwd,
+        cwd_id,
         require_cwd: require_cwd || sysroot.require_cwd,
         command,
         script,
@@ -555,7 +624,12 @@ mod tests {
     struct Recorder {
         steps: Vec<String>,
         fail_at: Option<&'static str>,
+        /// Directories in the tree; each one's id is `(1, its index)`.
         existing_dirs: Vec<PathBuf>,
+        /// (directory, the component on the way another user owns)
+        foreign: Vec<(PathBuf, PathBuf)>,
+        /// (directory, the missing target of a link on the way)
+        dangling: Vec<(PathBuf, PathBuf)>,
         executables: Vec<PathBuf>,
     }
 
@@ -598,9 +672,18 @@ mod tests {
         fn verify_dropped(&mut self, _caller: &Caller) -> Result<(), Error> {
             self.step("verify".into())
         }
-        fn change_directory(&mut self, dir: &Path) -> Result<(), Errno> {
+        type Directory = PathBuf;
+        fn open_directory(&mut self, dir: &Path) -> Result<Opened<PathBuf>, (PathBuf, Errno)> {
+            self.steps.push(format!("open {}", dir.display()));
+            let listed = |list: &[(PathBuf, PathBuf)]| list.iter().find(|(d, _)| d == dir).map(|(_, at)| at.clone());
+            let Some(index) = self.existing_dirs.iter().position(|d| d == dir) else {
+                return Err((listed(&self.dangling).unwrap_or_else(|| dir.to_path_buf()), Errno::ENOENT));
+            };
+            Ok(Opened { handle: dir.to_path_buf(), id: (1, index as u64), foreign: listed(&self.foreign) })
+        }
+        fn change_directory(&mut self, dir: &PathBuf) -> Result<(), Errno> {
             self.steps.push(format!("chdir {}", dir.display()));
-            if self.existing_dirs.iter().any(|d| d == dir) { Ok(()) } else { Err(Errno::ENOENT) }
+            Ok(())
         }
         fn is_executable(&self, path: &Path) -> bool {
             self.executables.iter().any(|p| p == path)
@@ -639,6 +722,17 @@ mod tests {
     }
 
     fn run_plan(sysroot: &Sysroot, recorder: &mut Recorder, cwd: &[&str], command: Command) -> Error {
+        run_plan_from(sysroot, recorder, cwd, None, command)
+    }
+
+    /// [`run_plan`] from a host directory with the id `cwd_id`.
+    fn run_plan_from(
+        sysroot: &Sysroot,
+        recorder: &mut Recorder,
+        cwd: &[&str],
+        cwd_id: Option<DirId>,
+        command: Command,
+    ) -> Error {
         let caller = caller();
         let env = vec![
             (OsString::from("PATH"), OsString::from("/usr/bin:/bin")),
@@ -650,6 +744,7 @@ mod tests {
             mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), &caller.home),
             personal: Personal { host_files: vec![("/etc/hosts".into(), b"".to_vec())], ..Personal::default() },
             cwd: cwd.iter().map(PathBuf::from).collect(),
+            cwd_id,
             require_cwd: sysroot.require_cwd,
             command,
             script: None,
@@ -723,6 +818,7 @@ mod tests {
                 "personality Linux32",
                 "drop uid=1000",
                 "verify",
+                "open /work/run1",
                 "chdir /work/run1",
                 "exec /usr/bin/id [\"id\"] env_ok=true PWD=/work/run1",
             ]
@@ -745,6 +841,7 @@ mod tests {
             caller: &caller,
             mounts: vec![],
             cwd: vec!["/work".into()],
+            cwd_id: None,
             require_cwd: false,
             command: Command::Program { program: "/bin/sh".into(), args: vec!["/spool/job".into(), "x".into()] },
             script: Some(Script { arg: 0, path: "/spool/job".into(), fd }),
@@ -752,11 +849,12 @@ mod tests {
             personal: Personal::default(),
         };
         enter(&mut rec, &plan);
-        let tail: Vec<&str> = rec.steps.iter().rev().take(4).rev().map(String::as_str).collect();
+        let tail: Vec<&str> = rec.steps.iter().rev().take(5).rev().map(String::as_str).collect();
         assert_eq!(
             tail,
             [
                 "verify",
+                "open /work",
                 "chdir /work",
                 "script /spool/job",
                 "exec /bin/sh [\"/bin/sh\", \"/proc/self/fd/9\", \"x\"] env_ok=true PWD=/work"
@@ -790,7 +888,7 @@ mod tests {
         assert_eq!(err.to_string(), "sl5: /hostonly does not exist in sl5; not starting anywhere else (require_cwd)");
         assert_eq!(err.exit_code(), 125);
         let tail: Vec<&str> = rec.steps.iter().rev().take(3).rev().map(String::as_str).collect();
-        assert_eq!(tail, ["verify", "chdir /hostonly", "chdir /physical"]);
+        assert_eq!(tail, ["verify", "open /hostonly", "open /physical"]);
         let mut rec = Recorder::default();
         let err = run_plan(&s, &mut rec, &[], Command::LoginShell);
         assert!(err.to_string().contains("the current directory is gone"), "{err}");
@@ -826,10 +924,67 @@ mod tests {
             ..Default::default()
         };
         run_plan(&s, &mut rec, &["/hostonly"], Command::LoginShell);
-        let tail: Vec<&str> = rec.steps.iter().rev().take(3).rev().map(String::as_str).collect();
+        let tail: Vec<&str> = rec.steps.iter().rev().take(4).rev().map(String::as_str).collect();
         assert_eq!(
             tail,
-            ["chdir /hostonly", "chdir /home/alice", "exec /bin/bash [\"-bash\"] env_ok=true PWD=/home/alice"]
+            [
+                "open /hostonly",
+                "open /home/alice",
+                "chdir /home/alice",
+                "exec /bin/bash [\"-bash\"] env_ok=true PWD=/home/alice"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_directory_another_user_chose_is_never_the_start() {
+        let (job, home) = ("/var/tmp/job1", "/home/alice");
+        let foreign = |dirs: &[&str]| dirs.iter().map(|d| (PathBuf::from(d), PathBuf::from(job))).collect();
+        // (case, candidates, foreign ones, host id, require_cwd, the chdirs, the outcome: PWD or error)
+        type Case<'a> = (&'a str, &'a [&'a str], &'a [&'a str], Option<DirId>, bool, &'a [&'a str], &'a str);
+        let cases: [Case; 6] = [
+            ("planted in the tree's /var/tmp", &[job], &[job], None, false, &[home], "PWD=/home/alice"),
+            ("the same directory, bound", &[job], &[job], Some((1, 0)), false, &[job], "PWD=/var/tmp/job1"),
+            ("another directory of that id", &[job], &[job], Some((1, 1)), false, &[home], "PWD=/home/alice"),
+            ("the physical path is fine", &[job, "/srv/job1"], &[job], None, false, &["/srv/job1"], "PWD=/srv/job1"),
+            ("home planted too", &[job], &[job, home], None, false, &["/"], "PWD=/"),
+            ("require_cwd", &[job], &[job], None, true, &[], "125"),
+        ];
+        for (case, cwd, foreign_dirs, cwd_id, require_cwd, chdirs, outcome) in cases {
+            let s = sysroot(if require_cwd { "require_cwd = true" } else { "" });
+            let mut rec = Recorder {
+                existing_dirs: [job, home, "/", "/srv/job1"].into_iter().map(PathBuf::from).collect(),
+                foreign: foreign(foreign_dirs),
+                executables: vec!["/bin/zsh".into()],
+                ..Default::default()
+            };
+            let err = run_plan_from(&s, &mut rec, cwd, cwd_id, Command::LoginShell);
+            let entered: Vec<&str> = rec.steps.iter().filter_map(|s| s.strip_prefix("chdir ")).collect();
+            assert_eq!(entered, chdirs, "{case}");
+            let exec = rec.steps.last().map(String::as_str).unwrap_or_default();
+            if require_cwd {
+                assert_eq!(err.exit_code(), 125, "{case}");
+                assert_eq!(
+                    err.to_string(),
+                    "sl5: /var/tmp/job1 in sl5 is not the directory you are in, and another user owns \
+                     /var/tmp/job1 there; not starting anywhere else (require_cwd)"
+                );
+                assert!(!exec.starts_with("exec"), "{case}: {exec}");
+            } else {
+                assert!(exec.ends_with(outcome), "{case}: {exec}");
+            }
+        }
+    }
+
+    #[test]
+    fn a_missing_link_target_is_named_not_the_link() {
+        let s = sysroot("require_cwd = true");
+        let mut rec = Recorder { dangling: vec![("/home/alice/lnk".into(), "/hostonly".into())], ..Default::default() };
+        let err = run_plan(&s, &mut rec, &["/home/alice/lnk", "/hostonly"], Command::LoginShell);
+        assert_eq!(
+            err.to_string(),
+            "sl5: /home/alice/lnk leads to /hostonly, which does not exist in sl5; not starting anywhere else \
+             (require_cwd)"
         );
     }
 }

@@ -4,14 +4,18 @@
 //! or others; a symbolic link on the way must be owned by root and is followed
 //! by hand, so its target is checked the same way. The result is a descriptor:
 //! later steps work on it, never on the path again (no check-then-use race).
+//! The walk itself ([`walk`]) takes the judgement of each component as a
+//! closure: the working directory inside a tree is walked the same way, as
+//! the caller, to see whose directories and links lead to it.
 #![forbid(unsafe_code)]
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{OFlag, openat, readlinkat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 
@@ -42,20 +46,51 @@ pub fn untrusted_reason(st: &FileStat) -> Option<String> {
     None
 }
 
-fn errno_text(err: nix::errno::Errno) -> String {
+fn errno_text(err: Errno) -> String {
     crate::error::describe(&std::io::Error::from(err))
+}
+
+/// Why a [`walk`] stopped at a component.
+#[derive(Debug)]
+pub enum Stop {
+    /// The kernel's answer, or the walk's own for a component of the wrong
+    /// type (`ENOTDIR`, `EISDIR`) or too many links (`ELOOP`).
+    Errno(Errno),
+    /// The judge refused it, or a file was wanted and this is not a regular one.
+    Refused(String),
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Errno(e) => f.write_str(&errno_text(*e)),
+            Stop::Refused(why) => f.write_str(why),
+        }
+    }
 }
 
 /// Opens `path` as described in the module docs. Errors say which component
 /// failed and why, as `(component, reason)`.
 pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String)> {
+    walk(path, kind, |_, st| untrusted_reason(st).map_or(Ok(()), Err)).map_err(|(at, stop)| (at, stop.to_string()))
+}
+
+/// Opens `path` from `/` one component at a time without following links,
+/// following each symbolic link by hand. `judge` sees every component — the
+/// root, each directory and link on the way, the result — as it is shown
+/// (the path it was reached by) and may refuse it. Errors say where it stopped.
+pub fn walk(
+    path: &Path,
+    kind: Kind,
+    mut judge: impl FnMut(&Path, &FileStat) -> Result<(), String>,
+) -> Result<OwnedFd, (PathBuf, Stop)> {
     let dir_flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let root = openat(nix::fcntl::AT_FDCWD, "/", dir_flags | OFlag::O_DIRECTORY, Mode::empty())
-        .map_err(|e| (PathBuf::from("/"), errno_text(e)))?;
-    check_trusted(&root, Path::new("/"))?;
+        .map_err(|e| (PathBuf::from("/"), Stop::Errno(e)))?;
+    judged(&mut judge, &root, Path::new("/"))?;
 
     let mut pending: VecDeque<OsString> = components(path);
-    let mut current = root.try_clone().map_err(|e| (PathBuf::from("/"), e.to_string()))?;
+    let mut current = root.try_clone().map_err(|e| (PathBuf::from("/"), stop_io(e)))?;
     let mut shown = PathBuf::from("/");
     let mut links = 0;
     while let Some(part) = pending.pop_front() {
@@ -73,28 +108,25 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
         let next = match openat(&current, part.as_os_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             // O_NOFOLLOW on a symlink without O_PATH gives ELOOP: reopen it as a path to read the link.
-            Err(nix::errno::Errno::ELOOP) if want_file => openat(&current, part.as_os_str(), dir_flags, Mode::empty())
-                .map_err(|e| (shown.clone(), errno_text(e)))?,
-            Err(e) => return Err((shown, errno_text(e))),
+            Err(Errno::ELOOP) if want_file => openat(&current, part.as_os_str(), dir_flags, Mode::empty())
+                .map_err(|e| (shown.clone(), Stop::Errno(e)))?,
+            Err(e) => return Err((shown, Stop::Errno(e))),
         };
-        let st = fstat(&next).map_err(|e| (shown.clone(), errno_text(e)))?;
-        if let Some(why) = untrusted_reason(&st) {
-            return Err((shown, why));
-        }
+        let st = judged(&mut judge, &next, &shown)?;
         match file_type(&st) {
             SFlag::S_IFLNK => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err((shown, "too many levels of symbolic links".to_string()));
+                    return Err((shown, Stop::Errno(Errno::ELOOP)));
                 }
-                let target = readlinkat(&next, "").map_err(|e| (shown.clone(), errno_text(e)))?;
+                let target = readlinkat(&next, "").map_err(|e| (shown.clone(), Stop::Errno(e)))?;
                 let target = PathBuf::from(target);
                 let mut spliced = components(&target);
                 spliced.extend(pending.drain(..));
                 pending = spliced;
                 shown.pop();
                 if target.is_absolute() {
-                    current = root.try_clone().map_err(|e| (shown.clone(), e.to_string()))?;
+                    current = root.try_clone().map_err(|e| (shown.clone(), stop_io(e)))?;
                     shown = PathBuf::from("/");
                 }
             }
@@ -104,8 +136,8 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
             SFlag::S_IFREG if want_file => {
                 return Ok(next);
             }
-            _ if want_file => return Err((shown, "not a regular file".to_string())),
-            _ => return Err((shown, "not a directory".to_string())),
+            _ if want_file => return Err((shown, Stop::Refused("not a regular file".to_string()))),
+            _ => return Err((shown, Stop::Errno(Errno::ENOTDIR))),
         }
         if part == ".." {
             shown.pop();
@@ -113,9 +145,23 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
         }
     }
     if kind == Kind::File {
-        return Err((shown, "is a directory".to_string()));
+        return Err((shown, Stop::Errno(Errno::EISDIR)));
     }
     Ok(current)
+}
+
+fn judged(
+    judge: &mut impl FnMut(&Path, &FileStat) -> Result<(), String>,
+    fd: &OwnedFd,
+    shown: &Path,
+) -> Result<FileStat, (PathBuf, Stop)> {
+    let st = fstat(fd).map_err(|e| (shown.to_path_buf(), Stop::Errno(e)))?;
+    judge(shown, &st).map_err(|why| (shown.to_path_buf(), Stop::Refused(why)))?;
+    Ok(st)
+}
+
+fn stop_io(err: std::io::Error) -> Stop {
+    Stop::Errno(Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 fn components(path: &Path) -> VecDeque<OsString> {
@@ -125,14 +171,6 @@ fn components(path: &Path) -> VecDeque<OsString> {
         .filter(|part| !part.is_empty())
         .map(|part| OsString::from(std::ffi::OsStr::from_bytes(part)))
         .collect()
-}
-
-fn check_trusted(fd: &impl AsFd, shown: &Path) -> Result<(), (PathBuf, String)> {
-    let st = fstat(fd).map_err(|e| (shown.to_path_buf(), errno_text(e)))?;
-    match untrusted_reason(&st) {
-        Some(why) => Err((shown.to_path_buf(), why)),
-        None => Ok(()),
-    }
 }
 
 /// Top-level entries of a tree that programs inside trust; each present one
@@ -167,7 +205,7 @@ pub fn check_tree_entries(tree: &OwnedFd) -> Result<(), (String, String)> {
                     return Err((entry.to_string(), why));
                 }
             }
-            Err(nix::errno::Errno::ENOENT) | Err(nix::errno::Errno::ENOTDIR) => {}
+            Err(Errno::ENOENT) | Err(Errno::ENOTDIR) => {}
             Err(e) => return Err((entry.to_string(), errno_text(e))),
         }
     }

@@ -972,6 +972,27 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     assert_eq!((lines[0], lines[1]), ("busybox", lines[2]), "{text}");
     assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 
+    // ~/dangling -> the host-only directory: the warning names the link and
+    // the first part of where it leads that the tree lacks, not the link.
+    let dangling = Scratch(home_of(ALICE).join(format!("imgsw-row11-dangling-{}-{}", std::process::id(), unique())));
+    let made = run(as_user(ALICE, "ln").args(["-s", &hostonly]).arg(&*dangling));
+    assert!(made.status.success(), "{}", stderr(&made));
+    let lacking = Path::new(&hostonly)
+        .ancestors()
+        .filter(|p| !Path::new(BB_TREE).join(p.strip_prefix("/").expect("absolute")).exists())
+        .last()
+        .expect("a missing part");
+    let out = run(as_user(ALICE, "sh").args(["-c", &format!("cd {} && exec {BIN} bb true", dangling.display())]));
+    assert_ok(&out);
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "imageswitch: warning: {} leads to {}, which does not exist in bb; starting in {home}\n",
+            dangling.display(),
+            lacking.display()
+        )
+    );
+
     // A directory that exists in the tree but only root may enter there: the
     // chdir is the user's, so it fails, with a warning, into the home.
     let path = format!("{PREFIX}/row11-rootonly-{}-{}", std::process::id(), unique());
@@ -993,6 +1014,88 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
         stderr(&r.out),
         format!("imageswitch: warning: cannot enter {path} in bb (permission denied); starting in {home}\n")
     );
+}
+
+/// The tree's own world-writable directories (its /run/lock here; its /tmp or
+/// /var/tmp when they are not bound) let any user make a path there. A
+/// directory reached through another user's directory or link is theirs to
+/// choose, so it is never where someone else's command starts — unless it is
+/// the very directory the caller was in on the host.
+#[test]
+fn row11_a_directory_another_user_planted_in_the_tree_is_never_the_start() {
+    require_root!();
+    fixture();
+    let home = home_of(ALICE).display().to_string();
+    let tree = Scratch(scratch_tree("row11-planted"));
+    sh(&format!("mkdir -p {0}/run/lock && chmod 1777 {0}/run/lock", tree.display()));
+    // The same paths on the host, alice's own (/run/lock is not bound).
+    let tag = format!("imgsw-row11-{}-{}", std::process::id(), unique());
+    let (job, link) = (format!("/run/lock/{tag}-job"), format!("/run/lock/{tag}-link"));
+    let _host = (Scratch(PathBuf::from(&job)), Scratch(PathBuf::from(&link)));
+    for dir in [&job, &link] {
+        let made = run(as_user(ALICE, "mkdir").arg(dir));
+        assert!(made.status.success(), "{}", stderr(&made));
+    }
+    // Bob plants, through imageswitch itself, a directory with a program
+    // and a link to one of the tree's root-owned directories.
+    let plant = root_dir("row11-plant", 0o755);
+    let script = plant.join("plant.sh");
+    fs::write(
+        &script,
+        format!(
+            "mkdir {job} && printf '#!/bin/sh\\necho planted by bob\\n' > {job}/run && chmod 755 {job}/run\n\
+             ln -s /bin {link}\n"
+        ),
+    )
+    .expect("plant script");
+    let setup = format!("mount --bind {} {BB_TREE}", tree.display());
+    let planted = in_namespace("private", &setup, BOB, Path::new("/"), &[BIN, "bb", "sh", &script.to_string_lossy()]);
+    assert_ok(&planted.out);
+    // (case, alice's directory, her arguments, status, stdout, stderr)
+    let refused = |dir: &str| format!("{dir} in bb is not the directory you are in, and another user owns {dir} there");
+    let cases = [
+        (
+            "bob's directory, --require-cwd",
+            &job,
+            &["--require-cwd", "bb", "./run"][..],
+            125,
+            String::new(),
+            format!("imageswitch: bb: {}; not starting anywhere else (require_cwd)\n", refused(&job)),
+        ),
+        (
+            "bob's directory",
+            &job,
+            &["bb", "sh", "-c", "pwd"],
+            0,
+            format!("{home}\n"),
+            format!("imageswitch: warning: {}; starting in {home}\n", refused(&job)),
+        ),
+        (
+            "bob's link to the tree's /bin",
+            &link,
+            &["bb", "sh", "-c", "pwd"],
+            0,
+            format!("{home}\n"),
+            format!("imageswitch: warning: {}; starting in {home}\n", refused(&link)),
+        ),
+    ];
+    for (case, dir, args, code, out, err) in cases {
+        let argv: Vec<&str> = std::iter::once(BIN).chain(args.iter().copied()).collect();
+        let r = in_namespace("private", &setup, ALICE, Path::new(dir), &argv);
+        assert_eq!((r.out.status.code(), stdout(&r.out), stderr(&r.out)), (Some(code), out, err), "{case}");
+    }
+
+    // The directory alice was in, bound from the host, is hers to start in
+    // even under a directory of bob's.
+    let bobs = Scratch(PathBuf::from(format!("/tmp/{tag}-bob")));
+    let made = run(as_user(BOB, "sh").args(["-c", &format!("mkdir -m 777 {}", bobs.display())]));
+    assert!(made.status.success(), "{}", stderr(&made));
+    let sub = bobs.join("alice");
+    let made = run(as_user(ALICE, "mkdir").arg(&sub));
+    assert!(made.status.success(), "{}", stderr(&made));
+    let out = run(as_user(ALICE, BIN).args(["--require-cwd", "bb", "sh", "-c", "pwd"]).current_dir(&sub));
+    assert_eq!(assert_ok(&out), format!("{}\n", sub.display()));
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------
