@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -24,6 +24,17 @@ pub enum Kind {
     Directory,
     /// Open a regular file for reading.
     File,
+    /// A bind's source: every directory above it is checked, a link is
+    /// followed as usual, but the object itself may belong to anyone (its
+    /// owner changes what is in it, never what is there).
+    BindSource,
+}
+
+/// Why [`open_checked`] stopped: a component someone other than root may
+/// change, or one that could not be opened.
+enum Refused {
+    Untrusted(String),
+    Unreachable(String),
 }
 
 fn file_type(st: &FileStat) -> SFlag {
@@ -49,13 +60,36 @@ fn errno_text(err: nix::errno::Errno) -> String {
 /// Opens `path` as described in the module docs. Errors say which component
 /// failed and why, as `(component, reason)`.
 pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String)> {
+    open_checked(path, kind).map_err(|(component, refused)| match refused {
+        Refused::Untrusted(why) | Refused::Unreachable(why) => (component, why),
+    })
+}
+
+/// The directory above `path` (links followed as [`open_trusted`] does) that
+/// someone other than root may change, with why: whoever may write there can
+/// remove, replace or plant `path`. `None` when every one is root-only, or
+/// when the walk stops at a missing one (which no user can create either).
+/// Only root decides the answer: the first such directory is below root-only
+/// ones, so root made it what it is.
+pub fn shared_ancestor(path: &Path) -> Option<(PathBuf, String)> {
+    match open_checked(path, Kind::BindSource) {
+        Err((component, Refused::Untrusted(why))) => Some((component, why)),
+        _ => None,
+    }
+}
+
+fn open_checked(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, Refused)> {
+    let unreachable = |shown: &Path, why: String| (shown.to_path_buf(), Refused::Unreachable(why));
     let dir_flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
     let root = openat(nix::fcntl::AT_FDCWD, "/", dir_flags | OFlag::O_DIRECTORY, Mode::empty())
-        .map_err(|e| (PathBuf::from("/"), errno_text(e)))?;
-    check_trusted(&root, Path::new("/"))?;
+        .map_err(|e| unreachable(Path::new("/"), errno_text(e)))?;
+    let root_stat = fstat(&root).map_err(|e| unreachable(Path::new("/"), errno_text(e)))?;
+    if let Some(why) = untrusted_reason(&root_stat) {
+        return Err((PathBuf::from("/"), Refused::Untrusted(why)));
+    }
 
     let mut pending: VecDeque<OsString> = components(path);
-    let mut current = root.try_clone().map_err(|e| (PathBuf::from("/"), e.to_string()))?;
+    let mut current = root.try_clone().map_err(|e| unreachable(Path::new("/"), e.to_string()))?;
     let mut shown = PathBuf::from("/");
     let mut links = 0;
     while let Some(part) = pending.pop_front() {
@@ -74,27 +108,28 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
             Ok(fd) => fd,
             // O_NOFOLLOW on a symlink without O_PATH gives ELOOP: reopen it as a path to read the link.
             Err(nix::errno::Errno::ELOOP) if want_file => openat(&current, part.as_os_str(), dir_flags, Mode::empty())
-                .map_err(|e| (shown.clone(), errno_text(e)))?,
-            Err(e) => return Err((shown, errno_text(e))),
+                .map_err(|e| unreachable(&shown, errno_text(e)))?,
+            Err(e) => return Err(unreachable(&shown, errno_text(e))),
         };
-        let st = fstat(&next).map_err(|e| (shown.clone(), errno_text(e)))?;
-        if let Some(why) = untrusted_reason(&st) {
-            return Err((shown, why));
+        let st = fstat(&next).map_err(|e| unreachable(&shown, errno_text(e)))?;
+        let owner_free = last && kind == Kind::BindSource && file_type(&st) != SFlag::S_IFLNK;
+        if let Some(why) = untrusted_reason(&st).filter(|_| !owner_free) {
+            return Err((shown, Refused::Untrusted(why)));
         }
         match file_type(&st) {
             SFlag::S_IFLNK => {
                 links += 1;
                 if links > MAX_LINKS {
-                    return Err((shown, "too many levels of symbolic links".to_string()));
+                    return Err(unreachable(&shown, "too many levels of symbolic links".to_string()));
                 }
-                let target = readlinkat(&next, "").map_err(|e| (shown.clone(), errno_text(e)))?;
+                let target = readlinkat(&next, "").map_err(|e| unreachable(&shown, errno_text(e)))?;
                 let target = PathBuf::from(target);
                 let mut spliced = components(&target);
                 spliced.extend(pending.drain(..));
                 pending = spliced;
                 shown.pop();
                 if target.is_absolute() {
-                    current = root.try_clone().map_err(|e| (shown.clone(), e.to_string()))?;
+                    current = root.try_clone().map_err(|e| unreachable(&shown, e.to_string()))?;
                     shown = PathBuf::from("/");
                 }
             }
@@ -104,8 +139,8 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
             SFlag::S_IFREG if want_file => {
                 return Ok(next);
             }
-            _ if want_file => return Err((shown, "not a regular file".to_string())),
-            _ => return Err((shown, "not a directory".to_string())),
+            _ if want_file => return Err(unreachable(&shown, "not a regular file".to_string())),
+            _ => return Err(unreachable(&shown, "not a directory".to_string())),
         }
         if part == ".." {
             shown.pop();
@@ -113,7 +148,7 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
         }
     }
     if kind == Kind::File {
-        return Err((shown, "is a directory".to_string()));
+        return Err(unreachable(&shown, "is a directory".to_string()));
     }
     Ok(current)
 }
@@ -125,14 +160,6 @@ fn components(path: &Path) -> VecDeque<OsString> {
         .filter(|part| !part.is_empty())
         .map(|part| OsString::from(std::ffi::OsStr::from_bytes(part)))
         .collect()
-}
-
-fn check_trusted(fd: &impl AsFd, shown: &Path) -> Result<(), (PathBuf, String)> {
-    let st = fstat(fd).map_err(|e| (shown.to_path_buf(), errno_text(e)))?;
-    match untrusted_reason(&st) {
-        Some(why) => Err((shown.to_path_buf(), why)),
-        None => Ok(()),
-    }
 }
 
 /// Top-level entries of a tree that programs inside trust; each present one
