@@ -33,6 +33,9 @@ pub const MAX_NAME_LEN: usize = 64;
 /// The name the binary answers to in its command-line form.
 pub const PROGRAM_NAME: &str = "imageswitch";
 
+/// (line, column), counted from 1, of each path in a list.
+pub type Positions = BTreeMap<PathBuf, (usize, usize)>;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Personality {
     /// `PER_LINUX`: the host's native execution domain.
@@ -49,6 +52,8 @@ pub struct Defaults {
     /// built-in `/var/tmp`, which trees made by hand may lack. Empty once the
     /// configuration sets `binds`.
     pub binds_if_present: Vec<PathBuf>,
+    /// Where each bind in the file was written, for messages about it.
+    pub bind_positions: Positions,
     /// Host files under /etc shown read-only in every sysroot, per entry.
     pub host_files: Vec<PathBuf>,
     /// Host syslog socket bound onto `TREE/dev/log`; `None` when configured as "".
@@ -62,6 +67,7 @@ impl Default for Defaults {
         Defaults {
             binds: ["/home", "/tmp", "/var/tmp"].map(PathBuf::from).to_vec(),
             binds_if_present: vec![PathBuf::from("/var/tmp")],
+            bind_positions: Positions::new(),
             host_files: ["/etc/hosts", "/etc/localtime", "/etc/resolv.conf", "/etc/timezone"]
                 .map(PathBuf::from)
                 .to_vec(),
@@ -92,6 +98,8 @@ pub struct Sysroot {
     pub access: Access,
     /// Extra binds for this sysroot, after `defaults.binds`.
     pub binds: Vec<PathBuf>,
+    /// Where each of `binds` was written.
+    pub bind_positions: Positions,
     /// Fail, instead of starting in the home directory, when the caller's
     /// working directory cannot be entered in the tree.
     pub require_cwd: bool,
@@ -113,6 +121,11 @@ impl Sysroot {
             }
         }
         out
+    }
+
+    /// (line, column) where `bind` was first written: in `[defaults]` or here.
+    pub fn bind_position(&self, defaults: &Defaults, bind: &Path) -> Option<(usize, usize)> {
+        defaults.bind_positions.get(bind).or_else(|| self.bind_positions.get(bind)).copied()
     }
 
     /// The host files shown inside this sysroot.
@@ -271,6 +284,21 @@ fn expect_list<T>(
     Ok(out)
 }
 
+/// Where each string of a list that [`expect_list`] accepted was written
+/// (the first time, for one written twice).
+fn positions(src: &Source<'_>, value: &Spanned<DeValue<'_>>) -> Positions {
+    let mut out = Positions::new();
+    if let DeValue::Array(items) = value.get_ref() {
+        for item in items.iter() {
+            if let DeValue::String(text) = item.get_ref() {
+                let at = src.error(&item.span(), "");
+                out.entry(PathBuf::from(text.as_ref())).or_insert((at.line, at.column));
+            }
+        }
+    }
+    out
+}
+
 fn name_item(text: &str) -> Result<String, String> {
     if is_valid_name(text) {
         Ok(text.to_string())
@@ -309,6 +337,7 @@ fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, Con
             "binds" => {
                 defaults.binds = expect_list(src, "binds", value, bind_item)?;
                 defaults.binds_if_present.clear();
+                defaults.bind_positions = positions(src, value);
             }
             "host_files" => defaults.host_files = expect_list(src, "host_files", value, host_file_item)?,
             "require_cwd" => defaults.require_cwd = expect_bool(src, "require_cwd", value)?,
@@ -344,6 +373,7 @@ fn parse_sysroot(
         bin_dir: None,
         access: Access::default(),
         binds: Vec::new(),
+        bind_positions: Positions::new(),
         host_files: None,
         require_cwd: defaults.require_cwd,
         shell: None,
@@ -391,7 +421,10 @@ fn parse_sysroot(
             }
             "users" => sysroot.access.users = Some(expect_list(src, "users", value, name_item)?),
             "groups" => sysroot.access.groups = Some(expect_list(src, "groups", value, name_item)?),
-            "binds" => sysroot.binds = expect_list(src, "binds", value, bind_item)?,
+            "binds" => {
+                sysroot.binds = expect_list(src, "binds", value, bind_item)?;
+                sysroot.bind_positions = positions(src, value);
+            }
             "host_files" => sysroot.host_files = Some(expect_list(src, "host_files", value, host_file_item)?),
             "require_cwd" => sysroot.require_cwd = expect_bool(src, "require_cwd", value)?,
             // Accepted for old files: false is the only behaviour there is.
@@ -601,6 +634,10 @@ anything = 3
         assert_eq!(s.shell, Some(PathBuf::from("/bin/bash")));
         assert_eq!(s.line, 6);
         assert_eq!(s.all_binds(&config.defaults), vec![Path::new("/home"), Path::new("/tmp"), Path::new("/data")]);
+        // Where each bind was written, for errors about its source.
+        assert_eq!(s.bind_position(&config.defaults, Path::new("/tmp")), Some((3, 19)));
+        assert_eq!(s.bind_position(&config.defaults, Path::new("/data")), Some((13, 10)));
+        assert_eq!(s.bind_position(&config.defaults, Path::new("/var/tmp")), None);
     }
 
     #[test]
@@ -641,7 +678,7 @@ anything = 3
         // Stated, the binds are all required: the built-in /var/tmp is the
         // one bound only where the tree has it.
         let expected = Defaults { binds_if_present: Vec::new(), ..Defaults::default() };
-        assert_eq!(config.defaults, expected);
+        assert_eq!(Defaults { bind_positions: Positions::new(), ..config.defaults }, expected);
         assert!(config.broken.is_empty());
         assert!(text.lines().any(|l| l.starts_with("users = { sync = true }")), "users.sync is not on");
     }

@@ -60,6 +60,65 @@ pub struct MountSpec {
     pub if_missing: IfMissing,
 }
 
+/// Host paths every tree shows at the same path, before any configured bind.
+const SYSTEM_BINDS: [&str; 3] = ["/proc", "/sys", "/dev"];
+
+/// Whether `path` is already shown under a system bind or another of `binds`.
+fn shown_by_another(binds: &[&Path], path: &Path) -> bool {
+    SYSTEM_BINDS
+        .iter()
+        .map(Path::new)
+        .chain(binds.iter().copied())
+        .any(|other| other != path && path.starts_with(other))
+}
+
+/// The configured binds that get a mount of their own. Every bind shows its
+/// host path at the same path, recursively: one under another (/tmp/data
+/// under /tmp, anything under /dev) is already there, and a mount of its own
+/// would resolve its destination through the other bind — through a
+/// directory any user may write to, and squat.
+pub fn own_binds<'a>(sysroot: &'a Sysroot, defaults: &'a Defaults) -> Vec<&'a Path> {
+    let binds = sysroot.all_binds(defaults);
+    binds.iter().copied().filter(|bind| !shown_by_another(&binds, bind)).collect()
+}
+
+/// A bind whose source lies where a user other than root may remove,
+/// replace or plant it: under `ancestor`, for `why`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSource {
+    pub bind: PathBuf,
+    pub ancestor: PathBuf,
+    pub why: String,
+}
+
+impl std::fmt::Display for SharedSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "bind source {} lies under {}, {}: users other than root could block or replace it for everyone; \
+             move it under a directory only root can write",
+            self.bind.display(),
+            self.ancestor.display(),
+            self.why
+        )
+    }
+}
+
+/// The first of `sysroot`'s own binds whose source `shared_ancestor` (see
+/// [`crate::trusted::shared_ancestor`]) places under a directory someone
+/// other than root may change. Such a sysroot is refused whole: a bind made
+/// or skipped by what a user left there would let them stop others' entries
+/// or choose what they see.
+pub fn shared_source(
+    sysroot: &Sysroot,
+    defaults: &Defaults,
+    shared_ancestor: impl Fn(&Path) -> Option<(PathBuf, String)>,
+) -> Option<SharedSource> {
+    own_binds(sysroot, defaults).into_iter().find_map(|bind| {
+        shared_ancestor(bind).map(|(ancestor, why)| SharedSource { bind: bind.to_path_buf(), ancestor, why })
+    })
+}
+
 /// The binds for `sysroot`, in the order they are made.
 pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpec> {
     let system = |path: &str, attrs: u64| MountSpec {
@@ -78,16 +137,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
         // Device nodes are what /dev is for: nodev would break /dev/null.
         system("/dev", NOSUID),
     ];
-    let binds = sysroot.all_binds(defaults);
-    // Every bind shows its host path at the same path, recursively: one under
-    // another (/tmp/data under /tmp, anything under /dev) is already there,
-    // and a mount of its own would resolve its destination through the other
-    // bind — through a directory any user may write to, and squat.
-    let shown: Vec<PathBuf> =
-        specs.iter().map(|s| s.target.clone()).chain(binds.iter().map(|b| b.to_path_buf())).collect();
-    let shown_by_another = |path: &Path| shown.iter().any(|other| other != path && path.starts_with(other));
-    let own_binds: Vec<&Path> = binds.iter().copied().filter(|bind| !shown_by_another(bind)).collect();
-    for bind in own_binds {
+    for bind in own_binds(sysroot, defaults) {
         let optional = defaults.binds_if_present.iter().any(|b| b == bind) && !sysroot.binds.iter().any(|b| b == bind);
         specs.push(MountSpec {
             source: bind.to_path_buf(),
@@ -100,7 +150,8 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
             if_missing: if optional { IfMissing::Skip } else { IfMissing::Fail },
         });
     }
-    if home.is_absolute() && home != Path::new("/") && !shown_by_another(home) && !binds.contains(&home) {
+    let binds = sysroot.all_binds(defaults);
+    if home.is_absolute() && home != Path::new("/") && !shown_by_another(&binds, home) && !binds.contains(&home) {
         specs.push(MountSpec {
             source: home.to_path_buf(),
             target: home.to_path_buf(),
@@ -511,6 +562,42 @@ mod tests {
         assert_eq!(targets(&specs), ["/proc", "/sys", "/dev", "/home", "/tmp", "/tmp2", "/dev/log"]);
         let specs = plan_for("[defaults]\nbinds = [\"/home/alice\"]\n[sysroot.a]\npath = \"/a\"\n", "/home/alice");
         assert_eq!(targets(&specs), ["/proc", "/sys", "/dev", "/home/alice", "/dev/log"]);
+    }
+
+    #[test]
+    fn a_bind_source_under_a_directory_others_may_change_refuses_the_sysroot() {
+        let config = crate::config::parse(
+            "/etc/sysroots.toml",
+            "[defaults]\nbinds = [\"/tmp\", \"/home\"]\n[sysroot.a]\npath = \"/a\"\n\
+             binds = [\"/tmp/under-a-bind\", \"/srv/data\", \"/var/tmp/r10-src\", \"/scratch/x\"]\n",
+        )
+        .expect("config");
+        let sysroot = &config.sysroots[0];
+        let probed = std::cell::RefCell::new(Vec::new());
+        // The real rule on this machine: /var/tmp is shared, / and /var are root-only.
+        let found = shared_source(sysroot, &config.defaults, |bind| {
+            probed.borrow_mut().push(bind.to_path_buf());
+            crate::trusted::shared_ancestor(bind)
+        });
+        let found = found.expect("/var/tmp/r10-src is refused");
+        assert_eq!(
+            (found.bind.as_path(), found.ancestor.as_path()),
+            (Path::new("/var/tmp/r10-src"), Path::new("/var/tmp"))
+        );
+        assert_eq!(
+            found.to_string(),
+            "bind source /var/tmp/r10-src lies under /var/tmp, writable by group or others (mode 1777): users other \
+             than root could block or replace it for everyone; move it under a directory only root can write"
+        );
+        // A bind another bind shows is never resolved on its own, so not judged.
+        assert_eq!(probed.into_inner(), ["/tmp", "/home", "/srv/data", "/var/tmp/r10-src"].map(PathBuf::from));
+        // Under the default binds (/var/tmp among them) it needs no mount of its own.
+        let defaults = crate::config::Defaults::default();
+        assert_eq!(shared_source(sysroot, &defaults, crate::trusted::shared_ancestor), None);
+        // The default binds themselves lie under root-only directories.
+        for fine in ["/home", "/tmp", "/var/tmp", "/srv/missing/x"] {
+            assert_eq!(crate::trusted::shared_ancestor(Path::new(fine)), None, "{fine}");
+        }
     }
 
     #[test]

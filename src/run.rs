@@ -479,9 +479,25 @@ fn dispatch_for(
     }
 }
 
+/// The configuration error of a sysroot with a bind whose source users
+/// other than root could remove or replace (see [`mounts::shared_source`]),
+/// at the position of that bind. Decided by root-owned directories alone.
+fn shared_bind_source(sysroot: &Sysroot, config: &Config) -> Option<config::ConfigError> {
+    let shared = mounts::shared_source(sysroot, &config.defaults, trusted::shared_ancestor)?;
+    let (line, column) = sysroot.bind_position(&config.defaults, &shared.bind).unwrap_or((0, 0));
+    Some(config::ConfigError { file: CONFIG_PATH.to_string(), line, column, message: shared.to_string() })
+}
+
 fn list(config: &Config, caller: &Caller) {
     for sysroot in &config.sysroots {
         if may_enter(&sysroot.access, caller, host_group_gid) {
+            if let Some(err) = shared_bind_source(sysroot, config) {
+                say(
+                    Stream::Err,
+                    &format!("imageswitch: {}: not usable: {}", sysroot.name, escape(err.to_string().as_bytes())),
+                );
+                continue;
+            }
             let mut line = format!("{}\t{}", sysroot.name, sysroot.path.display());
             if !sysroot.aliases.is_empty() {
                 line.push_str(&format!("\taliases: {}", sysroot.aliases.join(",")));
@@ -527,6 +543,9 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
         Invocation::Enter { sysroot, command, require_cwd } => (sysroot, command, require_cwd),
     };
     let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;
+    if let Some(err) = shared_bind_source(sysroot, &config) {
+        return Err(Error::Config(err));
+    }
 
     let (cwd, cwd_id) = current_directory(&caller, caller_env)?;
     // The physical directory: a logical $PWD is the caller's to choose.

@@ -75,6 +75,27 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
     walk(path, kind, |_, st| untrusted_reason(st).map_or(Ok(()), Err)).map_err(|(at, stop)| (at, stop.to_string()))
 }
 
+/// The directory above `path` (links followed as [`open_trusted`] does) that
+/// someone other than root may change, with why: whoever may write there can
+/// remove, replace or plant `path`. `None` when every one is root-only, or
+/// when the walk stops at a missing one (which no user can create either).
+/// `path` itself may belong to anyone: its owner changes what is in it, never
+/// what is there. Only root decides the answer: the first such directory is
+/// below root-only ones, so root made it what it is.
+pub fn shared_ancestor(path: &Path) -> Option<(PathBuf, String)> {
+    let judge = |shown: &Path, st: &FileStat| {
+        let the_source_itself = shown == path && file_type(st) != SFlag::S_IFLNK;
+        match untrusted_reason(st) {
+            Some(why) if !the_source_itself => Err(why),
+            _ => Ok(()),
+        }
+    };
+    match walk(path, Kind::Directory, judge) {
+        Err((at, Stop::Refused(why))) => Some((at, why)),
+        _ => None,
+    }
+}
+
 /// Opens `path` from `/` one component at a time without following links,
 /// following each symbolic link by hand. `judge` sees every component — the
 /// root, each directory and link on the way, the result — as it is shown

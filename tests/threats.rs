@@ -722,7 +722,7 @@ fn row07_bind_sources_come_from_passwd_and_are_checked_as_the_user() {
     assert_clean_failure(&out, 125, &format!("bind source {PREFIX}/private/visible"));
     assert!(stderr(&out).contains("permission denied"), "{}", stderr(&out));
 
-    // Another user's 0700 directory: its owner gets the bind, nobody else.
+    // A directory only bob's group may enter: bob gets the bind, nobody else.
     let secret = format!("{PREFIX}/bob-private/visible/secret");
     assert_eq!(assert_ok(&imageswitch_as(BOB, &["bb-bobbind", "cat", &secret])), "bob-only\n");
     let out = imageswitch_as(ALICE, &["bb-bobbind", "cat", &secret]);
@@ -1724,6 +1724,82 @@ fn row26_binds_under_a_shared_bind_cannot_be_squatted() {
     sh(&format!("mkdir {shared} && echo admin > {shared}/note && chmod 755 {shared}"));
     let r = alice_enters();
     assert_eq!(stdout(&r.out), "busybox\nd\nadmin\n", "{}", stderr(&r.out));
+}
+
+/// (line, column) of the first `needle` in `text`, as configuration errors count them.
+fn position_of(text: &str, needle: &str) -> (usize, usize) {
+    let before = &text[..text.find(needle).expect("needle in text")];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    (before.matches('\n').count() + 1, before[line_start..].chars().count() + 1)
+}
+
+#[test]
+fn row26_bind_sources_in_shared_directories_cannot_be_squatted() {
+    require_root!();
+    fixture();
+    let tag = format!("{}-{}", std::process::id(), unique());
+    // /var/tmp is sticky and world-writable, and not bound here (the test
+    // defaults bind only /tmp); "/" is root-only.
+    let shared = format!("/var/tmp/imgsw-row26-src-{tag}");
+    let root_only = format!("/imgsw-row26-src-{tag}");
+    let (_shared, _root_only) = (Scratch(PathBuf::from(&shared)), Scratch(PathBuf::from(&root_only)));
+    let tree = Scratch(scratch_tree("row26src"));
+    sh(&format!("mkdir -p {t}{shared} {t}{root_only}", t = tree.display()));
+    let dir = root_dir("row26src", 0o755);
+    let config = dir.join("sysroots.toml");
+    let text = fs::read_to_string(TEST_CONFIG).expect("config")
+        + &format!(
+            "\n[sysroot.bb-sharedsrc]\npath = \"{t}\"\nbinds = [\"/home\", \"{shared}\"]\n\
+             \n[sysroot.bb-rootsrc]\npath = \"{t}\"\nbinds = [\"/home\", \"{root_only}\"]\n",
+            t = tree.display()
+        );
+    fs::write(&config, &text).expect("config copy");
+    let (line, column) = position_of(&text, &format!("\"{shared}\""));
+    let refusal = format!(
+        "imageswitch: {TEST_CONFIG}:{line}:{column}: bind source {shared} lies under /var/tmp, writable by group or \
+         others (mode 1777): users other than root could block or replace it for everyone; move it under a \
+         directory only root can write\n"
+    );
+    let setup = format!("mount --bind {} {TEST_CONFIG}", config.display());
+    let enter = |user: &str, sysroot: &str, dir: &str| {
+        let probe = format!("cat /etc/debian_version; cat {dir}/note");
+        in_namespace("private", &setup, user, &home_of(user), &[BIN, sysroot, "sh", "-c", &probe]).out
+    };
+
+    // Rows: what bob leaves at the configured source before alice enters.
+    // Whatever it is, every entry fails the same way: bob can neither stop
+    // alice alone nor choose what she sees.
+    for plant in [
+        "true".to_string(),
+        format!("touch {shared}"),
+        format!("mkfifo {shared}"),
+        format!("mkdir {shared} && echo bob > {shared}/note"),
+        format!("ln -s /etc {shared}"),
+    ] {
+        let planted = run(as_user(BOB, "sh").args(["-c", &plant]));
+        assert!(planted.status.success(), "{plant}: {}", stderr(&planted));
+        for user in [ALICE, BOB] {
+            let out = enter(user, "bb-sharedsrc", &shared);
+            assert_clean_failure(&out, 125, "lies under /var/tmp");
+            assert_eq!(stderr(&out), refusal, "{plant}, as {user}");
+        }
+        sh(&format!("rm -rf {shared}"));
+    }
+    let listed = in_namespace("private", &setup, ALICE, &home_of(ALICE), &[BIN, "--list"]).out;
+    assert!(!stdout(&listed).contains("bb-sharedsrc"), "{}", stdout(&listed));
+    assert!(
+        stderr(&listed).contains(&format!("bb-sharedsrc: not usable: {}", &refusal[13..].trim_end())),
+        "{}",
+        stderr(&listed)
+    );
+
+    // The same bind under a root-only directory is made, whoever owns the
+    // source itself: its owner changes what is in it, never what is there.
+    sh(&format!(
+        "mkdir {root_only} && echo admin > {root_only}/note && chmod 755 {root_only} && chown {BOB} {root_only}"
+    ));
+    let out = enter(ALICE, "bb-rootsrc", &root_only);
+    assert_eq!(assert_ok(&out), "busybox\nadmin\n", "{}", stderr(&out));
 }
 
 // ---------------------------------------------------------------------------

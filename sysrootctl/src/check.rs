@@ -8,7 +8,8 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
-use imageswitch::trusted::{Kind, check_tree_entries, open_trusted};
+use imageswitch::mounts::shared_source;
+use imageswitch::trusted::{Kind, check_tree_entries, open_trusted, shared_ancestor};
 use serde::Serialize;
 
 use crate::accounts;
@@ -342,6 +343,12 @@ pub fn check(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
         names.iter().filter_map(|n| decl.sysroots.iter().find(|d| &d.sysroot.name == n)).collect()
     };
     for d in selected {
+        if let Some(shared) = shared_source(&d.sysroot, &decl.config.defaults, shared_ancestor) {
+            findings.push(Finding {
+                sysroot: Some(d.sysroot.name.clone()),
+                message: format!("imageswitch would refuse {}: {shared}", d.sysroot.name),
+            });
+        }
         for message in check_sysroot(d, opts, &running) {
             findings.push(Finding { sysroot: Some(d.sysroot.name.clone()), message });
         }

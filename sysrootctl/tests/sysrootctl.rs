@@ -456,6 +456,20 @@ fn check_names_every_tree_imageswitch_would_refuse() {
     assert!(out.contains("the live generation 2 is incomplete (half removed): fix: sysrootctl rollback bb"), "{out}");
     s.expect(&["rollback", "bb"], 0);
     assert_eq!(s.live("bb"), Some(1));
+
+    // A bind source under a directory other users may write (not bound itself).
+    let shared = Scratch::public("refuse-shared");
+    let source = shared.path("src");
+    let dir = source.parent().unwrap();
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o1777)).unwrap();
+    s.write("sysroots.toml", &text.replacen("\"/data\"", &format!("\"/data\", \"{}\"", source.display()), 1));
+    let out = s.expect(&["check", "bb"], 2);
+    let want = format!(
+        "bb: imageswitch would refuse bb: bind source {} lies under {}, writable by group or others (mode 1777)",
+        source.display(),
+        dir.display()
+    );
+    assert!(out.contains(&want), "{out}");
 }
 
 /// Fault 4: after imageswitch moved (from `/usr/local/sbin` to the

@@ -163,8 +163,9 @@ path = "/var/lib/imageswitch-test/trees/linkout"
 path = "/var/lib/imageswitch-test/trees/bb-privbind"
 binds = ["/var/lib/imageswitch-test/private/visible"]
 
-# A bind under another user's 0700 directory: its owner sees it, others
-# are refused.
+# A bind under a root-owned directory only bob's group may enter: bob sees
+# it, others are refused. (Under a directory bob owned, bob could remove or
+# replace it for everyone: such a sysroot is refused whole.)
 [sysroot.bb-bobbind]
 path = "/var/lib/imageswitch-test/trees/bb-privbind"
 binds = ["/var/lib/imageswitch-test/bob-private/visible"]
@@ -278,7 +279,7 @@ fn setup() -> Fixture {
     make_busybox_tree(&privbind);
     sh(&format!("mkdir -p {t}{PREFIX}/private/visible {t}{PREFIX}/bob-private/visible", t = privbind.display()));
     sh(&format!(
-        "mkdir -p {p}/visible && echo bob-only > {p}/visible/secret && chown -R {BOB}: {p} && chmod 700 {p} \
+        "mkdir -p {p}/visible && echo bob-only > {p}/visible/secret && chown -R root:{BOB} {p} && chmod 750 {p} \
          && chmod 755 {p}/visible",
         p = format!("{PREFIX}/bob-private")
     ));
