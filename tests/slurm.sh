@@ -376,6 +376,7 @@ for row in "sbatch --export=NONE --sysroot|sbatch --export=NONE --sysroot=deb11 
     "#SBATCH --export=NONE and #SBATCH --sysroot|sbatch job-export-none.sh" \
     "$SPANK_ENV=deb11 sbatch --export=NONE|$SPANK_ENV=deb11 sbatch --export=NONE --wrap 'uname -m'" \
     "_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun|_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun uname -m" \
+    "srun --export=ALL,_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11|srun --export=ALL,_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 uname -m" \
     "$SPANK_ENV=deb11 srun --export=NONE|$SPANK_ENV=deb11 srun --export=NONE uname -m" \
     "salloc --sysroot, srun --export=NONE|salloc --sysroot=deb11 srun --export=NONE uname -m"; do
     IFS='|' read -r what cmd <<<"$row"
@@ -394,19 +395,25 @@ done
 
 # srun --multi-prog: slurmstepd runs each rank's line itself, so a --sysroot
 # step is refused, in srun and (when the request came another way) in the
-# task; nothing runs on the host and no hand-over variable reaches a task.
+# task, wherever the file is (the task may run in another directory, or on a
+# node without the file); nothing runs on the host and no hand-over variable
+# reaches a task.
 printf '0 uname -m\n1 env\n' >"$HOME_OK/ranks.conf"
+printf '0 env\n' >"$HOME_OK/ranks1.conf"
 printf '* %s deb11 uname -m\n' "$PREFIX/bin/imageswitch" >"$HOME_OK/ranks-imageswitch.conf"
-chown "$USER_OK:" "$HOME_OK/ranks.conf" "$HOME_OK/ranks-imageswitch.conf"
+chown "$USER_OK:" "$HOME_OK/ranks.conf" "$HOME_OK/ranks1.conf" "$HOME_OK/ranks-imageswitch.conf"
+REMOTE_ENV=_SLURM_SPANK_OPTION_imageswitch_sysroot
 for row in "srun --multi-prog --sysroot|srun -n2 --multi-prog --sysroot=deb11 ranks.conf" \
-    "_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun --multi-prog|_SLURM_SPANK_OPTION_imageswitch_sysroot=deb11 srun -n2 --multi-prog ranks.conf"; do
+    "$REMOTE_ENV=deb11 srun --multi-prog|$REMOTE_ENV=deb11 srun -n2 --multi-prog ranks.conf" \
+    "$REMOTE_ENV=deb11 srun --chdir=/tmp --multi-prog|$REMOTE_ENV=deb11 srun -n1 --chdir=/tmp --multi-prog ranks1.conf" \
+    "srun --chdir=/tmp --export=ALL,$REMOTE_ENV=deb11 --multi-prog (only the task sees the request)|srun -n1 --chdir=/tmp --export=ALL,$REMOTE_ENV=deb11 --multi-prog ranks1.conf"; do
     IFS='|' read -r what cmd <<<"$row"
     out=$(route "$cmd")
     if [[ $out != *"status 0" ]] && grep -q '^\(srun: error: \)\?imageswitch-spank: --sysroot cannot be used with --multi-prog' <<<"$out" &&
         ! grep -q "$(uname -m)\|IMAGESWITCH_SPANK_\|^SLURM_" <<<"$out"; then
-        pass "--multi-prog with a sysroot is refused and runs nothing: $what ($(grep -o 'status [0-9]*' <<<"$out"))"
+        pass "--multi-prog with a sysroot is refused wherever the file is, and runs nothing: $what ($(grep -o 'status [0-9]*' <<<"$out"))"
     else
-        fail "--multi-prog with a sysroot is refused and runs nothing: $what" "$out"
+        fail "--multi-prog with a sysroot is refused wherever the file is, and runs nothing: $what" "$out"
     fi
 done
 # A --sysroot task whose working directory does not exist in the tree fails
@@ -420,6 +427,12 @@ done
 
 out=$(route "srun -n2 --multi-prog ranks-imageswitch.conf")
 check_eq "--multi-prog file whose lines run imageswitch deb11: every rank in the tree" "i686 i686 status 0" "$(echo $out)"
+
+# The hand-over variables come from the plugin only: a copy in the caller's
+# environment is replaced or removed before the task starts.
+out=$(route "IMAGESWITCH_SPANK_BATCH=1 srun --sysroot=deb11 sh -c 'echo \${0##*/} \$IMAGESWITCH_SPANK_BATCH'")
+check_eq "a caller's copy of a hand-over variable never reaches the helper: IMAGESWITCH_SPANK_BATCH=1 srun --sysroot" \
+    "sh status 0" "$(echo $out)"
 
 mounts_after=$(our_mounts)
 if [ "$mounts_before" = "$mounts_after" ]; then
@@ -449,14 +462,24 @@ done
 # A node whose slurmstepd lacks the plugin (not installed yet, removed, or
 # left out of plugstack.conf) while srun/sbatch/salloc have it: the task that
 # asked for a sysroot is ended by the TaskProlog check with 125, by every
-# route; a task that did not ask still runs.
+# route, the environment forms of the option included; a task that did not
+# ask still runs. The check's proof that the plugin ran cannot come from the
+# caller: hand-over variables in the caller's environment prove nothing.
 set_plugstack "required $PREFIX/lib/imageswitch_spank.so $PLUGIN_ARGS" ""
 for row in "srun --sysroot|srun --sysroot=deb11 uname -m" \
     "srun --export=NONE --sysroot|srun --export=NONE --sysroot=deb11 uname -m" \
     "sbatch --sysroot|sbatch --sysroot=deb11 --wrap 'uname -m'" \
     "sbatch --export=NONE --sysroot|sbatch --export=NONE --sysroot=deb11 --wrap 'uname -m'" \
     "salloc --sysroot, srun|salloc --sysroot=deb11 srun uname -m" \
-    "salloc, srun --sysroot|salloc srun --sysroot=deb11 uname -m"; do
+    "salloc, srun --sysroot|salloc srun --sysroot=deb11 uname -m" \
+    "$REMOTE_ENV=deb11 srun|$REMOTE_ENV=deb11 srun uname -m" \
+    "$REMOTE_ENV=deb11 sbatch|$REMOTE_ENV=deb11 sbatch --wrap 'uname -m'" \
+    "$REMOTE_ENV=deb11 salloc, srun|$REMOTE_ENV=deb11 salloc srun uname -m" \
+    "$SPANK_ENV=deb11 srun|$SPANK_ENV=deb11 srun uname -m" \
+    "$SPANK_ENV=deb11 sbatch --export=NONE|$SPANK_ENV=deb11 sbatch --export=NONE --wrap 'uname -m'" \
+    "IMAGESWITCH_SPANK_SYSROOT=deb11 srun --sysroot (a forged proof)|IMAGESWITCH_SPANK_SYSROOT=deb11 srun --sysroot=deb11 uname -m" \
+    "IMAGESWITCH_SPANK_SYSROOT=deb11 sbatch --sysroot (a forged proof)|IMAGESWITCH_SPANK_SYSROOT=deb11 sbatch --sysroot=deb11 --wrap 'uname -m'" \
+    "SLURM_TASK_PID=1 srun --sysroot (a forged task pid)|SLURM_TASK_PID=1 srun --sysroot=deb11 uname -m"; do
     IFS='|' read -r what cmd <<<"$row"
     refused "a node without the plugin never runs a --sysroot task: $what" "$cmd" \
         'imageswitch-spank: --sysroot=deb11 was asked for, but the imageswitch SPANK plugin is not loaded'

@@ -23,6 +23,17 @@ pub const ENV_SYSROOT: &str = "IMAGESWITCH_SPANK_SYSROOT";
 pub const ENV_COMMAND: &str = "IMAGESWITCH_SPANK_COMMAND";
 pub const ENV_IMAGESWITCH: &str = "IMAGESWITCH_SPANK_IMAGESWITCH";
 pub const ENV_BATCH: &str = "IMAGESWITCH_SPANK_BATCH";
+/// Every hand-over variable; the task hook removes those it does not set,
+/// so that a copy the caller put in the job's environment never reaches the
+/// helper.
+pub const HANDOFF_VARS: [&str; 4] = [ENV_SYSROOT, ENV_COMMAND, ENV_IMAGESWITCH, ENV_BATCH];
+
+/// The name the task hook gives the task's process (`/proc/PID/comm`,
+/// at most 15 bytes) once it has handed the task over: the proof that
+/// `imageswitch-slurm-task-prolog` looks for. Unlike a variable, a caller
+/// cannot put it there: only code running in that process (slurmstepd and
+/// its plugins, before the TaskProlog) can name it.
+pub const TASK_MARK: &str = "isw-spank-task";
 
 /// Where a `--sysroot` request can also arrive: Slurm's own variable for
 /// giving a SPANK option through the environment. sbatch and salloc put it in
@@ -30,6 +41,15 @@ pub const ENV_BATCH: &str = "IMAGESWITCH_SPANK_BATCH";
 /// `--export=NONE` and `--export=VARS`, which drop the variable slurmstepd
 /// reads options from; a task that finds it asked for the sysroot.
 pub const ENV_OPTION: &str = "SLURM_SPANK__SLURM_SPANK_OPTION_imageswitch_sysroot";
+
+/// The variable srun and sbatch use to hand the option to slurmstepd. A
+/// caller can set it too, and then only slurmstepd sees the request: srun
+/// and sbatch (with the plugin) copy it to [`ENV_OPTION`], so that it
+/// survives on a node without the plugin, whose slurmstepd drops it.
+pub const ENV_REMOTE_OPTION: &str = "_SLURM_SPANK_OPTION_imageswitch_sysroot";
+
+/// Every form of the request a task can carry, in the order they are read.
+pub const REQUEST_VARS: [&str; 2] = [ENV_OPTION, ENV_REMOTE_OPTION];
 
 /// Longest sysroot name accepted; the same bound `imageswitch` applies.
 pub const MAX_NAME_LEN: usize = 64;
@@ -85,19 +105,30 @@ pub fn validate_sysroot_name(name: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(name).map_err(|e| e.to_string())
 }
 
-/// Whether a step's argv is `srun --multi-prog FILE`'s: slurmstepd then runs
-/// each rank's own line of FILE, which it read from `argv[1]` before any
-/// plugin runs, so replacing `argv[0]` changes nothing. srun sends the file's
-/// name and its whole text; `read(FILE, LEN)` gives the file's text as the
-/// caller sees it when FILE is a regular file of LEN bytes (anything else,
-/// `/dev/zero` or a FIFO, is never read), and the two must match.
-pub fn is_multi_prog(argv: &[Vec<u8>], read: impl FnOnce(&Path, usize) -> Option<Vec<u8>>) -> bool {
-    match argv {
-        [file, text] if !file.is_empty() => {
-            read(Path::new(OsStr::from_bytes(file)), text.len()).is_some_and(|t| &t == text)
-        }
-        _ => false,
-    }
+/// Whether a step's argv may be `srun --multi-prog FILE`'s: slurmstepd then
+/// runs each rank's own line of FILE, which srun sent as the whole text in
+/// `argv[1]`, so replacing `argv[0]` changes nothing. Decided from the argv
+/// alone, because FILE itself need not exist where the task runs (another
+/// working directory, or a file only on the login node), and SPANK says
+/// nothing else about it: any two-word argv whose second word reads as such
+/// a file (its first line that is neither blank nor a comment is
+/// `RANKS COMMAND...`, RANKS made of digits, `,`, `-`, `*`, `[` and `]`) is
+/// taken for one. A plain command that happens to look like that
+/// (`echo '0 x'`) is refused too; that errs on the side of not running.
+pub fn is_multi_prog(argv: &[Vec<u8>]) -> bool {
+    let [_, text] = argv else { return false };
+    let Some(line) = text
+        .split(|&b| b == b'\n')
+        .map(|line| line.trim_ascii_start())
+        .find(|line| !line.is_empty() && line[0] != b'#')
+    else {
+        return false;
+    };
+    let ranks_end = line.iter().position(u8::is_ascii_whitespace).unwrap_or(line.len());
+    let (ranks, command) = line.split_at(ranks_end);
+    !ranks.is_empty()
+        && ranks.iter().all(|b| b.is_ascii_digit() || matches!(b, b',' | b'-' | b'*' | b'[' | b']'))
+        && !command.trim_ascii().is_empty()
 }
 
 /// Why a `--sysroot` step with `--multi-prog` is refused, and what works.
@@ -175,16 +206,17 @@ mod tests {
     }
 
     #[test]
-    fn multi_prog_steps_are_recognised_by_file_and_text() {
+    fn multi_prog_steps_are_recognised_from_the_argv_alone() {
         let argv = |v: &[&str]| v.iter().map(|a| a.as_bytes().to_vec()).collect::<Vec<_>>();
-        let conf = "0 uname -m\n1 hostname\n";
-        let file = |_: &Path, len: usize| Some(conf.as_bytes()[..len.min(conf.len())].to_vec());
-        assert!(is_multi_prog(&argv(&["mp.conf", conf]), file));
-        assert!(!is_multi_prog(&argv(&["mp.conf", "0 other\n"]), file));
-        assert!(!is_multi_prog(&argv(&["mp.conf", conf]), |_, _| None));
-        assert!(!is_multi_prog(&argv(&["uname", "-m", "x"]), file));
-        assert!(!is_multi_prog(&argv(&["uname"]), file));
-        assert!(!is_multi_prog(&argv(&["", conf]), file));
+        for conf in ["0 uname -m\n1 hostname\n", "0 env\n", "* a.out", "# ranks\n\n  0-3,5\tx\n", "[0-1] x\n"] {
+            assert!(is_multi_prog(&argv(&["/nowhere/ranks.conf", conf])), "{conf:?}");
+            assert!(is_multi_prog(&argv(&["ranks.conf", conf])), "{conf:?}");
+        }
+        for not in ["", "-m", "\n# only a comment\n", "0", "0   \n", "a.out 1", "x0 y"] {
+            assert!(!is_multi_prog(&argv(&["uname", not])), "{not:?}");
+        }
+        assert!(!is_multi_prog(&argv(&["uname", "0 x", "y"])));
+        assert!(!is_multi_prog(&argv(&["uname"])));
     }
 
     #[test]

@@ -83,6 +83,8 @@ unsafe extern "C" {
     fn spank_get_item(sp: Spank, item: c_int, ...) -> c_int;
     fn spank_getenv(sp: Spank, var: *const c_char, buf: *mut c_char, len: c_int) -> c_int;
     fn spank_setenv(sp: Spank, var: *const c_char, val: *const c_char, overwrite: c_int) -> c_int;
+    fn spank_unsetenv(sp: Spank, var: *const c_char) -> c_int;
+    fn spank_job_control_setenv(sp: Spank, var: *const c_char, val: *const c_char, overwrite: c_int) -> c_int;
     fn slurm_error(format: *const c_char, ...);
 }
 
@@ -182,9 +184,10 @@ pub unsafe extern "C" fn slurm_spank_init(sp: Spank, ac: c_int, av: *const *cons
 }
 
 /// Runs in srun, after the allocation and before the launch, when
-/// `--sysroot` was given (on the command line, or inherited from salloc).
-/// A `--multi-prog` step is refused here, where the file is sure to be
-/// readable, with the reason on srun's stderr (the task checks again).
+/// `--sysroot` was given (on the command line, or inherited from salloc) or
+/// the caller set `_SLURM_SPANK_OPTION_imageswitch_sysroot`, which srun
+/// itself passes on without reading. A `--multi-prog` step is refused here,
+/// with the reason on srun's stderr (the task checks again).
 /// Otherwise the request is put in srun's environment in Slurm's own
 /// environment form (`SLURM_SPANK__SLURM_SPANK_OPTION_imageswitch_sysroot`, as
 /// sbatch and salloc already do), which Slurm passes to every task even under
@@ -196,11 +199,10 @@ pub unsafe extern "C" fn slurm_spank_init(sp: Spank, ac: c_int, av: *const *cons
 /// Called by Slurm with its handle.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn slurm_spank_local_user_init(sp: Spank, _ac: c_int, _av: *const *const c_char) -> c_int {
-    let mut optarg: *mut c_char = std::ptr::null_mut();
-    // SAFETY: `sp` is Slurm's live handle and `optarg` a valid out-pointer.
-    if unsafe { spank_option_getopt(sp, &SYSROOT_OPTION.0, &mut optarg) } != ESPANK_SUCCESS || optarg.is_null() {
+    // SAFETY: `sp` is Slurm's live handle.
+    let Some(requested) = (unsafe { submitted_sysroot(sp) }) else {
         return 0;
-    }
+    };
     let mut argc: c_int = 0;
     let mut argv: *mut *mut c_char = std::ptr::null_mut();
     // SAFETY: S_JOB_ARGV takes an `int *` and a `char ***`; in srun it yields
@@ -209,20 +211,73 @@ pub unsafe extern "C" fn slurm_spank_local_user_init(sp: Spank, _ac: c_int, _av:
     if rc == ESPANK_SUCCESS && !argv.is_null() {
         // SAFETY: on success `argv` holds `argc` entries.
         let step_argv = unsafe { argv_bytes(argc, argv) };
-        if plan::is_multi_prog(&step_argv, read_regular_file) {
+        if plan::is_multi_prog(&step_argv) {
             log_error(plan::MULTI_PROG_REFUSED);
             return -1;
         }
     }
     let name = CString::new(plan::ENV_OPTION).expect("no NUL in a constant");
-    // SAFETY: both are NUL-terminated strings (`optarg` is Slurm's copy of
-    // the option's value). srun sets its SPANK option variables with
-    // setenv(3) in the same way, from its main thread, before the launch.
-    if unsafe { libc::setenv(name.as_ptr(), optarg, 1) } != 0 {
+    // SAFETY: both are NUL-terminated strings. srun sets its SPANK option
+    // variables with setenv(3) in the same way, from its main thread, before
+    // the launch.
+    if unsafe { libc::setenv(name.as_ptr(), requested.as_ptr(), 1) } != 0 {
         log_error(&format!("cannot set {} for the tasks", plan::ENV_OPTION));
         return -1;
     }
     0
+}
+
+/// Runs in sbatch and salloc once the options are read. A request the
+/// caller made only through `_SLURM_SPANK_OPTION_imageswitch_sysroot` goes
+/// into the job the way a `--sysroot` option does (Slurm's job control
+/// environment, which every task receives as
+/// `SLURM_SPANK__SLURM_SPANK_OPTION_imageswitch_sysroot`), so that a node
+/// without the plugin sees it too.
+///
+/// # Safety
+/// Called by Slurm with its handle.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn slurm_spank_init_post_opt(sp: Spank, _ac: c_int, _av: *const *const c_char) -> c_int {
+    // SAFETY: no arguments; valid in every context.
+    if unsafe { spank_context() } != S_CTX_ALLOCATOR {
+        return 0;
+    }
+    let mut optarg: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `sp` is Slurm's live handle and `optarg` a valid out-pointer.
+    if unsafe { spank_option_getopt(sp, &SYSROOT_OPTION.0, &mut optarg) } == ESPANK_SUCCESS {
+        return 0;
+    }
+    let Some(requested) = remote_option_from_environ() else {
+        return 0;
+    };
+    let name = CString::new(plan::ENV_REMOTE_OPTION).expect("no NUL in a constant");
+    // SAFETY: `sp` is Slurm's live handle; both strings are NUL-terminated.
+    if unsafe { spank_job_control_setenv(sp, name.as_ptr(), requested.as_ptr(), 1) } != ESPANK_SUCCESS {
+        log_error(&format!("cannot pass {} on to the job", plan::ENV_REMOTE_OPTION));
+        return -1;
+    }
+    0
+}
+
+/// `_SLURM_SPANK_OPTION_imageswitch_sysroot` from the submitting process's
+/// own environment.
+fn remote_option_from_environ() -> Option<CString> {
+    std::env::var_os(plan::ENV_REMOTE_OPTION).map(|v| CString::new(v.into_vec()).unwrap_or_default())
+}
+
+/// The sysroot asked for at submission: the option, else
+/// `_SLURM_SPANK_OPTION_imageswitch_sysroot` in the environment.
+///
+/// # Safety
+/// `sp` must be Slurm's live handle.
+unsafe fn submitted_sysroot(sp: Spank) -> Option<CString> {
+    let mut optarg: *mut c_char = std::ptr::null_mut();
+    // SAFETY: `sp` is Slurm's live handle and `optarg` a valid out-pointer.
+    if unsafe { spank_option_getopt(sp, &SYSROOT_OPTION.0, &mut optarg) } == ESPANK_SUCCESS && !optarg.is_null() {
+        // SAFETY: on success Slurm stores a NUL-terminated string it owns.
+        return Some(unsafe { CStr::from_ptr(optarg) }.to_owned());
+    }
+    remote_option_from_environ()
 }
 
 /// Runs in each task, as the job's user, just before slurmstepd runs the
@@ -288,14 +343,22 @@ pub unsafe extern "C" fn slurm_spank_task_init(sp: Spank, ac: c_int, av: *const 
     // SAFETY: argv entries are NUL-terminated strings owned by Slurm.
     let command = OsString::from_vec(unsafe { CStr::from_ptr(first) }.to_bytes().to_vec());
     // SAFETY: `argv` holds `argc` entries.
-    if plan::is_multi_prog(&unsafe { argv_bytes(argc, argv) }, read_regular_file) {
+    if plan::is_multi_prog(&unsafe { argv_bytes(argc, argv) }) {
         fail(plan::MULTI_PROG_REFUSED);
     }
 
     if !is_executable(&args.helper) {
         fail(&format!("cannot execute the helper {}", args.helper.display()));
     }
-    for (name, value) in plan::handoff_env(&args, &sysroot, &command, step) {
+    let handoff = plan::handoff_env(&args, &sysroot, &command, step);
+    for name in plan::HANDOFF_VARS.iter().filter(|&&name| !handoff.iter().any(|(set, _)| *set == name)) {
+        let c_name = CString::new(*name).expect("no NUL in a constant");
+        // SAFETY: `sp` is Slurm's live handle; the name is NUL-terminated.
+        if unsafe { spank_unsetenv(sp, c_name.as_ptr()) } != ESPANK_SUCCESS {
+            fail(&format!("cannot remove {name} from the task's environment"));
+        }
+    }
+    for (name, value) in handoff {
         let (Ok(c_name), Ok(c_value)) = (CString::new(name), CString::new(value.into_vec())) else {
             fail("an argument contains a NUL byte");
         };
@@ -311,15 +374,21 @@ pub unsafe extern "C" fn slurm_spank_task_init(sp: Spank, ac: c_int, av: *const 
     // only execs or exits after this hook; argv[0] is a valid slot. The string
     // is leaked on purpose: slurmstepd's execve in this process reads it.
     unsafe { *argv = helper.into_raw() };
+    let mark = CString::new(plan::TASK_MARK).expect("no NUL in a constant");
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of which it keeps at
+    // most 15 bytes; it names only this task's process.
+    if unsafe { libc::prctl(libc::PR_SET_NAME, mark.as_ptr()) } != 0 {
+        fail("cannot name the task's process");
+    }
     0
 }
 
 /// The sysroot this task asked for, by any route: the option as slurmstepd
-/// received it (command line, directive, `_SLURM_SPANK_OPTION_*`), else
-/// Slurm's environment form of it in the task's environment (`--export=NONE`
-/// and `--export=VARS` keep only that one). A value too long to read is still
-/// a request, and fails the name check; if the variable cannot be read at
-/// all, the task ends (status 125).
+/// received it (command line, directive, `_SLURM_SPANK_OPTION_*`), else one
+/// of the request variables in the task's environment (`--export=NONE` and
+/// `--export=VARS` keep only Slurm's environment form). A value too long to
+/// read is still a request, and fails the name check; if a variable cannot
+/// be read at all, the task ends (status 125).
 ///
 /// # Safety
 /// `sp` must be Slurm's live handle in the remote context.
@@ -331,23 +400,19 @@ unsafe fn requested_sysroot(sp: Spank) -> Option<Vec<u8>> {
         // SAFETY: on success Slurm stores a NUL-terminated string it owns.
         return Some(unsafe { CStr::from_ptr(optarg) }.to_bytes().to_vec());
     }
-    let name = CString::new(plan::ENV_OPTION).expect("no NUL in a constant");
-    let mut buf = [0 as c_char; 2 * plan::MAX_NAME_LEN + 2];
-    // SAFETY: `buf` is writable for its whole length, which is what we pass.
-    let rc = unsafe { spank_getenv(sp, name.as_ptr(), buf.as_mut_ptr(), buf.len() as c_int) };
-    match rc {
-        ESPANK_ENV_NOEXIST => None,
-        // SAFETY: on success Slurm wrote a NUL-terminated string into `buf`.
-        ESPANK_SUCCESS => Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_bytes().to_vec()),
-        ESPANK_NOSPACE => Some(vec![b'?'; plan::MAX_NAME_LEN + 1]),
-        rc => fail(&format!("cannot read {} (spank error {rc})", plan::ENV_OPTION)),
-    }
-}
-
-/// The contents of `path` when it is a regular file of `len` bytes.
-fn read_regular_file(path: &Path, len: usize) -> Option<Vec<u8>> {
-    let meta = std::fs::metadata(path).ok()?;
-    (meta.is_file() && meta.len() == len as u64).then(|| std::fs::read(path).ok()).flatten()
+    plan::REQUEST_VARS.iter().find_map(|var| {
+        let name = CString::new(*var).expect("no NUL in a constant");
+        let mut buf = [0 as c_char; 2 * plan::MAX_NAME_LEN + 2];
+        // SAFETY: `buf` is writable for its whole length, which is what we pass.
+        let rc = unsafe { spank_getenv(sp, name.as_ptr(), buf.as_mut_ptr(), buf.len() as c_int) };
+        match rc {
+            ESPANK_ENV_NOEXIST => None,
+            // SAFETY: on success Slurm wrote a NUL-terminated string into `buf`.
+            ESPANK_SUCCESS => Some(unsafe { CStr::from_ptr(buf.as_ptr()) }.to_bytes().to_vec()),
+            ESPANK_NOSPACE => Some(vec![b'?'; plan::MAX_NAME_LEN + 1]),
+            rc => fail(&format!("cannot read {var} (spank error {rc})")),
+        }
+    })
 }
 
 /// A copy of the `argc` strings of an argv array.
