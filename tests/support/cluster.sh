@@ -21,6 +21,9 @@ CL_PRIVATE_DIRS=(/etc /run /root /var/lib/sysrootctl /var/spool/slurmd /srv/isw-
 declare -A CL_PID=() CL_NS=()
 CL_SWITCH_PID=""
 CL_MADE_DIRS=()
+# What the host's shared directories held before the cluster came up (a demo's
+# /bin11, say): teardown leaves them exactly so.
+declare -gA CL_BEFORE=()
 
 # cl_ns_ids PID: the "net:[N] mnt:[N] uts:[N]" identity of PID's namespaces.
 cl_ns_ids() {
@@ -73,6 +76,9 @@ cl_holder() { # NAME UNSHARE-FLAGS...: starts a holder, sets CL_LAST_PID
 cl_up() {
     local m i=0 d
     install -d -m 755 "$CL_BASE" "$CL_BASE/bin"
+    for d in /srv/isw-cluster /bin11; do
+        CL_BEFORE[$d]=$(ls -A "$d" 2>/dev/null)
+    done
     for d in "${CL_PRIVATE_DIRS[@]}"; do
         if [ ! -e "$d" ]; then
             install -d -m 755 "$d" && CL_MADE_DIRS+=("$d")
@@ -209,7 +215,8 @@ cl_verify_down() {
         left=1
     fi
     for d in /srv/isw-cluster /bin11; do
-        [ -d "$d" ] && [ -n "$(ls -A "$d" 2>/dev/null)" ] && { echo "$d on the host is not empty"; left=1; }
+        [ -d "$d" ] && [ "$(ls -A "$d" 2>/dev/null)" != "${CL_BEFORE[$d]-}" ] &&
+            { echo "$d on the host holds other entries than before the cluster"; left=1; }
     done
     [ -z "$left" ]
 }
