@@ -103,7 +103,12 @@ fn cached(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<Option<Owned
     };
     let st = fstat(&fd)?;
     let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-    if !regular || st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != 0o644 || st.st_size as u64 != contents.len() as u64 {
+    if !regular
+        || st.st_uid != 0
+        || st.st_gid != 0
+        || st.st_mode & 0o7777 != 0o644
+        || st.st_size as u64 != contents.len() as u64
+    {
         return Ok(None);
     }
     let mut file = std::fs::File::from(fd);

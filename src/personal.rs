@@ -24,11 +24,11 @@ use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 use nix::unistd::{Gid, Uid};
 
 use crate::access::Caller;
+use crate::accounts::{Account, account_lines, merged_databases};
 use crate::config::{Defaults, Sysroot};
 use crate::error::{Stream, say};
-use crate::mounts::{self, IfMissing, Kind, MountSpec, NODEV, NOSUID, Outcome};
-use crate::accounts::{Account, account_lines, merged_databases};
 use crate::filecache;
+use crate::mounts::{self, IfMissing, Kind, MountSpec, NODEV, NOSUID, Outcome};
 use crate::sys;
 
 /// What [`present`] shows, resolved on the host.

@@ -121,12 +121,16 @@ mod tests {
                 &[("/home", d, Seen::Other), ("/data/x", d, Seen::Missing), ("/tmp", d, Seen::Directory)],
                 &[Change::Create(p("/data/x"))],
             ),
-            (&[("/etc/localtime", f, Seen::File), ("/etc/hosts", f, Seen::Missing)], &[Change::CreateFile(p("/etc/hosts"))]),
+            (
+                &[("/etc/localtime", f, Seen::File), ("/etc/hosts", f, Seen::Missing)],
+                &[Change::CreateFile(p("/etc/hosts"))],
+            ),
             // A directory where a host file goes is left alone (imageswitch overlays /etc then).
             (&[("/etc/hosts", f, Seen::Directory), ("/etc/timezone", f, Seen::Other)], &[]),
         ];
         for (observed, want) in rows {
-            let observed: Vec<(PathBuf, Want, Seen)> = observed.iter().map(|(p, w, s)| (PathBuf::from(p), *w, *s)).collect();
+            let observed: Vec<(PathBuf, Want, Seen)> =
+                observed.iter().map(|(p, w, s)| (PathBuf::from(p), *w, *s)).collect();
             assert_eq!(diff(&observed), *want, "{observed:?}");
         }
         assert_eq!(Change::Create(p("/home")).to_string(), "create directory /home (a bind destination)");
