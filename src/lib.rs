@@ -7,12 +7,14 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod access;
+pub mod accounts;
 pub mod carryover;
 pub mod config;
 pub mod dispatch;
 pub mod env;
 pub mod error;
 pub mod exec;
+pub mod filecache;
 pub mod mounts;
 pub mod personal;
 pub mod privileges;

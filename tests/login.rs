@@ -10,6 +10,7 @@ mod common;
 
 use std::fs;
 use std::os::unix::fs::{MetadataExt, PermissionsExt, symlink};
+use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
@@ -269,24 +270,28 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
     let group = "root:x:0:\nother:x:4242:somebody\n";
     fs::write(tree.0.join("etc/passwd"), &passwd).expect("passwd");
     fs::write(tree.0.join("etc/group"), group).expect("group");
-    // A bind under /etc stays visible over the per-entry overlay; a host file
-    // the caller cannot read is not shown.
+    // A host file the tree has no file for needs the per-entry overlay of
+    // /etc; a bind under /etc stays visible over it; a host file the caller
+    // cannot read is not shown.
     let bound = Created(PathBuf::from(format!("/etc/imgsw-login-bind-{}", std::process::id())));
     let secret = Created(PathBuf::from(format!("/etc/imgsw-login-secret-{}", std::process::id())));
+    let only_host = Created(PathBuf::from(format!("/etc/imgsw-login-only-host-{}", std::process::id())));
     sh(&format!(
-        "mkdir -p {b} {t}{b} && echo carried > {b}/f && echo root-only > {s} && chmod 600 {s}",
+        "mkdir -p {b} {t}{b} && echo carried > {b}/f && echo root-only > {s} && chmod 600 {s} && echo host-only > {o}",
         b = bound.0.display(),
         t = tree.0.display(),
-        s = secret.0.display()
+        s = secret.0.display(),
+        o = only_host.0.display()
     ));
     let conf = config(
         &format!("binds = [\"/home\", \"/tmp\", \"{}\"]", bound.0.display()),
-        &sysroot("own", &tree.0, &format!("host_files = [\"{}\"]", secret.0.display())),
+        &sysroot("own", &tree.0, &format!("host_files = [\"{}\", \"{}\"]", secret.0.display(), only_host.0.display())),
     );
     let script = format!(
         "id -un; cat /etc/passwd; echo --; cat /etc/group; (echo x >> /etc/passwd) 2>/dev/null || echo refused; \
-         cat {}/f; cat {} 2>/dev/null || echo no-secret; stat -f -c %t /etc; stat -c '%u %g %a' /etc/group",
+         cat {}/f {}; cat {} 2>/dev/null || echo no-secret; stat -f -c %t /etc; stat -c '%u %g %a' /etc/group",
         bound.0.display(),
+        only_host.0.display(),
         secret.0.display()
     );
     let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["own", "sh", "-c", &script]);
@@ -300,7 +305,9 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
     let added: String = added.iter().map(|(_, line)| format!("{line}\n")).collect();
     assert_eq!(
         stdout(&out),
-        format!("treename\n{passwd}--\n{group}{added}refused\ncarried\nno-secret\n{OVERLAYFS_MAGIC}\n0 0 644\n"),
+        format!(
+            "treename\n{passwd}--\n{group}{added}refused\ncarried\nhost-only\nno-secret\n{OVERLAYFS_MAGIC}\n0 0 644\n"
+        ),
         "{}",
         stderr(&out)
     );
@@ -543,4 +550,171 @@ fn built_in_binds_a_hand_made_tree_lacks_never_stop_an_entry() {
     let out = enter_with(&stated, &login_as(ALICE), &home_of(ALICE), &[], &argv);
     assert_eq!(out.status.code(), Some(125), "{}", stderr(&out));
     assert!(stderr(&out).contains("var/tmp"), "{}", stderr(&out));
+}
+
+/// A busybox tree with the mount points `sysrootctl apply` makes: passwd and
+/// group without the caller, empty host files, resolv.conf a link (as
+/// systemd-resolved trees have it), and /home and /tmp.
+fn tree_with_mount_points(tag: &str) -> Created {
+    let tree = Created(scratch_tree(tag));
+    sh(&format!(
+        "t={t}; mkdir -p $t/home $t/tmp $t/run && printf 'root:x:0:0:root:/root:/bin/sh\\n' > $t/etc/passwd \
+         && printf 'root:x:0:\\n' > $t/etc/group && for f in hosts localtime timezone; do : > $t/etc/$f; done \
+         && : > $t/run/resolv.conf && ln -s ../run/resolv.conf $t/etc/resolv.conf",
+        t = tree.0.display()
+    ));
+    tree
+}
+
+/// The cache's files (name, contents), sorted.
+fn cache_files() -> Vec<(String, Vec<u8>)> {
+    let mut files: Vec<(String, Vec<u8>)> = fs::read_dir(CACHE_DIR)
+        .map(|dir| {
+            dir.flatten()
+                .map(|e| (e.file_name().to_string_lossy().into_owned(), fs::read(e.path()).unwrap_or_default()))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Where the per-entry view's files are kept (imageswitch(8), PER-ENTRY VIEW).
+const CACHE_DIR: &str = "/run/imageswitch/view";
+/// What a caller unknown to [`tree_with_mount_points`] sees of the shown files:
+/// their name, the host's files, and which of them are mounts, with flags.
+const BOUND_FILES: &str = "id -un; cat /etc/hosts /etc/resolv.conf; md5sum /etc/localtime | cut -c1-32; \
+     awk '$5 ~ \"^/etc\" {split($6, f, \",\"); print $5, f[1]}' /proc/self/mountinfo | sort";
+
+#[test]
+fn shown_files_are_bound_one_by_one_over_the_trees_mount_points_read_only() {
+    require_root!();
+    let _serial = serial();
+    fixture();
+    let tree = tree_with_mount_points("login-bound");
+    let before = fs::read_dir(tree.0.join("etc")).expect("etc").flatten().map(|e| e.path()).collect::<Vec<_>>();
+    let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("bound", &tree.0, ""));
+    let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["bound", "sh", "-c", BOUND_FILES]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let localtime = stdout(&run(Command::new("sh").args(["-c", "md5sum /etc/localtime | cut -c1-32"])));
+    let mut want = format!(
+        "{ALICE}\n{}{}{localtime}",
+        fs::read_to_string("/etc/hosts").unwrap_or_default(),
+        fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    );
+    // No overlay of /etc: one read-only mount per file that differs (the
+    // host may have no /etc/timezone; then the tree's own stays).
+    let mut mounts =
+        vec!["/etc/group ro", "/etc/hosts ro", "/etc/localtime ro", "/etc/passwd ro", "/etc/resolv.conf ro"];
+    if Path::new("/etc/timezone").exists() {
+        mounts.push("/etc/timezone ro");
+    }
+    mounts.sort();
+    want.extend(mounts.iter().map(|m| format!("{m}\n")));
+    assert_eq!(stdout(&out), want, "{}", stderr(&out));
+    // The tree is as it was: the same names, passwd and group unchanged, host files still empty.
+    let after = fs::read_dir(tree.0.join("etc")).expect("etc").flatten().map(|e| e.path()).collect::<Vec<_>>();
+    assert_eq!(after, before);
+    assert_eq!(tree_accounts(&tree.0), (b"root:x:0:0:root:/root:/bin/sh\n".to_vec(), b"root:x:0:\n".to_vec()));
+    assert_eq!(fs::read(tree.0.join("etc/hosts")).expect("hosts"), b"");
+}
+
+/// THREATS row 32: the per-entry view's file cache.
+#[test]
+fn row32_the_per_entry_file_cache_is_root_only_and_never_trusted_blindly() {
+    require_root!();
+    let _serial = serial();
+    fixture();
+    let tree = tree_with_mount_points("login-cache");
+    let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("cache", &tree.0, ""));
+    let who_am_i = ["cache", "sh", "-c", "id -un; grep -c . /etc/passwd"];
+    let enter = || enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &who_am_i);
+    let right = format!("{ALICE}\n2\n");
+    sh(&format!("rm -rf {CACHE_DIR}"));
+    let out = enter();
+    assert_eq!(stdout(&out), right, "{}", stderr(&out));
+
+    // Root's alone: no user can list, read or add to it.
+    let meta = fs::symlink_metadata(CACHE_DIR).expect("cache dir");
+    assert_eq!((meta.uid(), meta.mode() & 0o7777), (0, 0o700));
+    let parent = fs::symlink_metadata("/run/imageswitch").expect("parent");
+    assert_eq!((parent.uid(), parent.mode() & 0o022), (0, 0));
+    let files = cache_files();
+    assert!(!files.is_empty());
+    for (name, _) in &files {
+        let meta = fs::symlink_metadata(Path::new(CACHE_DIR).join(name)).expect("file");
+        assert_eq!((meta.uid(), meta.gid(), meta.mode() & 0o7777), (0, 0, 0o644), "{name}");
+    }
+    let attempts = format!("ls {d} || cat {d}/{n} || touch {d}/x || echo all-refused", d = CACHE_DIR, n = files[0].0);
+    let out = run(as_user(ALICE, "sh").args(["-c", &attempts]));
+    assert_eq!(stdout(&out), "all-refused\n", "{}", stderr(&out));
+
+    // A file under the right name with other contents (only root could put
+    // it there) is compared, not trusted: the entry rewrites it.
+    for (name, contents) in &files {
+        let mut other = contents.clone();
+        other.iter_mut().for_each(|b| *b = if *b == b'\n' { b'\n' } else { b'X' });
+        fs::write(Path::new(CACHE_DIR).join(name), other).expect("poison");
+    }
+    let out = enter();
+    assert_eq!(stdout(&out), right, "{}", stderr(&out));
+    assert!(cache_files() == files, "the poisoned files were not replaced");
+
+    // An entry keeps its files when the cache is emptied under it.
+    let (late_conf, late) = (conf.clone(), ["cache", "sh", "-c", "sleep 1; id -un; grep -c . /etc/passwd"]);
+    let running = std::thread::spawn(move || enter_with(&late_conf, &login_as(ALICE), &home_of(ALICE), &[], &late));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    sh(&format!("rm -rf {CACHE_DIR}"));
+    let out = running.join().expect("entry");
+    assert_eq!(stdout(&out), right, "{}", stderr(&out));
+
+    // Over its limits (imageswitch(8): 512 files), the cache is emptied
+    // before a file is added.
+    sh(&format!("mkdir -m 700 {CACHE_DIR}"));
+    for i in 0..520 {
+        fs::write(Path::new(CACHE_DIR).join(format!("filler-{i}")), "x").expect("filler");
+    }
+    sh(&format!("cd {CACHE_DIR} && for f in *; do case $f in filler-*) ;; *) rm -f $f;; esac; done"));
+    let out = enter();
+    assert_eq!(stdout(&out), right, "{}", stderr(&out));
+    let left = cache_files();
+    assert!(left.len() < 10 && left.iter().all(|(n, _)| !n.starts_with("filler-")), "{left:?}");
+
+    // A kill -9 at any moment never leaves a partial file under a real name
+    // (a name ends in its contents' length); at most a temporary one.
+    let dir = Created(PathBuf::from(format!("{PREFIX}/login-kill-{}", unique())));
+    fs::create_dir_all(&dir.0).expect("mkdir");
+    let kill_conf = dir.0.join("sysroots.toml");
+    fs::write(&kill_conf, &conf).expect("config");
+    let script = format!("mount --bind {} {TEST_CONFIG} && exec setpriv \"$@\"", kill_conf.display());
+    let mut killed = 0;
+    for i in 0..40u64 {
+        let _ = fs::remove_dir_all(CACHE_DIR);
+        let mut entry = Command::new("unshare")
+            .args(["--mount", "--propagation=private", "--", "sh", "-ec", &script, "sh"])
+            .args(login_as(ALICE))
+            .args(["--", BIN, "cache", "true"])
+            .current_dir(home_of(ALICE))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("entry");
+        std::thread::sleep(std::time::Duration::from_micros(500 + 150 * i));
+        let _ = entry.kill();
+        killed += entry.wait().expect("wait").signal().is_some() as usize;
+        for (name, contents) in cache_files() {
+            let whole = name.rsplit_once('-').and_then(|(_, len)| len.parse::<usize>().ok());
+            assert!(name.ends_with(".tmp") || whole == Some(contents.len()), "partial file {name} after kill {i}");
+        }
+    }
+    assert!(killed > 10, "only {killed} of 40 entries were killed before they ended");
+    let out = enter();
+    assert_eq!(stdout(&out), right, "{}", stderr(&out));
+
+    // A directory that is not root's alone is never used: the view is still
+    // right (through the per-entry overlay) and nothing is written there.
+    sh(&format!("rm -rf {CACHE_DIR} && mkdir -m 700 {CACHE_DIR} && chown {ALICE} {CACHE_DIR}"));
+    let out = enter();
+    assert_eq!(stdout(&out), right, "{}", stderr(&out));
+    assert!(cache_files().is_empty());
+    sh(&format!("rm -rf {CACHE_DIR}"));
 }

@@ -161,11 +161,12 @@ fn link_dirs_users_cannot_enter(d: &Declared, opts: &Opts) -> Vec<String> {
 /// whose removal (by an older sysrootctl) stopped halfway.
 fn refused_binds(d: &Declared, tree: &Path) -> Vec<String> {
     let s = &d.sysroot;
-    let mut out: Vec<String> = reconcile::bind_targets::observe(tree, &d.binds)
+    let mut out: Vec<String> = reconcile::bind_targets::observe(tree, &d.binds, &[])
         .into_iter()
-        .filter_map(|(bind, seen)| {
+        .filter_map(|(bind, _, seen)| {
             let why = match seen {
                 Seen::Directory => return None,
+                Seen::File => "is not a directory".to_string(),
                 Seen::Missing if d.build.is_some() => "is missing (run sysrootctl apply)".to_string(),
                 Seen::Missing => format!("is missing (fix: mkdir -m 0755 {}{})", tree.display(), bind.display()),
                 Seen::Other => "is not a directory".to_string(),

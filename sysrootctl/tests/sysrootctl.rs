@@ -448,6 +448,11 @@ fn check_names_every_tree_imageswitch_would_refuse() {
     assert!(out.contains("create directory /data (a bind destination)"), "{out}");
     s.expect(&["apply", "-q"], 0);
     assert!(s.path("roots/bb/data").is_dir());
+    // The default host files get mount points too: empty, root's, 0644.
+    for file in ["hosts", "localtime", "resolv.conf", "timezone"] {
+        let m = fs::symlink_metadata(s.path("roots/bb/etc").join(file)).unwrap();
+        assert_eq!((m.is_file(), m.len(), m.uid(), m.mode() & 0o7777), (true, 0, 0, 0o644), "{file}");
+    }
     let out = s.expect(&["check", "bb"], 0);
     assert!(out.contains("no problems found"), "{out}");
 
@@ -999,8 +1004,12 @@ fn adopt_takes_over_a_hand_built_tree() {
     fs::create_dir_all(s.path("roots")).unwrap();
     assert!(Command::new("cp").arg("-a").arg(cached_tree("busybox")).arg(&path).status().unwrap().success());
     fs::write(path.join("etc/hand-made"), "yes\n").unwrap();
-    // Every default bind destination is there, so adoption is all that changes.
+    // Every default mount point is there (bind destinations and host files),
+    // so adoption is all that changes.
     fs::create_dir_all(path.join("var/tmp")).unwrap();
+    for file in ["hosts", "localtime", "resolv.conf", "timezone"] {
+        fs::write(path.join("etc").join(file), "").unwrap();
+    }
     let mut inside = Command::new("chroot").arg(&path).args(["/bin/sleep", "60"]).spawn().unwrap();
     wait_for("the sleeper to enter the hand-built tree", Duration::from_secs(5), || !rooted_in(&path).is_empty());
 

@@ -84,6 +84,8 @@ pub struct Declared {
     pub build: Option<Build>,
     /// Every host path imageswitch binds into this sysroot.
     pub binds: Vec<PathBuf>,
+    /// Every host file imageswitch shows in this sysroot (`host_files`).
+    pub host_files: Vec<PathBuf>,
 }
 
 /// The whole file: managed and unmanaged sysroots, and the broken ones.
@@ -139,7 +141,8 @@ pub fn parse(file: &str, text: &str) -> Result<Declaration, ConfigError> {
         match build {
             Ok(build) => {
                 let binds = sysroot.all_binds(&config.defaults).into_iter().map(Path::to_path_buf).collect();
-                sysroots.push(Declared { sysroot: sysroot.clone(), build, binds })
+                let host_files = sysroot.host_files(&config.defaults).to_vec();
+                sysroots.push(Declared { sysroot: sysroot.clone(), build, binds, host_files })
             }
             Err(err) => broken.push((sysroot.name.clone(), err)),
         }

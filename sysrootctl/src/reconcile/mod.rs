@@ -96,7 +96,7 @@ fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
 }
 
 fn bind_destinations(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
-    let changes = bind_targets::diff(&bind_targets::observe(&ctx.tree, &ctx.decl.binds));
+    let changes = bind_targets::diff(&bind_targets::observe(&ctx.tree, &ctx.decl.binds, &ctx.decl.host_files));
     if ctx.apply {
         bind_targets::act(&ctx.tree, &changes)?;
     }

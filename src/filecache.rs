@@ -1,0 +1,237 @@
+//! The files the per-entry view binds over the tree's own (its passwd and
+//! group with the caller's lines added, the host's hosts, resolv.conf and
+//! time zone): kept in a root-only, content-addressed cache on the host's
+//! /run, written once and never changed, and bound one by one read-only.
+//!
+//! Why a cache and file binds: a bind adds one mount to the private
+//! namespace and costs next to nothing when the namespace dies, while a
+//! tmpfs and an overlay made per entry each add a superblock that the
+//! kernel tears down at every exit (about 0.2 ms per entry here, see
+//! doc/bench.md). The files cannot be made per entry and removed at once:
+//! the kernel refuses to bind a file that has no name (`O_TMPFILE`, or one
+//! already unlinked, fail with ENOENT), and a file named per entry would be
+//! left behind by a `kill -9` between its creation and its removal.
+//!
+//! What keeps it safe: the directory ([`DIR`]) and its parent are root's and
+//! writable by nobody else, so no user can read, add or swap a file in it;
+//! a file is found by a hash of its contents and then compared byte for byte
+//! before use, so a file is bound only where it holds exactly what the entry
+//! would show; files are written under a lock to a fixed temporary name and
+//! renamed into place, so a killed writer leaves no partial file under a
+//! real name and nothing beyond one temporary file per contents. The cache
+//! is emptied whenever it holds more than [`MAX_FILES`] files or
+//! [`MAX_BYTES`]; a file that is bound somewhere stays there when it is
+//! removed from the cache (the mount holds it).
+#![forbid(unsafe_code)]
+
+use std::hash::{Hash, Hasher};
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::MetadataExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags, openat, renameat2};
+use nix::mount::{MsFlags, mount};
+use nix::sys::stat::{Mode, SFlag, fchmod, fstat, mkdirat};
+use nix::unistd::{Gid, Uid};
+
+use crate::sys;
+
+/// The cache directory on the host (in the private namespace's copy of /run).
+pub const DIR: &str = "/run/imageswitch/view";
+/// The cache is emptied before a file is added beyond this many files...
+pub const MAX_FILES: usize = 512;
+/// ...or beyond this many bytes (the largest single file is 16 MiB, the
+/// limit on what the per-entry view reads).
+pub const MAX_BYTES: u64 = 64 << 20;
+
+/// The cache's name for `contents`: a 64-bit SipHash (std's `DefaultHasher`,
+/// fixed keys) and the length. Names only find a candidate; the contents are
+/// compared before a file is used.
+fn name_for(contents: &[u8]) -> String {
+    let mut hasher = std::hash::DefaultHasher::new();
+    contents.hash(&mut hasher);
+    format!("{:016x}-{}", hasher.finish(), contents.len())
+}
+
+const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
+
+/// Opens `name` in `parent` as a directory root owns and nobody else may
+/// write, creating it (mode 0700) when it is absent.
+fn root_only_dir(parent: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
+    match mkdirat(parent, name, Mode::from_bits_truncate(0o700)) {
+        Ok(()) | Err(Errno::EEXIST) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let dir = openat(parent, name, DIR_FLAGS, Mode::empty())?;
+    let st = fstat(&dir)?;
+    if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+        return Err(io::Error::other(format!("{name} is not root's alone")));
+    }
+    Ok(dir)
+}
+
+/// Opens [`DIR`], creating it and its parent root-owned, mode 0700.
+/// Errors: the directory cannot be made, or one of the two exists and is
+/// not a directory only root may write.
+pub fn open_dir() -> io::Result<OwnedFd> {
+    as_root(|| {
+        let run = openat(nix::fcntl::AT_FDCWD, "/run", DIR_FLAGS, Mode::empty())?;
+        let st = fstat(&run)?;
+        if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+            return Err(io::Error::other("/run is not root's alone"));
+        }
+        let top = root_only_dir(&run, "imageswitch")?;
+        root_only_dir(&top, "view")
+    })
+}
+
+/// Runs `f` with root's filesystem ids (the set-uid process's fsgid is the
+/// caller's, which would otherwise own what it creates).
+fn as_root<T>(f: impl FnOnce() -> T) -> T {
+    crate::mounts::with_fs_identity(true, Uid::from_raw(0), Gid::from_raw(0), f)
+}
+
+/// A descriptor of `name` in `dir` if it is a root-owned 0644 regular file
+/// holding exactly `contents`.
+fn cached(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<Option<OwnedFd>> {
+    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
+    let fd = match openat(dir, name, flags, Mode::empty()) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let st = fstat(&fd)?;
+    let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
+    if !regular
+        || st.st_uid != 0
+        || st.st_gid != 0
+        || st.st_mode & 0o7777 != 0o644
+        || st.st_size as u64 != contents.len() as u64
+    {
+        return Ok(None);
+    }
+    let mut file = std::fs::File::from(fd);
+    let mut held = Vec::with_capacity(contents.len());
+    (&mut file).take(contents.len() as u64 + 1).read_to_end(&mut held)?;
+    Ok((held == contents).then(|| file.into()))
+}
+
+/// Empties the cache when adding `adding` bytes would pass a limit.
+fn keep_within_limits(adding: usize) -> io::Result<()> {
+    let (mut files, mut bytes) = (1, adding as u64);
+    let entries: Vec<_> = std::fs::read_dir(DIR)?.collect::<io::Result<_>>()?;
+    for entry in &entries {
+        files += 1;
+        bytes += entry.metadata().map_or(0, |m| m.size());
+    }
+    if files <= MAX_FILES && bytes <= MAX_BYTES {
+        return Ok(());
+    }
+    for entry in entries {
+        match std::fs::remove_file(entry.path()) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Writes `contents` as `name` in `dir`: under the cache's lock, to a fixed
+/// temporary name, made 0644 whatever the umask, then renamed into place.
+fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
+    // The kernel applies the caller's file-size limit to root too, and a
+    // write past it would raise SIGXFSZ: refuse before writing.
+    let fsize = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE).map_or(0, |(soft, _)| soft);
+    if contents.len() as u64 > fsize {
+        return Err(io::Error::from_raw_os_error(libc::EFBIG));
+    }
+    let lock_fd = openat(dir, ".", DIR_FLAGS, Mode::empty())?;
+    let _lock = Flock::lock(lock_fd, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
+    if let Some(fd) = cached(dir, name, contents)? {
+        return Ok(fd);
+    }
+    keep_within_limits(contents.len())?;
+    let temporary = format!("{name}.tmp");
+    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let fd = openat(dir, temporary.as_str(), flags, Mode::from_bits_truncate(0o644))?;
+    fchmod(&fd, Mode::from_bits_truncate(0o644))?;
+    let mut file = std::fs::File::from(fd);
+    file.write_all(contents)?;
+    renameat2(dir, temporary.as_str(), dir, name, RenameFlags::empty())?;
+    Ok(file.into())
+}
+
+/// A descriptor of a cached file holding exactly `contents`, written if absent.
+fn file_with(dir: &OwnedFd, contents: &[u8]) -> io::Result<OwnedFd> {
+    let name = name_for(contents);
+    match as_root(|| cached(dir, &name, contents))? {
+        Some(fd) => Ok(fd),
+        None => as_root(|| write(dir, &name, contents)),
+    }
+}
+
+/// Binds a file holding exactly `contents`, read-only, nosuid, nodev and
+/// noexec, over `target`: a descriptor (`O_PATH`, not followed) of a regular
+/// file or a symbolic link inside the tree. With the mount(2) fallback
+/// (kernels before 5.12) only a regular file can be covered; a link gives
+/// ELOOP. Runs as root in the private namespace.
+pub fn bind_contents(dir: &OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Result<()> {
+    // A file the cache drops between being found and being bound has no
+    // name left, and the kernel refuses to bind it (ENOENT): find it again.
+    let mut attempts = 0;
+    loop {
+        let file = file_with(dir, contents)?;
+        match bind_file(&file, target) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempts < 2 => attempts += 1,
+            done => return done,
+        }
+    }
+}
+
+fn bind_file(file: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+    let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+    match sys::open_tree_clone(file, c"", false) {
+        Ok(detached) => {
+            sys::mount_setattr(&detached, attrs, false)?;
+            sys::move_mount_onto(&detached, target)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
+            if SFlag::from_bits_truncate(fstat(target)?.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+                return Err(io::Error::from_raw_os_error(libc::ELOOP));
+            }
+            let (source, point) = (fd_path(file), fd_path(target));
+            mount(Some(source.as_str()), point.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+            let ro = MsFlags::MS_BIND
+                | MsFlags::MS_REMOUNT
+                | MsFlags::MS_RDONLY
+                | MsFlags::MS_NOSUID
+                | MsFlags::MS_NODEV
+                | MsFlags::MS_NOEXEC;
+            Ok(mount(None::<&str>, point.as_str(), None::<&str>, ro, None::<&str>)?)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+fn fd_path(fd: &impl AsRawFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_raw_fd())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_differ_with_contents_and_length_and_never_contain_a_slash() {
+        let names = [name_for(b""), name_for(b"a"), name_for(b"b"), name_for(b"a\n")];
+        for (i, a) in names.iter().enumerate() {
+            assert!(!a.contains('/') && !a.ends_with(".tmp"), "{a}");
+            for b in &names[i + 1..] {
+                assert_ne!(a, b);
+            }
+        }
+        assert_eq!(name_for(b"root:x:0:0::/root:/bin/sh\n"), name_for(b"root:x:0:0::/root:/bin/sh\n"));
+        assert!(name_for(b"abc").ends_with("-3"));
+    }
+}
