@@ -70,9 +70,9 @@ pub const MAX_ECHO: usize = 160;
 
 /// Caller-supplied text (a name, a directory, a command, argv[0]) made safe
 /// for one bounded line, by the one rule every message uses: escaped as
-/// [`crate::syslog::escape`] does, and cut at [`MAX_ECHO`] characters.
+/// [`crate::escape::escape`] does, and cut at [`MAX_ECHO`] characters.
 pub fn echo(text: &[u8]) -> String {
-    let safe = crate::syslog::escape(text);
+    let safe = crate::escape::escape(text);
     match safe.char_indices().nth(MAX_ECHO) {
         Some((cut, _)) => format!("{}...", &safe[..cut]),
         None => safe,

@@ -13,6 +13,7 @@ pub mod config;
 pub mod dispatch;
 pub mod env;
 pub mod error;
+pub mod escape;
 pub mod exec;
 pub mod filecache;
 pub mod mounts;

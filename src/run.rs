@@ -21,12 +21,13 @@ use crate::config::{self, CONFIG_PATH, Config, Personality, Sysroot};
 use crate::dispatch::{self, Command, Invocation, dispatch, informational};
 use crate::env::{Identity, child_environment, lookup};
 use crate::error::{EXIT_FAILURE, Error, Stream, echo, say};
+use crate::escape::escape;
 use crate::exec::{Launch, Script, choose_shell, launch_for, open_script, with_argument};
 use crate::mounts::{self, IfMissing, MountSpec, Outcome};
 use crate::personal::{self, Personal};
 use crate::privileges::{self, CallerState};
 use crate::sys;
-use crate::syslog::{self, Delivery, Severity, escape, field};
+use crate::syslog::{self, Delivery, Severity, field};
 use crate::trusted::{self, Kind, Stop};
 
 const PER_LINUX: libc::c_ulong = 0x0000;
