@@ -23,13 +23,15 @@ use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
 
 use crate::config::{Defaults, Sysroot};
 use crate::sys;
+use crate::trusted::stat_type;
 
 pub const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
 pub const NODEV: u64 = libc::MOUNT_ATTR_NODEV;
 pub const NOEXEC: u64 = libc::MOUNT_ATTR_NOEXEC;
 
+/// What a bind joins: the source and the destination must both be one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
+pub enum BindKind {
     Directory,
     Socket,
 }
@@ -56,7 +58,7 @@ pub struct MountSpec {
     pub as_caller: bool,
     /// The destination may also be owned by the caller (their home in the tree).
     pub caller_may_own_target: bool,
-    pub kind: Kind,
+    pub kind: BindKind,
     pub if_missing: IfMissing,
 }
 
@@ -128,7 +130,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
         attrs,
         as_caller: false,
         caller_may_own_target: false,
-        kind: Kind::Directory,
+        kind: BindKind::Directory,
         if_missing: IfMissing::Fail,
     };
     let mut specs = vec![
@@ -146,7 +148,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
             attrs: NOSUID | NODEV,
             as_caller: true,
             caller_may_own_target: false,
-            kind: Kind::Directory,
+            kind: BindKind::Directory,
             if_missing: if optional { IfMissing::Skip } else { IfMissing::Fail },
         });
     }
@@ -159,7 +161,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
             attrs: NOSUID | NODEV,
             as_caller: true,
             caller_may_own_target: true,
-            kind: Kind::Directory,
+            kind: BindKind::Directory,
             if_missing: IfMissing::Warn,
         });
     }
@@ -171,7 +173,7 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
             attrs: NOSUID | NODEV | NOEXEC,
             as_caller: false,
             caller_may_own_target: false,
-            kind: Kind::Socket,
+            kind: BindKind::Socket,
             if_missing: IfMissing::Skip,
         });
     }
@@ -197,14 +199,10 @@ fn fail(what: String, why: impl Into<io::Error>) -> MountError {
     MountError { what, why: why.into() }
 }
 
-fn file_type(st: &FileStat) -> SFlag {
-    SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
-}
-
-fn kind_matches(kind: Kind, st: &FileStat) -> bool {
+fn kind_matches(kind: BindKind, st: &FileStat) -> bool {
     match kind {
-        Kind::Directory => file_type(st) == SFlag::S_IFDIR,
-        Kind::Socket => file_type(st) == SFlag::S_IFSOCK,
+        BindKind::Directory => stat_type(st) == SFlag::S_IFDIR,
+        BindKind::Socket => stat_type(st) == SFlag::S_IFSOCK,
     }
 }
 
@@ -236,7 +234,7 @@ pub(crate) fn open_target(tree: &OwnedFd, target: &Path) -> nix::Result<OwnedFd>
         let next = openat(&current, OsStr::from_bytes(part), flags, Mode::empty())?;
         // A link is returned only as the last component, unfollowed; the
         // caller decides whether a link may be mounted over.
-        if parts.peek().is_some() && file_type(&fstat(&next)?) == SFlag::S_IFLNK {
+        if parts.peek().is_some() && stat_type(&fstat(&next)?) == SFlag::S_IFLNK {
             return Err(nix::errno::Errno::ELOOP);
         }
         current = next;
@@ -263,7 +261,7 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
 
     // The tree's /dev is the host's: a host /dev/log socket is already there.
     // Only a link (journald's, into /run) needs the socket bound over it.
-    if spec.kind == Kind::Socket
+    if spec.kind == BindKind::Socket
         && spec.source == spec.target
         && std::fs::symlink_metadata(&spec.source).is_ok_and(|m| m.file_type().is_socket())
     {
@@ -286,8 +284,8 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
     let target_stat = fstat(&target).map_err(|e| fail(format!("bind destination {target_shown}"), e))?;
     // /dev/log is often a symlink into /run (journald); the bind replaces the
     // link itself, which was opened without following it.
-    let socket_over_link = spec.kind == Kind::Socket && file_type(&target_stat) == SFlag::S_IFLNK;
-    if file_type(&target_stat) == SFlag::S_IFLNK && !socket_over_link {
+    let socket_over_link = spec.kind == BindKind::Socket && stat_type(&target_stat) == SFlag::S_IFLNK;
+    if stat_type(&target_stat) == SFlag::S_IFLNK && !socket_over_link {
         return Err(fail(
             format!("bind destination {target_shown} is a symbolic link"),
             io::Error::from_raw_os_error(libc::ELOOP),
@@ -528,7 +526,7 @@ mod tests {
             let expected = if bind.target == Path::new("/var/tmp") { IfMissing::Skip } else { IfMissing::Fail };
             assert_eq!(bind.if_missing, expected, "{}", bind.target.display());
         }
-        assert_eq!(specs[7].kind, Kind::Socket);
+        assert_eq!(specs[7].kind, BindKind::Socket);
         assert_eq!(specs[7].if_missing, IfMissing::Skip);
         // Stated in the configuration, /var/tmp is required like any bind.
         for stated in [
@@ -610,6 +608,6 @@ mod tests {
     #[test]
     fn no_log_socket_when_disabled() {
         let specs = plan_for("[defaults]\nlog_socket = \"\"\n[sysroot.a]\npath = \"/a\"\n", "/home/a");
-        assert!(!specs.iter().any(|s| s.kind == Kind::Socket));
+        assert!(!specs.iter().any(|s| s.kind == BindKind::Socket));
     }
 }
