@@ -278,8 +278,10 @@ impl Kernel for Real {
     }
 
     fn chroot_into_tree(&mut self) -> Result<(), Error> {
-        fchdir(self.tree()?).map_err(|e| Error::mount(&self.sysroot, "entering the tree", e.into()))?;
-        chroot(".").map_err(|e| Error::mount(&self.sysroot, "chroot", e.into()))
+        let sysroot = &self.sysroot;
+        let failed = |step| move |e: Errno| Error::Chroot { sysroot: sysroot.clone(), step, why: e.into() };
+        fchdir(self.tree()?).map_err(failed("entering the tree"))?;
+        chroot(".").map_err(failed("chroot"))
     }
 
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
@@ -287,9 +289,10 @@ impl Kernel for Real {
             Personality::Linux => PER_LINUX,
             Personality::Linux32 => PER_LINUX32,
         };
-        let current = sys::current_personality().map_err(|e| Error::mount(&self.sysroot, "personality", e))?;
+        let failed = |why| Error::Personality { sysroot: self.sysroot.clone(), why };
+        let current = sys::current_personality().map_err(failed)?;
         let persona = carryover::personality_for(domain, current as libc::c_ulong);
-        sys::set_personality(persona).map(drop).map_err(|e| Error::mount(&self.sysroot, "personality", e))
+        sys::set_personality(persona).map(drop).map_err(failed)
     }
 
     fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error> {
