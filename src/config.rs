@@ -44,6 +44,21 @@ pub enum Personality {
     Linux32,
 }
 
+/// The execution domains of `<linux/personality.h>` (the `personality(2)`
+/// value's low byte); the libc crate does not export them.
+pub const PER_LINUX: libc::c_ulong = 0x0000;
+pub const PER_LINUX32: libc::c_ulong = 0x0008;
+
+impl Personality {
+    /// The execution domain `personality(2)` takes for this setting.
+    pub const fn domain(self) -> libc::c_ulong {
+        match self {
+            Personality::Linux => PER_LINUX,
+            Personality::Linux32 => PER_LINUX32,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Defaults {
     /// Host paths bound at the same path inside every sysroot.

@@ -30,9 +30,6 @@ use crate::sys;
 use crate::syslog::{self, Delivery, Severity, field};
 use crate::trusted::{self, Kind, Stop};
 
-const PER_LINUX: libc::c_ulong = 0x0000;
-const PER_LINUX32: libc::c_ulong = 0x0008;
-
 /// The privileged operations of [`enter`], in the order it calls them.
 pub trait Kernel {
     fn unshare_mount_namespace(&mut self) -> Result<(), Error>;
@@ -285,13 +282,9 @@ impl Kernel for Real {
     }
 
     fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
-        let domain = match personality {
-            Personality::Linux => PER_LINUX,
-            Personality::Linux32 => PER_LINUX32,
-        };
         let failed = |why| Error::Personality { sysroot: self.sysroot.clone(), why };
         let current = sys::current_personality().map_err(failed)?;
-        let persona = carryover::personality_for(domain, current as libc::c_ulong);
+        let persona = carryover::personality_for(personality.domain(), current as libc::c_ulong);
         sys::set_personality(persona).map(drop).map_err(failed)
     }
 
