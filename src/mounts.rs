@@ -121,8 +121,11 @@ pub fn shared_source(
     })
 }
 
-/// The binds for `sysroot`, in the order they are made.
-pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpec> {
+/// The binds for `sysroot`, in the order they are made. `home` is the
+/// caller's home directory, bound on its own when no other bind shows it;
+/// `None` (a scheduler's host mounts, for no one in particular) binds no home.
+/// A home of `/` or a relative one (a passwd entry's) gets no bind either.
+pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: Option<&Path>) -> Vec<MountSpec> {
     let system = |path: &str, attrs: u64| MountSpec {
         source: PathBuf::from(path),
         target: PathBuf::from(path),
@@ -153,7 +156,10 @@ pub fn plan(sysroot: &Sysroot, defaults: &Defaults, home: &Path) -> Vec<MountSpe
         });
     }
     let binds = sysroot.all_binds(defaults);
-    if home.is_absolute() && home != Path::new("/") && !shown_by_another(&binds, home) && !binds.contains(&home) {
+    let own_home = home.filter(|home| {
+        home.is_absolute() && *home != Path::new("/") && !shown_by_another(&binds, home) && !binds.contains(home)
+    });
+    if let Some(home) = own_home {
         specs.push(MountSpec {
             source: home.to_path_buf(),
             target: home.to_path_buf(),
@@ -505,7 +511,7 @@ mod tests {
 
     fn plan_for(text: &str, home: &str) -> Vec<MountSpec> {
         let config = parse("t", text).expect("valid");
-        plan(&config.sysroots[0], &config.defaults, Path::new(home))
+        plan(&config.sysroots[0], &config.defaults, Some(Path::new(home)))
     }
 
     fn targets(specs: &[MountSpec]) -> Vec<String> {
@@ -548,6 +554,19 @@ mod tests {
         // Component-wise: /home2/x is not under /home.
         let specs = plan_for("[sysroot.a]\npath = \"/a\"\n", "/home2/alice");
         assert!(specs.iter().any(|s| s.target == Path::new("/home2/alice")));
+    }
+
+    #[test]
+    fn no_home_or_a_home_of_slash_or_relative_gets_no_bind_of_its_own() {
+        let config = parse("t", "[defaults]\nbinds = [\"/tmp\"]\n[sysroot.a]\npath = \"/a\"\n").expect("valid");
+        let without = targets(&plan(&config.sysroots[0], &config.defaults, None));
+        assert_eq!(without, ["/proc", "/sys", "/dev", "/tmp", "/dev/log"]);
+        for home in ["/", "home/alice", ""] {
+            assert_eq!(
+                targets(&plan_for("[defaults]\nbinds = [\"/tmp\"]\n[sysroot.a]\npath = \"/a\"\n", home)),
+                without
+            );
+        }
     }
 
     #[test]

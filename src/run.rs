@@ -568,7 +568,7 @@ fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: Cal
     let plan = EntryPlan {
         sysroot,
         caller: &caller,
-        mounts: mounts::plan(sysroot, &config.defaults, &caller.home),
+        mounts: mounts::plan(sysroot, &config.defaults, Some(&caller.home)),
         personal: personal::prepare(&caller, sysroot, &config.defaults),
         cwd,
         cwd_id,
@@ -757,7 +757,7 @@ mod tests {
         let plan = EntryPlan {
             sysroot,
             caller: &caller,
-            mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), &caller.home),
+            mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), Some(&caller.home)),
             personal: Personal { host_files: vec![("/etc/hosts".into(), b"".to_vec())], ..Personal::default() },
             cwd: cwd.iter().map(PathBuf::from).collect(),
             cwd_id,
