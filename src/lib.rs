@@ -8,6 +8,7 @@
 
 pub mod access;
 pub mod accounts;
+pub mod audit;
 pub mod carryover;
 pub mod config;
 pub mod dispatch;
@@ -23,3 +24,4 @@ pub mod run;
 pub mod sys;
 pub mod syslog;
 pub mod trusted;
+pub mod workdir;

@@ -70,6 +70,22 @@ pub fn send(socket: &Path, severity: Severity, message: &str) -> Delivery {
     }
 }
 
+/// Sends one record to `socket`. One the socket cannot take at once (any
+/// user can fill its queue) goes to the kernel log, unless users may read
+/// that. Returns, for such a record, what became of it, for the caller.
+pub fn record(socket: &Path, severity: Severity, message: &str) -> Option<&'static str> {
+    if send(socket, severity, message) != Delivery::Full {
+        return None;
+    }
+    Some(if !kernel_log_is_private() {
+        "audit record dropped: the kernel log is readable by every user (kernel.dmesg_restrict=0)"
+    } else if to_kernel_log(Path::new(KERNEL_LOG), severity, message) {
+        "audit record written to the kernel log"
+    } else {
+        "audit record dropped: the kernel log did not take it either"
+    })
+}
+
 /// Whether a record in the kernel log stays as private as one in authpriv:
 /// only with `kernel.dmesg_restrict` set can users not read it.
 pub fn kernel_log_is_private() -> bool {
