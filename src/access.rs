@@ -71,7 +71,7 @@ pub fn host_group_gid(name: &str) -> Option<Gid> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Sysroot, parse};
 
@@ -84,6 +84,11 @@ mod tests {
             shell: "/bin/sh".into(),
             groups: groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         }
+    }
+
+    /// The caller the other modules' tests enter as.
+    pub(crate) fn alice() -> Caller {
+        Caller { home: "/home/alice".into(), shell: "/bin/zsh".into(), ..caller("alice", 1000, &[1000]) }
     }
 
     fn sysroot(extra: &str) -> Access {

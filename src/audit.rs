@@ -58,19 +58,8 @@ fn command_field(command: &Command) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::unistd::{Gid, Uid};
+    use crate::access::tests::alice;
     use std::ffi::OsString;
-
-    fn alice() -> Caller {
-        Caller {
-            uid: Uid::from_raw(1000),
-            gid: Gid::from_raw(1000),
-            name: "alice".into(),
-            home: "/home/alice".into(),
-            shell: "/bin/zsh".into(),
-            groups: vec![],
-        }
-    }
 
     #[test]
     fn an_entry_record_names_who_what_and_where() {

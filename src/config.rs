@@ -418,16 +418,16 @@ anything = 3
 
     #[test]
     fn names_are_restricted() {
-        let err = broken_err("[sysroot.\"a b\"]\npath = \"/a\"\n", "a b");
-        assert!(err.contains("invalid sysroot name \"a b\""), "{err}");
-        let err = broken_err("[sysroot.imageswitch]\npath = \"/a\"\n", "imageswitch");
-        assert!(err.contains("invalid sysroot name"), "{err}");
-        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"../x\"]\n", "a");
-        assert!(err.contains("invalid name \"../x\""), "{err}");
-        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n", "a");
-        assert!(err.contains("program's own name"), "{err}");
-        let err = broken_err("[sysroot.a]\npath = \"/a\"\nusers = [\"al ice\"]\n", "a");
-        assert!(err.contains("invalid name"), "{err}");
+        for (name, entry, want) in [
+            ("a b", "[sysroot.\"a b\"]\npath = \"/a\"\n", "invalid sysroot name \"a b\""),
+            ("imageswitch", "[sysroot.imageswitch]\npath = \"/a\"\n", "invalid sysroot name"),
+            ("a", "[sysroot.a]\npath = \"/a\"\naliases = [\"../x\"]\n", "invalid name \"../x\""),
+            ("a", "[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n", "program's own name"),
+            ("a", "[sysroot.a]\npath = \"/a\"\nusers = [\"al ice\"]\n", "invalid name"),
+        ] {
+            let err = broken_err(entry, name);
+            assert!(err.contains(want), "{entry}: {err}");
+        }
         let long = "x".repeat(MAX_NAME_LEN + 1);
         assert!(!is_valid_name(&long));
         assert!(is_valid_name(&"x".repeat(MAX_NAME_LEN)));
@@ -435,22 +435,15 @@ anything = 3
 
     #[test]
     fn wrong_types() {
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nsetuid = \"no\"\n", "a")
-                .contains("\"setuid\" must be true or false, found a string")
-        );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nusers = \"alice\"\n", "a")
-                .contains("\"users\" must be an array, found a string")
-        );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nusers = [1]\n", "a")
-                .contains("\"users\" must be a string, found an integer")
-        );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\npersonality = \"i386\"\n", "a")
-                .contains("\"linux\" or \"linux32\"")
-        );
+        for (entry, want) in [
+            ("path = \"/a\"\nsetuid = \"no\"", "\"setuid\" must be true or false, found a string"),
+            ("path = \"/a\"\nusers = \"alice\"", "\"users\" must be an array, found a string"),
+            ("path = \"/a\"\nusers = [1]", "\"users\" must be a string, found an integer"),
+            ("path = \"/a\"\npersonality = \"i386\"", "\"linux\" or \"linux32\""),
+        ] {
+            let err = broken_err(&format!("[sysroot.a]\n{entry}\n"), "a");
+            assert!(err.contains(want), "{entry}: {err}");
+        }
         assert!(broken_err("[sysroot]\na = 1\n", "a").contains("[sysroot.a] must be a table"));
     }
 
@@ -459,20 +452,13 @@ anything = 3
         let text = "[sysroot.a]\npath = \"/a\"\naliases = [\"x\"]\nbin_dir = \"/b\"\n[sysroot.b]\npath = \"/b\"\naliases = [\"x\"]\n[sysroot.c]\npath = \"/c\"\nbin_dir = \"/b\"\n";
         let config = parse_ok(text);
         assert!(config.sysroot("a").is_some());
-        assert!(
-            config
-                .broken("b")
-                .map(ToString::to_string)
-                .unwrap_or_default()
-                .contains("alias \"x\" of [sysroot.b] is already used by [sysroot.a]")
-        );
-        assert!(
-            config
-                .broken("c")
-                .map(ToString::to_string)
-                .unwrap_or_default()
-                .contains("bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]")
-        );
+        for (name, want) in [
+            ("b", "alias \"x\" of [sysroot.b] is already used by [sysroot.a]"),
+            ("c", "bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]"),
+        ] {
+            let err = config.broken(name).map(ToString::to_string).unwrap_or_default();
+            assert!(err.contains(want), "{name}: {err}");
+        }
     }
 
     #[test]
@@ -503,9 +489,12 @@ anything = 3
 
     #[test]
     fn columns_count_characters_not_bytes() {
-        let err = broken_err("[sysroot.a]\npath = \"/a\" # é\n  pth = 1\n", "a");
-        assert!(err.starts_with("/etc/sysroots.toml:3:3:"), "{err}");
-        let err = broken_err("[sysroot.a]\n\"é\" = 1\npath = \"/a\"\n", "a");
-        assert!(err.starts_with("/etc/sysroots.toml:2:1:"), "{err}");
+        for (entry, at) in [
+            ("[sysroot.a]\npath = \"/a\" # é\n  pth = 1\n", "/etc/sysroots.toml:3:3:"),
+            ("[sysroot.a]\n\"é\" = 1\npath = \"/a\"\n", "/etc/sysroots.toml:2:1:"),
+        ] {
+            let err = broken_err(entry, "a");
+            assert!(err.starts_with(at), "{err}");
+        }
     }
 }

@@ -331,10 +331,11 @@ mod tests {
     use std::os::unix::ffi::OsStrExt;
 
     use nix::errno::Errno;
-    use nix::unistd::{Gid, Uid};
+    use nix::unistd::Gid;
 
     use super::*;
     use crate::access::may_enter;
+    use crate::access::tests::alice as caller;
     use crate::config::{Access, Defaults, Personality, parse};
     use crate::exec::Launch;
     use crate::mounts::SharedSource;
@@ -497,17 +498,6 @@ mod tests {
         parse("t", &text).expect("valid").sysroots.remove(0)
     }
 
-    fn caller() -> Caller {
-        Caller {
-            uid: Uid::from_raw(1000),
-            gid: Gid::from_raw(1000),
-            name: "alice".into(),
-            home: "/home/alice".into(),
-            shell: "/bin/zsh".into(),
-            groups: vec![Gid::from_raw(1000)],
-        }
-    }
-
     fn run_plan(sysroot: &Sysroot, recorder: &mut Recorder, cwd: &[&str], command: Command) -> Error {
         run_plan_from(sysroot, recorder, cwd, None, command)
     }
@@ -574,42 +564,6 @@ mod tests {
         }
         assert!(outcome(&["imageswitch", "brokenopen"], None).contains("unknown key \"pth\""));
         assert!(outcome(&["imageswitch", "open"], None).starts_with("Enter"));
-    }
-
-    #[test]
-    fn privileged_steps_happen_in_order() {
-        let s = sysroot("");
-        let mut rec = Recorder {
-            existing_dirs: vec!["/work/run1".into()],
-            executables: vec!["/bin/bash".into(), "/usr/bin/id".into()],
-            ..Default::default()
-        };
-        run_plan(&s, &mut rec, &["/work/run1"], Command::Program { program: "id".into(), args: vec![] });
-        assert_eq!(
-            rec.steps,
-            [
-                "unshare",
-                "slave",
-                "open_tree /srv/sl5",
-                "seal",
-                "bind /proc",
-                "bind /sys",
-                "bind /dev",
-                "bind /home",
-                "bind /tmp",
-                "bind /var/tmp",
-                "bind /data",
-                "bind /dev/log",
-                "present 1 host files",
-                "chroot",
-                "personality Linux32",
-                "drop uid=1000",
-                "verify",
-                "open /work/run1",
-                "chdir /work/run1",
-                "exec /usr/bin/id [\"id\"] env_ok=true PWD=/work/run1",
-            ]
-        );
     }
 
     #[test]

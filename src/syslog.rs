@@ -160,6 +160,16 @@ pub fn field(key: &str, value: &[u8], max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A scratch directory for `test`, and a datagram socket listening in it.
+    fn listening(test: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixDatagram) {
+        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-{test}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("log");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixDatagram::bind(&path).expect("bind");
+        (dir, path, listener)
+    }
+
     #[test]
     fn record_has_authpriv_priority_and_tag() {
         let rec = format_record(Severity::Info, 42, "user=alice sysroot=sl5");
@@ -188,11 +198,7 @@ mod tests {
 
     #[test]
     fn a_full_receiver_refuses_the_record_at_once() {
-        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-full-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("log");
-        let _ = std::fs::remove_file(&path);
-        let _listener = UnixDatagram::bind(&path).expect("bind");
+        let (dir, path, _listener) = listening("full");
         let mut sent = 0;
         while send(&path, Severity::Info, "filling") == Delivery::Sent {
             sent += 1;
@@ -228,11 +234,7 @@ mod tests {
 
     #[test]
     fn reaches_a_real_listener() {
-        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-test-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("log");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).expect("bind");
+        let (dir, path, listener) = listening("test");
         assert_eq!(send(&path, Severity::Info, "hello"), Delivery::Sent);
         let mut buf = [0u8; 256];
         let n = listener.recv(&mut buf).expect("recv");
