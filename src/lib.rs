@@ -1,7 +1,8 @@
 //! imageswitch: run a user's command inside another installed Linux tree.
 //!
-//! The setuid binary is a thin `main` over [`run::main`]; every privileged
-//! step is in [`run::enter`], in order, top to bottom. `unsafe` lives only in
+//! The setuid binary is a thin `main` over [`run::main`]; every step after
+//! it is in [`run::run`] and, from the mount namespace on, [`run::enter`], in
+//! order, top to bottom. `unsafe` lives only in
 //! [`sys`]; every other module is `#![forbid(unsafe_code)]`. (The binary's
 //! one `#[unsafe(no_mangle)]` names its C entry point; see src/bin.)
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
