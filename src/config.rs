@@ -1,5 +1,5 @@
 //! `/etc/sysroots.toml`: the schema (what a configuration holds) and the
-//! rules for names and paths. Reading it is in two parts: [`reader`] keeps
+//! rules for names and paths. Reading it is in two parts: `reader` keeps
 //! every value's position, for `FILE:LINE:COL` errors; [`parse`] validates
 //! the document against this schema.
 //!
@@ -13,7 +13,7 @@
 #![forbid(unsafe_code)]
 
 mod parse;
-pub mod reader;
+mod reader;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

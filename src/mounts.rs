@@ -1,7 +1,7 @@
 //! The tree's view: which host paths appear where inside, with which mount
 //! flags ([`plan`], caller-independent and pure), and attaching them in a
-//! private mount namespace: with the new mount API ([`attach`]), or with
-//! mount(2) on kernels before 5.12 ([`classic`]).
+//! private mount namespace: with the new mount API (`attach`), or with
+//! mount(2) on kernels before 5.12 (`classic`).
 #![forbid(unsafe_code)]
 
 mod attach;

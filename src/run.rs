@@ -2,7 +2,7 @@
 //! the process and takes argv and the environment; [`run`] is every step
 //! after that, in order, on the host; [`enter`] is the privileged half. Both
 //! are written against [`Kernel`], so a recording fake pins the whole order
-//! in unit tests (from the self-check to the exec), and [`Real`] does it;
+//! in unit tests (from the self-check to the exec), and `Real` does it;
 //! the effect is tested for real as root (see `tests/`).
 #![forbid(unsafe_code)]
 
@@ -30,7 +30,7 @@ use crate::syslog::Severity;
 use crate::workdir::{DirId, Unenterable, fallback_warning};
 
 pub use kernel::{Kernel, Opened};
-pub use real::Real;
+use real::Real;
 
 /// The setuid binary's entry point; returns the exit status.
 pub fn main() -> i32 {

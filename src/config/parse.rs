@@ -1,4 +1,4 @@
-//! Validation: the document the [`super::reader`] read, checked against the
+//! Validation: the document the span-keeping reader read, checked against the
 //! schema, entry by entry.
 #![forbid(unsafe_code)]
 
