@@ -19,7 +19,7 @@ use crate::carryover;
 use crate::config::{self, CONFIG_PATH, Config, Sysroot};
 use crate::dispatch::{self, Command, Info, Invocation, dispatch, informational};
 use crate::env::{Identity, child_environment, lookup};
-use crate::error::{EXIT_FAILURE, Error, Stream, echo, say};
+use crate::error::{Error, Stream, echo, say};
 use crate::escape::escape;
 use crate::exec::{Script, choose_shell, launch_for, with_argument};
 use crate::mounts::{self, MountSpec};
@@ -34,22 +34,15 @@ use real::Real;
 
 /// The setuid binary's entry point; returns the exit status.
 pub fn main() -> i32 {
-    let caller_state = match privileges::harden_process() {
-        Ok(state) => state,
-        Err(err) => {
-            say(Stream::Err, &format!("imageswitch: {err}"));
-            return EXIT_FAILURE;
-        }
-    };
-    // No size limits of our own: the kernel accepted these for our execve,
-    // and bounds them (a quarter of the stack limit, at most 6 MiB).
-    let argv: Vec<OsString> = std::env::args_os().collect();
-    let caller_env = carryover::caller_environment();
-    if let Err(e) = sys::clear_environment() {
-        say(Stream::Err, &format!("imageswitch: cannot clear the environment: {e}"));
-        return EXIT_FAILURE;
-    }
-    match run(&mut Real::new(caller_state), &argv, &caller_env) {
+    let result = privileges::harden_process().and_then(|caller_state| {
+        // No size limits of our own: the kernel accepted these for our
+        // execve, and bounds them (a quarter of the stack limit, at most 6 MiB).
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        let caller_env = carryover::caller_environment();
+        sys::clear_environment().map_err(|e| Error::SelfCheck(format!("cannot clear the environment: {e}")))?;
+        run(&mut Real::new(caller_state), &argv, &caller_env)
+    });
+    match result {
         Ok(code) => code,
         Err(err) => {
             say(Stream::Err, &format!("imageswitch: {err}"));
@@ -211,14 +204,12 @@ fn enter_directory<K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>) -> Result<Op
 /// own, such as its /var/tmp, lets anyone make /var/tmp/job1 there). The
 /// very directory the caller was in on the host (a bind) is theirs wherever
 /// it is reached from.
-fn try_directory<K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>, dir: &Path) -> Result<(), Unenterable> {
+fn try_directory<'a, K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>, dir: &'a Path) -> Result<(), Unenterable<'a>> {
     let opened =
         kernel.open_directory(dir, plan.caller).map_err(|(at, errno)| Unenterable::from_walk(dir, at, errno))?;
     match opened.foreign {
-        Some(at) if plan.cwd_id != Some(opened.id) => Err(Unenterable::Foreign { dir: dir.to_path_buf(), at }),
-        _ => kernel
-            .change_directory(&opened.handle)
-            .map_err(|errno| Unenterable::Refused { dir: dir.to_path_buf(), errno }),
+        Some(at) if plan.cwd_id != Some(opened.id) => Err(Unenterable::Foreign { dir, at }),
+        _ => kernel.change_directory(&opened.handle).map_err(|errno| Unenterable::Refused { dir, errno }),
     }
 }
 
@@ -284,8 +275,7 @@ fn list(kernel: &mut impl Kernel, config: &Config, caller: &Caller) {
             continue;
         }
         if let Some(err) = shared_bind_source(kernel, sysroot, config) {
-            let line = format!("imageswitch: {}: not usable: {}", sysroot.name, escape(err.to_string().as_bytes()));
-            kernel.say(Stream::Err, &line);
+            not_usable(kernel, &sysroot.name, &err);
             continue;
         }
         let mut line = format!("{}\t{}", sysroot.name, sysroot.path.display());
@@ -299,11 +289,14 @@ fn list(kernel: &mut impl Kernel, config: &Config, caller: &Caller) {
     }
     for (name, err) in &config.broken {
         if may_see_broken(config, name, caller, |a| kernel.admits(a, caller)) {
-            let line =
-                format!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes()));
-            kernel.say(Stream::Err, &line);
+            not_usable(kernel, name, err);
         }
     }
+}
+
+fn not_usable(kernel: &mut impl Kernel, name: &str, err: &config::ConfigError) {
+    let line = format!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes()));
+    kernel.say(Stream::Err, &line);
 }
 
 const HELP: &str = "\

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use nix::errno::Errno;
 
 use crate::env::lookup;
-use crate::error::echo;
+use crate::error::{describe, echo};
 
 /// A directory's device and inode numbers.
 pub type DirId = (u64, u64);
@@ -56,40 +56,41 @@ pub fn resolve(caller_env: &[(OsString, OsString)]) -> (Vec<PathBuf>, Option<Dir
 
 /// Why a directory cannot be where the command starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Unenterable {
+pub enum Unenterable<'a> {
     /// No path to try: the caller's directory no longer exists.
     Gone,
     Missing {
-        dir: PathBuf,
+        dir: &'a Path,
     },
     /// A link on the way leads to `at`, which does not exist in the tree.
     Dangling {
-        dir: PathBuf,
+        dir: &'a Path,
         at: PathBuf,
     },
     Refused {
-        dir: PathBuf,
+        dir: &'a Path,
         errno: Errno,
     },
     /// Another user owns `at` on the way, and `dir` is not the directory
     /// the caller is in: someone else may have chosen it for them.
     Foreign {
-        dir: PathBuf,
+        dir: &'a Path,
         at: PathBuf,
     },
 }
 
-impl Unenterable {
+impl<'a> Unenterable<'a> {
     /// Why opening `dir` stopped at `at` with `errno`.
-    pub fn from_walk(dir: &Path, at: PathBuf, errno: Errno) -> Self {
+    pub fn from_walk(dir: &'a Path, at: PathBuf, errno: Errno) -> Self {
         match errno {
-            Errno::ENOENT if dir.starts_with(&at) => Unenterable::Missing { dir: dir.to_path_buf() },
-            Errno::ENOENT => Unenterable::Dangling { dir: dir.to_path_buf(), at },
-            errno => Unenterable::Refused { dir: dir.to_path_buf(), errno },
+            Errno::ENOENT if dir.starts_with(&at) => Unenterable::Missing { dir },
+            Errno::ENOENT => Unenterable::Dangling { dir, at },
+            errno => Unenterable::Refused { dir, errno },
         }
     }
 
-    /// In the caller's words, naming the sysroot.
+    /// In the caller's words, naming the sysroot; an errno as every message
+    /// words one ([`describe`]).
     pub fn describe(&self, sysroot: &str) -> String {
         match self {
             Unenterable::Gone => "the current directory is gone".to_string(),
@@ -98,7 +99,7 @@ impl Unenterable {
                 format!("{} leads to {}, which does not exist in {sysroot}", shown(dir), shown(at))
             }
             Unenterable::Refused { dir, errno } => {
-                format!("cannot enter {} in {sysroot} ({})", shown(dir), errno.desc().to_lowercase())
+                format!("cannot enter {} in {sysroot} ({})", shown(dir), describe(&(*errno).into()))
             }
             Unenterable::Foreign { dir, at } => format!(
                 "{} in {sysroot} is not the directory you are in, and another user owns {} there",
@@ -132,7 +133,7 @@ mod tests {
         assert_eq!(said("/home", Errno::ENOENT), "/home/alice/lnk does not exist in sl5");
         assert_eq!(said("/hostonly", Errno::ENOENT), "/home/alice/lnk leads to /hostonly, which does not exist in sl5");
         assert_eq!(said("/home", Errno::EACCES), "cannot enter /home/alice/lnk in sl5 (permission denied)");
-        let planted = Unenterable::Foreign { dir: "/var/tmp/job1".into(), at: "/var/tmp/job1".into() };
+        let planted = Unenterable::Foreign { dir: Path::new("/var/tmp/job1"), at: "/var/tmp/job1".into() };
         assert_eq!(
             planted.describe("sl5"),
             "/var/tmp/job1 in sl5 is not the directory you are in, and another user owns /var/tmp/job1 there"
@@ -143,7 +144,7 @@ mod tests {
     #[test]
     fn caller_paths_in_the_wording_are_escaped() {
         let dir = PathBuf::from("/tmp/x\n\u{1b}[31m");
-        let said = Unenterable::Missing { dir: dir.clone() }.describe("sl5");
+        let said = Unenterable::Missing { dir: &dir }.describe("sl5");
         assert_eq!(said, "/tmp/x\\n\\u{1b}[31m does not exist in sl5");
         let warning = fallback_warning(&said, Some(&dir));
         assert!(!warning.contains('\n') && warning.ends_with("; starting in /tmp/x\\n\\u{1b}[31m"), "{warning}");
