@@ -59,9 +59,10 @@ pub fn may_enter(access: &Access, caller: &Caller, group_gid: impl Fn(&str) -> O
 
 /// Whether `caller` may be told about the broken entry `name` (its error, its
 /// very existence): root, and whoever its `users` and `groups` would let in.
-/// An entry whose lists cannot be read is root's business alone.
-pub fn may_see_broken(config: &Config, name: &str, caller: &Caller, group_gid: impl Fn(&str) -> Option<Gid>) -> bool {
-    caller.uid.is_root() || config.broken_access.get(name).is_some_and(|access| may_enter(access, caller, group_gid))
+/// An entry whose lists cannot be read is root's business alone. `admits`
+/// is [`may_enter`] for `caller`.
+pub fn may_see_broken(config: &Config, name: &str, caller: &Caller, admits: impl FnOnce(&Access) -> bool) -> bool {
+    caller.uid.is_root() || config.broken_access.get(name).is_some_and(admits)
 }
 
 /// Looks a group up in the host's group database.
@@ -70,7 +71,7 @@ pub fn host_group_gid(name: &str) -> Option<Gid> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::config::{Sysroot, parse};
 
@@ -83,6 +84,11 @@ mod tests {
             shell: "/bin/sh".into(),
             groups: groups.iter().map(|g| Gid::from_raw(*g)).collect(),
         }
+    }
+
+    /// The caller the other modules' tests enter as.
+    pub(crate) fn alice() -> Caller {
+        Caller { home: "/home/alice".into(), shell: "/bin/zsh".into(), ..caller("alice", 1000, &[1000]) }
     }
 
     fn sysroot(extra: &str) -> Access {
@@ -136,13 +142,14 @@ mod tests {
     #[test]
     fn broken_entries_are_shown_to_root_and_to_who_they_would_admit() {
         let config = parse("t", "[sysroot.a]\npth = 1\nusers = [\"alice\"]\n[sysroot.b]\nusers = 3\n").expect("valid");
-        assert!(may_see_broken(&config, "a", &caller("alice", 100, &[100]), groups));
-        assert!(!may_see_broken(&config, "a", &caller("bob", 100, &[100]), groups));
-        assert!(!may_see_broken(&config, "b", &caller("bob", 100, &[100]), groups));
+        let sees = |name: &str, who: &Caller| may_see_broken(&config, name, who, |a| may_enter(a, who, groups));
+        assert!(sees("a", &caller("alice", 100, &[100])));
+        assert!(!sees("a", &caller("bob", 100, &[100])));
+        assert!(!sees("b", &caller("bob", 100, &[100])));
         let mut root = caller("root", 0, &[0]);
         root.uid = Uid::from_raw(0);
-        assert!(may_see_broken(&config, "a", &root, groups));
-        assert!(may_see_broken(&config, "b", &root, groups));
+        assert!(sees("a", &root));
+        assert!(sees("b", &root));
     }
 
     #[test]

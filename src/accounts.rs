@@ -43,7 +43,7 @@ fn bad_name(name: &[u8]) -> Option<&'static str> {
 }
 
 fn shown(bytes: &[u8]) -> String {
-    crate::syslog::escape(bytes)
+    crate::escape::escape(bytes)
 }
 
 /// The caller's passwd line and group lines from their host entries, or why

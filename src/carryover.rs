@@ -48,6 +48,7 @@ pub fn parse_environ(block: &[u8]) -> Vec<(OsString, OsString)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{PER_LINUX, PER_LINUX32};
 
     #[test]
     fn personality_keeps_the_callers_flags_and_sets_the_domain() {
@@ -55,10 +56,10 @@ mod tests {
         const ADDR_LIMIT_3GB: libc::c_ulong = 0x0800_0000;
         const ADDR_NO_RANDOMIZE: libc::c_ulong = 0x0004_0000;
         // linux32 caller, UNAME26 and 3GB: the configured domain wins, the flags stay.
-        assert_eq!(personality_for(0x0000, 0x0008 | UNAME26 | ADDR_LIMIT_3GB), UNAME26 | ADDR_LIMIT_3GB);
-        assert_eq!(personality_for(0x0008, UNAME26), 0x0008 | UNAME26);
+        assert_eq!(personality_for(PER_LINUX, PER_LINUX32 | UNAME26 | ADDR_LIMIT_3GB), UNAME26 | ADDR_LIMIT_3GB);
+        assert_eq!(personality_for(PER_LINUX32, UNAME26), PER_LINUX32 | UNAME26);
         // What a set-uid exec clears stays cleared.
-        assert_eq!(personality_for(0x0008, ADDR_NO_RANDOMIZE | PER_CLEAR_ON_SETID), 0x0008);
+        assert_eq!(personality_for(PER_LINUX32, ADDR_NO_RANDOMIZE | PER_CLEAR_ON_SETID), PER_LINUX32);
     }
 
     #[test]

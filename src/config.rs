@@ -1,4 +1,7 @@
-//! `/etc/sysroots.toml`: schema, validation and error positions.
+//! `/etc/sysroots.toml`: the schema (what a configuration holds) and the
+//! rules for names and paths. Reading it is in two parts: `reader` keeps
+//! every value's position, for `FILE:LINE:COL` errors; [`parse`] validates
+//! the document against this schema.
 //!
 //! Parsing is pure (bytes in, [`Config`] or [`ConfigError`] out) so it can be
 //! unit-tested and fuzzed; opening the file securely is [`crate::trusted`]'s job.
@@ -9,13 +12,14 @@
 //! stops everything.
 #![forbid(unsafe_code)]
 
+mod parse;
+mod reader;
+
 use std::collections::BTreeMap;
-use std::fmt;
-use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use toml::Spanned;
-use toml::de::{DeTable, DeValue};
+pub use parse::parse;
+pub use reader::{ConfigError, error_at, type_name};
 
 /// The configuration path, fixed at build time. A test build may set
 /// `IMAGESWITCH_CONFIG_PATH` when compiling; nothing at run time can change it.
@@ -42,6 +46,21 @@ pub enum Personality {
     Linux,
     /// `PER_LINUX32`: `uname -m` says i686, for i386 trees on x86_64 hosts.
     Linux32,
+}
+
+/// The execution domains of `<linux/personality.h>` (the `personality(2)`
+/// value's low byte); the libc crate does not export them.
+pub const PER_LINUX: libc::c_ulong = 0x0000;
+pub const PER_LINUX32: libc::c_ulong = 0x0008;
+
+impl Personality {
+    /// The execution domain `personality(2)` takes for this setting.
+    pub const fn domain(self) -> libc::c_ulong {
+        match self {
+            Personality::Linux => PER_LINUX,
+            Personality::Linux32 => PER_LINUX32,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -156,50 +175,6 @@ impl Config {
     }
 }
 
-/// A configuration problem with its position: `FILE:LINE:COL: MESSAGE`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ConfigError {
-    pub file: String,
-    pub line: usize,
-    pub column: usize,
-    pub message: String,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.line == 0 {
-            write!(f, "{}: {}", self.file, self.message)
-        } else {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
-
-/// Turns byte offsets into `file:line:col` errors.
-struct Source<'a> {
-    file: &'a str,
-    text: &'a str,
-}
-
-impl Source<'_> {
-    fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
-        error_at(self.file, self.text, span, message)
-    }
-}
-
-/// A [`ConfigError`] at the start of `span` in `text` (line and column count
-/// from 1; columns in characters). Shared with sysrootctl's `build` tables.
-pub fn error_at(file: &str, text: &str, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
-    let offset = span.start.min(text.len());
-    let before = &text.as_bytes()[..offset];
-    let line = before.iter().filter(|&&b| b == b'\n').count() + 1;
-    let line_start = before.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
-    let column = String::from_utf8_lossy(&before[line_start..]).chars().count() + 1;
-    ConfigError { file: file.to_string(), line, column, message: message.into() }
-}
-
 /// Whether `name` is a valid sysroot, alias, user or group name.
 pub fn is_valid_name(name: &str) -> bool {
     !name.is_empty()
@@ -222,353 +197,6 @@ pub fn is_clean_absolute(path: &str) -> bool {
         return false;
     }
     path[1..].split('/').all(|part| part != "." && part != "..")
-}
-
-/// "a string", "an integer", ...: for messages about a value of the wrong type.
-pub fn type_name(value: &DeValue<'_>) -> &'static str {
-    match value {
-        DeValue::String(_) => "a string",
-        DeValue::Integer(_) => "an integer",
-        DeValue::Float(_) => "a float",
-        DeValue::Boolean(_) => "a boolean",
-        DeValue::Datetime(_) => "a datetime",
-        DeValue::Array(_) => "an array",
-        DeValue::Table(_) => "a table",
-    }
-}
-
-type Entry<'i> = (&'i Spanned<toml::de::DeString<'i>>, &'i Spanned<DeValue<'i>>);
-
-fn expect_str<'a>(src: &Source<'_>, key: &str, value: &'a Spanned<DeValue<'_>>) -> Result<&'a str, ConfigError> {
-    match value.get_ref() {
-        DeValue::String(s) => Ok(s.as_ref()),
-        other => Err(src.error(&value.span(), format!("\"{key}\" must be a string, found {}", type_name(other)))),
-    }
-}
-
-fn expect_bool(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<bool, ConfigError> {
-    match value.get_ref() {
-        DeValue::Boolean(b) => Ok(*b),
-        other => Err(src.error(&value.span(), format!("\"{key}\" must be true or false, found {}", type_name(other)))),
-    }
-}
-
-fn expect_path(src: &Source<'_>, key: &str, value: &Spanned<DeValue<'_>>) -> Result<PathBuf, ConfigError> {
-    let text = expect_str(src, key, value)?;
-    if !is_clean_absolute(text) {
-        return Err(src.error(
-            &value.span(),
-            format!("\"{key}\" must be an absolute path without \".\", \"..\" or repeated slashes, found \"{text}\""),
-        ));
-    }
-    Ok(PathBuf::from(text))
-}
-
-/// An array of strings, each checked by `check` (which says what is wrong).
-fn expect_list<T>(
-    src: &Source<'_>,
-    key: &str,
-    value: &Spanned<DeValue<'_>>,
-    check: impl Fn(&str) -> Result<T, String>,
-) -> Result<Vec<T>, ConfigError> {
-    let DeValue::Array(items) = value.get_ref() else {
-        return Err(
-            src.error(&value.span(), format!("\"{key}\" must be an array, found {}", type_name(value.get_ref())))
-        );
-    };
-    let mut out = Vec::with_capacity(items.len());
-    for item in items.iter() {
-        let text = expect_str(src, key, item)?;
-        out.push(check(text).map_err(|why| src.error(&item.span(), format!("in \"{key}\": {why}")))?);
-    }
-    Ok(out)
-}
-
-/// Where each string of a list that [`expect_list`] accepted was written
-/// (the first time, for one written twice).
-fn positions(src: &Source<'_>, value: &Spanned<DeValue<'_>>) -> Positions {
-    let mut out = Positions::new();
-    if let DeValue::Array(items) = value.get_ref() {
-        for item in items.iter() {
-            if let DeValue::String(text) = item.get_ref() {
-                let at = src.error(&item.span(), "");
-                out.entry(PathBuf::from(text.as_ref())).or_insert((at.line, at.column));
-            }
-        }
-    }
-    out
-}
-
-fn name_item(text: &str) -> Result<String, String> {
-    if is_valid_name(text) {
-        Ok(text.to_string())
-    } else {
-        Err(format!("invalid name \"{text}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN})"))
-    }
-}
-
-fn bind_item(text: &str) -> Result<PathBuf, String> {
-    if !is_clean_absolute(text) {
-        return Err(format!("\"{text}\" is not an absolute path without \".\", \"..\" or repeated slashes"));
-    }
-    if text == "/" {
-        return Err("binding \"/\" would cover the whole tree".to_string());
-    }
-    Ok(PathBuf::from(text))
-}
-
-/// A file directly or deeper under /etc: the only directory shown per entry.
-fn host_file_item(text: &str) -> Result<PathBuf, String> {
-    if !is_clean_absolute(text) || !text.starts_with("/etc/") {
-        return Err(format!("\"{text}\" is not a path under /etc/ without \".\", \"..\" or repeated slashes"));
-    }
-    // The caller's own entries are shown in these (see the per-entry view);
-    // the host's whole files would show every account and replace the tree's.
-    if ["/etc/passwd", "/etc/group"].contains(&text) {
-        return Err(format!("\"{text}\" is not a host file: the caller's own entries are added to the tree's"));
-    }
-    Ok(PathBuf::from(text))
-}
-
-fn parse_defaults(src: &Source<'_>, table: &DeTable<'_>) -> Result<Defaults, ConfigError> {
-    let mut defaults = Defaults::default();
-    for (key, value) in table.iter() {
-        match key.get_ref().as_ref() {
-            "binds" => {
-                defaults.binds = expect_list(src, "binds", value, bind_item)?;
-                defaults.binds_if_present.clear();
-                defaults.bind_positions = positions(src, value);
-            }
-            "host_files" => defaults.host_files = expect_list(src, "host_files", value, host_file_item)?,
-            "require_cwd" => defaults.require_cwd = expect_bool(src, "require_cwd", value)?,
-            "log_socket" => {
-                let text = expect_str(src, "log_socket", value)?;
-                defaults.log_socket = if text.is_empty() { None } else { Some(expect_path(src, "log_socket", value)?) };
-            }
-            other => {
-                return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [defaults]")));
-            }
-        }
-    }
-    Ok(defaults)
-}
-
-/// Why `setuid = true` is refused rather than honoured.
-const SETUID_REMOVED: &str = "\"setuid = true\" is no longer supported: setuid programs in a sysroot never elevate \
-     (euid 0 without capabilities still passes root's owner checks on the host); remove this line";
-
-fn parse_sysroot(
-    src: &Source<'_>,
-    name: &str,
-    header: &Range<usize>,
-    table: &DeTable<'_>,
-    defaults: &Defaults,
-) -> Result<Sysroot, ConfigError> {
-    let line = error_at(src.file, src.text, header, "").line;
-    let mut sysroot = Sysroot {
-        name: name.to_string(),
-        path: PathBuf::new(),
-        personality: Personality::Linux,
-        aliases: Vec::new(),
-        bin_dir: None,
-        access: Access::default(),
-        binds: Vec::new(),
-        bind_positions: Positions::new(),
-        host_files: None,
-        require_cwd: defaults.require_cwd,
-        shell: None,
-        line,
-    };
-    let mut have_path = false;
-    let mut entries: Vec<Entry<'_>> = table.iter().collect();
-    entries.sort_by_key(|(key, _)| key.span().start);
-    for (key, value) in entries {
-        match key.get_ref().as_ref() {
-            "path" => {
-                sysroot.path = expect_path(src, "path", value)?;
-                if sysroot.path == Path::new("/") {
-                    return Err(src.error(&value.span(), "\"path\" must not be \"/\""));
-                }
-                have_path = true;
-            }
-            "personality" => {
-                sysroot.personality = match expect_str(src, "personality", value)? {
-                    "linux" => Personality::Linux,
-                    "linux32" => Personality::Linux32,
-                    other => {
-                        return Err(src.error(
-                            &value.span(),
-                            format!("\"personality\" must be \"linux\" or \"linux32\", found \"{other}\""),
-                        ));
-                    }
-                }
-            }
-            "aliases" => {
-                sysroot.aliases = expect_list(src, "aliases", value, |text| {
-                    let alias = name_item(text)?;
-                    if alias == PROGRAM_NAME {
-                        return Err(format!("\"{PROGRAM_NAME}\" is the program's own name"));
-                    }
-                    Ok(alias)
-                })?
-            }
-            "bin_dir" => {
-                let dir = expect_path(src, "bin_dir", value)?;
-                if dir == Path::new("/") {
-                    return Err(src.error(&value.span(), "\"bin_dir\" must not be \"/\""));
-                }
-                sysroot.bin_dir = Some(dir);
-            }
-            "users" => sysroot.access.users = Some(expect_list(src, "users", value, name_item)?),
-            "groups" => sysroot.access.groups = Some(expect_list(src, "groups", value, name_item)?),
-            "binds" => {
-                sysroot.binds = expect_list(src, "binds", value, bind_item)?;
-                sysroot.bind_positions = positions(src, value);
-            }
-            "host_files" => sysroot.host_files = Some(expect_list(src, "host_files", value, host_file_item)?),
-            "require_cwd" => sysroot.require_cwd = expect_bool(src, "require_cwd", value)?,
-            // Accepted for old files: false is the only behaviour there is.
-            "setuid" => {
-                if expect_bool(src, "setuid", value)? {
-                    return Err(src.error(&key.span(), SETUID_REMOVED));
-                }
-            }
-            "shell" => sysroot.shell = Some(expect_path(src, "shell", value)?),
-            // Belongs to sysrootctl; its contents are not ours to judge.
-            "build" => {}
-            other => {
-                return Err(src.error(&key.span(), format!("unknown key \"{other}\" in [sysroot.{name}]")));
-            }
-        }
-    }
-    if !have_path {
-        return Err(src.error(header, format!("missing key \"path\" in [sysroot.{name}]")));
-    }
-    Ok(sysroot)
-}
-
-/// The `users` and `groups` of an entry that is otherwise broken, when both
-/// are valid (or absent): who would have been let in.
-fn readable_access(src: &Source<'_>, value: &Spanned<DeValue<'_>>) -> Option<Access> {
-    let DeValue::Table(table) = value.get_ref() else { return None };
-    let list = |key: &str| table.get(key).map(|v| expect_list(src, key, v, name_item)).transpose().ok();
-    Some(Access { users: list("users")?, groups: list("groups")? })
-}
-
-/// Parses and validates the configuration text. `file` is used only in messages.
-pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
-    let src = Source { file, text };
-    let document = DeTable::parse(text).map_err(|err| {
-        let span = err.span().unwrap_or(0..0);
-        let message = err.message().lines().next().unwrap_or("invalid TOML").trim().to_string();
-        let mut error = src.error(&span, format!("syntax error: {message}"));
-        error.message.push_str(" (no sysroot can be entered until this is fixed)");
-        error
-    })?;
-    let document = document.get_ref();
-
-    let mut defaults = Defaults::default();
-    let mut sysroot_table = None;
-    for (key, value) in document.iter() {
-        match key.get_ref().as_ref() {
-            "defaults" => match value.get_ref() {
-                DeValue::Table(table) => defaults = parse_defaults(&src, table)?,
-                other => {
-                    return Err(
-                        src.error(&value.span(), format!("[defaults] must be a table, found {}", type_name(other)))
-                    );
-                }
-            },
-            "sysroot" => match value.get_ref() {
-                DeValue::Table(table) => sysroot_table = Some(table),
-                other => {
-                    return Err(
-                        src.error(&value.span(), format!("[sysroot] must be a table, found {}", type_name(other)))
-                    );
-                }
-            },
-            other => {
-                return Err(src.error(&key.span(), format!("unknown top-level key \"{other}\"")));
-            }
-        }
-    }
-
-    let mut config = Config { defaults, sysroots: Vec::new(), broken: Vec::new(), broken_access: BTreeMap::new() };
-    let Some(table) = sysroot_table else {
-        return Ok(config);
-    };
-
-    let mut entries: Vec<Entry<'_>> = table.iter().collect();
-    entries.sort_by_key(|(key, _)| key.span().start);
-    // Names that dispatch must map to exactly one sysroot: name, alias, bin_dir.
-    let mut claimed_names: BTreeMap<String, String> = BTreeMap::new();
-    let mut claimed_dirs: BTreeMap<PathBuf, String> = BTreeMap::new();
-    // `imageswitch NAME` takes a sysroot name or an alias: an alias may not be
-    // another sysroot's name, whichever comes first in the file.
-    let sysroot_names: Vec<&str> = entries.iter().map(|(key, _)| key.get_ref().as_ref()).collect();
-    for (key, value) in entries {
-        let name = key.get_ref().as_ref();
-        let result = if !is_valid_name(name) || name == PROGRAM_NAME {
-            Err(src.error(
-                &key.span(),
-                format!("invalid sysroot name \"{name}\" (allowed: A-Z a-z 0-9 . _ -, at most {MAX_NAME_LEN}, not \"{PROGRAM_NAME}\")"),
-            ))
-        } else {
-            match value.get_ref() {
-                DeValue::Table(entry) => parse_sysroot(&src, name, &key.span(), entry, &config.defaults),
-                other => {
-                    Err(src
-                        .error(&value.span(), format!("[sysroot.{name}] must be a table, found {}", type_name(other))))
-                }
-            }
-        };
-        let result = result.and_then(|sysroot| {
-            for alias in &sysroot.aliases {
-                if alias != name && sysroot_names.contains(&alias.as_str()) {
-                    return Err(src.error(
-                        &key.span(),
-                        format!("alias \"{alias}\" of [sysroot.{name}] is the name of [sysroot.{alias}]"),
-                    ));
-                }
-                if let Some(owner) = claimed_names.get(alias) {
-                    return Err(src.error(
-                        &key.span(),
-                        format!("alias \"{alias}\" of [sysroot.{name}] is already used by [sysroot.{owner}]"),
-                    ));
-                }
-            }
-            if let Some(dir) = &sysroot.bin_dir {
-                if let Some(owner) = claimed_dirs.get(dir) {
-                    return Err(src.error(
-                        &key.span(),
-                        format!(
-                            "bin_dir \"{}\" of [sysroot.{name}] is already used by [sysroot.{owner}]",
-                            dir.display()
-                        ),
-                    ));
-                }
-            }
-            Ok(sysroot)
-        });
-        match result {
-            Ok(sysroot) => {
-                for alias in &sysroot.aliases {
-                    claimed_names.insert(alias.clone(), sysroot.name.clone());
-                }
-                if let Some(dir) = &sysroot.bin_dir {
-                    claimed_dirs.insert(dir.clone(), sysroot.name.clone());
-                }
-                config.sysroots.push(sysroot);
-            }
-            Err(error) => {
-                if let Some(access) = readable_access(&src, value) {
-                    config.broken_access.insert(name.to_string(), access);
-                }
-                config.broken.push((name.to_string(), error));
-            }
-        }
-    }
-    Ok(config)
 }
 
 #[cfg(test)]
@@ -790,16 +418,16 @@ anything = 3
 
     #[test]
     fn names_are_restricted() {
-        let err = broken_err("[sysroot.\"a b\"]\npath = \"/a\"\n", "a b");
-        assert!(err.contains("invalid sysroot name \"a b\""), "{err}");
-        let err = broken_err("[sysroot.imageswitch]\npath = \"/a\"\n", "imageswitch");
-        assert!(err.contains("invalid sysroot name"), "{err}");
-        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"../x\"]\n", "a");
-        assert!(err.contains("invalid name \"../x\""), "{err}");
-        let err = broken_err("[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n", "a");
-        assert!(err.contains("program's own name"), "{err}");
-        let err = broken_err("[sysroot.a]\npath = \"/a\"\nusers = [\"al ice\"]\n", "a");
-        assert!(err.contains("invalid name"), "{err}");
+        for (name, entry, want) in [
+            ("a b", "[sysroot.\"a b\"]\npath = \"/a\"\n", "invalid sysroot name \"a b\""),
+            ("imageswitch", "[sysroot.imageswitch]\npath = \"/a\"\n", "invalid sysroot name"),
+            ("a", "[sysroot.a]\npath = \"/a\"\naliases = [\"../x\"]\n", "invalid name \"../x\""),
+            ("a", "[sysroot.a]\npath = \"/a\"\naliases = [\"imageswitch\"]\n", "program's own name"),
+            ("a", "[sysroot.a]\npath = \"/a\"\nusers = [\"al ice\"]\n", "invalid name"),
+        ] {
+            let err = broken_err(entry, name);
+            assert!(err.contains(want), "{entry}: {err}");
+        }
         let long = "x".repeat(MAX_NAME_LEN + 1);
         assert!(!is_valid_name(&long));
         assert!(is_valid_name(&"x".repeat(MAX_NAME_LEN)));
@@ -807,22 +435,15 @@ anything = 3
 
     #[test]
     fn wrong_types() {
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nsetuid = \"no\"\n", "a")
-                .contains("\"setuid\" must be true or false, found a string")
-        );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nusers = \"alice\"\n", "a")
-                .contains("\"users\" must be an array, found a string")
-        );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\nusers = [1]\n", "a")
-                .contains("\"users\" must be a string, found an integer")
-        );
-        assert!(
-            broken_err("[sysroot.a]\npath = \"/a\"\npersonality = \"i386\"\n", "a")
-                .contains("\"linux\" or \"linux32\"")
-        );
+        for (entry, want) in [
+            ("path = \"/a\"\nsetuid = \"no\"", "\"setuid\" must be true or false, found a string"),
+            ("path = \"/a\"\nusers = \"alice\"", "\"users\" must be an array, found a string"),
+            ("path = \"/a\"\nusers = [1]", "\"users\" must be a string, found an integer"),
+            ("path = \"/a\"\npersonality = \"i386\"", "\"linux\" or \"linux32\""),
+        ] {
+            let err = broken_err(&format!("[sysroot.a]\n{entry}\n"), "a");
+            assert!(err.contains(want), "{entry}: {err}");
+        }
         assert!(broken_err("[sysroot]\na = 1\n", "a").contains("[sysroot.a] must be a table"));
     }
 
@@ -831,20 +452,13 @@ anything = 3
         let text = "[sysroot.a]\npath = \"/a\"\naliases = [\"x\"]\nbin_dir = \"/b\"\n[sysroot.b]\npath = \"/b\"\naliases = [\"x\"]\n[sysroot.c]\npath = \"/c\"\nbin_dir = \"/b\"\n";
         let config = parse_ok(text);
         assert!(config.sysroot("a").is_some());
-        assert!(
-            config
-                .broken("b")
-                .map(ToString::to_string)
-                .unwrap_or_default()
-                .contains("alias \"x\" of [sysroot.b] is already used by [sysroot.a]")
-        );
-        assert!(
-            config
-                .broken("c")
-                .map(ToString::to_string)
-                .unwrap_or_default()
-                .contains("bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]")
-        );
+        for (name, want) in [
+            ("b", "alias \"x\" of [sysroot.b] is already used by [sysroot.a]"),
+            ("c", "bin_dir \"/b\" of [sysroot.c] is already used by [sysroot.a]"),
+        ] {
+            let err = config.broken(name).map(ToString::to_string).unwrap_or_default();
+            assert!(err.contains(want), "{name}: {err}");
+        }
     }
 
     #[test]
@@ -875,9 +489,12 @@ anything = 3
 
     #[test]
     fn columns_count_characters_not_bytes() {
-        let err = broken_err("[sysroot.a]\npath = \"/a\" # é\n  pth = 1\n", "a");
-        assert!(err.starts_with("/etc/sysroots.toml:3:3:"), "{err}");
-        let err = broken_err("[sysroot.a]\n\"é\" = 1\npath = \"/a\"\n", "a");
-        assert!(err.starts_with("/etc/sysroots.toml:2:1:"), "{err}");
+        for (entry, at) in [
+            ("[sysroot.a]\npath = \"/a\" # é\n  pth = 1\n", "/etc/sysroots.toml:3:3:"),
+            ("[sysroot.a]\n\"é\" = 1\npath = \"/a\"\n", "/etc/sysroots.toml:2:1:"),
+        ] {
+            let err = broken_err(entry, "a");
+            assert!(err.starts_with(at), "{err}");
+        }
     }
 }

@@ -23,10 +23,16 @@ pub enum Command {
     LoginProgram { program: OsString, args: Vec<OsString> },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Invocation {
+/// What `imageswitch --help` and `--version` ask for: answered first, with
+/// no privilege used and no configuration read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Info {
     Help,
     Version,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invocation {
     List,
     /// `require_cwd`: asked for on the command line (`--require-cwd`).
     Enter {
@@ -40,16 +46,16 @@ fn basename(argv0: &OsStr) -> &OsStr {
     Path::new(argv0).file_name().unwrap_or(argv0)
 }
 
-/// `--help`/`--version` are answered without privilege or configuration.
-pub fn informational(argv: &[OsString]) -> Option<Invocation> {
+/// `--help`/`--version` (and the program's name alone) are answered without
+/// privilege or configuration: the only place they are recognised.
+pub fn informational(argv: &[OsString]) -> Option<Info> {
     let argv0 = argv.first()?;
     if basename(argv0) != PROGRAM_NAME {
         return None;
     }
     match argv.get(1).map(|a| a.as_bytes()) {
-        Some(b"--help") | Some(b"-h") => Some(Invocation::Help),
-        Some(b"--version") | Some(b"-V") => Some(Invocation::Version),
-        None => Some(Invocation::Help),
+        Some(b"--help") | Some(b"-h") | None => Some(Info::Help),
+        Some(b"--version") | Some(b"-V") => Some(Info::Version),
         _ => None,
     }
 }
@@ -157,8 +163,6 @@ fn dispatch_program(rest: &[OsString], config: &Config) -> Result<Invocation, Er
             }
             return Ok(Invocation::List);
         }
-        Some(b"--help") | Some(b"-h") | None if !require_cwd => return Ok(Invocation::Help),
-        Some(b"--version") | Some(b"-V") if !require_cwd => return Ok(Invocation::Version),
         Some(b"--") => first = args.next(),
         Some(opt) if opt.starts_with(b"-") => {
             return Err(Error::Usage(format!("unknown option \"{}\"", crate::error::echo(opt))));
@@ -226,7 +230,9 @@ mod tests {
             Ok(enter("sl5", Command::Program { program: "--weird".into(), args: vec![] }))
         );
         assert_eq!(run(&["imageswitch", "--list"]), Ok(Invocation::List));
-        assert_eq!(run(&["imageswitch"]), Ok(Invocation::Help));
+        // `--help`, `--version` and the name alone never get here (see `informational`).
+        assert!(run(&["imageswitch"]).unwrap_err().contains("missing sysroot NAME"));
+        assert!(run(&["imageswitch", "--help"]).unwrap_err().contains("unknown option \"--help\""));
         assert!(run(&["imageswitch", "-u", "root", "deb"]).unwrap_err().contains("unknown option \"-u\""));
         assert!(run(&["imageswitch", "nosuch"]).unwrap_err().contains("unknown sysroot name \"nosuch\""));
         assert!(run(&["imageswitch", "../etc"]).unwrap_err().contains("unknown sysroot name"));
@@ -332,8 +338,12 @@ mod tests {
 
     #[test]
     fn informational_needs_no_config() {
-        assert_eq!(informational(&argv(&["imageswitch", "--version"])), Some(Invocation::Version));
-        assert_eq!(informational(&argv(&["imageswitch", "-h"])), Some(Invocation::Help));
+        assert_eq!(informational(&argv(&["imageswitch", "--version"])), Some(Info::Version));
+        assert_eq!(informational(&argv(&["/usr/bin/imageswitch", "-V", "x"])), Some(Info::Version));
+        assert_eq!(informational(&argv(&["imageswitch", "-h"])), Some(Info::Help));
+        assert_eq!(informational(&argv(&["imageswitch"])), Some(Info::Help));
+        assert_eq!(informational(&argv(&["imageswitch", "--require-cwd", "--help"])), None);
+        assert_eq!(informational(&argv(&[])), None);
         assert_eq!(informational(&argv(&["sl5", "--help"])), None);
         assert_eq!(informational(&argv(&["imageswitch", "deb"])), None);
     }

@@ -33,6 +33,10 @@ pub enum Error {
     Tree { sysroot: String, path: PathBuf, why: String },
     /// Building the tree's view failed.
     Mount { sysroot: String, what: String, why: io::Error },
+    /// Changing root into the tree failed (`step`: entering it, chroot).
+    Chroot { sysroot: String, step: &'static str, why: io::Error },
+    /// Setting the configured execution domain failed.
+    Personality { sysroot: String, why: io::Error },
     /// `require_cwd`: the caller's working directory cannot be entered in the tree.
     WorkingDirectory { sysroot: String, why: String },
     /// A step of the identity switch failed or did not verify.
@@ -70,9 +74,9 @@ pub const MAX_ECHO: usize = 160;
 
 /// Caller-supplied text (a name, a directory, a command, argv[0]) made safe
 /// for one bounded line, by the one rule every message uses: escaped as
-/// [`crate::syslog::escape`] does, and cut at [`MAX_ECHO`] characters.
+/// [`crate::escape::escape`] does, and cut at [`MAX_ECHO`] characters.
 pub fn echo(text: &[u8]) -> String {
-    let safe = crate::syslog::escape(text);
+    let safe = crate::escape::escape(text);
     match safe.char_indices().nth(MAX_ECHO) {
         Some((cut, _)) => format!("{}...", &safe[..cut]),
         None => safe,
@@ -148,6 +152,8 @@ impl fmt::Display for Error {
             Error::Mount { sysroot, what, why } => {
                 write!(f, "{sysroot}: {what}: {}", describe(why))
             }
+            Error::Chroot { sysroot, step, why } => write!(f, "{sysroot}: {step}: {}", describe(why)),
+            Error::Personality { sysroot, why } => write!(f, "{sysroot}: personality: {}", describe(why)),
             Error::WorkingDirectory { sysroot, why } => {
                 write!(f, "{sysroot}: {why}; not starting anywhere else (require_cwd)")
             }
@@ -187,5 +193,15 @@ mod tests {
         assert_eq!(missing.exit_code(), 127);
         let denied = Error::Exec { command: "x".into(), why: io::Error::from_raw_os_error(libc::EACCES) };
         assert_eq!(denied.exit_code(), 126);
+    }
+
+    #[test]
+    fn entering_the_tree_and_its_execution_domain_fail_with_their_step() {
+        let chroot =
+            Error::Chroot { sysroot: "sl5".into(), step: "chroot", why: io::Error::from_raw_os_error(libc::EPERM) };
+        assert_eq!(chroot.to_string(), "sl5: chroot: operation not permitted");
+        let persona = Error::Personality { sysroot: "sl5".into(), why: io::Error::from_raw_os_error(libc::EINVAL) };
+        assert_eq!(persona.to_string(), "sl5: personality: invalid argument");
+        assert_eq!((chroot.exit_code(), persona.exit_code()), (EXIT_FAILURE, EXIT_FAILURE));
     }
 }

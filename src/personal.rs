@@ -28,7 +28,7 @@ use crate::accounts::{Account, account_lines, merged_databases};
 use crate::config::{Defaults, Sysroot};
 use crate::error::{Stream, say};
 use crate::filecache;
-use crate::mounts::{self, IfMissing, Kind, MountSpec, NODEV, NOSUID, Outcome};
+use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID, Outcome};
 use crate::sys;
 
 /// What [`present`] shows, resolved on the host.
@@ -348,7 +348,7 @@ fn run_user_spec(source: &Path) -> MountSpec {
         attrs: NOSUID | NODEV,
         as_caller: true,
         caller_may_own_target: true,
-        kind: Kind::Directory,
+        kind: BindKind::Directory,
         if_missing: IfMissing::Skip,
     }
 }

@@ -1,82 +1,111 @@
-//! The whole switch, top to bottom. [`main`] does the unprivileged-safe
-//! preparation on the host; [`enter`] is the privileged sequence itself,
-//! written against [`Kernel`] so its order is unit-tested with a recording
-//! fake, and its effect tested for real as root (see `tests/`).
+//! The whole switch, top to bottom, read as the sequence: [`main`] hardens
+//! the process and takes argv and the environment; [`run`] is every step
+//! after that, in order, on the host; [`enter`] is the privileged half. Both
+//! are written against [`Kernel`], so a recording fake pins the whole order
+//! in unit tests (from the self-check to the exec), and `Real` does it;
+//! the effect is tested for real as root (see `tests/`).
 #![forbid(unsafe_code)]
 
+mod kernel;
+mod real;
+
 use std::convert::Infallible;
-use std::ffi::{CString, OsString};
-use std::io::Read;
-use std::os::fd::OwnedFd;
-use std::os::unix::ffi::{OsStrExt, OsStringExt};
-use std::os::unix::fs::MetadataExt;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use nix::errno::Errno;
-use nix::unistd::{chroot, fchdir};
-
-use crate::access::{Caller, host_group_gid, may_enter, may_see_broken};
+use crate::access::{Caller, may_see_broken};
+use crate::audit;
 use crate::carryover;
-use crate::config::{self, CONFIG_PATH, Config, Personality, Sysroot};
-use crate::dispatch::{self, Command, Invocation, dispatch, informational};
+use crate::config::{self, CONFIG_PATH, Config, Sysroot};
+use crate::dispatch::{self, Command, Info, Invocation, dispatch, informational};
 use crate::env::{Identity, child_environment, lookup};
-use crate::error::{EXIT_FAILURE, Error, Stream, echo, say};
-use crate::exec::{Launch, Script, choose_shell, launch_for, open_script, with_argument};
-use crate::mounts::{self, IfMissing, MountSpec, Outcome};
-use crate::personal::{self, Personal};
-use crate::privileges::{self, CallerState};
+use crate::error::{Error, Stream, echo, say};
+use crate::escape::escape;
+use crate::exec::{Script, choose_shell, launch_for, with_argument};
+use crate::mounts::{self, MountSpec};
+use crate::personal::Personal;
+use crate::privileges;
 use crate::sys;
-use crate::syslog::{self, Delivery, Severity, escape, field};
-use crate::trusted::{self, Kind, Stop};
+use crate::syslog::Severity;
+use crate::workdir::{DirId, Unenterable, fallback_warning};
 
-const PER_LINUX: libc::c_ulong = 0x0000;
-const PER_LINUX32: libc::c_ulong = 0x0008;
+pub use kernel::{Kernel, Opened};
+use real::Real;
 
-/// The privileged operations of [`enter`], in the order it calls them.
-pub trait Kernel {
-    fn unshare_mount_namespace(&mut self) -> Result<(), Error>;
-    /// Makes every mount a slave, so nothing we mount propagates to the host.
-    fn make_mounts_slave(&mut self) -> Result<(), Error>;
-    /// Opens the tree (inside the new namespace: binds must target its
-    /// mounts) and checks that it is root-owned all the way.
-    fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error>;
-    /// Binds the tree over itself nodev and nosuid.
-    fn seal_tree(&mut self) -> Result<(), Error>;
-    fn bind(&mut self, spec: &MountSpec) -> Result<(), Error>;
-    /// The caller-specific part of the view, after the shared one
-    /// (`shared`, already made): see [`crate::personal`].
-    fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec]) -> Result<(), Error>;
-    fn chroot_into_tree(&mut self) -> Result<(), Error>;
-    fn set_personality(&mut self, personality: Personality) -> Result<(), Error>;
-    fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error>;
-    fn verify_dropped(&mut self, caller: &Caller) -> Result<(), Error>;
-    /// What stands for an opened directory (the real kernel's: a descriptor).
-    type Directory;
-    /// As the caller: opens `dir` inside the tree one component at a time,
-    /// following links by hand (see [`trusted::walk`]), noting whose each
-    /// component is. Errors say which component failed.
-    fn open_directory(&mut self, dir: &Path) -> Result<Opened<Self::Directory>, (PathBuf, Errno)>;
-    /// As the caller: `fchdir` into a directory [`Kernel::open_directory`] opened.
-    fn change_directory(&mut self, dir: &Self::Directory) -> Result<(), Errno>;
-    fn is_executable(&self, path: &Path) -> bool;
-    /// As the caller: how the interpreter reaches the `#!` script that
-    /// started us, when the tree cannot see its path (see [`crate::exec::Script`]).
-    fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString>;
-    /// Replaces the process; returns only on failure.
-    fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error;
+/// The setuid binary's entry point; returns the exit status.
+pub fn main() -> i32 {
+    let result = privileges::harden_process().and_then(|caller_state| {
+        // No size limits of our own: the kernel accepted these for our
+        // execve, and bounds them (a quarter of the stack limit, at most 6 MiB).
+        let argv: Vec<OsString> = std::env::args_os().collect();
+        let caller_env = carryover::caller_environment();
+        sys::clear_environment().map_err(|e| Error::SelfCheck(format!("cannot clear the environment: {e}")))?;
+        run(&mut Real::new(caller_state), &argv, &caller_env)
+    });
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            say(Stream::Err, &format!("imageswitch: {err}"));
+            err.exit_code()
+        }
+    }
 }
 
-/// A directory's device and inode numbers.
-pub type DirId = (u64, u64);
+/// Everything after the process is hardened, in order: `--help`/`--version`
+/// (no privilege used, no configuration read); self-checks; the caller; the
+/// configuration; what was asked for and whether the caller may have it;
+/// where they are; the audit record; what only they see; then [`enter`].
+/// Returns the exit status of an answer (`--list`, `--help`); an entry
+/// returns only its error.
+pub fn run(kernel: &mut impl Kernel, argv: &[OsString], caller_env: &[(OsString, OsString)]) -> Result<i32, Error> {
+    if argv.is_empty() {
+        return Err(Error::Usage("refusing to run with an empty argument list".into()));
+    }
+    if let Some(info) = informational(argv) {
+        kernel.say(Stream::Out, &answer(info));
+        return Ok(0);
+    }
+    kernel.check_self()?;
+    let caller = kernel.resolve_caller()?;
+    let config = kernel.load_config()?;
+    let exec_path = kernel.exec_path();
+    let (name, command, require_cwd) = match dispatch_for(kernel, &caller, argv, exec_path.as_deref(), &config)? {
+        Invocation::List => {
+            list(kernel, &config, &caller);
+            return Ok(0);
+        }
+        Invocation::Enter { sysroot, command, require_cwd } => (sysroot, command, require_cwd),
+    };
+    let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;
+    if let Some(err) = shared_bind_source(kernel, sysroot, &config) {
+        return Err(Error::Config(err));
+    }
 
-/// A directory opened inside the tree by [`Kernel::open_directory`].
-pub struct Opened<D> {
-    pub handle: D,
-    /// Its device and inode numbers.
-    pub id: DirId,
-    /// The first component on the way (directory or link, the directory
-    /// itself included) owned by neither root nor the caller.
-    pub foreign: Option<PathBuf>,
+    let cwd = kernel.current_directory(&caller, caller_env)?;
+    if let Some(socket) = &config.defaults.log_socket {
+        kernel.audit(socket, Severity::Info, &audit::entry(&caller, &sysroot.name, &command, &cwd.physical));
+    }
+
+    let script = match dispatch::script_argument(argv, exec_path.as_deref(), sysroot.bin_dir.as_deref()) {
+        Some(arg) => {
+            let path = PathBuf::from(&argv[arg + 1]);
+            kernel.open_script(&caller, &path)?.map(|fd| Script { arg, path, fd })
+        }
+        None => None,
+    };
+    let plan = EntryPlan {
+        sysroot,
+        caller: &caller,
+        mounts: mounts::plan(sysroot, &config.defaults, Some(&caller.home)),
+        personal: kernel.prepare_personal(&caller, sysroot, &config.defaults),
+        cwd: cwd.paths,
+        cwd_id: cwd.id,
+        require_cwd: require_cwd || sysroot.require_cwd,
+        command,
+        script,
+        caller_env,
+    };
+    Err(enter(kernel, &plan))
 }
 
 /// Everything [`enter`] needs, resolved on the host beforehand.
@@ -108,14 +137,14 @@ pub fn enter(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Error {
 }
 
 fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infallible, Error> {
-    kernel.unshare_mount_namespace()?;
+    kernel.unshare_mount_namespace(plan.sysroot)?;
     kernel.make_mounts_slave()?;
     kernel.open_tree(plan.sysroot)?;
     kernel.seal_tree()?;
     for spec in &plan.mounts {
-        kernel.bind(spec)?;
+        kernel.bind(spec, plan.caller)?;
     }
-    kernel.present_caller(&plan.personal, &plan.mounts)?;
+    kernel.present_caller(&plan.personal, &plan.mounts, plan.caller)?;
     kernel.chroot_into_tree()?;
     kernel.set_personality(plan.sysroot.personality)?;
     kernel.drop_privileges(plan.caller)?;
@@ -159,14 +188,13 @@ fn enter_directory<K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>) -> Result<Op
             }
         }
     }
-    let problem = first_problem.unwrap_or_else(|| "the current directory is gone".to_string());
+    let problem = first_problem.unwrap_or(Unenterable::Gone).describe(&plan.sysroot.name);
     if plan.require_cwd {
         return Err(Error::WorkingDirectory { sysroot: plan.sysroot.name.clone(), why: problem });
     }
     let fallbacks = [plan.caller.home.as_path(), Path::new("/")];
     let landed = fallbacks.into_iter().find(|dir| try_directory(kernel, plan, dir).is_ok());
-    let landed_shown = landed.map_or_else(|| "an unknown directory".to_string(), shown);
-    say(Stream::Err, &format!("imageswitch: warning: {problem}; starting in {landed_shown}"));
+    kernel.say(Stream::Err, &fallback_warning(&problem, landed));
     Ok(landed.map(Path::to_path_buf))
 }
 
@@ -175,274 +203,21 @@ fn enter_directory<K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>) -> Result<Op
 /// neither root's nor the caller's (a world-writable directory of the tree's
 /// own, such as its /var/tmp, lets anyone make /var/tmp/job1 there). The
 /// very directory the caller was in on the host (a bind) is theirs wherever
-/// it is reached from. Otherwise says why, naming what was tried.
-fn try_directory<K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>, dir: &Path) -> Result<(), String> {
-    let name = &plan.sysroot.name;
-    let cannot_enter =
-        |errno: Errno| format!("cannot enter {} in {name} ({})", shown(dir), errno.desc().to_lowercase());
-    let opened = kernel.open_directory(dir).map_err(|(at, errno)| match errno {
-        Errno::ENOENT if dir.starts_with(&at) => format!("{} does not exist in {name}", shown(dir)),
-        Errno::ENOENT => format!("{} leads to {}, which does not exist in {name}", shown(dir), shown(&at)),
-        errno => cannot_enter(errno),
-    })?;
-    match &opened.foreign {
-        Some(at) if plan.cwd_id != Some(opened.id) => Err(format!(
-            "{} in {name} is not the directory you are in, and another user owns {} there",
-            shown(dir),
-            shown(at)
-        )),
-        _ => kernel.change_directory(&opened.handle).map_err(cannot_enter),
+/// it is reached from.
+fn try_directory<'a, K: Kernel>(kernel: &mut K, plan: &EntryPlan<'_>, dir: &'a Path) -> Result<(), Unenterable<'a>> {
+    let opened =
+        kernel.open_directory(dir, plan.caller).map_err(|(at, errno)| Unenterable::from_walk(dir, at, errno))?;
+    match opened.foreign {
+        Some(at) if plan.cwd_id != Some(opened.id) => Err(Unenterable::Foreign { dir, at }),
+        _ => kernel.change_directory(&opened.handle).map_err(|errno| Unenterable::Refused { dir, errno }),
     }
-}
-
-fn shown(dir: &Path) -> String {
-    echo(dir.as_os_str().as_bytes())
 }
 
 fn command_name(command: &Command, shell: &Path) -> String {
     match command {
         Command::Program { program, .. } | Command::LoginProgram { program, .. } => echo(program.as_encoded_bytes()),
-        _ => echo(shell.as_os_str().as_bytes()),
+        _ => echo(shell.as_os_str().as_encoded_bytes()),
     }
-}
-
-/// The real kernel, holding the tree's descriptor.
-struct Real {
-    tree: Option<OwnedFd>,
-    tree_path: PathBuf,
-    sysroot: String,
-    caller: Caller,
-    caller_state: CallerState,
-}
-
-impl Real {
-    fn tree(&self) -> Result<&OwnedFd, Error> {
-        self.tree
-            .as_ref()
-            .ok_or_else(|| Error::mount(&self.sysroot, "tree", std::io::Error::from_raw_os_error(libc::EBADF)))
-    }
-}
-
-impl Kernel for Real {
-    fn unshare_mount_namespace(&mut self) -> Result<(), Error> {
-        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-            .map_err(|e| Error::mount(&self.sysroot, "private mount namespace", e.into()))
-    }
-
-    fn make_mounts_slave(&mut self) -> Result<(), Error> {
-        use nix::mount::{MsFlags, mount};
-        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
-            .map_err(|e| Error::mount(&self.sysroot, "making mounts slave", e.into()))
-    }
-
-    fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
-        let tree_error = |path: PathBuf, why: String| Error::Tree { sysroot: sysroot.name.clone(), path, why };
-        let tree = trusted::open_trusted(&sysroot.path, Kind::Directory).map_err(|(c, why)| tree_error(c, why))?;
-        trusted::check_tree_entries(&tree).map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
-        self.tree = Some(tree);
-        Ok(())
-    }
-
-    fn seal_tree(&mut self) -> Result<(), Error> {
-        let sealed = mounts::seal_tree(self.tree()?)
-            .map_err(|e| Error::mount(&self.sysroot, "binding the tree nodev over itself", e))?;
-        self.tree = Some(sealed);
-        Ok(())
-    }
-
-    fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
-        let tree = self.tree()?;
-        match mounts::bind(tree, &self.tree_path, spec, self.caller.uid, self.caller.gid) {
-            Ok(Outcome::Mounted) => Ok(()),
-            Ok(Outcome::Missing(why)) => {
-                if spec.if_missing == IfMissing::Warn {
-                    // Only the caller's own home is bound with a warning.
-                    let fix = if mounts::open_target(tree, &spec.target).is_err() {
-                        " (no mount point for your home in the tree: users.sync and sysrootctl apply create one)"
-                    } else {
-                        ""
-                    };
-                    say(Stream::Err, &format!("imageswitch: warning: {}: {why}{fix}", self.sysroot));
-                }
-                Ok(())
-            }
-            Err(err) => Err(Error::mount(&self.sysroot, err.what, err.why)),
-        }
-    }
-
-    fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec]) -> Result<(), Error> {
-        let tree = self.tree()?;
-        personal::present(tree, &self.tree_path, personal, shared, self.caller.uid, self.caller.gid)
-            .map_err(|(what, why)| Error::mount(&self.sysroot, what, why))
-    }
-
-    fn chroot_into_tree(&mut self) -> Result<(), Error> {
-        fchdir(self.tree()?).map_err(|e| Error::mount(&self.sysroot, "entering the tree", e.into()))?;
-        chroot(".").map_err(|e| Error::mount(&self.sysroot, "chroot", e.into()))
-    }
-
-    fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
-        let domain = match personality {
-            Personality::Linux => PER_LINUX,
-            Personality::Linux32 => PER_LINUX32,
-        };
-        let current = sys::current_personality().map_err(|e| Error::mount(&self.sysroot, "personality", e))?;
-        let persona = carryover::personality_for(domain, current as libc::c_ulong);
-        sys::set_personality(persona).map(drop).map_err(|e| Error::mount(&self.sysroot, "personality", e))
-    }
-
-    fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error> {
-        privileges::drop_to(caller)
-    }
-
-    fn verify_dropped(&mut self, caller: &Caller) -> Result<(), Error> {
-        privileges::verify_dropped(caller)
-    }
-
-    type Directory = OwnedFd;
-
-    fn open_directory(&mut self, dir: &Path) -> Result<Opened<OwnedFd>, (PathBuf, Errno)> {
-        let uid = self.caller.uid.as_raw();
-        let mut foreign = None;
-        let handle = trusted::walk(dir, Kind::Directory, |at, st| {
-            if st.st_uid != 0 && st.st_uid != uid {
-                foreign.get_or_insert_with(|| at.to_path_buf());
-            }
-            Ok(())
-        })
-        .map_err(|(at, stop)| match stop {
-            Stop::Errno(errno) => (at, errno),
-            Stop::Refused(_) => (at, Errno::EACCES),
-        })?;
-        let st = nix::sys::stat::fstat(&handle).map_err(|errno| (dir.to_path_buf(), errno))?;
-        Ok(Opened { handle, id: (st.st_dev, st.st_ino), foreign })
-    }
-
-    fn change_directory(&mut self, dir: &OwnedFd) -> Result<(), Errno> {
-        fchdir(dir)
-    }
-
-    fn is_executable(&self, path: &Path) -> bool {
-        crate::exec::is_executable(path)
-    }
-
-    fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString> {
-        crate::exec::script_from_descriptor(script)
-    }
-
-    fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
-        privileges::restore_caller_state(&self.caller_state);
-        crate::exec::exec_failed(launch, crate::exec::exec(launch, env))
-    }
-}
-
-/// Reads the configuration from its fixed path, trusting it only when it and
-/// every directory above it are root-owned and not group/world-writable.
-pub fn load_config() -> Result<Config, Error> {
-    let path = Path::new(CONFIG_PATH);
-    let refused = |component: PathBuf, why: String| {
-        let why = if component == path { why } else { format!("{}: {why}", component.display()) };
-        Error::ConfigFile { path: path.to_path_buf(), why: format!("refusing configuration: {why}") }
-    };
-    let fd = trusted::open_trusted(path, Kind::File).map_err(|(c, why)| refused(c, why))?;
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(config::MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), why: format!("cannot read: {e}") })?;
-    if text.len() as u64 > config::MAX_CONFIG_BYTES {
-        return Err(Error::ConfigFile { path: path.to_path_buf(), why: "larger than 1 MiB".into() });
-    }
-    config::parse(CONFIG_PATH, &text).map_err(Error::Config)
-}
-
-/// The caller's directory: `$PWD` when it names the same directory (keeps
-/// symlinked paths such as /home -> /export/home), then the physical path;
-/// and its device and inode numbers. All come from the caller, so they are
-/// resolved as the caller: a `$PWD` through `/root` or another user's
-/// `/proc/PID/cwd` tells them nothing.
-fn current_directory(
-    caller: &Caller,
-    caller_env: &[(OsString, OsString)],
-) -> Result<(Vec<PathBuf>, Option<DirId>), Error> {
-    privileges::as_caller(caller, || resolve_current_directory(caller_env))
-}
-
-fn resolve_current_directory(caller_env: &[(OsString, OsString)]) -> (Vec<PathBuf>, Option<DirId>) {
-    let mut out = Vec::new();
-    let here = std::fs::metadata(".").ok();
-    if let (Some(pwd), Some(here)) = (lookup(caller_env, "PWD"), here.as_ref()) {
-        let pwd = Path::new(pwd);
-        if pwd.is_absolute() {
-            if let Ok(meta) = std::fs::metadata(pwd) {
-                if meta.dev() == here.dev() && meta.ino() == here.ino() {
-                    out.push(pwd.to_path_buf());
-                }
-            }
-        }
-    }
-    if let Ok(physical) = nix::unistd::getcwd() {
-        if !out.contains(&physical) {
-            out.push(physical);
-        }
-    }
-    (out, here.map(|here| (here.dev(), here.ino())))
-}
-
-/// Sends the audit record. One the socket cannot take at once (any user can
-/// fill its queue) goes to the kernel log, unless users may read that; the
-/// caller is told where it went, or that their entry is not on record.
-fn audit(config: &Config, severity: Severity, message: &str) {
-    let Some(socket) = &config.defaults.log_socket else { return };
-    if syslog::send(socket, severity, message) != Delivery::Full {
-        return;
-    }
-    let what = if !syslog::kernel_log_is_private() {
-        "audit record dropped: the kernel log is readable by every user (kernel.dmesg_restrict=0)"
-    } else if syslog::to_kernel_log(Path::new(syslog::KERNEL_LOG), severity, message) {
-        "audit record written to the kernel log"
-    } else {
-        "audit record dropped: the kernel log did not take it either"
-    };
-    say(
-        Stream::Err,
-        &format!("imageswitch: warning: the log socket {} is not accepting records: {what}", socket.display()),
-    );
-}
-
-/// `user= uid= sysroot=`, each bounded (see [`syslog::field`]).
-fn who_fields(caller: &Caller, sysroot: &str) -> String {
-    format!(
-        "{} uid={} {}",
-        field("user", caller.name.as_bytes(), syslog::FIELD_USER),
-        caller.uid,
-        field("sysroot", sysroot.as_bytes(), syslog::FIELD_SYSROOT)
-    )
-}
-
-/// The command as one record field: its words, space-separated, bounded;
-/// only the first [`syslog::FIELD_COMMAND`] bytes' worth is looked at.
-fn describe_command(command: &Command) -> String {
-    let words: Vec<&[u8]> = match command {
-        Command::LoginShell => vec![b"<login shell>"],
-        Command::Shell(args) => {
-            std::iter::once(b"<shell>".as_slice()).chain(args.iter().map(|a| a.as_bytes())).collect()
-        }
-        Command::Program { program, args } | Command::LoginProgram { program, args } => {
-            std::iter::once(program).chain(args.iter()).map(|a| a.as_bytes()).collect()
-        }
-    };
-    let mut text = Vec::new();
-    for word in words {
-        if text.len() > syslog::FIELD_COMMAND {
-            break;
-        }
-        if !text.is_empty() {
-            text.push(b' ');
-        }
-        text.extend_from_slice(word);
-    }
-    field("command", &text, syslog::FIELD_COMMAND)
 }
 
 /// [`dispatch`] as the caller may see it: a sysroot they may not enter, or a
@@ -450,20 +225,23 @@ fn describe_command(command: &Command) -> String {
 /// in the file (a refusal is still audited), so that nobody learns the names
 /// in a configuration only root can read.
 fn dispatch_for(
+    kernel: &mut impl Kernel,
     caller: &Caller,
     argv: &[OsString],
-    exec_path: Option<&std::ffi::OsStr>,
+    exec_path: Option<&OsStr>,
     config: &Config,
 ) -> Result<Invocation, Error> {
     let hidden = match dispatch(argv, exec_path, config) {
         Ok(Invocation::Enter { sysroot, .. })
-            if config.sysroot(&sysroot).is_some_and(|s| !may_enter(&s.access, caller, host_group_gid)) =>
+            if config.sysroot(&sysroot).is_some_and(|s| !kernel.admits(&s.access, caller)) =>
         {
-            audit(config, Severity::Warning, &format!("refused: {}", who_fields(caller, &sysroot)));
+            if let Some(socket) = &config.defaults.log_socket {
+                kernel.audit(socket, Severity::Warning, &audit::refusal(caller, &sysroot));
+            }
             sysroot
         }
         Err(Error::Config(err)) => match config.broken.iter().find(|(_, e)| *e == err) {
-            Some((name, _)) if !may_see_broken(config, name, caller, host_group_gid) => name.clone(),
+            Some((name, _)) if !may_see_broken(config, name, caller, |a| kernel.admits(a, caller)) => name.clone(),
             _ => return Err(Error::Config(err)),
         },
         other => return other,
@@ -482,38 +260,43 @@ fn dispatch_for(
 /// The configuration error of a sysroot with a bind whose source users
 /// other than root could remove or replace (see [`mounts::shared_source`]),
 /// at the position of that bind. Decided by root-owned directories alone.
-fn shared_bind_source(sysroot: &Sysroot, config: &Config) -> Option<config::ConfigError> {
-    let shared = mounts::shared_source(sysroot, &config.defaults, trusted::shared_ancestor)?;
+fn shared_bind_source(kernel: &mut impl Kernel, sysroot: &Sysroot, config: &Config) -> Option<config::ConfigError> {
+    let shared = kernel.shared_source(sysroot, &config.defaults)?;
     let (line, column) = sysroot.bind_position(&config.defaults, &shared.bind).unwrap_or((0, 0));
     Some(config::ConfigError { file: CONFIG_PATH.to_string(), line, column, message: shared.to_string() })
 }
 
-fn list(config: &Config, caller: &Caller) {
+/// `--list`: the sysroots the caller may enter, one a line on standard
+/// output; those they may enter but cannot use, and broken ones they may be
+/// told about, with why, on standard error.
+fn list(kernel: &mut impl Kernel, config: &Config, caller: &Caller) {
     for sysroot in &config.sysroots {
-        if may_enter(&sysroot.access, caller, host_group_gid) {
-            if let Some(err) = shared_bind_source(sysroot, config) {
-                say(
-                    Stream::Err,
-                    &format!("imageswitch: {}: not usable: {}", sysroot.name, escape(err.to_string().as_bytes())),
-                );
-                continue;
-            }
-            let mut line = format!("{}\t{}", sysroot.name, sysroot.path.display());
-            if !sysroot.aliases.is_empty() {
-                line.push_str(&format!("\taliases: {}", sysroot.aliases.join(",")));
-            }
-            if let Some(dir) = &sysroot.bin_dir {
-                line.push_str(&format!("\tbin_dir: {}", dir.display()));
-            }
-            say(Stream::Out, &line);
+        if !kernel.admits(&sysroot.access, caller) {
+            continue;
+        }
+        if let Some(err) = shared_bind_source(kernel, sysroot, config) {
+            not_usable(kernel, &sysroot.name, &err);
+            continue;
+        }
+        let mut line = format!("{}\t{}", sysroot.name, sysroot.path.display());
+        if !sysroot.aliases.is_empty() {
+            line.push_str(&format!("\taliases: {}", sysroot.aliases.join(",")));
+        }
+        if let Some(dir) = &sysroot.bin_dir {
+            line.push_str(&format!("\tbin_dir: {}", dir.display()));
+        }
+        kernel.say(Stream::Out, &line);
+    }
+    for (name, err) in &config.broken {
+        if may_see_broken(config, name, caller, |a| kernel.admits(a, caller)) {
+            not_usable(kernel, name, err);
         }
     }
-    for (name, err) in config.broken.iter().filter(|(name, _)| may_see_broken(config, name, caller, host_group_gid)) {
-        say(
-            Stream::Err,
-            &format!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes())),
-        );
-    }
+}
+
+fn not_usable(kernel: &mut impl Kernel, name: &str, err: &config::ConfigError) {
+    let line = format!("imageswitch: {}: not usable: {}", escape(name.as_bytes()), escape(err.to_string().as_bytes()));
+    kernel.say(Stream::Err, &line);
 }
 
 const HELP: &str = "\
@@ -525,124 +308,47 @@ usage: imageswitch NAME [COMMAND [ARGS...]]   run COMMAND (default: your login s
 
 Configuration: ";
 
-fn run(argv: &[OsString], caller_env: &[(OsString, OsString)], caller_state: CallerState) -> Result<i32, Error> {
-    privileges::check_setuid_root()?;
-    let caller = Caller::resolve()?;
-    let config = load_config()?;
-    let exec_path = sys::exec_filename();
-    let invocation = dispatch_for(&caller, argv, exec_path.as_deref(), &config)?;
-    let (name, command, require_cwd) = match invocation.clone() {
-        Invocation::Help | Invocation::Version => {
-            informational_output(&invocation);
-            return Ok(0);
-        }
-        Invocation::List => {
-            list(&config, &caller);
-            return Ok(0);
-        }
-        Invocation::Enter { sysroot, command, require_cwd } => (sysroot, command, require_cwd),
-    };
-    let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;
-    if let Some(err) = shared_bind_source(sysroot, &config) {
-        return Err(Error::Config(err));
-    }
-
-    let (cwd, cwd_id) = current_directory(&caller, caller_env)?;
-    // The physical directory: a logical $PWD is the caller's to choose.
-    let physical = nix::unistd::getcwd().map_or_else(|_| b"?".to_vec(), |c| c.into_os_string().into_vec());
-    audit(
-        &config,
-        Severity::Info,
-        &format!(
-            "{} {} {}",
-            who_fields(&caller, &sysroot.name),
-            describe_command(&command),
-            field("cwd", &physical, syslog::FIELD_CWD)
-        ),
-    );
-
-    let script = match dispatch::script_argument(argv, exec_path.as_deref(), sysroot.bin_dir.as_deref()) {
-        Some(arg) => {
-            let path = PathBuf::from(&argv[arg + 1]);
-            privileges::as_caller(&caller, || open_script(&path))?.map(|fd| Script { arg, path, fd })
-        }
-        None => None,
-    };
-    let plan = EntryPlan {
-        sysroot,
-        caller: &caller,
-        mounts: mounts::plan(sysroot, &config.defaults, &caller.home),
-        personal: personal::prepare(&caller, sysroot, &config.defaults),
-        cwd,
-        cwd_id,
-        require_cwd: require_cwd || sysroot.require_cwd,
-        command,
-        script,
-        caller_env,
-    };
-    let mut kernel = Real {
-        tree: None,
-        tree_path: sysroot.path.clone(),
-        sysroot: sysroot.name.clone(),
-        caller: caller.clone(),
-        caller_state,
-    };
-    Err(enter(&mut kernel, &plan))
-}
-
-/// `--help` and `--version`.
-fn informational_output(invocation: &Invocation) {
-    match invocation {
-        Invocation::Version => say(Stream::Out, &format!("imageswitch {}", env!("CARGO_PKG_VERSION"))),
-        _ => say(Stream::Out, &format!("{HELP}{CONFIG_PATH}")),
-    }
-}
-
-/// The setuid binary's entry point; returns the exit status.
-pub fn main() -> i32 {
-    let caller_state = match privileges::harden_process() {
-        Ok(state) => state,
-        Err(err) => {
-            say(Stream::Err, &format!("imageswitch: {err}"));
-            return EXIT_FAILURE;
-        }
-    };
-    // No size limits of our own: the kernel accepted these for our execve,
-    // and bounds them (a quarter of the stack limit, at most 6 MiB).
-    let argv: Vec<OsString> = std::env::args_os().collect();
-    let caller_env = carryover::caller_environment();
-    if let Err(e) = sys::clear_environment() {
-        say(Stream::Err, &format!("imageswitch: cannot clear the environment: {e}"));
-        return EXIT_FAILURE;
-    }
-    let result = if argv.is_empty() {
-        Err(Error::Usage("refusing to run with an empty argument list".into()))
-    } else if let Some(info) = informational(&argv) {
-        informational_output(&info);
-        Ok(0)
-    } else {
-        run(&argv, &caller_env, caller_state)
-    };
-    match result {
-        Ok(code) => code,
-        Err(err) => {
-            say(Stream::Err, &format!("imageswitch: {err}"));
-            err.exit_code()
-        }
+/// The text of `--help` or `--version`.
+fn answer(info: Info) -> String {
+    match info {
+        Info::Version => format!("imageswitch {}", env!("CARGO_PKG_VERSION")),
+        Info::Help => format!("{HELP}{CONFIG_PATH}"),
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::config::parse;
-    use nix::unistd::{Gid, Uid};
+    // The recording fake and the order tests: every step of `run` and
+    // `enter`, from the self-check to the exec, as the fake saw it.
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
 
-    /// Records each privileged step instead of making it.
+    use nix::errno::Errno;
+    use nix::unistd::Gid;
+
+    use super::*;
+    use crate::access::may_enter;
+    use crate::access::tests::alice as caller;
+    use crate::config::{Access, Defaults, Personality, parse};
+    use crate::exec::Launch;
+    use crate::mounts::SharedSource;
+    use crate::workdir::Whereabouts;
+
+    /// Records each step instead of making it.
     #[derive(Default)]
     struct Recorder {
         steps: Vec<String>,
+        /// Lines said to the caller, `out: ...` or `err: ...`.
+        said: Vec<String>,
         fail_at: Option<&'static str>,
+        /// What the configuration file holds.
+        config_text: String,
+        /// The path the kernel executed (`AT_EXECFN`).
+        exec_path: Option<OsString>,
+        /// Host directories users other than root may change.
+        shared_dirs: Vec<PathBuf>,
+        /// The caller's directory on the host.
+        cwd: Vec<PathBuf>,
         /// Directories in the tree; each one's id is `(1, its index)`.
         existing_dirs: Vec<PathBuf>,
         /// (directory, the component on the way another user owns)
@@ -660,8 +366,59 @@ mod tests {
         }
     }
 
+    /// The host's group database, as the fake knows it: alice is in physics.
+    fn host_groups(name: &str) -> Option<Gid> {
+        (name == "physics").then(|| Gid::from_raw(1000))
+    }
+
     impl Kernel for Recorder {
-        fn unshare_mount_namespace(&mut self) -> Result<(), Error> {
+        fn check_self(&mut self) -> Result<(), Error> {
+            self.step("self-check".into())
+        }
+        fn resolve_caller(&mut self) -> Result<Caller, Error> {
+            self.step("caller".into()).map(|()| caller())
+        }
+        fn load_config(&mut self) -> Result<Config, Error> {
+            self.step("config".into())?;
+            parse("/etc/sysroots.toml", &self.config_text).map_err(Error::Config)
+        }
+        fn exec_path(&mut self) -> Option<OsString> {
+            self.exec_path.clone()
+        }
+        fn admits(&mut self, access: &Access, caller: &Caller) -> bool {
+            let admitted = may_enter(access, caller, host_groups);
+            self.steps.push(format!("access {}", if admitted { "granted" } else { "denied" }));
+            admitted
+        }
+        fn shared_source(&mut self, sysroot: &Sysroot, defaults: &Defaults) -> Option<SharedSource> {
+            self.steps.push(format!("bind sources of {}", sysroot.name));
+            mounts::shared_source(sysroot, defaults, |bind| {
+                let dir = self.shared_dirs.iter().find(|dir| bind.starts_with(dir))?;
+                Some((dir.clone(), "writable by group or others (mode 1777)".into()))
+            })
+        }
+        fn current_directory(&mut self, _caller: &Caller, _env: &[(OsString, OsString)]) -> Result<Whereabouts, Error> {
+            self.step("cwd".into())?;
+            let physical = self.cwd.last().map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_default();
+            Ok(Whereabouts { paths: self.cwd.clone(), id: None, physical })
+        }
+        fn audit(&mut self, socket: &Path, severity: Severity, message: &str) {
+            self.steps.push(format!("audit {} {severity:?} {message}", socket.display()));
+        }
+        fn open_script(&mut self, _caller: &Caller, path: &Path) -> Result<Option<std::os::fd::OwnedFd>, Error> {
+            self.step(format!("open script {}", path.display()))?;
+            Ok(Some(std::fs::File::open("/dev/null").expect("/dev/null").into()))
+        }
+        fn prepare_personal(&mut self, _caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
+            self.steps.push("prepare personal".into());
+            let host_files = sysroot.host_files(defaults).iter().map(|f| (f.clone(), Vec::new())).collect();
+            Personal { host_files, ..Personal::default() }
+        }
+        fn say(&mut self, stream: Stream, line: &str) {
+            let to = if stream == Stream::Out { "out" } else { "err" };
+            self.said.push(format!("{to}: {line}"));
+        }
+        fn unshare_mount_namespace(&mut self, _sysroot: &Sysroot) -> Result<(), Error> {
             self.step("unshare".into())
         }
         fn make_mounts_slave(&mut self) -> Result<(), Error> {
@@ -673,10 +430,15 @@ mod tests {
         fn seal_tree(&mut self) -> Result<(), Error> {
             self.step("seal".into())
         }
-        fn bind(&mut self, spec: &MountSpec) -> Result<(), Error> {
+        fn bind(&mut self, spec: &MountSpec, _caller: &Caller) -> Result<(), Error> {
             self.step(format!("bind {}", spec.target.display()))
         }
-        fn present_caller(&mut self, personal: &Personal, _shared: &[MountSpec]) -> Result<(), Error> {
+        fn present_caller(
+            &mut self,
+            personal: &Personal,
+            _shared: &[MountSpec],
+            _caller: &Caller,
+        ) -> Result<(), Error> {
             self.step(format!("present {} host files", personal.host_files.len()))
         }
         fn chroot_into_tree(&mut self) -> Result<(), Error> {
@@ -692,7 +454,7 @@ mod tests {
             self.step("verify".into())
         }
         type Directory = PathBuf;
-        fn open_directory(&mut self, dir: &Path) -> Result<Opened<PathBuf>, (PathBuf, Errno)> {
+        fn open_directory(&mut self, dir: &Path, _caller: &Caller) -> Result<Opened<PathBuf>, (PathBuf, Errno)> {
             self.steps.push(format!("open {}", dir.display()));
             let listed = |list: &[(PathBuf, PathBuf)]| list.iter().find(|(d, _)| d == dir).map(|(_, at)| at.clone());
             let Some(index) = self.existing_dirs.iter().position(|d| d == dir) else {
@@ -729,17 +491,6 @@ mod tests {
         parse("t", &text).expect("valid").sysroots.remove(0)
     }
 
-    fn caller() -> Caller {
-        Caller {
-            uid: Uid::from_raw(1000),
-            gid: Gid::from_raw(1000),
-            name: "alice".into(),
-            home: "/home/alice".into(),
-            shell: "/bin/zsh".into(),
-            groups: vec![Gid::from_raw(1000)],
-        }
-    }
-
     fn run_plan(sysroot: &Sysroot, recorder: &mut Recorder, cwd: &[&str], command: Command) -> Error {
         run_plan_from(sysroot, recorder, cwd, None, command)
     }
@@ -760,7 +511,7 @@ mod tests {
         let plan = EntryPlan {
             sysroot,
             caller: &caller,
-            mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), &caller.home),
+            mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), Some(&caller.home)),
             personal: Personal { host_files: vec![("/etc/hosts".into(), b"".to_vec())], ..Personal::default() },
             cwd: cwd.iter().map(PathBuf::from).collect(),
             cwd_id,
@@ -786,7 +537,7 @@ mod tests {
         let alice = caller();
         let outcome = |items: &[&str], exec: Option<&str>| {
             let argv: Vec<OsString> = items.iter().map(OsString::from).collect();
-            match dispatch_for(&alice, &argv, exec.map(std::ffi::OsStr::new), &config) {
+            match dispatch_for(&mut Recorder::default(), &alice, &argv, exec.map(OsStr::new), &config) {
                 Ok(invocation) => format!("{invocation:?}"),
                 Err(err) => err.to_string(),
             }
@@ -806,42 +557,6 @@ mod tests {
         }
         assert!(outcome(&["imageswitch", "brokenopen"], None).contains("unknown key \"pth\""));
         assert!(outcome(&["imageswitch", "open"], None).starts_with("Enter"));
-    }
-
-    #[test]
-    fn privileged_steps_happen_in_order() {
-        let s = sysroot("");
-        let mut rec = Recorder {
-            existing_dirs: vec!["/work/run1".into()],
-            executables: vec!["/bin/bash".into(), "/usr/bin/id".into()],
-            ..Default::default()
-        };
-        run_plan(&s, &mut rec, &["/work/run1"], Command::Program { program: "id".into(), args: vec![] });
-        assert_eq!(
-            rec.steps,
-            [
-                "unshare",
-                "slave",
-                "open_tree /srv/sl5",
-                "seal",
-                "bind /proc",
-                "bind /sys",
-                "bind /dev",
-                "bind /home",
-                "bind /tmp",
-                "bind /var/tmp",
-                "bind /data",
-                "bind /dev/log",
-                "present 1 host files",
-                "chroot",
-                "personality Linux32",
-                "drop uid=1000",
-                "verify",
-                "open /work/run1",
-                "chdir /work/run1",
-                "exec /usr/bin/id [\"id\"] env_ok=true PWD=/work/run1",
-            ]
-        );
     }
 
     #[test]
@@ -943,6 +658,7 @@ mod tests {
             ..Default::default()
         };
         run_plan(&s, &mut rec, &["/hostonly"], Command::LoginShell);
+        assert_eq!(rec.said, ["err: imageswitch: warning: /hostonly does not exist in sl5; starting in /home/alice"]);
         let tail: Vec<&str> = rec.steps.iter().rev().take(4).rev().map(String::as_str).collect();
         assert_eq!(
             tail,
@@ -1005,5 +721,181 @@ mod tests {
             "sl5: /home/alice/lnk leads to /hostonly, which does not exist in sl5; not starting anywhere else \
              (require_cwd)"
         );
+    }
+
+    const CONFIG: &str = "[sysroot.sl5]\npath = \"/srv/sl5\"\npersonality = \"linux32\"\nbin_dir = \"/bin5\"\n\
+                          binds = [\"/data\"]\nhost_files = [\"/etc/hosts\"]\n";
+
+    /// A recorder whose configuration file holds `text`, in `/work/run1`.
+    fn host(text: &str) -> Recorder {
+        Recorder {
+            config_text: text.to_string(),
+            cwd: vec!["/work/run1".into()],
+            existing_dirs: vec!["/work/run1".into(), "/home/alice".into()],
+            executables: vec!["/bin/bash".into(), "/bin/sh".into(), "/usr/bin/id".into()],
+            ..Default::default()
+        }
+    }
+
+    fn run_argv(rec: &mut Recorder, argv: &[&str]) -> Result<i32, Error> {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let env = vec![(OsString::from("PATH"), OsString::from("/usr/bin:/bin"))];
+        run(rec, &argv, &env)
+    }
+
+    #[test]
+    fn the_whole_entry_happens_in_order_from_the_self_check_to_the_exec() {
+        let mut rec = host(CONFIG);
+        let err = run_argv(&mut rec, &["imageswitch", "sl5", "id", "-u"]).expect_err("an entry returns only its error");
+        assert_eq!(err.to_string(), "dropping privileges failed at fake: exec recorded");
+        assert_eq!(
+            rec.steps,
+            [
+                "self-check",
+                "caller",
+                "config",
+                "access granted",
+                "bind sources of sl5",
+                "cwd",
+                "audit /dev/log Info user=alice uid=1000 sysroot=sl5 command=\"id -u\" cwd=/work/run1",
+                "prepare personal",
+                "unshare",
+                "slave",
+                "open_tree /srv/sl5",
+                "seal",
+                "bind /proc",
+                "bind /sys",
+                "bind /dev",
+                "bind /home",
+                "bind /tmp",
+                "bind /var/tmp",
+                "bind /data",
+                "bind /dev/log",
+                "present 1 host files",
+                "chroot",
+                "personality Linux32",
+                "drop uid=1000",
+                "verify",
+                "open /work/run1",
+                "chdir /work/run1",
+                "exec /usr/bin/id [\"id\", \"-u\"] env_ok=true PWD=/work/run1",
+            ]
+        );
+        assert!(rec.said.is_empty(), "{:?}", rec.said);
+    }
+
+    #[test]
+    fn a_binn_script_is_opened_as_the_caller_after_the_audit_and_read_by_descriptor_after_the_drop() {
+        let mut rec = Recorder { exec_path: Some("/spool/job7".into()), ..host(CONFIG) };
+        run_argv(&mut rec, &["/bin5/sh", "/spool/job7", "x"]).expect_err("entered");
+        let at = |step: &str| rec.steps.iter().position(|s| s.starts_with(step)).unwrap_or_else(|| panic!("{step}"));
+        assert!(at("audit") < at("open script /spool/job7"));
+        assert!(at("open script /spool/job7") < at("prepare personal"));
+        assert!(at("verify") < at("script /spool/job7") && at("script /spool/job7") < at("exec"));
+        assert_eq!(
+            rec.steps.last().map(String::as_str),
+            Some("exec /bin/sh [\"/bin/sh\", \"/proc/self/fd/9\", \"x\"] env_ok=true PWD=/work/run1")
+        );
+    }
+
+    #[test]
+    fn help_and_version_are_answered_before_any_privileged_step() {
+        for (argv, answer) in [
+            (&["imageswitch", "--help"][..], "out: usage: imageswitch NAME"),
+            (&["/usr/bin/imageswitch"], "out: usage: imageswitch NAME"),
+            (&["imageswitch", "-V"], "out: imageswitch "),
+        ] {
+            let mut rec = Recorder { fail_at: Some(""), ..host("this is not a configuration") };
+            assert_eq!(run_argv(&mut rec, argv).map_err(|e| e.to_string()), Ok(0), "{argv:?}");
+            assert!(rec.steps.is_empty(), "{argv:?}: {:?}", rec.steps);
+            assert_eq!(rec.said.len(), 1);
+            assert!(rec.said[0].starts_with(answer), "{argv:?}: {:?}", rec.said);
+        }
+        let mut rec = host(CONFIG);
+        let err = run_argv(&mut rec, &[]).expect_err("empty argv");
+        assert_eq!(err.to_string(), "refusing to run with an empty argument list (see imageswitch --help)");
+        assert!(rec.steps.is_empty());
+    }
+
+    #[test]
+    fn each_host_step_that_fails_stops_the_entry_there() {
+        for step in ["self-check", "caller", "config", "cwd"] {
+            let mut rec = Recorder { fail_at: Some(step), ..host(CONFIG) };
+            let err = run_argv(&mut rec, &["imageswitch", "sl5"]).expect_err(step);
+            assert!(err.to_string().contains("injected failure"), "{step}: {err}");
+            assert_eq!(rec.steps.last().map(String::as_str), Some(step));
+            assert!(!rec.steps.iter().any(|s| s.starts_with("audit") || s == "unshare"), "{step}: {:?}", rec.steps);
+        }
+        let mut rec = host("[sysroot.sl5]\npath = \"/a\"\n[sysroot.sl5]\n");
+        let err = run_argv(&mut rec, &["imageswitch", "sl5"]).expect_err("syntax error");
+        assert!(err.to_string().contains("no sysroot can be entered"), "{err}");
+        assert_eq!(rec.steps, ["self-check", "caller", "config"]);
+    }
+
+    #[test]
+    fn a_refused_entry_is_audited_and_fails_like_an_unknown_name_before_the_kernel_half() {
+        let text = format!("{CONFIG}users = [\"bob\"]\ngroups = [\"nosuch\"]\n");
+        let mut rec = host(&text);
+        let err = run_argv(&mut rec, &["imageswitch", "sl5", "id"]).expect_err("refused");
+        assert_eq!(err.to_string(), "unknown sysroot name \"sl5\" (see imageswitch --list)");
+        assert_eq!(
+            rec.steps,
+            [
+                "self-check",
+                "caller",
+                "config",
+                "access denied",
+                "audit /dev/log Warning refused: user=alice uid=1000 sysroot=sl5"
+            ]
+        );
+        // Admitted through a group, the same entry goes ahead.
+        let mut rec = host(&format!("{CONFIG}groups = [\"physics\"]\n"));
+        run_argv(&mut rec, &["imageswitch", "sl5", "id"]).expect_err("entered");
+        assert!(rec.steps.iter().any(|s| s.starts_with("exec ")), "{:?}", rec.steps);
+    }
+
+    #[test]
+    fn without_a_log_socket_there_is_no_audit_step() {
+        let mut rec = host(&format!("[defaults]\nlog_socket = \"\"\n{CONFIG}"));
+        run_argv(&mut rec, &["imageswitch", "sl5", "id"]).expect_err("entered");
+        assert!(!rec.steps.iter().any(|s| s.starts_with("audit")), "{:?}", rec.steps);
+        assert!(!rec.steps.iter().any(|s| s == "bind /dev/log"), "{:?}", rec.steps);
+    }
+
+    #[test]
+    fn a_bind_source_others_may_change_refuses_the_sysroot_before_the_audit() {
+        let mut rec = Recorder { shared_dirs: vec!["/data".into()], ..host(CONFIG) };
+        let err = run_argv(&mut rec, &["imageswitch", "sl5"]).expect_err("refused");
+        assert_eq!(
+            err.to_string(),
+            "/etc/sysroots.toml:5:10: bind source /data lies under /data, writable by group or others (mode 1777): \
+             users other than root could block or replace it for everyone; move it under a directory only root can write"
+        );
+        assert_eq!(rec.steps.last().map(String::as_str), Some("bind sources of sl5"));
+        assert!(!rec.steps.iter().any(|s| s.starts_with("audit") || s == "cwd"), "{:?}", rec.steps);
+    }
+
+    #[test]
+    fn list_shows_each_caller_only_what_they_may_enter_or_be_told_about() {
+        let text = "[sysroot.open]\npath = \"/o\"\naliases = [\"op\"]\nbin_dir = \"/bino\"\n\
+                    [sysroot.secret]\npath = \"/s\"\nusers = [\"bob\"]\n\
+                    [sysroot.physics]\npath = \"/p\"\ngroups = [\"physics\"]\n\
+                    [sysroot.shared]\npath = \"/sh\"\nbinds = [\"/scratch/x\"]\n\
+                    [sysroot.mine]\npth = 1\nusers = [\"alice\"]\n\
+                    [sysroot.bobs]\npth = 1\nusers = [\"bob\"]\n";
+        let mut rec = Recorder { shared_dirs: vec!["/scratch".into()], ..host(text) };
+        assert_eq!(run_argv(&mut rec, &["imageswitch", "--list"]).map_err(|e| e.to_string()), Ok(0));
+        assert_eq!(
+            rec.said,
+            [
+                "out: open\t/o\taliases: op\tbin_dir: /bino",
+                "out: physics\t/p",
+                "err: imageswitch: shared: not usable: /etc/sysroots.toml:13:10: bind source /scratch/x lies under \
+                 /scratch, writable by group or others (mode 1777): users other than root could block or replace it \
+                 for everyone; move it under a directory only root can write",
+                "err: imageswitch: mine: not usable: /etc/sysroots.toml:15:1: unknown key \"pth\" in [sysroot.mine]",
+            ]
+        );
+        assert!(!rec.steps.iter().any(|s| s == "cwd" || s.starts_with("audit")), "{:?}", rec.steps);
     }
 }

@@ -268,15 +268,29 @@ pub struct GroupEntry {
 /// Largest buffer offered to the `get*_r` calls before giving up.
 const MAX_NSS_BUFFER: usize = 1 << 20;
 
-/// Runs a `get*_r` call with a growing buffer: `Ok(false)` when the entry
-/// does not exist, the error the call returned otherwise.
-fn with_nss_buffer(mut call: impl FnMut(&mut [u8]) -> (libc::c_int, bool)) -> io::Result<bool> {
+/// A `get*_r(3)` call: fills the entry, with its strings in the buffer (of
+/// the given length), and sets the result pointer to the entry, or to NULL
+/// when there is none. Returns 0 or an error number.
+type NssCall<'a, T> = dyn FnMut(*mut T, *mut libc::c_char, usize, *mut *mut T) -> libc::c_int + 'a;
+
+/// Runs `call` on an all-zero `T` with a growing buffer and, when it found
+/// an entry, returns what `read` takes from it while the buffer its strings
+/// point into is alive: `Ok(None)` when there is none.
+///
+/// # Safety
+/// All-zero must be a valid `T` (a C struct of integers and pointers), and
+/// `call` a `get*_r(3)` call for `T` that keeps to its contract ([`NssCall`]).
+unsafe fn nss_entry<T, E>(call: &mut NssCall<'_, T>, read: impl Fn(&T) -> E) -> io::Result<Option<E>> {
+    // SAFETY: all-zero is a valid `T`, as the caller promises.
+    let mut entry: T = unsafe { std::mem::zeroed() };
     let mut buffer = vec![0u8; 4096];
     loop {
-        match call(&mut buffer) {
-            (0, found) => return Ok(found),
-            (libc::ERANGE, _) if buffer.len() < MAX_NSS_BUFFER => buffer.resize(buffer.len() * 4, 0),
-            (errno, _) => return Err(io::Error::from_raw_os_error(errno)),
+        let mut result: *mut T = std::ptr::null_mut();
+        match call(&mut entry, buffer.as_mut_ptr().cast(), buffer.len(), &mut result) {
+            0 if result.is_null() => return Ok(None),
+            0 => return Ok(Some(read(&entry))),
+            libc::ERANGE if buffer.len() < MAX_NSS_BUFFER => buffer.resize(buffer.len() * 4, 0),
+            errno => return Err(io::Error::from_raw_os_error(errno)),
         }
     }
 }
@@ -295,48 +309,50 @@ unsafe fn nss_bytes(ptr: *const libc::c_char) -> Vec<u8> {
 
 /// `getpwuid_r(3)` through the host's NSS.
 pub fn passwd_by_uid(uid: u32) -> io::Result<Option<PasswdEntry>> {
-    // SAFETY: all-zero is a valid `struct passwd` (integers and NULL pointers).
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut entry = None;
-    with_nss_buffer(|buffer| {
-        let mut result: *mut libc::passwd = std::ptr::null_mut();
-        // SAFETY: every pointer refers to live storage of the stated size;
-        // on success `result` points at `pw`, whose strings live in `buffer`.
-        let ret = unsafe { libc::getpwuid_r(uid, &mut pw, buffer.as_mut_ptr().cast(), buffer.len(), &mut result) };
-        if ret == 0 && !result.is_null() {
-            // SAFETY: the strings point into `buffer`, alive and unchanged here.
-            entry = Some(unsafe {
-                PasswdEntry {
-                    name: nss_bytes(pw.pw_name),
-                    passwd: nss_bytes(pw.pw_passwd),
-                    uid: pw.pw_uid,
-                    gid: pw.pw_gid,
-                    gecos: nss_bytes(pw.pw_gecos),
-                    dir: nss_bytes(pw.pw_dir),
-                    shell: nss_bytes(pw.pw_shell),
-                }
-            });
+    // SAFETY: every pointer refers to live storage of the stated size.
+    let mut call = |pw, buf, len, result| unsafe { libc::getpwuid_r(uid, pw, buf, len, result) };
+    // SAFETY: the strings point into the buffer, alive and unchanged while `read` runs.
+    let read = |pw: &libc::passwd| unsafe {
+        PasswdEntry {
+            name: nss_bytes(pw.pw_name),
+            passwd: nss_bytes(pw.pw_passwd),
+            uid: pw.pw_uid,
+            gid: pw.pw_gid,
+            gecos: nss_bytes(pw.pw_gecos),
+            dir: nss_bytes(pw.pw_dir),
+            shell: nss_bytes(pw.pw_shell),
         }
-        (ret, !result.is_null())
-    })?;
-    Ok(entry)
+    };
+    // SAFETY: all-zero is a valid `struct passwd` (integers and NULL
+    // pointers), and `call` is getpwuid_r.
+    unsafe { nss_entry(&mut call, read) }
 }
 
 /// `getgrgid_r(3)` through the host's NSS.
 pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
-    // SAFETY: all-zero is a valid `struct group` (integers and NULL pointers).
-    let mut gr: libc::group = unsafe { std::mem::zeroed() };
-    let mut entry = None;
-    with_nss_buffer(|buffer| {
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        // SAFETY: every pointer refers to live storage of the stated size;
-        // on success `result` points at `gr`, whose strings live in `buffer`.
-        let ret = unsafe { libc::getgrgid_r(gid, &mut gr, buffer.as_mut_ptr().cast(), buffer.len(), &mut result) };
-        if ret == 0 && !result.is_null() {
-            // SAFETY: the name points into `buffer`, alive and unchanged here.
-            entry = Some(GroupEntry { name: unsafe { nss_bytes(gr.gr_name) }, gid: gr.gr_gid });
-        }
-        (ret, !result.is_null())
-    })?;
-    Ok(entry)
+    // SAFETY: every pointer refers to live storage of the stated size.
+    let mut call = |gr, buf, len, result| unsafe { libc::getgrgid_r(gid, gr, buf, len, result) };
+    // SAFETY: the name points into the buffer, alive and unchanged while `read` runs.
+    let read = |gr: &libc::group| GroupEntry { name: unsafe { nss_bytes(gr.gr_name) }, gid: gr.gr_gid };
+    // SAFETY: all-zero is a valid `struct group` (integers and NULL
+    // pointers), and `call` is getgrgid_r.
+    unsafe { nss_entry(&mut call, read) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nss_lookups_find_root_and_nobody_for_an_unused_id() {
+        let root = passwd_by_uid(0).expect("getpwuid_r").expect("root has an entry");
+        assert_eq!(
+            (root.name.as_slice(), root.uid, root.gid, root.dir.as_slice()),
+            (&b"root"[..], 0, 0, &b"/root"[..])
+        );
+        let group = group_by_gid(0).expect("getgrgid_r").expect("group 0 has an entry");
+        assert_eq!(group, GroupEntry { name: b"root".to_vec(), gid: 0 });
+        assert_eq!(passwd_by_uid(3_999_999_999).expect("getpwuid_r"), None);
+        assert_eq!(group_by_gid(3_999_999_999).expect("getgrgid_r"), None);
+    }
 }

@@ -9,6 +9,8 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
+use crate::escape::needs_escape;
+
 /// authpriv (10) * 8 + info (6).
 const AUTHPRIV_INFO: u8 = 86;
 /// authpriv (10) * 8 + warning (4).
@@ -29,59 +31,6 @@ const KERNEL_LOG_MAX: usize = 976;
 pub enum Severity {
     Info,
     Warning,
-}
-
-/// Unicode format characters (general category Cf): bidirectional controls,
-/// zero-width characters, tags. Invisible, or reordering what follows.
-const FORMAT: &[(char, char)] = &[
-    ('\u{ad}', '\u{ad}'),
-    ('\u{600}', '\u{605}'),
-    ('\u{61c}', '\u{61c}'),
-    ('\u{6dd}', '\u{6dd}'),
-    ('\u{70f}', '\u{70f}'),
-    ('\u{890}', '\u{891}'),
-    ('\u{8e2}', '\u{8e2}'),
-    ('\u{180e}', '\u{180e}'),
-    ('\u{200b}', '\u{200f}'),
-    ('\u{202a}', '\u{202e}'),
-    ('\u{2060}', '\u{2064}'),
-    ('\u{2066}', '\u{206f}'),
-    ('\u{feff}', '\u{feff}'),
-    ('\u{fff9}', '\u{fffb}'),
-    ('\u{110bd}', '\u{110bd}'),
-    ('\u{110cd}', '\u{110cd}'),
-    ('\u{13430}', '\u{1343f}'),
-    ('\u{1bca0}', '\u{1bca3}'),
-    ('\u{1d173}', '\u{1d17a}'),
-    ('\u{e0001}', '\u{e0001}'),
-    ('\u{e0020}', '\u{e007f}'),
-];
-
-/// Characters escaped in caller text: controls, Unicode format characters,
-/// and every separator or space except the ASCII space (line and paragraph
-/// separators, no-break and wide spaces).
-fn needs_escape(c: char) -> bool {
-    c.is_control() || (!c.is_ascii() && (c.is_whitespace() || FORMAT.iter().any(|&(lo, hi)| (lo..=hi).contains(&c))))
-}
-
-/// Makes caller-controlled text safe for one line, of a message or a log
-/// record: controls, Unicode format characters and separators shown as
-/// escapes (`\n`, `\u{202e}`), bytes that are not UTF-8 as `\xNN`.
-pub fn escape(text: &[u8]) -> String {
-    let mut out = String::with_capacity(text.len());
-    for chunk in text.utf8_chunks() {
-        for c in chunk.valid().chars() {
-            if needs_escape(c) {
-                out.extend(c.escape_default());
-            } else {
-                out.push(c);
-            }
-        }
-        for b in chunk.invalid() {
-            out.push_str(&format!("\\x{b:02x}"));
-        }
-    }
-    out
 }
 
 /// The datagram for `message`, RFC 3164 style without a timestamp (the
@@ -119,6 +68,22 @@ pub fn send(socket: &Path, severity: Severity, message: &str) -> Delivery {
         Err(err) if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => Delivery::Full,
         Err(_) => Delivery::NoReceiver,
     }
+}
+
+/// Sends one record to `socket`. One the socket cannot take at once (any
+/// user can fill its queue) goes to the kernel log, unless users may read
+/// that. Returns, for such a record, what became of it, for the caller.
+pub fn record(socket: &Path, severity: Severity, message: &str) -> Option<&'static str> {
+    if send(socket, severity, message) != Delivery::Full {
+        return None;
+    }
+    Some(if !kernel_log_is_private() {
+        "audit record dropped: the kernel log is readable by every user (kernel.dmesg_restrict=0)"
+    } else if to_kernel_log(Path::new(KERNEL_LOG), severity, message) {
+        "audit record written to the kernel log"
+    } else {
+        "audit record dropped: the kernel log did not take it either"
+    })
 }
 
 /// Whether a record in the kernel log stays as private as one in authpriv:
@@ -166,7 +131,7 @@ pub const FIELD_SYSROOT: usize = 96;
 pub const FIELD_COMMAND: usize = 1024;
 pub const FIELD_CWD: usize = 640;
 
-/// `key=value` for an audit record. The value is escaped as [`escape`] does,
+/// `key=value` for an audit record. The value is escaped as [`crate::escape::escape`] does,
 /// with `"` and `\` also escaped, cut at `max` bytes (ending `...`), and
 /// quoted when it holds a space, `=` or `"` or is empty: caller text can
 /// never end a field or start another.
@@ -195,26 +160,21 @@ pub fn field(key: &str, value: &[u8], max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// A scratch directory for `test`, and a datagram socket listening in it.
+    fn listening(test: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixDatagram) {
+        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-{test}-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("log");
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixDatagram::bind(&path).expect("bind");
+        (dir, path, listener)
+    }
+
     #[test]
     fn record_has_authpriv_priority_and_tag() {
         let rec = format_record(Severity::Info, 42, "user=alice sysroot=sl5");
         assert_eq!(rec, b"<86>imageswitch[42]: user=alice sysroot=sl5");
         assert!(format_record(Severity::Warning, 1, "x").starts_with(b"<84>"));
-    }
-
-    #[test]
-    fn escape_removes_control_bytes() {
-        assert_eq!(escape(b"a\nb\x1b[31m"), "a\\nb\\u{1b}[31m");
-        assert_eq!(escape(b"\xffok"), "\\xffok");
-    }
-
-    #[test]
-    fn escape_shows_unicode_separators_and_bidi_controls() {
-        let text = "a\u{2028}b\u{2029}c\u{202e}d\u{2066}e\u{200b}f\u{85}g\u{a0}h\u{feff}i\u{e0041}j k é";
-        assert_eq!(
-            escape(text.as_bytes()),
-            "a\\u{2028}b\\u{2029}c\\u{202e}d\\u{2066}e\\u{200b}f\\u{85}g\\u{a0}h\\u{feff}i\\u{e0041}j k é"
-        );
     }
 
     #[test]
@@ -238,11 +198,7 @@ mod tests {
 
     #[test]
     fn a_full_receiver_refuses_the_record_at_once() {
-        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-full-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("log");
-        let _ = std::fs::remove_file(&path);
-        let _listener = UnixDatagram::bind(&path).expect("bind");
+        let (dir, path, _listener) = listening("full");
         let mut sent = 0;
         while send(&path, Severity::Info, "filling") == Delivery::Sent {
             sent += 1;
@@ -278,11 +234,7 @@ mod tests {
 
     #[test]
     fn reaches_a_real_listener() {
-        let dir = std::env::temp_dir().join(format!("imageswitch-syslog-test-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("log");
-        let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).expect("bind");
+        let (dir, path, listener) = listening("test");
         assert_eq!(send(&path, Severity::Info, "hello"), Delivery::Sent);
         let mut buf = [0u8; 256];
         let n = listener.recv(&mut buf).expect("recv");

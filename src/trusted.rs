@@ -30,7 +30,8 @@ pub enum Kind {
     File,
 }
 
-fn file_type(st: &FileStat) -> SFlag {
+/// The file type bits (`S_IFMT`) of a stat result.
+pub(crate) fn stat_type(st: &FileStat) -> SFlag {
     SFlag::from_bits_truncate(st.st_mode & SFlag::S_IFMT.bits())
 }
 
@@ -40,7 +41,7 @@ pub fn untrusted_reason(st: &FileStat) -> Option<String> {
     if st.st_uid != 0 {
         return Some(format!("owned by uid {}, not root", st.st_uid));
     }
-    if file_type(st) != SFlag::S_IFLNK && st.st_mode & 0o022 != 0 {
+    if stat_type(st) != SFlag::S_IFLNK && st.st_mode & 0o022 != 0 {
         return Some(format!("writable by group or others (mode {:04o})", st.st_mode & 0o7777));
     }
     None
@@ -84,7 +85,7 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
 /// below root-only ones, so root made it what it is.
 pub fn shared_ancestor(path: &Path) -> Option<(PathBuf, String)> {
     let judge = |shown: &Path, st: &FileStat| {
-        let the_source_itself = shown == path && file_type(st) != SFlag::S_IFLNK;
+        let the_source_itself = shown == path && stat_type(st) != SFlag::S_IFLNK;
         match untrusted_reason(st) {
             Some(why) if !the_source_itself => Err(why),
             _ => Ok(()),
@@ -134,7 +135,7 @@ pub fn walk(
             Err(e) => return Err((shown, Stop::Errno(e))),
         };
         let st = judged(&mut judge, &next, &shown)?;
-        match file_type(&st) {
+        match stat_type(&st) {
             SFlag::S_IFLNK => {
                 links += 1;
                 if links > MAX_LINKS {

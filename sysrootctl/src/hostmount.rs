@@ -12,7 +12,7 @@
 
 use std::fs;
 use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{Context, Result, anyhow};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
@@ -43,8 +43,8 @@ fn open(decl: &Declaration, name: &str) -> Result<Tree> {
     trusted::check_tree_entries(&fd).map_err(|(entry, why)| anyhow!("{name}: tree entry {entry}: {why}"))?;
     let real =
         fs::canonicalize(&sysroot.path).with_context(|| format!("{name}: resolving {}", sysroot.path.display()))?;
-    // Homes arrive through the configured binds; "/" means "no own home bind".
-    let specs = mounts::plan(sysroot, &decl.config.defaults, Path::new("/"));
+    // Homes arrive through the configured binds: no one's own home bind.
+    let specs = mounts::plan(sysroot, &decl.config.defaults, None);
     Ok(Tree { fd, real, specs })
 }
 

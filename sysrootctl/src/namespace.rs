@@ -133,7 +133,8 @@ fn stage(args: &[String]) -> Result<i32> {
             nix::unistd::chroot(tree.as_path()).with_context(|| format!("chroot {}", tree.display()))?;
             std::env::set_current_dir("/")?;
             if mode == "linux32" {
-                nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(0x0008))?;
+                let linux32 = imageswitch::config::Personality::Linux32.domain() as nix::libc::c_int;
+                nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(linux32))?;
             }
             let err = Command::new(program).args(rest).exec();
             bail!("cannot run {program}: {err}")

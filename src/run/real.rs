@@ -1,0 +1,237 @@
+//! The real [`Kernel`]: each step done for real, as root or (where the step
+//! says so) as the caller.
+#![forbid(unsafe_code)]
+
+use std::ffi::{CString, OsString};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::unistd::{chroot, fchdir};
+
+use super::kernel::{Kernel, Opened};
+use crate::access::{Caller, host_group_gid, may_enter};
+use crate::carryover;
+use crate::config::{self, Access, CONFIG_PATH, Config, Defaults, Personality, Sysroot};
+use crate::error::{Error, Stream, say};
+use crate::exec::{Launch, Script};
+use crate::mounts::{self, IfMissing, MountSpec, Outcome, SharedSource};
+use crate::personal::{self, Personal};
+use crate::privileges::{self, CallerState};
+use crate::sys;
+use crate::syslog::{self, Severity};
+use crate::trusted::{self, Kind, Stop};
+use crate::workdir::{self, Whereabouts};
+
+/// The real kernel, holding the tree's descriptor once it is open.
+pub struct Real {
+    caller_state: CallerState,
+    /// The sysroot being entered, for messages.
+    sysroot: String,
+    tree: Option<OwnedFd>,
+    tree_path: PathBuf,
+}
+
+impl Real {
+    /// `caller_state`: what the caller had, given back at the exec.
+    pub fn new(caller_state: CallerState) -> Self {
+        Real { caller_state, sysroot: String::new(), tree: None, tree_path: PathBuf::new() }
+    }
+
+    fn tree(&self) -> Result<&OwnedFd, Error> {
+        self.tree
+            .as_ref()
+            .ok_or_else(|| Error::mount(&self.sysroot, "tree", std::io::Error::from_raw_os_error(libc::EBADF)))
+    }
+}
+
+impl Kernel for Real {
+    fn check_self(&mut self) -> Result<(), Error> {
+        privileges::check_setuid_root()
+    }
+
+    fn resolve_caller(&mut self) -> Result<Caller, Error> {
+        Caller::resolve()
+    }
+
+    fn load_config(&mut self) -> Result<Config, Error> {
+        load_config()
+    }
+
+    fn exec_path(&mut self) -> Option<OsString> {
+        sys::exec_filename()
+    }
+
+    fn admits(&mut self, access: &Access, caller: &Caller) -> bool {
+        may_enter(access, caller, host_group_gid)
+    }
+
+    fn shared_source(&mut self, sysroot: &Sysroot, defaults: &Defaults) -> Option<SharedSource> {
+        mounts::shared_source(sysroot, defaults, trusted::shared_ancestor)
+    }
+
+    fn current_directory(
+        &mut self,
+        caller: &Caller,
+        caller_env: &[(OsString, OsString)],
+    ) -> Result<Whereabouts, Error> {
+        let (paths, id) = privileges::as_caller(caller, || workdir::resolve(caller_env))?;
+        let physical = nix::unistd::getcwd().map_or_else(|_| b"?".to_vec(), |c| c.into_os_string().into_vec());
+        Ok(Whereabouts { paths, id, physical })
+    }
+
+    fn audit(&mut self, socket: &Path, severity: Severity, message: &str) {
+        if let Some(what) = syslog::record(socket, severity, message) {
+            say(
+                Stream::Err,
+                &format!("imageswitch: warning: the log socket {} is not accepting records: {what}", socket.display()),
+            );
+        }
+    }
+
+    fn open_script(&mut self, caller: &Caller, path: &Path) -> Result<Option<OwnedFd>, Error> {
+        privileges::as_caller(caller, || crate::exec::open_script(path))
+    }
+
+    fn prepare_personal(&mut self, caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
+        personal::prepare(caller, sysroot, defaults)
+    }
+
+    fn say(&mut self, stream: Stream, line: &str) {
+        say(stream, line);
+    }
+
+    fn unshare_mount_namespace(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
+        self.sysroot = sysroot.name.clone();
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| Error::mount(&self.sysroot, "private mount namespace", e.into()))
+    }
+
+    fn make_mounts_slave(&mut self) -> Result<(), Error> {
+        use nix::mount::{MsFlags, mount};
+        mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)
+            .map_err(|e| Error::mount(&self.sysroot, "making mounts slave", e.into()))
+    }
+
+    fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
+        let tree_error = |path: PathBuf, why: String| Error::Tree { sysroot: sysroot.name.clone(), path, why };
+        let tree = trusted::open_trusted(&sysroot.path, Kind::Directory).map_err(|(c, why)| tree_error(c, why))?;
+        trusted::check_tree_entries(&tree).map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
+        self.tree = Some(tree);
+        self.tree_path = sysroot.path.clone();
+        Ok(())
+    }
+
+    fn seal_tree(&mut self) -> Result<(), Error> {
+        let sealed = mounts::seal_tree(self.tree()?)
+            .map_err(|e| Error::mount(&self.sysroot, "binding the tree nodev over itself", e))?;
+        self.tree = Some(sealed);
+        Ok(())
+    }
+
+    fn bind(&mut self, spec: &MountSpec, caller: &Caller) -> Result<(), Error> {
+        let tree = self.tree()?;
+        match mounts::bind(tree, &self.tree_path, spec, caller.uid, caller.gid) {
+            Ok(Outcome::Mounted) => Ok(()),
+            Ok(Outcome::Missing(why)) => {
+                if spec.if_missing == IfMissing::Warn {
+                    // Only the caller's own home is bound with a warning.
+                    let fix = if mounts::open_target(tree, &spec.target).is_err() {
+                        " (no mount point for your home in the tree: users.sync and sysrootctl apply create one)"
+                    } else {
+                        ""
+                    };
+                    say(Stream::Err, &format!("imageswitch: warning: {}: {why}{fix}", self.sysroot));
+                }
+                Ok(())
+            }
+            Err(err) => Err(Error::mount(&self.sysroot, err.what, err.why)),
+        }
+    }
+
+    fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec], caller: &Caller) -> Result<(), Error> {
+        let tree = self.tree()?;
+        personal::present(tree, &self.tree_path, personal, shared, caller.uid, caller.gid)
+            .map_err(|(what, why)| Error::mount(&self.sysroot, what, why))
+    }
+
+    fn chroot_into_tree(&mut self) -> Result<(), Error> {
+        let sysroot = &self.sysroot;
+        let failed = |step| move |e: Errno| Error::Chroot { sysroot: sysroot.clone(), step, why: e.into() };
+        fchdir(self.tree()?).map_err(failed("entering the tree"))?;
+        chroot(".").map_err(failed("chroot"))
+    }
+
+    fn set_personality(&mut self, personality: Personality) -> Result<(), Error> {
+        let failed = |why| Error::Personality { sysroot: self.sysroot.clone(), why };
+        let current = sys::current_personality().map_err(failed)?;
+        let persona = carryover::personality_for(personality.domain(), current as libc::c_ulong);
+        sys::set_personality(persona).map(drop).map_err(failed)
+    }
+
+    fn drop_privileges(&mut self, caller: &Caller) -> Result<(), Error> {
+        privileges::drop_to(caller)
+    }
+
+    fn verify_dropped(&mut self, caller: &Caller) -> Result<(), Error> {
+        privileges::verify_dropped(caller)
+    }
+
+    type Directory = OwnedFd;
+
+    fn open_directory(&mut self, dir: &Path, caller: &Caller) -> Result<Opened<OwnedFd>, (PathBuf, Errno)> {
+        let uid = caller.uid.as_raw();
+        let mut foreign = None;
+        let handle = trusted::walk(dir, Kind::Directory, |at, st| {
+            if st.st_uid != 0 && st.st_uid != uid {
+                foreign.get_or_insert_with(|| at.to_path_buf());
+            }
+            Ok(())
+        })
+        .map_err(|(at, stop)| match stop {
+            Stop::Errno(errno) => (at, errno),
+            Stop::Refused(_) => (at, Errno::EACCES),
+        })?;
+        let st = nix::sys::stat::fstat(&handle).map_err(|errno| (dir.to_path_buf(), errno))?;
+        Ok(Opened { handle, id: (st.st_dev, st.st_ino), foreign })
+    }
+
+    fn change_directory(&mut self, dir: &OwnedFd) -> Result<(), Errno> {
+        fchdir(dir)
+    }
+
+    fn is_executable(&self, path: &Path) -> bool {
+        crate::exec::is_executable(path)
+    }
+
+    fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString> {
+        crate::exec::script_from_descriptor(script)
+    }
+
+    fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error {
+        privileges::restore_caller_state(&self.caller_state);
+        crate::exec::exec_failed(launch, crate::exec::exec(launch, env))
+    }
+}
+
+/// Reads the configuration from its fixed path, trusting it only when it and
+/// every directory above it are root-owned and not group/world-writable.
+fn load_config() -> Result<Config, Error> {
+    let path = Path::new(CONFIG_PATH);
+    let refused = |component: PathBuf, why: String| {
+        let why = if component == path { why } else { format!("{}: {why}", component.display()) };
+        Error::ConfigFile { path: path.to_path_buf(), why: format!("refusing configuration: {why}") }
+    };
+    let fd = trusted::open_trusted(path, Kind::File).map_err(|(c, why)| refused(c, why))?;
+    let mut text = String::new();
+    std::fs::File::from(fd)
+        .take(config::MAX_CONFIG_BYTES + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), why: format!("cannot read: {e}") })?;
+    if text.len() as u64 > config::MAX_CONFIG_BYTES {
+        return Err(Error::ConfigFile { path: path.to_path_buf(), why: "larger than 1 MiB".into() });
+    }
+    config::parse(CONFIG_PATH, &text).map_err(Error::Config)
+}
