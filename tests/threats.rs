@@ -31,6 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
+use test_support::{c_program, gid_of as gid, mountinfo, procs, uid_of as uid};
 
 /// Held by tests that change host-wide kernel settings.
 static HOST_SETTINGS: Mutex<()> = Mutex::new(());
@@ -41,14 +42,6 @@ const TREES: &str = "/var/lib/imageswitch-test/trees";
 
 fn imageswitch_as(user: &str, args: &[&str]) -> Output {
     run(as_user(user, BIN).args(args))
-}
-
-fn uid(user: &str) -> u32 {
-    nix::unistd::User::from_name(user).expect("nss").expect("user exists").uid.as_raw()
-}
-
-fn gid(user: &str) -> u32 {
-    nix::unistd::User::from_name(user).expect("nss").expect("user exists").gid.as_raw()
 }
 
 /// `id -G user` on the host, as a set.
@@ -89,13 +82,11 @@ fn root_dir(tag: &str, mode: u32) -> Scratch {
     Scratch(dir)
 }
 
-/// Compiles `source` with gcc into `dir/name`; `extra` are more gcc arguments.
-fn compile(dir: &Path, name: &str, source: &str, extra: &[&str]) -> PathBuf {
-    let src = dir.join(format!("{name}.c"));
+/// A copy at `dir/name` of `tests/support/PROGRAM.c` built with `flags`
+/// (test_support::c_program), for the test to give an owner and a mode.
+fn compile(dir: &Path, name: &str, program: &str, flags: &[&str]) -> PathBuf {
     let out = dir.join(name);
-    fs::write(&src, source).expect("write C source");
-    let result = run(Command::new("gcc").args(["-O1", "-Wall", "-o"]).arg(&out).arg(&src).args(extra));
-    assert!(result.status.success(), "gcc {name}: {}", stderr(&result));
+    fs::copy(c_program(program, flags), &out).expect("copy the built program");
     out
 }
 
@@ -127,27 +118,10 @@ fn assert_ok(out: &Output) -> String {
 /// A library whose constructor records, in a file of `records` named after
 /// its pid, `TAG euid=N ruid=N exe=PATH` for every process that loads it.
 fn recorder_library(dir: &Path, name: &str, tag: &str, records: &Path) -> PathBuf {
-    const SOURCE: &str = r#"
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
-__attribute__((constructor)) static void record(void) {
-    char exe[256] = {0}, path[512], line[512];
-    if (readlink("/proc/self/exe", exe, sizeof exe - 1) < 0) strcpy(exe, "?");
-    snprintf(path, sizeof path, "%s/%s-%d-%d", RECORDS, TAG, (int)getpid(), (int)geteuid());
-    int n = snprintf(line, sizeof line, "%s euid=%d ruid=%d exe=%s\n", TAG, (int)geteuid(), (int)getuid(), exe);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-        if (write(fd, line, n) < 0) {}
-        close(fd);
-    }
-}
-"#;
     compile(
         dir,
         name,
-        SOURCE,
+        "recorder",
         &["-shared", "-fPIC", &format!("-DRECORDS=\"{}\"", records.display()), &format!("-DTAG=\"{tag}\"")],
     )
 }
@@ -238,11 +212,6 @@ impl PrivateLog {
         }
         None
     }
-}
-
-/// Mount points (field 5) of a mountinfo table.
-fn mount_points(table: &str) -> Vec<String> {
-    table.lines().filter_map(|l| l.split(' ').nth(4)).map(str::to_string).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -356,25 +325,12 @@ fn row01_loader_env_never_seen_as_root() {
 // ---------------------------------------------------------------------------
 // Row 2: argc == 0 and hostile argv[0].
 
-const EXECARGV: &str = r#"
-#include <stdio.h>
-#include <unistd.h>
-extern char **environ;
-/* execargv PATH [ARGV0 ARGS...]: execve(PATH) with exactly that argv (empty when only PATH). */
-int main(int argc, char **argv) {
-    if (argc < 2) return 2;
-    execve(argv[1], argv + 2, environ);
-    perror("execve");
-    return 126;
-}
-"#;
-
 #[test]
 fn row02_empty_argv_and_hostile_argv0_only_key_into_the_config() {
     require_root!();
     fixture();
     let dir = root_dir("row02", 0o755);
-    let execargv = compile(&dir, "execargv", EXECARGV, &[]).to_str().expect("utf8").to_string();
+    let execargv = compile(&dir, "execargv", "execargv", &[]).to_str().expect("utf8").to_string();
     let shell_input = "echo imgsw-row02-shell-ran; id -u\n";
 
     // argc == 0, through the binary, an alias link and a bin_dir link.
@@ -582,7 +538,10 @@ fn row05_mounts_never_leak_into_the_callers_namespace() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(during, before, "host mount table changed while a child runs");
-    assert!(mount_points(&inside).iter().any(|m| m == "/dev/log"), "the child's binds are visible to it:\n{inside}");
+    assert!(
+        mountinfo::parse(&inside).iter().any(|m| m.point == "/dev/log"),
+        "the child's binds are visible to it:\n{inside}"
+    );
     assert!(!inside.contains(" shared:"), "mounts inside must not be shared with any other namespace:\n{inside}");
 
     // And where the caller's mounts are *shared* (systemd hosts): a missing
@@ -698,19 +657,17 @@ fn row07_bind_sources_come_from_passwd_and_are_checked_as_the_user() {
     let text = assert_ok(&out);
     let (first, table) = text.split_once('\n').expect("two parts");
     assert_eq!(first, home);
-    let home_line = table
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some(home.as_str()))
-        .unwrap_or_else(|| panic!("passwd home not bound:\n{table}"));
-    assert_eq!(home_line.split(' ').nth(3), Some(home.as_str()), "the home bind's source is the passwd home");
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        assert!(fields[3] != "/etc" && !fields[3].starts_with("/etc/"), "/etc bound from the host: {line}");
+    let mounts = mountinfo::parse(table);
+    let home_mount =
+        mounts.iter().find(|m| m.point == home).unwrap_or_else(|| panic!("passwd home not bound:\n{table}"));
+    assert_eq!(home_mount.root, home, "the home bind's source is the passwd home");
+    for m in &mounts {
+        assert!(m.root != "/etc" && !m.root.starts_with("/etc/"), "/etc bound from the host: {}", m.line);
         // On /etc only the per-entry layer (imageswitch(8), PER-ENTRY VIEW).
-        let fstype = line.split(" - ").nth(1).and_then(|rest| rest.split(' ').next());
         assert!(
-            fields[4] != "/etc" || matches!(fstype, Some("overlay" | "tmpfs")),
-            "something mounted on /etc: {line}"
+            m.point != "/etc" || matches!(m.fs_type.as_str(), "overlay" | "tmpfs"),
+            "something mounted on /etc: {}",
+            m.line
         );
     }
 
@@ -733,15 +690,6 @@ fn row07_bind_sources_come_from_passwd_and_are_checked_as_the_user() {
 // ---------------------------------------------------------------------------
 // Row 8: setuid files and device nodes.
 
-const EUID: &str = r#"
-#include <stdio.h>
-#include <unistd.h>
-int main(void) {
-    printf("%d\n", (int)geteuid());
-    return 0;
-}
-"#;
-
 #[test]
 fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
     require_root!();
@@ -752,7 +700,7 @@ fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
     // it drops a setuid bit by itself for applets such as `id`.
     let dir = root_dir("row08", 0o750);
     sh(&format!("chgrp {} {}", gid(ALICE), dir.display()));
-    let euid = compile(&dir, "euid", EUID, &["-static"]);
+    let euid = compile(&dir, "euid", "euid", &["-static"]);
     fs::set_permissions(&euid, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
     let host = run(&mut as_user(ALICE, euid.to_str().expect("utf8")));
     assert_eq!(stdout(&host), "0\n", "control: the printer elevates where setuid is allowed");
@@ -809,45 +757,12 @@ fn row08_device_node_in_the_tree_gives_eacces() {
 // ---------------------------------------------------------------------------
 // Row 9: capabilities and ids left behind.
 
-const PRIVS: &str = r#"
-#define _GNU_SOURCE
-#include <errno.h>
-#include <grp.h>
-#include <sched.h>
-#include <stdio.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
-#include <unistd.h>
-#include <linux/capability.h>
-/* Tries to take privilege back; prints "call errno" (0 = it worked). */
-static void report(const char *what, long rc) { printf("%s %d\n", what, rc == 0 ? 0 : errno); }
-int main(int argc, char **argv) {
-    report("setuid", setuid(0));
-    report("seteuid", seteuid(0));
-    report("setresuid", setresuid(0, 0, 0));
-    report("setgid", setgid(0));
-    report("setgroups", setgroups(0, NULL));
-    report("chroot", chroot("."));
-    report("unshare-mount", unshare(CLONE_NEWNS));
-    report("mount", mount("none", "/tmp", "tmpfs", 0, NULL));
-    report("mknod", mknod(argv[1], S_IFCHR | 0666, makedev(1, 5)));
-    report("ambient-raise", prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0));
-    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct d[2] = {{~0u, ~0u, ~0u}, {~0u, ~0u, ~0u}};
-    report("capset", syscall(SYS_capset, &h, d));
-    return 0;
-}
-"#;
-
 #[test]
 fn row09_no_capability_or_id_is_left_behind() {
     require_root!();
     fixture();
     let dir = root_dir("row09", 0o755);
-    let privs = compile(&dir, "privs", PRIVS, &["-static"]).display().to_string();
+    let privs = compile(&dir, "privs", "privs", &["-static"]).display().to_string();
     let node_dir = Scratch(user_tmpdir(ALICE, "row09"));
     let node = format!("{}/node", node_dir.display());
     for user in [ALICE, BOB] {
@@ -1191,76 +1106,12 @@ impl Drop for Sysctl {
     }
 }
 
-/// `storm RUNS UID PROGRAM ARGS...`: runs PROGRAM RUNS times; each time it
-/// watches /proc/PID/status and sends SIGQUIT the moment the process is
-/// imageswitch past its start — phase A: euid 0 with the fsuid switched to
-/// UID (a bind source opened as the user); phase B: every id UID again after
-/// euid 0 was seen, not yet exec'd. Not before: between a setuid exec and the
-/// program's first instruction every setuid program is dumpable under
-/// suid_dumpable=2 (the kernel's "suidsafe" mode), and nothing it does can
-/// change that. (The kernel names the process before it switches the ids:
-/// "imageswitch" with the caller's ids is that moment, not phase B.)
-/// Prints `run PID PHASE` per run (`-` when it was not hit).
-const STORM: &str = r#"
-#include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    int runs = atoi(argv[1]), uid = atoi(argv[2]);
-    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
-    setrlimit(RLIMIT_CORE, &unlimited);
-    for (int i = 0; i < runs; i++) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            int null = open("/dev/null", O_RDWR);
-            dup2(null, 1);
-            dup2(null, 2);
-            execv(argv[3], argv + 3);
-            _exit(127);
-        }
-        char path[64], buf[4096], phase = '-';
-        snprintf(path, sizeof path, "/proc/%d/status", pid);
-        int fd = open(path, O_RDONLY), started = 0, root_seen = 0;
-        for (long spin = 0; fd >= 0 && spin < 1000000; spin++) {
-            ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-            if (n <= 0) break;
-            buf[n] = 0;
-            if (strstr(buf, "\nState:\tZ")) break;
-            if (strncmp(buf, "Name:\timageswitch\n", 18) != 0) {
-                if (started) break;
-                continue;
-            }
-            started = 1;
-            char *u = strstr(buf, "\nUid:\t");
-            int r, e, s, f;
-            if (!u || sscanf(u + 6, "%d %d %d %d", &r, &e, &s, &f) != 4) continue;
-            if (e == 0) root_seen = 1;
-            if (e == 0 && f == uid) phase = 'A';
-            else if (root_seen && r == uid && e == uid && s == uid && f == uid) phase = 'B';
-            else continue;
-            kill(pid, SIGQUIT);
-            break;
-        }
-        if (fd >= 0) close(fd);
-        int status;
-        waitpid(pid, &status, 0);
-        printf("run %d %c\n", pid, phase);
-    }
-    return 0;
-}
-"#;
-
 /// Runs the SIGQUIT storm as the user with `suid_dumpable=2` and
 /// `core_pattern` set to `pattern` (both restored afterwards); `extra` are
 /// more arguments for `imageswitch bb true`. Returns (pid, phase) per run.
 fn sigquit_storm(pattern: &str, runs: usize, extra: &[String]) -> Vec<(String, char)> {
     let tools = root_dir("row15-storm", 0o755);
-    let storm = compile(&tools, "storm", STORM, &[]).display().to_string();
+    let storm = compile(&tools, "storm", "storm", &[]).display().to_string();
     let mut cmd = as_user(ALICE, &storm);
     cmd.args([runs.to_string(), uid(ALICE).to_string(), BIN.to_string(), "bb".into(), "true".into()]).args(extra);
     let out = {
@@ -1389,20 +1240,6 @@ fn row17_personality_domain_is_the_configured_one_and_setuid_cleared_flags_stay_
 // ---------------------------------------------------------------------------
 // Row 18: /dev/log without a root daemon.
 
-/// Pids of every process in process group `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir("/proc").expect("proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        if rest.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn row18_syslog_reaches_the_host_with_no_root_process_left() {
     require_root!();
@@ -1429,7 +1266,7 @@ fn row18_syslog_reaches_the_host_with_no_root_process_left() {
     // logger's own record, sent from inside.
     let line = log.wait_for(&marker, false).expect("logger inside reached the host socket");
     assert!(line.contains("row18"), "{line}");
-    let members = group_members(pgid);
+    let members = procs::group_members(pgid);
     assert!(!members.is_empty());
     for pid in &members {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -1443,12 +1280,13 @@ fn row18_syslog_reaches_the_host_with_no_root_process_left() {
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(group_members(pgid), Vec::<u32>::new(), "processes left behind");
+    assert_eq!(procs::group_members(pgid), Vec::<u32>::new(), "processes left behind");
 
     let table = stdout(&out);
-    let bind = table.lines().find(|l| l.split(' ').nth(4) == Some("/dev/log")).expect("/dev/log bound");
-    let opts = bind.split(' ').nth(5).expect("options");
-    assert!(opts.contains("nosuid") && opts.contains("nodev") && opts.contains("noexec"), "{bind}");
+    let mounts = mountinfo::parse(&table);
+    let bind = mounts.iter().find(|m| m.point == "/dev/log").expect("/dev/log bound");
+    let opts = &bind.options;
+    assert!(opts.contains("nosuid") && opts.contains("nodev") && opts.contains("noexec"), "{}", bind.line);
 }
 
 // ---------------------------------------------------------------------------
@@ -1595,7 +1433,7 @@ fn row23_setuid_programs_in_a_tree_never_elevate_whatever_the_config() {
     fixture();
     let alice = uid(ALICE);
     let dir = root_dir("row23", 0o755);
-    let euid = compile(&dir, "euid", EUID, &["-static"]);
+    let euid = compile(&dir, "euid", "euid", &["-static"]);
     fs::set_permissions(&euid, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
     let host = run(&mut as_user(ALICE, euid.to_str().expect("utf8")));
     assert_eq!(stdout(&host), "0\n", "control: the probe elevates where setuid is allowed");

@@ -5,6 +5,8 @@ use std::fs;
 /// One line of a mountinfo table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Mount {
+    /// The directory of the source filesystem that is mounted (field 4), decoded.
+    pub root: String,
     /// The mount point (field 5), octal escapes (`\040` for a space) decoded.
     pub point: String,
     /// The per-mount options (field 6), e.g. `rw,nosuid,nodev`.
@@ -39,6 +41,7 @@ fn parse_line(line: &str) -> Option<Mount> {
         return None;
     }
     Some(Mount {
+        root: unescape(fields[3]),
         point: unescape(fields[4]),
         options: fields[5].to_string(),
         fs_type: fields.get(separator + 1)?.to_string(),
@@ -103,7 +106,7 @@ mod tests {
     fn fields_are_read_whatever_the_optional_fields() {
         let table = parse(TABLE);
         assert_eq!(table.len(), 5);
-        assert_eq!(table[1].point, "/dev");
+        assert_eq!((table[1].root.as_str(), table[1].point.as_str()), ("/", "/dev"));
         assert_eq!(table[1].options, "rw,nosuid,relatime");
         assert_eq!((table[1].fs_type.as_str(), table[1].source.as_str()), ("devtmpfs", "udev"));
         assert_eq!(table[3].fs_type, "tmpfs", "two optional fields before the separator");
