@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use common::*;
+use test_support::mountinfo;
 
 const DEB11_TREE: &str = "/var/cache/imageswitch-test/bullseye-i386";
 const LDAP_DIR: &str = "/var/lib/imageswitch-test/ldap";
@@ -398,14 +399,15 @@ fn host_files_show_the_hosts_names_resolver_and_time_zone_read_only() {
     let script = "grep imgsw-login-test-host /etc/hosts; cat /etc/resolv.conf /etc/timezone; date '+%Z %z %H'";
     let host = run(as_user(ALICE, "sh").args(["-c", script]));
     assert!(stdout(&host).contains("imgsw-login-test-host") && stdout(&host).contains("America/Havana\nC"));
-    let probe = format!("{script}; awk '$5 == \"/etc\" {{print $6}}' /proc/self/mountinfo | tail -1");
+    let probe = format!("{script}; echo '-- mountinfo'; cat /proc/self/mountinfo");
     let out = run(as_user(ALICE, BIN).args(["deb11", "sh", "-c", &probe]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    let (shown, flags) = text.trim_end().rsplit_once('\n').expect("two parts");
-    let shown = format!("{shown}\n");
+    let (shown, table) = text.split_once("-- mountinfo\n").expect("two parts");
     assert_eq!(shown, stdout(&host), "{}", stderr(&out));
-    assert!(flags.split(',').any(|f| f == "ro"), "/etc is not read-only inside: {flags:?}");
+    let table = mountinfo::parse(table);
+    let etc = mountinfo::top(&table, "/etc").expect("/etc mounted inside");
+    assert!(etc.has_option("ro"), "/etc is not read-only inside: {:?}", etc.options);
 
     // host_files = [] for a sysroot: the tree's own files.
     let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("deb11", deb11, "host_files = []"));

@@ -49,7 +49,7 @@ macro_rules! require_root {
 
 /// A command run as `user` (real uid, gid and groups from passwd), via
 /// setpriv, in the user's home directory.
-pub fn as_user(user: &str, program: impl AsRef<OsStr>) -> Command {
+pub fn as_user(user: &str, program: &(impl AsRef<OsStr> + ?Sized)) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).arg("--init-groups").arg("--").arg(program);
     cmd.current_dir(home_of(user));
