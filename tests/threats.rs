@@ -31,7 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
-use test_support::{c_program, gid_of as gid, mountinfo, procs, uid_of as uid};
+use test_support::{Removed, c_program, gid_of as gid, mountinfo, procs, uid_of as uid};
 
 /// Held by tests that change host-wide kernel settings.
 static HOST_SETTINGS: Mutex<()> = Mutex::new(());
@@ -50,36 +50,13 @@ fn host_groups(user: &str) -> BTreeSet<u32> {
     stdout(&out).split_whitespace().map(|g| g.parse().expect("gid")).collect()
 }
 
-/// A file or directory a test made, removed (recursively, by `rm -rf` in a
-/// child process) when dropped — also when the test fails.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for Scratch {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("rm").arg("-rf").arg(&self.0).status();
-    }
-}
-
 /// A fresh directory under /tmp owned by root with `mode` (/tmp is bound
 /// into every sysroot, so the same path works inside).
-fn root_dir(tag: &str, mode: u32) -> Scratch {
+fn root_dir(tag: &str, mode: u32) -> Removed {
     let dir = PathBuf::from(format!("/tmp/imgsw-threats-{tag}-{}-{}", std::process::id(), unique()));
     fs::create_dir(&dir).expect("mkdir");
     fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
-    Scratch(dir)
+    Removed(dir)
 }
 
 /// A copy at `dir/name` of `tests/support/PROGRAM.c` built with `flags`
@@ -178,7 +155,7 @@ fn in_namespace(propagation: &str, setup: &str, user: &str, cwd: &Path, argv: &[
 struct PrivateLog {
     sock: std::os::unix::net::UnixDatagram,
     path: PathBuf,
-    _dir: Scratch,
+    _dir: Removed,
 }
 
 impl PrivateLog {
@@ -392,7 +369,7 @@ fn row03_untrusted_config_or_tree_is_refused_and_mounts_nothing() {
     fixture();
     let alice = uid(ALICE);
     let config = fs::read_to_string(TEST_CONFIG).expect("config");
-    let dir = Scratch(PathBuf::from(format!("{PREFIX}/scratch/row03-{}-{}", std::process::id(), unique())));
+    let dir = Removed(PathBuf::from(format!("{PREFIX}/scratch/row03-{}-{}", std::process::id(), unique())));
     fs::create_dir_all(&dir).expect("mkdir");
     let d = dir.display();
     let copy = |name: &str, mode: u32, owner: &str| {
@@ -426,7 +403,7 @@ fn row03_untrusted_config_or_tree_is_refused_and_mounts_nothing() {
     refused_in_namespace(&format!("mount --bind {d}/ln /etc/imageswitch-test"), &format!("owned by uid {alice}"));
 
     // The tree root writable by others; a directory above it the user's.
-    let tree = Scratch(scratch_tree("row03"));
+    let tree = Removed(scratch_tree("row03"));
     sh(&format!("chmod 757 {}", tree.display()));
     refused_in_namespace(
         &format!("mount --bind {} {BB_TREE}", tree.display()),
@@ -450,7 +427,7 @@ fn row03_untrusted_config_or_tree_is_refused_and_mounts_nothing() {
         125,
         &format!("bb-userowned: tree {TREES}/bb-userowned/etc: owned by uid {alice}, not root"),
     );
-    let evil_dir = Scratch(user_tmpdir(ALICE, "row03-evil"));
+    let evil_dir = Removed(user_tmpdir(ALICE, "row03-evil"));
     let evil = evil_dir.join("evil.toml");
     fs::write(&evil, "[sysroot.imgswevil]\npath = \"/\"\nbinds = [\"/etc\"]\nsetuid = true\n").expect("evil config");
     sh(&format!("chown {ALICE} {}", evil.display()));
@@ -521,7 +498,7 @@ fn row05_mounts_never_leak_into_the_callers_namespace() {
     assert_eq!(host_mounts(), before, "host mount table changed after 1000 runs");
 
     // During: a child inside sees its binds; the host does not.
-    let ready_dir = Scratch(user_tmpdir(ALICE, "row05"));
+    let ready_dir = Removed(user_tmpdir(ALICE, "row05"));
     let ready = ready_dir.join("ready");
     let mut child = as_user(ALICE, BIN)
         .args(["bb", "sh", "-c", &format!("touch {}; exec sleep 30", ready.display())])
@@ -546,7 +523,7 @@ fn row05_mounts_never_leak_into_the_callers_namespace() {
 
     // And where the caller's mounts are *shared* (systemd hosts): a missing
     // MS_SLAVE would propagate every bind back into the caller's namespace.
-    let ready_dir = Scratch(user_tmpdir(ALICE, "row05-shared"));
+    let ready_dir = Removed(user_tmpdir(ALICE, "row05-shared"));
     let ready = ready_dir.join("ready");
     let script = format!(
         "for i in $(seq 200); do {BIN} bb true || exit 1; done; \
@@ -573,7 +550,7 @@ fn row06_home_destination_replaced_by_symlink_is_refused() {
     let tree = format!("{TREES}/bb-sharedhome");
     let dest = format!("{tree}/home/{ALICE}");
     let marker = format!("imgsw-row06-marker-{}-{}", std::process::id(), unique());
-    let host_marker = Scratch(home_of(ALICE).join(&marker));
+    let host_marker = Removed(home_of(ALICE).join(&marker));
     fs::write(&host_marker, "home\n").expect("marker");
     sh(&format!("chown {ALICE} {}; rm -rf {dest}", host_marker.display()));
     let etc_before = run(Command::new("ls").args(["-la", &format!("{tree}/etc")]));
@@ -590,7 +567,7 @@ fn row06_home_destination_replaced_by_symlink_is_refused() {
 
     // bb-homedirect with its user-owned TREE/home/USER replaced by a link to
     // /etc (a scratch copy bound over it in this test's namespace).
-    let tree_copy = Scratch(scratch_tree("row06"));
+    let tree_copy = Removed(scratch_tree("row06"));
     sh(&format!("ln -s /etc {}/home/{ALICE}", tree_copy.display()));
     let r = in_namespace(
         "private",
@@ -704,7 +681,7 @@ fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
     fs::set_permissions(&euid, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
     let host = run(&mut as_user(ALICE, euid.to_str().expect("utf8")));
     assert_eq!(stdout(&host), "0\n", "control: the printer elevates where setuid is allowed");
-    let tree = Scratch(scratch_tree("row08-suid"));
+    let tree = Removed(scratch_tree("row08-suid"));
     sh(&format!("cp -p {} {t}/bin/euid && chmod 4755 {t}/bin/euid", euid.display(), t = tree.display()));
     let e = euid.display();
     let r = in_namespace(
@@ -718,7 +695,7 @@ fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
 
     // A device node (twin of /dev/zero) in the user's home and in /tmp,
     // owned by the user, mode 666: works on the host, EACCES inside.
-    let node = Scratch(home_of(ALICE).join(format!("imgsw-row08-zero-{}-{}", std::process::id(), unique())));
+    let node = Removed(home_of(ALICE).join(format!("imgsw-row08-zero-{}-{}", std::process::id(), unique())));
     let tmp_node = dir.join("zero");
     for n in [&*node, tmp_node.as_path()] {
         sh(&format!("mknod {0} c 1 5 && chown {ALICE} {0} && chmod 666 {0}", n.display()));
@@ -741,7 +718,7 @@ fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
 fn row08_device_node_in_the_tree_gives_eacces() {
     require_root!();
     fixture();
-    let tree = Scratch(scratch_tree("row08-tree"));
+    let tree = Removed(scratch_tree("row08-tree"));
     sh(&format!("mknod {0}/root/zero c 1 5 && chmod 666 {0}/root/zero && chmod 755 {0}/root", tree.display()));
     let r = in_namespace(
         "private",
@@ -763,7 +740,7 @@ fn row09_no_capability_or_id_is_left_behind() {
     fixture();
     let dir = root_dir("row09", 0o755);
     let privs = compile(&dir, "privs", "privs", &["-static"]).display().to_string();
-    let node_dir = Scratch(user_tmpdir(ALICE, "row09"));
+    let node_dir = Removed(user_tmpdir(ALICE, "row09"));
     let node = format!("{}/node", node_dir.display());
     for user in [ALICE, BOB] {
         let (u, g) = (uid(user), gid(user));
@@ -815,7 +792,7 @@ fn row10_tree_nss_and_preload_modules_never_run_as_root() {
     let libs = root_dir("row10-libs", 0o755);
     let nss = recorder_library(&libs, "libnss_imgswevil.so.2", "nss", &drop_box);
     let preload = recorder_library(&libs, "libimgswpreload.so", "preload", &drop_box);
-    let scratch = Scratch(PathBuf::from(format!("{PREFIX}/scratch/row10-{}-{}", std::process::id(), unique())));
+    let scratch = Removed(PathBuf::from(format!("{PREFIX}/scratch/row10-{}-{}", std::process::id(), unique())));
     let s = scratch.display();
     // An overlay on the trixie tree, in this test's namespace only: its
     // nsswitch.conf names the evil module first, and ld.so.preload loads
@@ -863,7 +840,7 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     // in the tree; `/` inside is the tree's root.
     let hostonly = format!("{PREFIX}/row11-hostonly-{}-{}", std::process::id(), unique());
     sh(&format!("mkdir -p {hostonly} && chmod 755 {hostonly}"));
-    let _hostonly = Scratch(PathBuf::from(&hostonly));
+    let _hostonly = Removed(PathBuf::from(&hostonly));
     let out = run(as_user(ALICE, BIN)
         .args(["bb", "sh", "-c", "pwd; cd ../../../../../..; cat etc/debian_version; busybox stat -c '%d %i' /"])
         .current_dir(&hostonly));
@@ -873,7 +850,7 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     assert_eq!(stderr(&out), format!("imageswitch: warning: {hostonly} does not exist in bb; starting in {home}\n"));
 
     // ~/lnk -> /etc as cwd: resolved inside, so the cwd is the tree's /etc.
-    let link = Scratch(home_of(ALICE).join(format!("imgsw-row11-lnk-{}-{}", std::process::id(), unique())));
+    let link = Removed(home_of(ALICE).join(format!("imgsw-row11-lnk-{}-{}", std::process::id(), unique())));
     let made = run(as_user(ALICE, "ln").args(["-s", "/etc"]).arg(&*link));
     assert!(made.status.success(), "{}", stderr(&made));
     let out = run(as_user(ALICE, "sh").args([
@@ -889,7 +866,7 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
 
     // ~/dangling -> the host-only directory: the warning names the link and
     // the first part of where it leads that the tree lacks, not the link.
-    let dangling = Scratch(home_of(ALICE).join(format!("imgsw-row11-dangling-{}-{}", std::process::id(), unique())));
+    let dangling = Removed(home_of(ALICE).join(format!("imgsw-row11-dangling-{}-{}", std::process::id(), unique())));
     let made = run(as_user(ALICE, "ln").args(["-s", &hostonly]).arg(&*dangling));
     assert!(made.status.success(), "{}", stderr(&made));
     let lacking = Path::new(&hostonly)
@@ -912,8 +889,8 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     // chdir is the user's, so it fails, with a warning, into the home.
     let path = format!("{PREFIX}/row11-rootonly-{}-{}", std::process::id(), unique());
     sh(&format!("mkdir -p {path} && chmod 755 {path}"));
-    let _path = Scratch(PathBuf::from(&path));
-    let tree = Scratch(scratch_tree("row11"));
+    let _path = Removed(PathBuf::from(&path));
+    let tree = Removed(scratch_tree("row11"));
     sh(&format!("mkdir -p {t}{path} && chmod 700 {t}{path} && touch {t}{path}/root-only", t = tree.display()));
     let r = in_namespace(
         "private",
@@ -941,12 +918,12 @@ fn row11_a_directory_another_user_planted_in_the_tree_is_never_the_start() {
     require_root!();
     fixture();
     let home = home_of(ALICE).display().to_string();
-    let tree = Scratch(scratch_tree("row11-planted"));
+    let tree = Removed(scratch_tree("row11-planted"));
     sh(&format!("mkdir -p {0}/run/lock && chmod 1777 {0}/run/lock", tree.display()));
     // The same paths on the host, alice's own (/run/lock is not bound).
     let tag = format!("imgsw-row11-{}-{}", std::process::id(), unique());
     let (job, link) = (format!("/run/lock/{tag}-job"), format!("/run/lock/{tag}-link"));
-    let _host = (Scratch(PathBuf::from(&job)), Scratch(PathBuf::from(&link)));
+    let _host = (Removed(PathBuf::from(&job)), Removed(PathBuf::from(&link)));
     for dir in [&job, &link] {
         let made = run(as_user(ALICE, "mkdir").arg(dir));
         assert!(made.status.success(), "{}", stderr(&made));
@@ -1002,7 +979,7 @@ fn row11_a_directory_another_user_planted_in_the_tree_is_never_the_start() {
 
     // The directory alice was in, bound from the host, is hers to start in
     // even under a directory of bob's.
-    let bobs = Scratch(PathBuf::from(format!("/tmp/{tag}-bob")));
+    let bobs = Removed(PathBuf::from(format!("/tmp/{tag}-bob")));
     let made = run(as_user(BOB, "sh").args(["-c", &format!("mkdir -m 777 {}", bobs.display())]));
     assert!(made.status.success(), "{}", stderr(&made));
     let sub = bobs.join("alice");
@@ -1055,7 +1032,7 @@ fn row13_closed_stdio_lands_nothing_on_fds_0_to_2() {
         (fs::read(TEST_CONFIG).expect("config"), config.ino(), times, stdout(&listing))
     };
     let before = snapshot();
-    let dir = Scratch(user_tmpdir(ALICE, "row13"));
+    let dir = Removed(user_tmpdir(ALICE, "row13"));
     let fds = dir.join("fds");
     let script = format!(
         "{BIN} bb sh -c 'ls -l /proc/$$/fd > {f}; id -u >> {f}' 0<&- 1>&- 2>&-; echo ok=$?; \
@@ -1437,7 +1414,7 @@ fn row23_setuid_programs_in_a_tree_never_elevate_whatever_the_config() {
     fs::set_permissions(&euid, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
     let host = run(&mut as_user(ALICE, euid.to_str().expect("utf8")));
     assert_eq!(stdout(&host), "0\n", "control: the probe elevates where setuid is allowed");
-    let tree = Scratch(scratch_tree("row23"));
+    let tree = Removed(scratch_tree("row23"));
     sh(&format!("cp -p {} {t}/bin/euid && chmod 4755 {t}/bin/euid", euid.display(), t = tree.display()));
 
     // The fixture's bb-setuid asks for `setuid = true` over the same tree.
@@ -1482,7 +1459,7 @@ fn row24_caller_paths_are_resolved_with_the_callers_identity_only() {
     fixture();
     let home = home_of(ALICE).display().to_string();
     // A directory only on the host: entering from it warns, naming it.
-    let hostonly = Scratch(PathBuf::from(format!("{PREFIX}/row24-hostonly-{}-{}", std::process::id(), unique())));
+    let hostonly = Removed(PathBuf::from(format!("{PREFIX}/row24-hostonly-{}-{}", std::process::id(), unique())));
     sh(&format!("mkdir -p {0} && chmod 755 {0}", hostonly.display()));
     let plain = format!("imageswitch: warning: {} does not exist in bb; starting in {home}\n", hostonly.display());
     let rel = hostonly.strip_prefix("/").expect("absolute").display().to_string();
@@ -1492,7 +1469,7 @@ fn row24_caller_paths_are_resolved_with_the_callers_identity_only() {
     let probe = format!("/root/imgsw-row24-{}-{}", std::process::id(), unique());
     let pwd = format!("{probe}/../../{rel}");
     sh(&format!("mkdir -p {probe}"));
-    let _probe = Scratch(PathBuf::from(&probe));
+    let _probe = Removed(PathBuf::from(&probe));
     let present = cwd_warning(&hostonly, &pwd);
     sh(&format!("rmdir {probe}"));
     let absent = cwd_warning(&hostonly, &pwd);
@@ -1501,7 +1478,7 @@ fn row24_caller_paths_are_resolved_with_the_callers_identity_only() {
 
     // Another user's process: /proc/PID/cwd is a magic link only the owner
     // (or ptrace-capable root) may follow.
-    let bob_dir = Scratch(PathBuf::from(format!("{PREFIX}/row24-bob-{}-{}", std::process::id(), unique())));
+    let bob_dir = Removed(PathBuf::from(format!("{PREFIX}/row24-bob-{}-{}", std::process::id(), unique())));
     sh(&format!("mkdir -p {0} && chown {BOB}: {0} && chmod 700 {0}", bob_dir.display()));
     let mut bob = as_user(BOB, "sleep").arg("60").current_dir(&*bob_dir).stdin(Stdio::null()).spawn().expect("bob");
     let peek = run(as_user(ALICE, "ls").arg(format!("/proc/{}/cwd/", bob.id())));
@@ -1534,7 +1511,7 @@ fn row26_binds_under_a_shared_bind_cannot_be_squatted() {
     require_root!();
     fixture();
     let shared = format!("/tmp/imgsw-row26-shared-{}-{}", std::process::id(), unique());
-    let _shared = Scratch(PathBuf::from(&shared));
+    let _shared = Removed(PathBuf::from(&shared));
     let dir = root_dir("row26", 0o755);
     let config = dir.join("sysroots.toml");
     let text = fs::read_to_string(TEST_CONFIG).expect("config")
@@ -1580,8 +1557,8 @@ fn row26_bind_sources_in_shared_directories_cannot_be_squatted() {
     // defaults bind only /tmp); "/" is root-only.
     let shared = format!("/var/tmp/imgsw-row26-src-{tag}");
     let root_only = format!("/imgsw-row26-src-{tag}");
-    let (_shared, _root_only) = (Scratch(PathBuf::from(&shared)), Scratch(PathBuf::from(&root_only)));
-    let tree = Scratch(scratch_tree("row26src"));
+    let (_shared, _root_only) = (Removed(PathBuf::from(&shared)), Removed(PathBuf::from(&root_only)));
+    let tree = Removed(scratch_tree("row26src"));
     sh(&format!("mkdir -p {t}{shared} {t}{root_only}", t = tree.display()));
     let dir = root_dir("row26src", 0o755);
     let config = dir.join("sysroots.toml");

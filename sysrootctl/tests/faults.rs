@@ -9,14 +9,13 @@
 mod common;
 
 use std::fs;
-use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
 use test_support::procs::{self, leftovers};
-use test_support::{Rng, count_from_env, figure, tree_listing};
+use test_support::{Rng, Unmounted, count_from_env, figure, tree_listing};
 
 static SERIAL: Mutex<()> = Mutex::new(());
 
@@ -79,16 +78,6 @@ fn assert_live_usable(s: &Scratch, context: &str) -> (u32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (n, String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
-/// Unmounts the loop filesystem on drop (before the scratch directory,
-/// declared earlier, is removed), pass or fail.
-struct LoopMount(PathBuf);
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.0).stderr(Stdio::null()).status();
-    }
 }
 
 #[test]
@@ -189,7 +178,8 @@ fn sysrootctl_full_disk_during_apply() {
         ))
         .status()
         .expect("sh");
-    let _unmount = LoopMount(disk.clone());
+    // Dropped before the scratch directory (declared earlier) is removed.
+    let _unmount = Unmounted(disk.clone());
     assert!(status.success(), "a 32 MiB ext4 loop filesystem at {}", disk.display());
     ctl.expect(&["apply", "-q"], 0);
     let (live, marker) = assert_live_usable(&ctl, "first apply");

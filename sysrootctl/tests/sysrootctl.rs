@@ -1011,15 +1011,6 @@ fn adopt_takes_over_a_hand_built_tree() {
     s.assert_clean();
 }
 
-/// Unmounts a test filesystem when the test ends, however it ends.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
-    }
-}
-
 /// On btrfs every generation is a subvolume and the next one a snapshot of the
 /// live one (not a copy); gc deletes subvolumes.
 #[test]
@@ -1045,7 +1036,7 @@ fn btrfs_store_uses_snapshots() {
         eprintln!("SKIPPED {test}: {why}");
         return;
     }
-    let _mounted = Mounted(mnt.clone());
+    let _mounted = test_support::Unmounted(mnt.clone());
     pack(&cached_tree("busybox"), &s.path("bb.tar.gz"));
     let build = |extra: &str| {
         format!(

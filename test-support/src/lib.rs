@@ -12,7 +12,7 @@ pub mod programs;
 pub mod report;
 
 pub use programs::{c_program, imageswitch_built_for};
-pub use report::{Cleanup, Rng, count_from_env, diff_lines, figure, fnv1a, tree_listing};
+pub use report::{Removed, Rng, Unmounted, count_from_env, diff_lines, figure, fnv1a, tree_listing};
 
 use std::ffi::OsStr;
 use std::io::Write;
@@ -48,7 +48,7 @@ macro_rules! require_root {
 }
 
 /// A command run as `user` (real uid, gid and groups from passwd), via
-/// setpriv, in the user's home directory.
+/// setpriv, in the user's home directory ([`home_of`]).
 pub fn as_user(user: &str, program: &(impl AsRef<OsStr> + ?Sized)) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).arg("--init-groups").arg("--").arg(program);
@@ -56,9 +56,11 @@ pub fn as_user(user: &str, program: &(impl AsRef<OsStr> + ?Sized)) -> Command {
     cmd
 }
 
-/// The user's home directory, from passwd.
+/// The home directory `useradd -m` gives the tests' users: `/home/USER`
+/// (no lookup: it names the directory also before the user exists or after
+/// it is gone).
 pub fn home_of(user: &str) -> PathBuf {
-    nix::unistd::User::from_name(user).expect("nss").unwrap_or_else(|| panic!("no user {user}")).dir
+    PathBuf::from("/home").join(user)
 }
 
 pub fn uid_of(user: &str) -> u32 {

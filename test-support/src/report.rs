@@ -20,15 +20,36 @@ pub fn count_from_env(name: &str, default: usize) -> usize {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
 }
 
-/// Removed (recursively, on this filesystem only) when dropped, also when
-/// the test fails half way.
-pub struct Cleanup(pub Vec<PathBuf>);
+/// A path removed (recursively, on this filesystem only) when dropped,
+/// also when the test fails half way.
+pub struct Removed(pub PathBuf);
 
-impl Drop for Cleanup {
+impl std::ops::Deref for Removed {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for Removed {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Removed {
     fn drop(&mut self) {
-        for path in &self.0 {
-            let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(path).status();
-        }
+        let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(&self.0).status();
+    }
+}
+
+/// A mount point unmounted (lazily: whatever still uses it) when dropped,
+/// also when the test fails half way.
+pub struct Unmounted(pub PathBuf);
+
+impl Drop for Unmounted {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("--lazy").arg(&self.0).stderr(std::process::Stdio::null()).status();
     }
 }
 
@@ -138,7 +159,7 @@ mod tests {
     #[test]
     fn a_tree_listing_changes_with_any_change_even_one_undone() {
         let dir = std::env::temp_dir().join(format!("test-support-listing-{}", std::process::id()));
-        let _cleanup = Cleanup(vec![dir.clone()]);
+        let _cleanup = Removed(dir.clone());
         fs::create_dir_all(dir.join("sub")).unwrap();
         fs::write(dir.join("sub/file"), "x").unwrap();
         std::os::unix::fs::symlink("sub/file", dir.join("link")).unwrap();

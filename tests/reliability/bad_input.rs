@@ -11,7 +11,7 @@ use std::process::Output;
 
 use super::common::*;
 use super::{HostState, assert_no_leftovers, leftovers, serial, user_program};
-use test_support::{Cleanup, figure, tree_listing};
+use test_support::{Removed, figure, tree_listing};
 
 const CONFIG_DIR: &str = "/etc/imageswitch-test";
 
@@ -238,7 +238,7 @@ fn bad_input_sweep() {
     let cwd = execargv.parent().expect("dir").to_path_buf();
     let userowned = Path::new(PREFIX).join("trees/rel-userowned-root");
     let writable = Path::new(PREFIX).join("trees/rel-world-writable");
-    let _cleanup = Cleanup(vec![cwd.clone(), userowned.clone(), writable.clone()]);
+    let _cleanup = [Removed(cwd.clone()), Removed(userowned.clone()), Removed(writable.clone())];
     sh(&format!(
         "rm -rf {u} {w} && cp -a {bb} {u} && chown {ALICE} {u} && cp -a {bb} {w} && chmod 777 {w}",
         u = userowned.display(),
@@ -389,7 +389,7 @@ fn hostile_cwd() {
     let before = HostState::take();
     let home = home_of(ALICE).display().to_string();
     let base = user_tmpdir(ALICE, "rel-cwd");
-    let _cleanup = Cleanup(vec![base.clone()]);
+    let _cleanup = Removed(base.clone());
 
     // Deleted while we stand in it: getcwd fails; warning, start in home.
     let gone = base.join("gone");

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use super::common::*;
 use super::{HostState, assert_no_leftovers, serial};
-use test_support::{Cleanup, count_from_env, figure, uid_of};
+use test_support::{Removed, count_from_env, figure, uid_of};
 
 fn meminfo_kib(field: &str) -> u64 {
     fs::read_to_string("/proc/meminfo")
@@ -115,7 +115,7 @@ fn soak_sequential_shebang_scripts_against_chroot() {
     let body = "[ -r /etc/debian_version ] && [ \"$IMAGESWITCH_SYSROOT\" = deb11 ] || exit 3";
     let chroot_body = "[ -r /etc/debian_version ] || exit 3";
     let dir = user_tmpdir(ALICE, "rel-soak");
-    let _cleanup = Cleanup(vec![dir.clone()]);
+    let _cleanup = Removed(dir.clone());
     let script = dir.join("job.sh");
     fs::write(&script, format!("#!{BIN11}/sh\n{body}\n")).expect("script");
     sh(&format!("chown {ALICE} {0} && chmod 755 {0}", script.display()));

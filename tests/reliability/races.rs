@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::common::*;
 use super::{HostState, assert_no_leftovers, serial, user_program};
-use test_support::{Cleanup, Rng, count_from_env, figure, fnv1a};
+use test_support::{Removed, Rng, count_from_env, figure, fnv1a};
 
 #[test]
 fn row16_signal_races() {
@@ -17,7 +17,7 @@ fn row16_signal_races() {
     let runs = count_from_env("IMGSW_REL_SIGNAL_RUNS", 500);
     let mut rng = Rng::from_env("row16_signal_races");
     let cwd = user_tmpdir(ALICE, "rel-signal");
-    let _cleanup = Cleanup(vec![cwd.clone()]);
+    let _cleanup = Removed(cwd.clone());
     let before = HostState::take();
     let bb_hash = fnv1a(&before.bb);
     let mounts_hash = fnv1a(&before.mounts);
@@ -91,7 +91,7 @@ fn row14_ptrace_and_proc_mem_race() {
     // every process made from it, and the busybox tree (no libc) can run it.
     let helper = user_program("race", &["-static", "-no-pie"], ALICE);
     let dir = helper.parent().expect("dir").to_path_buf();
-    let _cleanup = Cleanup(vec![dir.clone()]);
+    let _cleanup = Removed(dir.clone());
     let before = HostState::take();
     let started = Instant::now();
     let out = run(as_user(ALICE, helper.to_str().expect("utf8"))
