@@ -4,7 +4,7 @@
 //! where one is needed to show that the attack itself is real (the evil
 //! library does load, the setuid file does elevate where allowed, the device
 //! node does work on the host). Rows 14 and 16 (500-run races) are in
-//! tests/reliability.rs.
+//! tests/reliability/races.rs.
 //!
 //! Tests run in parallel. None changes state another one reads: attacks that
 //! need a changed configuration or tree run in their own mount namespace
