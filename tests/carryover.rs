@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
 use common::*;
+use test_support::Removed;
 
 /// `script` run by `sh -c` as `user` in `cwd` (the user's home by default).
 fn sh_as(user: &str, script: &str) -> Command {
@@ -28,20 +29,10 @@ fn assert_ran(out: &Output, case: &str) -> String {
 
 /// A root-owned scratch directory under PREFIX (not bound into any tree),
 /// removed when dropped.
-struct HostOnly(PathBuf);
-
-impl HostOnly {
-    fn new(tag: &str) -> HostOnly {
-        let dir = PathBuf::from(format!("{PREFIX}/hostonly-{tag}-{}-{}", std::process::id(), unique()));
-        sh(&format!("mkdir -p {0} && chmod 755 {0}", dir.display()));
-        HostOnly(dir)
-    }
-}
-
-impl Drop for HostOnly {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+fn host_only(tag: &str) -> Removed {
+    let dir = PathBuf::from(format!("{PREFIX}/hostonly-{tag}-{}-{}", std::process::id(), unique()));
+    sh(&format!("mkdir -p {0} && chmod 755 {0}", dir.display()));
+    Removed(dir)
 }
 
 #[test]
@@ -233,7 +224,7 @@ fn broken_pipe() -> OwnedFd {
 fn output_errors_never_panic_and_the_command_still_runs() {
     require_root!();
     fixture();
-    let hostonly = HostOnly::new("output");
+    let hostonly = host_only("output");
     let no_panic = |out: &Output, case: &str| {
         assert!(!stderr(out).contains("panicked"), "{case}: {}", stderr(out));
         assert_ne!(out.status.code(), Some(134), "{case}: aborted");
@@ -287,7 +278,7 @@ fn caller_text_in_messages_is_escaped_and_bounded_by_one_rule() {
     };
     // The cwd warning: a host-only directory with a newline, an escape
     // sequence and a bidi override in its name, and a very long one.
-    let hostonly = HostOnly::new("echo");
+    let hostonly = host_only("echo");
     for name in ["a\nimageswitch: forged\x1b[2J", "b\u{202e}txt.exe", &"c".repeat(250)] {
         let dir = hostonly.0.join(name);
         fs::create_dir(&dir).expect("mkdir");
@@ -339,7 +330,7 @@ fn binn_scripts_the_tree_cannot_see_run_through_a_descriptor() {
     fixture();
     // Like slurmd's spool: a directory no sysroot binds, the script the
     // user's own.
-    let spool = HostOnly::new("spool");
+    let spool = host_only("spool");
     let job = spool.0.join("job42");
     sh(&format!("mkdir {0} && chown {ALICE} {0} && chmod 700 {0}", job.display()));
     let script = job.join("slurm_script");

@@ -8,6 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::process::Command;
 
 use common::*;
+use test_support::mountinfo;
 
 fn imageswitch_as(user: &str, args: &[&str]) -> std::process::Output {
     run(as_user(user, BIN).args(args))
@@ -327,11 +328,12 @@ fn binds_are_nosuid_nodev_and_proc_noexec_inside() {
     let out = imageswitch_as(ALICE, &["trixie", "cat", "/proc/self/mountinfo"]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let table = stdout(&out);
+    let mounts = mountinfo::parse(&table);
     let options = |mountpoint: &str| -> String {
-        table
-            .lines()
-            .find(|l| l.split(' ').nth(4) == Some(mountpoint))
-            .map(|l| l.split(' ').nth(5).unwrap_or("").to_string())
+        mounts
+            .iter()
+            .find(|m| m.point == mountpoint)
+            .map(|m| m.options.clone())
             .unwrap_or_else(|| panic!("{mountpoint} not mounted inside:\n{table}"))
     };
     for bind in ["/home", "/tmp"] {
@@ -375,14 +377,12 @@ fn sigpipe_disposition_is_the_callers() {
     assert_eq!(stdout(&out), "141\n");
 }
 
-/// Builds tests/support/oldkernel.c: runs a program as a user under a seccomp
+/// tests/support/oldkernel.c: runs a program as a user under a seccomp
 /// filter answering ENOSYS for open_tree, move_mount, mount_setattr, openat2.
 fn oldkernel() -> String {
     let out = format!("{PREFIX}/bin/oldkernel");
-    sh(&format!(
-        "gcc -O2 -o {out}.new {}/tests/support/oldkernel.c && mv -f {out}.new {out}",
-        env!("CARGO_MANIFEST_DIR")
-    ));
+    fs::copy(test_support::c_program("oldkernel", &[]), format!("{out}.new")).expect("copy oldkernel");
+    fs::rename(format!("{out}.new"), &out).expect("install oldkernel");
     out
 }
 
@@ -396,7 +396,7 @@ fn kernels_without_the_new_mount_api_get_the_same_view() {
     let name = format!("old-{}", unique());
     let script = format!(
         "uname -m; pwd; echo x > ~/{name} && rm ~/{name} && echo home-writable; \
-         awk '{{print $5, $6}}' /proc/self/mountinfo"
+         cat /proc/self/mountinfo"
     );
     let out = run(Command::new(&helper).args([ALICE, BIN, "deb11", "sh", "-c", &script]).current_dir(&dir));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
@@ -405,8 +405,8 @@ fn kernels_without_the_new_mount_api_get_the_same_view() {
     assert_eq!(lines.next(), Some("i686"));
     assert_eq!(lines.next(), Some(dir.to_str().expect("utf8")));
     assert_eq!(lines.next(), Some("home-writable"));
-    let table: Vec<(&str, &str)> = lines.filter_map(|l| l.split_once(' ')).collect();
-    let top = |point: &str| table.iter().rev().find(|(p, _)| *p == point).map(|(_, o)| *o).unwrap_or_default();
+    let table = mountinfo::parse(&lines.collect::<Vec<_>>().join("\n"));
+    let top = |point: &str| mountinfo::top(&table, point).map(|m| m.options.as_str()).unwrap_or_default();
     for (point, wanted) in [
         ("/proc", &["nosuid", "nodev", "noexec"][..]),
         ("/sys", &["nosuid", "nodev", "noexec"]),

@@ -16,6 +16,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 
 use common::*;
+use test_support::{Removed, mountinfo};
 
 const DEB11_TREE: &str = "/var/cache/imageswitch-test/bullseye-i386";
 const LDAP_DIR: &str = "/var/lib/imageswitch-test/ldap";
@@ -79,15 +80,6 @@ impl Drop for Restore {
     }
 }
 
-/// Removes a path this test created, on drop.
-struct Created(PathBuf);
-
-impl Drop for Created {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0).or_else(|_| fs::remove_file(&self.0));
-    }
-}
-
 /// slapd and nslcd from tests/support/ldap.sh, stopped and nsswitch.conf
 /// restored on drop, whatever happened.
 struct Ldap;
@@ -124,13 +116,13 @@ fn save_accounts() -> [Restore; 4] {
 
 /// `imgsw-late`, created now: its gecos holds bytes that are not UTF-8 and
 /// an escape sequence, and it is in a group whose name is not UTF-8.
-fn create_late_user() -> ([Restore; 4], Created) {
+fn create_late_user() -> ([Restore; 4], Removed) {
     if Command::new("id").arg(LATE).stdout(Stdio::null()).stderr(Stdio::null()).status().expect("id").success() {
         sh(&format!("userdel -r {LATE} 2>/dev/null || true"));
     }
     let saved = save_accounts();
     sh(&format!("useradd -m -s /bin/bash {LATE}"));
-    let home = Created(home_of(LATE));
+    let home = Removed(home_of(LATE));
     let passwd = fs::read("/etc/passwd").expect("passwd");
     let odd: Vec<u8> = passwd
         .split_inclusive(|&b| b == b'\n')
@@ -153,7 +145,7 @@ fn create_late_user() -> ([Restore; 4], Created) {
 
 /// A busybox tree with the host's Python (its libraries and the standard
 /// library's plain modules) and an empty /run, so no /run/user.
-fn python_tree() -> Created {
+fn python_tree() -> Removed {
     let tree = scratch_tree("login-py");
     sh(&format!(
         "t={t}; mkdir -p $t/usr/bin $t/run $t/usr/lib/python3.11/lib-dynload && cp /usr/bin/python3.11 $t/usr/bin/python3 \
@@ -161,7 +153,7 @@ fn python_tree() -> Created {
          && cp -a /usr/lib/python3.11/encodings /usr/lib/python3.11/collections /usr/lib/python3.11/*.py $t/usr/lib/python3.11/",
         t = tree.display()
     ));
-    Created(tree)
+    Removed(tree)
 }
 
 /// A test configuration: `sysroots` after a `[defaults]` without a log socket.
@@ -176,7 +168,7 @@ fn sysroot(name: &str, path: &Path, extra: &str) -> String {
 /// Runs the installed binary with `argv` as a user (`setpriv` options in
 /// `who`), in a private mount namespace whose test configuration is `config`.
 fn enter_with(config: &str, who: &[String], cwd: &Path, env: &[(&str, &str)], argv: &[&str]) -> Output {
-    let dir = Created(PathBuf::from(format!("{PREFIX}/login-{}-{}", std::process::id(), unique())));
+    let dir = Removed(PathBuf::from(format!("{PREFIX}/login-{}-{}", std::process::id(), unique())));
     fs::create_dir_all(&dir.0).expect("mkdir");
     fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).expect("chmod");
     let conf = dir.0.join("sysroots.toml");
@@ -227,7 +219,7 @@ fn every_kind_of_nss_user_has_the_same_name_and_groups_inside_as_on_the_host() {
     let before = (tree_accounts(deb11), tree_accounts(&py.0));
     let _late = create_late_user();
     let _ldap = Ldap::start();
-    let ldap_home = Created(home_of(LDAP_USER));
+    let ldap_home = Removed(home_of(LDAP_USER));
     sh(&format!("mkdir -p {h} && chown {LDAP_UID}:{LDAP_UID} {h}", h = ldap_home.0.display()));
     let conf = config(
         "binds = [\"/home\", \"/tmp\"]",
@@ -264,7 +256,7 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
     require_root!();
     let _serial = serial();
     fixture();
-    let tree = Created(scratch_tree("login-own"));
+    let tree = Removed(scratch_tree("login-own"));
     let (uid, gid) = (id_of(ALICE, "-u"), id_of(ALICE, "-g"));
     let passwd = format!("root:x:0:0:root:/root:/bin/sh\ntreename:x:{uid}:{gid}:in the tree:/home/{ALICE}:/bin/sh\n");
     let group = "root:x:0:\nother:x:4242:somebody\n";
@@ -273,9 +265,9 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
     // A host file the tree has no file for needs the per-entry overlay of
     // /etc; a bind under /etc stays visible over it; a host file the caller
     // cannot read is not shown.
-    let bound = Created(PathBuf::from(format!("/etc/imgsw-login-bind-{}", std::process::id())));
-    let secret = Created(PathBuf::from(format!("/etc/imgsw-login-secret-{}", std::process::id())));
-    let only_host = Created(PathBuf::from(format!("/etc/imgsw-login-only-host-{}", std::process::id())));
+    let bound = Removed(PathBuf::from(format!("/etc/imgsw-login-bind-{}", std::process::id())));
+    let secret = Removed(PathBuf::from(format!("/etc/imgsw-login-secret-{}", std::process::id())));
+    let only_host = Removed(PathBuf::from(format!("/etc/imgsw-login-only-host-{}", std::process::id())));
     sh(&format!(
         "mkdir -p {b} {t}{b} && echo carried > {b}/f && echo root-only > {s} && chmod 600 {s} && echo host-only > {o}",
         b = bound.0.display(),
@@ -318,7 +310,7 @@ fn the_trees_own_entry_for_the_uid_wins_and_other_entries_stay_as_the_tree_has_t
 
     // A tree that has every id of the caller, and the same host file: no layer.
     fs::write(tree.0.join("etc/group"), format!("{group}{added}")).expect("group");
-    let same = Created(PathBuf::from(format!("/etc/imgsw-login-same-{}", std::process::id())));
+    let same = Removed(PathBuf::from(format!("/etc/imgsw-login-same-{}", std::process::id())));
     fs::write(&same.0, "same\n").expect("host file");
     fs::write(tree.0.join(same.0.strip_prefix("/").expect("absolute")), "same\n").expect("tree file");
     let conf = config(
@@ -389,7 +381,7 @@ fn host_files_show_the_hosts_names_resolver_and_time_zone_read_only() {
     fs::write("/etc/timezone", "America/Havana\n").expect("timezone");
     // systemd-resolved's layout: /etc/resolv.conf is a link into /run.
     let _resolv = Restore::new("/etc/resolv.conf");
-    let stub = Created(PathBuf::from("/run/imgsw-login-resolve"));
+    let stub = Removed(PathBuf::from("/run/imgsw-login-resolve"));
     fs::create_dir_all(&stub.0).expect("mkdir");
     fs::write(stub.0.join("stub-resolv.conf"), "nameserver 192.0.2.53\nsearch imgsw.test\n").expect("stub");
     let _ = fs::remove_file("/etc/resolv.conf");
@@ -398,14 +390,15 @@ fn host_files_show_the_hosts_names_resolver_and_time_zone_read_only() {
     let script = "grep imgsw-login-test-host /etc/hosts; cat /etc/resolv.conf /etc/timezone; date '+%Z %z %H'";
     let host = run(as_user(ALICE, "sh").args(["-c", script]));
     assert!(stdout(&host).contains("imgsw-login-test-host") && stdout(&host).contains("America/Havana\nC"));
-    let probe = format!("{script}; awk '$5 == \"/etc\" {{print $6}}' /proc/self/mountinfo | tail -1");
+    let probe = format!("{script}; echo '-- mountinfo'; cat /proc/self/mountinfo");
     let out = run(as_user(ALICE, BIN).args(["deb11", "sh", "-c", &probe]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let text = stdout(&out);
-    let (shown, flags) = text.trim_end().rsplit_once('\n').expect("two parts");
-    let shown = format!("{shown}\n");
+    let (shown, table) = text.split_once("-- mountinfo\n").expect("two parts");
     assert_eq!(shown, stdout(&host), "{}", stderr(&out));
-    assert!(flags.split(',').any(|f| f == "ro"), "/etc is not read-only inside: {flags:?}");
+    let table = mountinfo::parse(table);
+    let etc = mountinfo::top(&table, "/etc").expect("/etc mounted inside");
+    assert!(etc.has_option("ro"), "/etc is not read-only inside: {:?}", etc.options);
 
     // host_files = [] for a sysroot: the tree's own files.
     let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("deb11", deb11, "host_files = []"));
@@ -437,12 +430,12 @@ fn the_callers_own_session_directory_is_there_and_nobody_elses() {
         let dir = PathBuf::from(format!("/run/user/{uid}"));
         if !dir.exists() {
             sh(&format!("mkdir -p {d} && chown {user}: {d} && chmod 700 {d}", d = dir.display()));
-            made.push(Created(dir));
+            made.push(Removed(dir));
         }
     }
     let socket = PathBuf::from(format!("/run/user/{alice}/imgsw-login.sock"));
     let _ = fs::remove_file(&socket);
-    let _socket = Created(socket.clone());
+    let _socket = Removed(socket.clone());
     let server = format!(
         "import socket; s = socket.socket(socket.AF_UNIX); s.bind('{}'); s.listen(1); c, _ = s.accept(); \
          c.sendall(b'hello from the host session\\n'); c.close()",
@@ -480,8 +473,8 @@ fn var_tmp_is_the_hosts_by_default_and_the_prompt_names_the_sysroot() {
     fixture();
     let deb11 = Path::new(DEB11_TREE);
     let name = format!("imgsw-login-{}-{}", std::process::id(), unique());
-    let host_file = Created(PathBuf::from(format!("/var/tmp/{name}")));
-    let inner_file = Created(PathBuf::from(format!("/var/tmp/{name}-inside")));
+    let host_file = Removed(PathBuf::from(format!("/var/tmp/{name}")));
+    let inner_file = Removed(PathBuf::from(format!("/var/tmp/{name}-inside")));
     run(as_user(ALICE, "touch").arg(&host_file.0));
     let conf = config("", &sysroot("deb11", deb11, "personality = \"linux32\""));
     let script =
@@ -510,9 +503,9 @@ fn binds_under_a_directory_the_per_entry_view_overlays_stay_visible() {
     let run_user = PathBuf::from(format!("/run/user/{alice}"));
     let _made = (!run_user.exists()).then(|| {
         sh(&format!("mkdir -p {d} && chown {ALICE}: {d} && chmod 700 {d}", d = run_user.display()));
-        Created(run_user.clone())
+        Removed(run_user.clone())
     });
-    let host = Created(PathBuf::from(format!("/run/imgsw-login-bind-{}", unique())));
+    let host = Removed(PathBuf::from(format!("/run/imgsw-login-bind-{}", unique())));
     sh(&format!("mkdir -p {h} && echo HOSTBIND > {h}/file", h = host.0.display()));
     // The tree has a mount point for the site's bind under /run, but no
     // /run/user: the caller's session directory needs an overlay of /run.
@@ -555,8 +548,8 @@ fn built_in_binds_a_hand_made_tree_lacks_never_stop_an_entry() {
 /// A busybox tree with the mount points `sysrootctl apply` makes: passwd and
 /// group without the caller, empty host files, resolv.conf a link (as
 /// systemd-resolved trees have it), and /home and /tmp.
-fn tree_with_mount_points(tag: &str) -> Created {
-    let tree = Created(scratch_tree(tag));
+fn tree_with_mount_points(tag: &str) -> Removed {
+    let tree = Removed(scratch_tree(tag));
     sh(&format!(
         "t={t}; mkdir -p $t/home $t/tmp $t/run && printf 'root:x:0:0:root:/root:/bin/sh\\n' > $t/etc/passwd \
          && printf 'root:x:0:\\n' > $t/etc/group && for f in hosts localtime timezone; do : > $t/etc/$f; done \
@@ -584,7 +577,7 @@ const CACHE_DIR: &str = "/run/imageswitch/view";
 /// What a caller unknown to [`tree_with_mount_points`] sees of the shown files:
 /// their name, the host's files, and which of them are mounts, with flags.
 const BOUND_FILES: &str = "id -un; cat /etc/hosts /etc/resolv.conf; md5sum /etc/localtime | cut -c1-32; \
-     awk '$5 ~ \"^/etc\" {split($6, f, \",\"); print $5, f[1]}' /proc/self/mountinfo | sort";
+     echo '-- mountinfo'; cat /proc/self/mountinfo";
 
 #[test]
 fn shown_files_are_bound_one_by_one_over_the_trees_mount_points_read_only() {
@@ -597,11 +590,14 @@ fn shown_files_are_bound_one_by_one_over_the_trees_mount_points_read_only() {
     let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["bound", "sh", "-c", BOUND_FILES]);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     let localtime = stdout(&run(Command::new("sh").args(["-c", "md5sum /etc/localtime | cut -c1-32"])));
-    let mut want = format!(
+    let want = format!(
         "{ALICE}\n{}{}{localtime}",
         fs::read_to_string("/etc/hosts").unwrap_or_default(),
         fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
     );
+    let text = stdout(&out);
+    let (shown, table) = text.split_once("-- mountinfo\n").expect("two parts");
+    assert_eq!(shown, want, "{}", stderr(&out));
     // No overlay of /etc: one read-only mount per file that differs (the
     // host may have no /etc/timezone; then the tree's own stays).
     let mut mounts =
@@ -610,8 +606,13 @@ fn shown_files_are_bound_one_by_one_over_the_trees_mount_points_read_only() {
         mounts.push("/etc/timezone ro");
     }
     mounts.sort();
-    want.extend(mounts.iter().map(|m| format!("{m}\n")));
-    assert_eq!(stdout(&out), want, "{}", stderr(&out));
+    let mut seen: Vec<String> = mountinfo::parse(table)
+        .into_iter()
+        .filter(|m| m.point.starts_with("/etc"))
+        .map(|m| format!("{} {}", m.point, m.options.split(',').next().unwrap_or_default()))
+        .collect();
+    seen.sort();
+    assert_eq!(seen, mounts, "{table}");
     // The tree is as it was: the same names, passwd and group unchanged, host files still empty.
     let after = fs::read_dir(tree.0.join("etc")).expect("etc").flatten().map(|e| e.path()).collect::<Vec<_>>();
     assert_eq!(after, before);
@@ -682,7 +683,7 @@ fn row32_the_per_entry_file_cache_is_root_only_and_never_trusted_blindly() {
 
     // A kill -9 at any moment never leaves a partial file under a real name
     // (a name ends in its contents' length); at most a temporary one.
-    let dir = Created(PathBuf::from(format!("{PREFIX}/login-kill-{}", unique())));
+    let dir = Removed(PathBuf::from(format!("{PREFIX}/login-kill-{}", unique())));
     fs::create_dir_all(&dir.0).expect("mkdir");
     let kill_conf = dir.0.join("sysroots.toml");
     fs::write(&kill_conf, &conf).expect("config");

@@ -221,6 +221,22 @@ as() {
     home=$(getent passwd "$user" | cut -d: -f6)
     (cd "$home" && timeout 120 runuser -u "$user" -- env SLURM_CONF="$SLURM_CONF" "$@")
 }
+# sbatch_job NAME [SBATCH-OPTIONS...] [-- SCRIPT-ARGS...]: submits
+# $HOME_OK/NAME.sh as $USER_OK and waits for it; sets status (sbatch's) and
+# out (the job's output file).
+sbatch_job() {
+    local name=$1 opts=()
+    shift
+    while [ $# -gt 0 ] && [ "$1" != -- ]; do
+        opts+=("$1")
+        shift
+    done
+    [ $# -gt 0 ] && shift
+    chown "$USER_OK:" "$HOME_OK/$name.sh"
+    as "$USER_OK" sbatch --wait --quiet "${opts[@]}" -o "$HOME_OK/$name.out" "$name.sh" "$@" >/dev/null 2>&1
+    status=$?
+    out=$(cat "$HOME_OK/$name.out" 2>&1)
+}
 # route COMMAND-LINE: runs it (a shell line, may start with VAR=value) as
 # $USER_OK in its home; prints the step's output, or an sbatch job's output
 # file, then "status N" on a line of its own.
@@ -308,10 +324,7 @@ cat >"$HOME_OK/job-sysroot.sh" <<'EOF'
 #!/bin/sh
 echo "arch=$(uname -m) debian=$(cat /etc/debian_version) sysroot=$IMAGESWITCH_SYSROOT arg=$1"
 EOF
-chown "$USER_OK:" "$HOME_OK/job-sysroot.sh"
-as "$USER_OK" sbatch --wait --quiet --sysroot=deb11 -o "$HOME_OK/job-sysroot.out" job-sysroot.sh A1 >/dev/null 2>&1
-status=$?
-out=$(cat "$HOME_OK/job-sysroot.out" 2>&1)
+sbatch_job job-sysroot --sysroot=deb11 -- A1
 check_eq "sbatch --sysroot=deb11 job (status $status)" \
     "arch=i686 debian=$(cat "$TREE/etc/debian_version") sysroot=deb11 arg=A1" "$out"
 
@@ -321,10 +334,7 @@ cat >"$HOME_OK/job-directive.sh" <<'EOF'
 #SBATCH --sysroot=deb11
 echo "arch=$(uname -m) debian=$(cat /etc/debian_version)"
 EOF
-chown "$USER_OK:" "$HOME_OK/job-directive.sh"
-as "$USER_OK" sbatch --wait --quiet -o "$HOME_OK/job-directive.out" job-directive.sh >/dev/null 2>&1
-status=$?
-out=$(cat "$HOME_OK/job-directive.out" 2>&1)
+sbatch_job job-directive
 check_eq "#SBATCH --sysroot=deb11 directive (status $status)" \
     "arch=i686 debian=$(cat "$TREE/etc/debian_version")" "$out"
 
@@ -333,10 +343,7 @@ cat >"$HOME_OK/job-shebang.sh" <<EOF
 #!$BIN_DIR/bash
 echo "arch=\$(uname -m) debian=\$(cat /etc/debian_version) bash=\$BASH_VERSION"
 EOF
-chown "$USER_OK:" "$HOME_OK/job-shebang.sh"
-as "$USER_OK" sbatch --wait --quiet -o "$HOME_OK/job-shebang.out" job-shebang.sh >/dev/null 2>&1
-status=$?
-out=$(cat "$HOME_OK/job-shebang.out" 2>&1)
+sbatch_job job-shebang
 tree_bash=$(chroot "$TREE" /bin/bash -c 'echo $BASH_VERSION')
 check_eq "sbatch job with #!$BIN_DIR/bash (status $status)" \
     "arch=i686 debian=$(cat "$TREE/etc/debian_version") bash=$tree_bash" "$out"

@@ -4,7 +4,7 @@
 //! where one is needed to show that the attack itself is real (the evil
 //! library does load, the setuid file does elevate where allowed, the device
 //! node does work on the host). Rows 14 and 16 (500-run races) are in
-//! tests/reliability.rs.
+//! tests/reliability/races.rs.
 //!
 //! Tests run in parallel. None changes state another one reads: attacks that
 //! need a changed configuration or tree run in their own mount namespace
@@ -31,6 +31,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::*;
+use test_support::{Removed, c_program, gid_of as gid, mountinfo, procs, uid_of as uid};
 
 /// Held by tests that change host-wide kernel settings.
 static HOST_SETTINGS: Mutex<()> = Mutex::new(());
@@ -43,59 +44,26 @@ fn imageswitch_as(user: &str, args: &[&str]) -> Output {
     run(as_user(user, BIN).args(args))
 }
 
-fn uid(user: &str) -> u32 {
-    nix::unistd::User::from_name(user).expect("nss").expect("user exists").uid.as_raw()
-}
-
-fn gid(user: &str) -> u32 {
-    nix::unistd::User::from_name(user).expect("nss").expect("user exists").gid.as_raw()
-}
-
 /// `id -G user` on the host, as a set.
 fn host_groups(user: &str) -> BTreeSet<u32> {
     let out = run(Command::new("id").args(["-G", user]));
     stdout(&out).split_whitespace().map(|g| g.parse().expect("gid")).collect()
 }
 
-/// A file or directory a test made, removed (recursively, by `rm -rf` in a
-/// child process) when dropped — also when the test fails.
-struct Scratch(PathBuf);
-
-impl std::ops::Deref for Scratch {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl AsRef<Path> for Scratch {
-    fn as_ref(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = Command::new("rm").arg("-rf").arg(&self.0).status();
-    }
-}
-
 /// A fresh directory under /tmp owned by root with `mode` (/tmp is bound
 /// into every sysroot, so the same path works inside).
-fn root_dir(tag: &str, mode: u32) -> Scratch {
+fn root_dir(tag: &str, mode: u32) -> Removed {
     let dir = PathBuf::from(format!("/tmp/imgsw-threats-{tag}-{}-{}", std::process::id(), unique()));
     fs::create_dir(&dir).expect("mkdir");
     fs::set_permissions(&dir, fs::Permissions::from_mode(mode)).expect("chmod");
-    Scratch(dir)
+    Removed(dir)
 }
 
-/// Compiles `source` with gcc into `dir/name`; `extra` are more gcc arguments.
-fn compile(dir: &Path, name: &str, source: &str, extra: &[&str]) -> PathBuf {
-    let src = dir.join(format!("{name}.c"));
+/// A copy at `dir/name` of `tests/support/PROGRAM.c` built with `flags`
+/// (test_support::c_program), for the test to give an owner and a mode.
+fn compile(dir: &Path, name: &str, program: &str, flags: &[&str]) -> PathBuf {
     let out = dir.join(name);
-    fs::write(&src, source).expect("write C source");
-    let result = run(Command::new("gcc").args(["-O1", "-Wall", "-o"]).arg(&out).arg(&src).args(extra));
-    assert!(result.status.success(), "gcc {name}: {}", stderr(&result));
+    fs::copy(c_program(program, flags), &out).expect("copy the built program");
     out
 }
 
@@ -127,27 +95,10 @@ fn assert_ok(out: &Output) -> String {
 /// A library whose constructor records, in a file of `records` named after
 /// its pid, `TAG euid=N ruid=N exe=PATH` for every process that loads it.
 fn recorder_library(dir: &Path, name: &str, tag: &str, records: &Path) -> PathBuf {
-    const SOURCE: &str = r#"
-#include <fcntl.h>
-#include <stdio.h>
-#include <string.h>
-#include <unistd.h>
-__attribute__((constructor)) static void record(void) {
-    char exe[256] = {0}, path[512], line[512];
-    if (readlink("/proc/self/exe", exe, sizeof exe - 1) < 0) strcpy(exe, "?");
-    snprintf(path, sizeof path, "%s/%s-%d-%d", RECORDS, TAG, (int)getpid(), (int)geteuid());
-    int n = snprintf(line, sizeof line, "%s euid=%d ruid=%d exe=%s\n", TAG, (int)geteuid(), (int)getuid(), exe);
-    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-    if (fd >= 0) {
-        if (write(fd, line, n) < 0) {}
-        close(fd);
-    }
-}
-"#;
     compile(
         dir,
         name,
-        SOURCE,
+        "recorder",
         &["-shared", "-fPIC", &format!("-DRECORDS=\"{}\"", records.display()), &format!("-DTAG=\"{tag}\"")],
     )
 }
@@ -204,7 +155,7 @@ fn in_namespace(propagation: &str, setup: &str, user: &str, cwd: &Path, argv: &[
 struct PrivateLog {
     sock: std::os::unix::net::UnixDatagram,
     path: PathBuf,
-    _dir: Scratch,
+    _dir: Removed,
 }
 
 impl PrivateLog {
@@ -238,11 +189,6 @@ impl PrivateLog {
         }
         None
     }
-}
-
-/// Mount points (field 5) of a mountinfo table.
-fn mount_points(table: &str) -> Vec<String> {
-    table.lines().filter_map(|l| l.split(' ').nth(4)).map(str::to_string).collect()
 }
 
 // ---------------------------------------------------------------------------
@@ -356,25 +302,12 @@ fn row01_loader_env_never_seen_as_root() {
 // ---------------------------------------------------------------------------
 // Row 2: argc == 0 and hostile argv[0].
 
-const EXECARGV: &str = r#"
-#include <stdio.h>
-#include <unistd.h>
-extern char **environ;
-/* execargv PATH [ARGV0 ARGS...]: execve(PATH) with exactly that argv (empty when only PATH). */
-int main(int argc, char **argv) {
-    if (argc < 2) return 2;
-    execve(argv[1], argv + 2, environ);
-    perror("execve");
-    return 126;
-}
-"#;
-
 #[test]
 fn row02_empty_argv_and_hostile_argv0_only_key_into_the_config() {
     require_root!();
     fixture();
     let dir = root_dir("row02", 0o755);
-    let execargv = compile(&dir, "execargv", EXECARGV, &[]).to_str().expect("utf8").to_string();
+    let execargv = compile(&dir, "execargv", "execargv", &[]).to_str().expect("utf8").to_string();
     let shell_input = "echo imgsw-row02-shell-ran; id -u\n";
 
     // argc == 0, through the binary, an alias link and a bin_dir link.
@@ -436,7 +369,7 @@ fn row03_untrusted_config_or_tree_is_refused_and_mounts_nothing() {
     fixture();
     let alice = uid(ALICE);
     let config = fs::read_to_string(TEST_CONFIG).expect("config");
-    let dir = Scratch(PathBuf::from(format!("{PREFIX}/scratch/row03-{}-{}", std::process::id(), unique())));
+    let dir = Removed(PathBuf::from(format!("{PREFIX}/scratch/row03-{}-{}", std::process::id(), unique())));
     fs::create_dir_all(&dir).expect("mkdir");
     let d = dir.display();
     let copy = |name: &str, mode: u32, owner: &str| {
@@ -470,7 +403,7 @@ fn row03_untrusted_config_or_tree_is_refused_and_mounts_nothing() {
     refused_in_namespace(&format!("mount --bind {d}/ln /etc/imageswitch-test"), &format!("owned by uid {alice}"));
 
     // The tree root writable by others; a directory above it the user's.
-    let tree = Scratch(scratch_tree("row03"));
+    let tree = Removed(scratch_tree("row03"));
     sh(&format!("chmod 757 {}", tree.display()));
     refused_in_namespace(
         &format!("mount --bind {} {BB_TREE}", tree.display()),
@@ -494,7 +427,7 @@ fn row03_untrusted_config_or_tree_is_refused_and_mounts_nothing() {
         125,
         &format!("bb-userowned: tree {TREES}/bb-userowned/etc: owned by uid {alice}, not root"),
     );
-    let evil_dir = Scratch(user_tmpdir(ALICE, "row03-evil"));
+    let evil_dir = Removed(user_tmpdir(ALICE, "row03-evil"));
     let evil = evil_dir.join("evil.toml");
     fs::write(&evil, "[sysroot.imgswevil]\npath = \"/\"\nbinds = [\"/etc\"]\nsetuid = true\n").expect("evil config");
     sh(&format!("chown {ALICE} {}", evil.display()));
@@ -565,7 +498,7 @@ fn row05_mounts_never_leak_into_the_callers_namespace() {
     assert_eq!(host_mounts(), before, "host mount table changed after 1000 runs");
 
     // During: a child inside sees its binds; the host does not.
-    let ready_dir = Scratch(user_tmpdir(ALICE, "row05"));
+    let ready_dir = Removed(user_tmpdir(ALICE, "row05"));
     let ready = ready_dir.join("ready");
     let mut child = as_user(ALICE, BIN)
         .args(["bb", "sh", "-c", &format!("touch {}; exec sleep 30", ready.display())])
@@ -582,12 +515,15 @@ fn row05_mounts_never_leak_into_the_callers_namespace() {
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(during, before, "host mount table changed while a child runs");
-    assert!(mount_points(&inside).iter().any(|m| m == "/dev/log"), "the child's binds are visible to it:\n{inside}");
+    assert!(
+        mountinfo::parse(&inside).iter().any(|m| m.point == "/dev/log"),
+        "the child's binds are visible to it:\n{inside}"
+    );
     assert!(!inside.contains(" shared:"), "mounts inside must not be shared with any other namespace:\n{inside}");
 
     // And where the caller's mounts are *shared* (systemd hosts): a missing
     // MS_SLAVE would propagate every bind back into the caller's namespace.
-    let ready_dir = Scratch(user_tmpdir(ALICE, "row05-shared"));
+    let ready_dir = Removed(user_tmpdir(ALICE, "row05-shared"));
     let ready = ready_dir.join("ready");
     let script = format!(
         "for i in $(seq 200); do {BIN} bb true || exit 1; done; \
@@ -614,7 +550,7 @@ fn row06_home_destination_replaced_by_symlink_is_refused() {
     let tree = format!("{TREES}/bb-sharedhome");
     let dest = format!("{tree}/home/{ALICE}");
     let marker = format!("imgsw-row06-marker-{}-{}", std::process::id(), unique());
-    let host_marker = Scratch(home_of(ALICE).join(&marker));
+    let host_marker = Removed(home_of(ALICE).join(&marker));
     fs::write(&host_marker, "home\n").expect("marker");
     sh(&format!("chown {ALICE} {}; rm -rf {dest}", host_marker.display()));
     let etc_before = run(Command::new("ls").args(["-la", &format!("{tree}/etc")]));
@@ -631,7 +567,7 @@ fn row06_home_destination_replaced_by_symlink_is_refused() {
 
     // bb-homedirect with its user-owned TREE/home/USER replaced by a link to
     // /etc (a scratch copy bound over it in this test's namespace).
-    let tree_copy = Scratch(scratch_tree("row06"));
+    let tree_copy = Removed(scratch_tree("row06"));
     sh(&format!("ln -s /etc {}/home/{ALICE}", tree_copy.display()));
     let r = in_namespace(
         "private",
@@ -698,19 +634,17 @@ fn row07_bind_sources_come_from_passwd_and_are_checked_as_the_user() {
     let text = assert_ok(&out);
     let (first, table) = text.split_once('\n').expect("two parts");
     assert_eq!(first, home);
-    let home_line = table
-        .lines()
-        .find(|l| l.split(' ').nth(4) == Some(home.as_str()))
-        .unwrap_or_else(|| panic!("passwd home not bound:\n{table}"));
-    assert_eq!(home_line.split(' ').nth(3), Some(home.as_str()), "the home bind's source is the passwd home");
-    for line in table.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        assert!(fields[3] != "/etc" && !fields[3].starts_with("/etc/"), "/etc bound from the host: {line}");
+    let mounts = mountinfo::parse(table);
+    let home_mount =
+        mounts.iter().find(|m| m.point == home).unwrap_or_else(|| panic!("passwd home not bound:\n{table}"));
+    assert_eq!(home_mount.root, home, "the home bind's source is the passwd home");
+    for m in &mounts {
+        assert!(m.root != "/etc" && !m.root.starts_with("/etc/"), "/etc bound from the host: {}", m.line);
         // On /etc only the per-entry layer (imageswitch(8), PER-ENTRY VIEW).
-        let fstype = line.split(" - ").nth(1).and_then(|rest| rest.split(' ').next());
         assert!(
-            fields[4] != "/etc" || matches!(fstype, Some("overlay" | "tmpfs")),
-            "something mounted on /etc: {line}"
+            m.point != "/etc" || matches!(m.fs_type.as_str(), "overlay" | "tmpfs"),
+            "something mounted on /etc: {}",
+            m.line
         );
     }
 
@@ -733,15 +667,6 @@ fn row07_bind_sources_come_from_passwd_and_are_checked_as_the_user() {
 // ---------------------------------------------------------------------------
 // Row 8: setuid files and device nodes.
 
-const EUID: &str = r#"
-#include <stdio.h>
-#include <unistd.h>
-int main(void) {
-    printf("%d\n", (int)geteuid());
-    return 0;
-}
-"#;
-
 #[test]
 fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
     require_root!();
@@ -752,11 +677,11 @@ fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
     // it drops a setuid bit by itself for applets such as `id`.
     let dir = root_dir("row08", 0o750);
     sh(&format!("chgrp {} {}", gid(ALICE), dir.display()));
-    let euid = compile(&dir, "euid", EUID, &["-static"]);
+    let euid = compile(&dir, "euid", "euid", &["-static"]);
     fs::set_permissions(&euid, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
     let host = run(&mut as_user(ALICE, euid.to_str().expect("utf8")));
     assert_eq!(stdout(&host), "0\n", "control: the printer elevates where setuid is allowed");
-    let tree = Scratch(scratch_tree("row08-suid"));
+    let tree = Removed(scratch_tree("row08-suid"));
     sh(&format!("cp -p {} {t}/bin/euid && chmod 4755 {t}/bin/euid", euid.display(), t = tree.display()));
     let e = euid.display();
     let r = in_namespace(
@@ -770,7 +695,7 @@ fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
 
     // A device node (twin of /dev/zero) in the user's home and in /tmp,
     // owned by the user, mode 666: works on the host, EACCES inside.
-    let node = Scratch(home_of(ALICE).join(format!("imgsw-row08-zero-{}-{}", std::process::id(), unique())));
+    let node = Removed(home_of(ALICE).join(format!("imgsw-row08-zero-{}-{}", std::process::id(), unique())));
     let tmp_node = dir.join("zero");
     for n in [&*node, tmp_node.as_path()] {
         sh(&format!("mknod {0} c 1 5 && chown {ALICE} {0} && chmod 666 {0}", n.display()));
@@ -793,7 +718,7 @@ fn row08_setuid_files_and_device_nodes_on_binds_do_not_work() {
 fn row08_device_node_in_the_tree_gives_eacces() {
     require_root!();
     fixture();
-    let tree = Scratch(scratch_tree("row08-tree"));
+    let tree = Removed(scratch_tree("row08-tree"));
     sh(&format!("mknod {0}/root/zero c 1 5 && chmod 666 {0}/root/zero && chmod 755 {0}/root", tree.display()));
     let r = in_namespace(
         "private",
@@ -809,46 +734,13 @@ fn row08_device_node_in_the_tree_gives_eacces() {
 // ---------------------------------------------------------------------------
 // Row 9: capabilities and ids left behind.
 
-const PRIVS: &str = r#"
-#define _GNU_SOURCE
-#include <errno.h>
-#include <grp.h>
-#include <sched.h>
-#include <stdio.h>
-#include <sys/mount.h>
-#include <sys/prctl.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
-#include <sys/sysmacros.h>
-#include <unistd.h>
-#include <linux/capability.h>
-/* Tries to take privilege back; prints "call errno" (0 = it worked). */
-static void report(const char *what, long rc) { printf("%s %d\n", what, rc == 0 ? 0 : errno); }
-int main(int argc, char **argv) {
-    report("setuid", setuid(0));
-    report("seteuid", seteuid(0));
-    report("setresuid", setresuid(0, 0, 0));
-    report("setgid", setgid(0));
-    report("setgroups", setgroups(0, NULL));
-    report("chroot", chroot("."));
-    report("unshare-mount", unshare(CLONE_NEWNS));
-    report("mount", mount("none", "/tmp", "tmpfs", 0, NULL));
-    report("mknod", mknod(argv[1], S_IFCHR | 0666, makedev(1, 5)));
-    report("ambient-raise", prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, CAP_SYS_ADMIN, 0, 0));
-    struct __user_cap_header_struct h = {_LINUX_CAPABILITY_VERSION_3, 0};
-    struct __user_cap_data_struct d[2] = {{~0u, ~0u, ~0u}, {~0u, ~0u, ~0u}};
-    report("capset", syscall(SYS_capset, &h, d));
-    return 0;
-}
-"#;
-
 #[test]
 fn row09_no_capability_or_id_is_left_behind() {
     require_root!();
     fixture();
     let dir = root_dir("row09", 0o755);
-    let privs = compile(&dir, "privs", PRIVS, &["-static"]).display().to_string();
-    let node_dir = Scratch(user_tmpdir(ALICE, "row09"));
+    let privs = compile(&dir, "privs", "privs", &["-static"]).display().to_string();
+    let node_dir = Removed(user_tmpdir(ALICE, "row09"));
     let node = format!("{}/node", node_dir.display());
     for user in [ALICE, BOB] {
         let (u, g) = (uid(user), gid(user));
@@ -900,7 +792,7 @@ fn row10_tree_nss_and_preload_modules_never_run_as_root() {
     let libs = root_dir("row10-libs", 0o755);
     let nss = recorder_library(&libs, "libnss_imgswevil.so.2", "nss", &drop_box);
     let preload = recorder_library(&libs, "libimgswpreload.so", "preload", &drop_box);
-    let scratch = Scratch(PathBuf::from(format!("{PREFIX}/scratch/row10-{}-{}", std::process::id(), unique())));
+    let scratch = Removed(PathBuf::from(format!("{PREFIX}/scratch/row10-{}-{}", std::process::id(), unique())));
     let s = scratch.display();
     // An overlay on the trixie tree, in this test's namespace only: its
     // nsswitch.conf names the evil module first, and ld.so.preload loads
@@ -948,7 +840,7 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     // in the tree; `/` inside is the tree's root.
     let hostonly = format!("{PREFIX}/row11-hostonly-{}-{}", std::process::id(), unique());
     sh(&format!("mkdir -p {hostonly} && chmod 755 {hostonly}"));
-    let _hostonly = Scratch(PathBuf::from(&hostonly));
+    let _hostonly = Removed(PathBuf::from(&hostonly));
     let out = run(as_user(ALICE, BIN)
         .args(["bb", "sh", "-c", "pwd; cd ../../../../../..; cat etc/debian_version; busybox stat -c '%d %i' /"])
         .current_dir(&hostonly));
@@ -958,7 +850,7 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     assert_eq!(stderr(&out), format!("imageswitch: warning: {hostonly} does not exist in bb; starting in {home}\n"));
 
     // ~/lnk -> /etc as cwd: resolved inside, so the cwd is the tree's /etc.
-    let link = Scratch(home_of(ALICE).join(format!("imgsw-row11-lnk-{}-{}", std::process::id(), unique())));
+    let link = Removed(home_of(ALICE).join(format!("imgsw-row11-lnk-{}-{}", std::process::id(), unique())));
     let made = run(as_user(ALICE, "ln").args(["-s", "/etc"]).arg(&*link));
     assert!(made.status.success(), "{}", stderr(&made));
     let out = run(as_user(ALICE, "sh").args([
@@ -974,7 +866,7 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
 
     // ~/dangling -> the host-only directory: the warning names the link and
     // the first part of where it leads that the tree lacks, not the link.
-    let dangling = Scratch(home_of(ALICE).join(format!("imgsw-row11-dangling-{}-{}", std::process::id(), unique())));
+    let dangling = Removed(home_of(ALICE).join(format!("imgsw-row11-dangling-{}-{}", std::process::id(), unique())));
     let made = run(as_user(ALICE, "ln").args(["-s", &hostonly]).arg(&*dangling));
     assert!(made.status.success(), "{}", stderr(&made));
     let lacking = Path::new(&hostonly)
@@ -997,8 +889,8 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     // chdir is the user's, so it fails, with a warning, into the home.
     let path = format!("{PREFIX}/row11-rootonly-{}-{}", std::process::id(), unique());
     sh(&format!("mkdir -p {path} && chmod 755 {path}"));
-    let _path = Scratch(PathBuf::from(&path));
-    let tree = Scratch(scratch_tree("row11"));
+    let _path = Removed(PathBuf::from(&path));
+    let tree = Removed(scratch_tree("row11"));
     sh(&format!("mkdir -p {t}{path} && chmod 700 {t}{path} && touch {t}{path}/root-only", t = tree.display()));
     let r = in_namespace(
         "private",
@@ -1026,12 +918,12 @@ fn row11_a_directory_another_user_planted_in_the_tree_is_never_the_start() {
     require_root!();
     fixture();
     let home = home_of(ALICE).display().to_string();
-    let tree = Scratch(scratch_tree("row11-planted"));
+    let tree = Removed(scratch_tree("row11-planted"));
     sh(&format!("mkdir -p {0}/run/lock && chmod 1777 {0}/run/lock", tree.display()));
     // The same paths on the host, alice's own (/run/lock is not bound).
     let tag = format!("imgsw-row11-{}-{}", std::process::id(), unique());
     let (job, link) = (format!("/run/lock/{tag}-job"), format!("/run/lock/{tag}-link"));
-    let _host = (Scratch(PathBuf::from(&job)), Scratch(PathBuf::from(&link)));
+    let _host = (Removed(PathBuf::from(&job)), Removed(PathBuf::from(&link)));
     for dir in [&job, &link] {
         let made = run(as_user(ALICE, "mkdir").arg(dir));
         assert!(made.status.success(), "{}", stderr(&made));
@@ -1087,7 +979,7 @@ fn row11_a_directory_another_user_planted_in_the_tree_is_never_the_start() {
 
     // The directory alice was in, bound from the host, is hers to start in
     // even under a directory of bob's.
-    let bobs = Scratch(PathBuf::from(format!("/tmp/{tag}-bob")));
+    let bobs = Removed(PathBuf::from(format!("/tmp/{tag}-bob")));
     let made = run(as_user(BOB, "sh").args(["-c", &format!("mkdir -m 777 {}", bobs.display())]));
     assert!(made.status.success(), "{}", stderr(&made));
     let sub = bobs.join("alice");
@@ -1140,7 +1032,7 @@ fn row13_closed_stdio_lands_nothing_on_fds_0_to_2() {
         (fs::read(TEST_CONFIG).expect("config"), config.ino(), times, stdout(&listing))
     };
     let before = snapshot();
-    let dir = Scratch(user_tmpdir(ALICE, "row13"));
+    let dir = Removed(user_tmpdir(ALICE, "row13"));
     let fds = dir.join("fds");
     let script = format!(
         "{BIN} bb sh -c 'ls -l /proc/$$/fd > {f}; id -u >> {f}' 0<&- 1>&- 2>&-; echo ok=$?; \
@@ -1191,76 +1083,12 @@ impl Drop for Sysctl {
     }
 }
 
-/// `storm RUNS UID PROGRAM ARGS...`: runs PROGRAM RUNS times; each time it
-/// watches /proc/PID/status and sends SIGQUIT the moment the process is
-/// imageswitch past its start — phase A: euid 0 with the fsuid switched to
-/// UID (a bind source opened as the user); phase B: every id UID again after
-/// euid 0 was seen, not yet exec'd. Not before: between a setuid exec and the
-/// program's first instruction every setuid program is dumpable under
-/// suid_dumpable=2 (the kernel's "suidsafe" mode), and nothing it does can
-/// change that. (The kernel names the process before it switches the ids:
-/// "imageswitch" with the caller's ids is that moment, not phase B.)
-/// Prints `run PID PHASE` per run (`-` when it was not hit).
-const STORM: &str = r#"
-#include <fcntl.h>
-#include <signal.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
-int main(int argc, char **argv) {
-    int runs = atoi(argv[1]), uid = atoi(argv[2]);
-    struct rlimit unlimited = {RLIM_INFINITY, RLIM_INFINITY};
-    setrlimit(RLIMIT_CORE, &unlimited);
-    for (int i = 0; i < runs; i++) {
-        pid_t pid = fork();
-        if (pid == 0) {
-            int null = open("/dev/null", O_RDWR);
-            dup2(null, 1);
-            dup2(null, 2);
-            execv(argv[3], argv + 3);
-            _exit(127);
-        }
-        char path[64], buf[4096], phase = '-';
-        snprintf(path, sizeof path, "/proc/%d/status", pid);
-        int fd = open(path, O_RDONLY), started = 0, root_seen = 0;
-        for (long spin = 0; fd >= 0 && spin < 1000000; spin++) {
-            ssize_t n = pread(fd, buf, sizeof buf - 1, 0);
-            if (n <= 0) break;
-            buf[n] = 0;
-            if (strstr(buf, "\nState:\tZ")) break;
-            if (strncmp(buf, "Name:\timageswitch\n", 18) != 0) {
-                if (started) break;
-                continue;
-            }
-            started = 1;
-            char *u = strstr(buf, "\nUid:\t");
-            int r, e, s, f;
-            if (!u || sscanf(u + 6, "%d %d %d %d", &r, &e, &s, &f) != 4) continue;
-            if (e == 0) root_seen = 1;
-            if (e == 0 && f == uid) phase = 'A';
-            else if (root_seen && r == uid && e == uid && s == uid && f == uid) phase = 'B';
-            else continue;
-            kill(pid, SIGQUIT);
-            break;
-        }
-        if (fd >= 0) close(fd);
-        int status;
-        waitpid(pid, &status, 0);
-        printf("run %d %c\n", pid, phase);
-    }
-    return 0;
-}
-"#;
-
 /// Runs the SIGQUIT storm as the user with `suid_dumpable=2` and
 /// `core_pattern` set to `pattern` (both restored afterwards); `extra` are
 /// more arguments for `imageswitch bb true`. Returns (pid, phase) per run.
 fn sigquit_storm(pattern: &str, runs: usize, extra: &[String]) -> Vec<(String, char)> {
     let tools = root_dir("row15-storm", 0o755);
-    let storm = compile(&tools, "storm", STORM, &[]).display().to_string();
+    let storm = compile(&tools, "storm", "storm", &[]).display().to_string();
     let mut cmd = as_user(ALICE, &storm);
     cmd.args([runs.to_string(), uid(ALICE).to_string(), BIN.to_string(), "bb".into(), "true".into()]).args(extra);
     let out = {
@@ -1389,20 +1217,6 @@ fn row17_personality_domain_is_the_configured_one_and_setuid_cleared_flags_stay_
 // ---------------------------------------------------------------------------
 // Row 18: /dev/log without a root daemon.
 
-/// Pids of every process in process group `pgid`.
-fn group_members(pgid: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for entry in fs::read_dir("/proc").expect("proc").flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let Some((_, rest)) = stat.rsplit_once(')') else { continue };
-        if rest.split_whitespace().nth(2).and_then(|g| g.parse::<u32>().ok()) == Some(pgid) {
-            out.push(pid);
-        }
-    }
-    out
-}
-
 #[test]
 fn row18_syslog_reaches_the_host_with_no_root_process_left() {
     require_root!();
@@ -1429,7 +1243,7 @@ fn row18_syslog_reaches_the_host_with_no_root_process_left() {
     // logger's own record, sent from inside.
     let line = log.wait_for(&marker, false).expect("logger inside reached the host socket");
     assert!(line.contains("row18"), "{line}");
-    let members = group_members(pgid);
+    let members = procs::group_members(pgid);
     assert!(!members.is_empty());
     for pid in &members {
         let status = fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -1443,12 +1257,13 @@ fn row18_syslog_reaches_the_host_with_no_root_process_left() {
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success());
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(group_members(pgid), Vec::<u32>::new(), "processes left behind");
+    assert_eq!(procs::group_members(pgid), Vec::<u32>::new(), "processes left behind");
 
     let table = stdout(&out);
-    let bind = table.lines().find(|l| l.split(' ').nth(4) == Some("/dev/log")).expect("/dev/log bound");
-    let opts = bind.split(' ').nth(5).expect("options");
-    assert!(opts.contains("nosuid") && opts.contains("nodev") && opts.contains("noexec"), "{bind}");
+    let mounts = mountinfo::parse(&table);
+    let bind = mounts.iter().find(|m| m.point == "/dev/log").expect("/dev/log bound");
+    let opts = &bind.options;
+    assert!(opts.contains("nosuid") && opts.contains("nodev") && opts.contains("noexec"), "{}", bind.line);
 }
 
 // ---------------------------------------------------------------------------
@@ -1595,11 +1410,11 @@ fn row23_setuid_programs_in_a_tree_never_elevate_whatever_the_config() {
     fixture();
     let alice = uid(ALICE);
     let dir = root_dir("row23", 0o755);
-    let euid = compile(&dir, "euid", EUID, &["-static"]);
+    let euid = compile(&dir, "euid", "euid", &["-static"]);
     fs::set_permissions(&euid, fs::Permissions::from_mode(0o4755)).expect("chmod 4755");
     let host = run(&mut as_user(ALICE, euid.to_str().expect("utf8")));
     assert_eq!(stdout(&host), "0\n", "control: the probe elevates where setuid is allowed");
-    let tree = Scratch(scratch_tree("row23"));
+    let tree = Removed(scratch_tree("row23"));
     sh(&format!("cp -p {} {t}/bin/euid && chmod 4755 {t}/bin/euid", euid.display(), t = tree.display()));
 
     // The fixture's bb-setuid asks for `setuid = true` over the same tree.
@@ -1644,7 +1459,7 @@ fn row24_caller_paths_are_resolved_with_the_callers_identity_only() {
     fixture();
     let home = home_of(ALICE).display().to_string();
     // A directory only on the host: entering from it warns, naming it.
-    let hostonly = Scratch(PathBuf::from(format!("{PREFIX}/row24-hostonly-{}-{}", std::process::id(), unique())));
+    let hostonly = Removed(PathBuf::from(format!("{PREFIX}/row24-hostonly-{}-{}", std::process::id(), unique())));
     sh(&format!("mkdir -p {0} && chmod 755 {0}", hostonly.display()));
     let plain = format!("imageswitch: warning: {} does not exist in bb; starting in {home}\n", hostonly.display());
     let rel = hostonly.strip_prefix("/").expect("absolute").display().to_string();
@@ -1654,7 +1469,7 @@ fn row24_caller_paths_are_resolved_with_the_callers_identity_only() {
     let probe = format!("/root/imgsw-row24-{}-{}", std::process::id(), unique());
     let pwd = format!("{probe}/../../{rel}");
     sh(&format!("mkdir -p {probe}"));
-    let _probe = Scratch(PathBuf::from(&probe));
+    let _probe = Removed(PathBuf::from(&probe));
     let present = cwd_warning(&hostonly, &pwd);
     sh(&format!("rmdir {probe}"));
     let absent = cwd_warning(&hostonly, &pwd);
@@ -1663,7 +1478,7 @@ fn row24_caller_paths_are_resolved_with_the_callers_identity_only() {
 
     // Another user's process: /proc/PID/cwd is a magic link only the owner
     // (or ptrace-capable root) may follow.
-    let bob_dir = Scratch(PathBuf::from(format!("{PREFIX}/row24-bob-{}-{}", std::process::id(), unique())));
+    let bob_dir = Removed(PathBuf::from(format!("{PREFIX}/row24-bob-{}-{}", std::process::id(), unique())));
     sh(&format!("mkdir -p {0} && chown {BOB}: {0} && chmod 700 {0}", bob_dir.display()));
     let mut bob = as_user(BOB, "sleep").arg("60").current_dir(&*bob_dir).stdin(Stdio::null()).spawn().expect("bob");
     let peek = run(as_user(ALICE, "ls").arg(format!("/proc/{}/cwd/", bob.id())));
@@ -1696,7 +1511,7 @@ fn row26_binds_under_a_shared_bind_cannot_be_squatted() {
     require_root!();
     fixture();
     let shared = format!("/tmp/imgsw-row26-shared-{}-{}", std::process::id(), unique());
-    let _shared = Scratch(PathBuf::from(&shared));
+    let _shared = Removed(PathBuf::from(&shared));
     let dir = root_dir("row26", 0o755);
     let config = dir.join("sysroots.toml");
     let text = fs::read_to_string(TEST_CONFIG).expect("config")
@@ -1742,8 +1557,8 @@ fn row26_bind_sources_in_shared_directories_cannot_be_squatted() {
     // defaults bind only /tmp); "/" is root-only.
     let shared = format!("/var/tmp/imgsw-row26-src-{tag}");
     let root_only = format!("/imgsw-row26-src-{tag}");
-    let (_shared, _root_only) = (Scratch(PathBuf::from(&shared)), Scratch(PathBuf::from(&root_only)));
-    let tree = Scratch(scratch_tree("row26src"));
+    let (_shared, _root_only) = (Removed(PathBuf::from(&shared)), Removed(PathBuf::from(&root_only)));
+    let tree = Removed(scratch_tree("row26src"));
     sh(&format!("mkdir -p {t}{shared} {t}{root_only}", t = tree.display()));
     let dir = root_dir("row26src", 0o755);
     let config = dir.join("sysroots.toml");

@@ -25,15 +25,9 @@ impl Drop for UnmountBelow {
     }
 }
 
+/// (mount point, options) of each line of the host's mount table.
 fn mount_table() -> Vec<(String, String)> {
-    fs::read_to_string("/proc/self/mountinfo")
-        .expect("mountinfo")
-        .lines()
-        .filter_map(|l| {
-            let f: Vec<&str> = l.split(' ').collect();
-            Some((f.get(4)?.to_string(), f.get(5)?.to_string()))
-        })
-        .collect()
+    test_support::mountinfo::own().into_iter().map(|m| (m.point, m.options)).collect()
 }
 
 #[test]

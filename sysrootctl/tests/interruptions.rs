@@ -10,6 +10,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use common::*;
+use test_support::procs::Process;
 
 /// A busybox tree with an `/etc/passwd` (for `su`), a `/usr/sbin` (for
 /// `policy-rc.d`) and a `resolv.conf`, published as generation 1.
@@ -30,8 +31,7 @@ fn busybox_with_accounts(test: &str, build: &str) -> Scratch {
 }
 
 fn uid_of(pid: u32) -> Option<u32> {
-    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status.lines().find_map(|l| l.strip_prefix("Uid:"))?.split_whitespace().next()?.parse().ok()
+    Process { pid }.status_field("Uid")?.split_whitespace().next()?.parse().ok()
 }
 
 /// `sysrootctl shell bb -- CMD` with CMD running as `nobody` (it changed its

@@ -66,7 +66,7 @@ fn a_declaration_that_cannot_be_evaluated_fails_the_run_and_is_named() {
     s.write("sysroots.toml", &text);
     let named = ":12:1: unknown key \"kepp\" in [sysroot.typo.build]";
     let mut verbs: Vec<&[&str]> = vec![&["plan"], &["list"], &["status"]];
-    if nix::unistd::geteuid().is_root() {
+    if test_support::is_root() {
         verbs.extend([&["apply"][..], &["gc"]]);
     }
     for verb in verbs {
@@ -908,27 +908,6 @@ fn dnf_bootstraps_from_a_local_repository() {
     s.assert_clean();
 }
 
-/// The imageswitch binary, built once for this test binary with its own fixed
-/// configuration path, so the test shares no state with the main end-to-end
-/// suite's installation (and needs no special build of the workspace).
-fn imageswitch_for_tests() -> (PathBuf, &'static str) {
-    const CONFIG: &str = "/etc/sysrootctl-test/sysroots.toml";
-    let target = Path::new(env!("CARGO_TARGET_TMPDIR")).join("imageswitch-for-sysrootctl");
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let out = Command::new(cargo)
-        .args(["build", "-q", "-p", "imageswitch", "--bin", "imageswitch", "--target-dir"])
-        .arg(&target)
-        .env("IMAGESWITCH_CONFIG_PATH", CONFIG)
-        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-        .output()
-        .expect("run cargo");
-    assert!(out.status.success(), "building imageswitch: {}", String::from_utf8_lossy(&out.stderr));
-    let built = target.join("debug/imageswitch");
-    let help = Command::new(&built).arg("--help").output().expect("imageswitch --help");
-    assert!(String::from_utf8_lossy(&help.stdout).contains(CONFIG), "imageswitch was not built for {CONFIG}");
-    (built, CONFIG)
-}
-
 /// The result is what imageswitch enters: an unprivileged user goes in through
 /// the alias link sysrootctl made, and a `#!BIN_DIR/sh` script runs inside.
 #[test]
@@ -936,7 +915,10 @@ fn imageswitch_enters_the_published_generation_as_a_user() {
     if !root_or_skip("imageswitch_enters_the_published_generation_as_a_user") {
         return;
     }
-    let (built, config_path) = imageswitch_for_tests();
+    // Built with its own fixed configuration path, so the test shares no
+    // state with the main end-to-end suite's installation.
+    let config_path = "/etc/sysrootctl-test/sysroots.toml";
+    let built = test_support::imageswitch_built_for(config_path);
     // Trees imageswitch enters must have only root-owned, non-writable parents.
     let _accounts = host_accounts();
     let s = Scratch::public("enter");
@@ -1029,15 +1011,6 @@ fn adopt_takes_over_a_hand_built_tree() {
     s.assert_clean();
 }
 
-/// Unmounts a test filesystem when the test ends, however it ends.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("--lazy").arg(&self.0).status();
-    }
-}
-
 /// On btrfs every generation is a subvolume and the next one a snapshot of the
 /// live one (not a copy); gc deletes subvolumes.
 #[test]
@@ -1063,7 +1036,7 @@ fn btrfs_store_uses_snapshots() {
         eprintln!("SKIPPED {test}: {why}");
         return;
     }
-    let _mounted = Mounted(mnt.clone());
+    let _mounted = test_support::Unmounted(mnt.clone());
     pack(&cached_tree("busybox"), &s.path("bb.tar.gz"));
     let build = |extra: &str| {
         format!(
@@ -1121,7 +1094,10 @@ fn homes_outside_the_bound_paths_get_a_mount_point_from_users_sync() {
     if !root_or_skip("homes_outside_the_bound_paths_get_a_mount_point_from_users_sync") {
         return;
     }
-    let (built, config_path) = imageswitch_for_tests();
+    // Built with its own fixed configuration path, so the test shares no
+    // state with the main end-to-end suite's installation.
+    let config_path = "/etc/sysrootctl-test/sysroots.toml";
+    let built = test_support::imageswitch_built_for(config_path);
     let _accounts = host_accounts();
     let s = Scratch::public("homes");
     pack(&cached_tree("busybox"), &s.path("bb.tar.gz"));

@@ -15,6 +15,11 @@ use std::process::{Command, Output, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+/// The host's mount table as seen from the test process, as text.
+#[allow(unused_imports)]
+pub use test_support::mountinfo::own_text as host_mounts;
+pub use test_support::{as_user, home_of, is_root, require_root};
+
 pub const TEST_CONFIG: &str = "/etc/imageswitch-test/sysroots.toml";
 pub const PREFIX: &str = "/var/lib/imageswitch-test";
 pub const CACHE: &str = "/var/cache/imageswitch-test";
@@ -29,29 +34,6 @@ pub const ALICE: &str = "imgsw-alice";
 /// Not in `imgsw-physics`: refused by `deb11`, allowed elsewhere.
 pub const BOB: &str = "imgsw-bob";
 pub const PHYSICS: &str = "imgsw-physics";
-
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// Root-needing tests call this first: it skips visibly when not root, and
-/// fails instead under `CI=true`, where a skip would hide missing coverage.
-#[macro_export]
-macro_rules! require_root {
-    () => {
-        if !$crate::common::is_root() {
-            if std::env::var_os("CI").is_some_and(|v| v == "true") {
-                panic!("SKIPPED under CI=true: this test needs root");
-            }
-            // Written past the harness's output capture, so the skip shows.
-            let _ = std::io::Write::write_all(
-                &mut std::io::stderr(),
-                format!("SKIPPED (needs root): {}\n", module_path!()).as_bytes(),
-            );
-            return;
-        }
-    };
-}
 
 pub struct Fixture {
     pub deb11: PathBuf,
@@ -338,18 +320,6 @@ impl Fixture {
     }
 }
 
-/// A command run as `user` (real uid, gid and groups from passwd), via setpriv.
-pub fn as_user(user: &str, program: &str) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).arg("--init-groups").arg("--").arg(program);
-    cmd.current_dir(home_of(user));
-    cmd
-}
-
-pub fn home_of(user: &str) -> PathBuf {
-    PathBuf::from("/home").join(user)
-}
-
 pub fn alias(name: &str) -> String {
     format!("{PREFIX}/bin/{name}")
 }
@@ -364,12 +334,6 @@ pub fn stderr(out: &Output) -> String {
 
 pub fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().expect("spawn")
-}
-
-/// The host's mount table as seen from the test process, without the
-/// per-read fields that change by themselves.
-pub fn host_mounts() -> String {
-    fs::read_to_string("/proc/self/mountinfo").expect("mountinfo")
 }
 
 /// A fresh directory under /tmp owned by `user`, unique per call.

@@ -9,20 +9,12 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_sysrootctl");
+use test_support::mountinfo;
+pub use test_support::procs::rooted_in;
+#[allow(unused_imports)]
+pub use test_support::{as_user, root_or_skip};
 
-/// Root-needing tests call this first: false (after saying so) when not root,
-/// a panic under CI=true so a CI run cannot pass by skipping.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    if std::env::var("CI").as_deref() == Ok("true") {
-        panic!("{test} needs root and CI=true: refusing to skip");
-    }
-    eprintln!("SKIPPED {test}: needs root");
-    false
-}
+pub const BIN: &str = env!("CARGO_BIN_EXE_sysrootctl");
 
 /// A tool a test needs from the host, installed from Debian's packages when
 /// missing (as tests/run does for the suite's own needs). Still missing: a
@@ -30,7 +22,7 @@ pub fn root_or_skip(test: &str) -> bool {
 pub fn have_tool(test: &str, tool: &str, package: &str) -> bool {
     static APT: Mutex<()> = Mutex::new(());
     let found = || std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file()));
-    if !found() && nix::unistd::geteuid().is_root() {
+    if !found() && test_support::is_root() {
         let _serial = APT.lock().unwrap_or_else(|e| e.into_inner());
         if !found() {
             let install = || {
@@ -163,12 +155,23 @@ impl Scratch {
 
     /// Nothing mounted and no process rooted anywhere under the scratch dir.
     pub fn assert_clean(&self) {
-        let mounts = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+        self.assert_clean_but("", None);
+    }
+
+    /// [`Scratch::assert_clean`], but for a mount at `kept` the test made
+    /// itself; `context` says when, for the failure message.
+    pub fn assert_clean_but(&self, context: &str, kept: Option<&Path>) {
         let dir = self.dir.to_string_lossy();
-        assert!(!mounts.contains(dir.as_ref()), "mounts left under {dir}:\n{mounts}");
+        let kept = kept.map(|k| k.to_string_lossy().into_owned());
+        let left: Vec<String> = mountinfo::own()
+            .into_iter()
+            .filter(|m| m.line.contains(dir.as_ref()) && kept.as_ref() != Some(&m.point))
+            .map(|m| m.line)
+            .collect();
+        assert!(left.is_empty(), "{context}: mounts left under {dir}:\n{}", left.join("\n"));
         assert!(
             rooted_in(&self.dir).is_empty(),
-            "processes left with their root under {dir}: {:?}",
+            "{context}: processes left with their root under {dir}: {:?}",
             rooted_in(&self.dir)
         );
     }
@@ -188,22 +191,6 @@ fn remove(dir: &Path) {
     if dir.exists() {
         let _ = Command::new("rm").arg("-rf").arg("--one-file-system").arg(dir).status();
     }
-}
-
-/// PIDs whose root directory is under `dir`.
-pub fn rooted_in(dir: &Path) -> Vec<u32> {
-    fs::read_dir("/proc")
-        .map(|entries| {
-            entries
-                .flatten()
-                .filter_map(|e| {
-                    let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
-                    let root = fs::read_link(e.path().join("root")).ok()?;
-                    root.starts_with(dir).then_some(pid)
-                })
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -255,7 +242,6 @@ impl Drop for HostUser {
     }
 }
 
-/// Packs a tree into a gzip tarball, as an admin would to import it.
 /// Replaces a file for the duration of a test and puts the old content back.
 pub struct Swap {
     path: PathBuf,
@@ -285,13 +271,7 @@ impl Drop for Swap {
     }
 }
 
-/// Runs `program` as `user` (uid, gid and groups from passwd).
-pub fn as_user(user: &str, program: &Path) -> Command {
-    let mut cmd = Command::new("setpriv");
-    cmd.arg(format!("--reuid={user}")).arg(format!("--regid={user}")).arg("--init-groups").arg("--").arg(program);
-    cmd
-}
-
+/// Packs a tree into a gzip tarball, as an admin would to import it.
 pub fn pack(tree: &Path, tarball: &Path) {
     let status = Command::new("tar")
         .arg("-C")
