@@ -17,10 +17,12 @@ use crate::util::{Phase, Verbosity};
 
 mod adopt;
 mod generations;
+mod retire;
 mod shell;
 mod status;
 
 pub use generations::{gc, rollback};
+pub use retire::retire;
 pub use shell::shell;
 pub use status::{list, status};
 
@@ -46,6 +48,9 @@ pub struct Report {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// A sysroot no longer declared: what `retire` removes (or removed) and leaves.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retire: Option<store::retire::Retirement>,
 }
 
 fn managed(d: &Declared) -> Result<&Build> {
@@ -234,6 +239,29 @@ fn print_report(verb: &str, r: &Report, opts: &Opts) {
         return;
     }
     let quiet = opts.verbosity.quiet();
+    match (verb, &r.retire) {
+        ("plan", Some(retirement)) => {
+            crate::outln!("{}: not declared any more; `sysrootctl retire {}` would:", r.name, r.name);
+            for line in store::retire::describe(retirement) {
+                crate::outln!("  {line}");
+            }
+        }
+        ("retire", Some(_)) => crate::outln!("{}: retired", r.name),
+        ("retire", None) => crate::outln!("{}: nothing to retire", r.name),
+        _ => print_outcome(verb, r, quiet),
+    }
+    if quiet && verb != "plan" {
+        return;
+    }
+    for c in &r.changes {
+        crate::outln!("  {c}");
+    }
+    for n in &r.notes {
+        crate::outln!("  note: {n}");
+    }
+}
+
+fn print_outcome(verb: &str, r: &Report, quiet: bool) {
     match verb {
         "plan" if r.changes.is_empty() => {
             if !quiet {
@@ -252,15 +280,6 @@ fn print_report(verb: &str, r: &Report, opts: &Opts) {
             crate::outln!("{}: generation {} -> {}", r.name, gen_name(r.generation), gen_name(r.published))
         }
         _ => crate::outln!("{}: host links updated (generation {})", r.name, gen_name(r.published)),
-    }
-    if quiet && verb != "plan" {
-        return;
-    }
-    for c in &r.changes {
-        crate::outln!("  {c}");
-    }
-    for n in &r.notes {
-        crate::outln!("  note: {n}");
     }
 }
 
@@ -282,9 +301,11 @@ fn each(
     names: &[String],
     opts: &Opts,
     f: fn(&Declared, &Opts) -> Result<Report>,
+    leftovers: Vec<Report>,
 ) -> Result<Vec<Report>> {
     let selected = decl.select(names)?;
-    let broken = broken_reports(decl, names);
+    let mut broken = broken_reports(decl, names);
+    broken.extend(leftovers);
     if selected.is_empty() && broken.is_empty() {
         bail!("no sysroot in {} has a [sysroot.NAME.build] table", decl.file.display());
     }
@@ -308,9 +329,12 @@ fn each(
     Ok(reports)
 }
 
-/// Exit status: 0 nothing to do, 2 changes pending, 1 any error.
+/// Exit status: 0 nothing to do, 2 changes pending, 1 any error. Without
+/// names, leftovers of sysroots no longer declared are reported too; they do
+/// not change the status (`apply` does not remove them, `retire` does).
 pub fn plan(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
-    let reports = each("plan", decl, names, opts, plan_one)?;
+    let leftovers = if names.is_empty() { retire::leftovers(decl, opts) } else { Vec::new() };
+    let reports = each("plan", decl, names, opts, plan_one, leftovers)?;
     Ok(if reports.iter().any(|r| r.error.is_some()) {
         1
     } else if reports.iter().any(|r| !r.changes.is_empty()) {
@@ -321,6 +345,6 @@ pub fn plan(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
 }
 
 pub fn apply(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
-    let reports = each("apply", decl, names, opts, apply_one)?;
+    let reports = each("apply", decl, names, opts, apply_one, Vec::new())?;
     Ok(if reports.iter().any(|r| r.error.is_some()) { 1 } else { 0 })
 }

@@ -2,6 +2,7 @@
 #![forbid(unsafe_code)]
 
 use super::*;
+use crate::store::retire::{self, HostRecord};
 
 /// Makes `dir` hold one symlink per name, pointing where `target(name)` says;
 /// foreign files are left alone; with `sweep` (a directory only this sysroot
@@ -78,7 +79,7 @@ pub fn tree_links(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
 /// Whether a host link is one sysrootctl made: it points at imageswitch, here
 /// or where it was installed before (moved from `/usr/local/sbin` to the
 /// package's `/usr/sbin`, say), so such links are re-pointed, never refused.
-fn points_at_imageswitch(target: &Path, exe: &Path) -> bool {
+pub fn points_at_imageswitch(target: &Path, exe: &Path) -> bool {
     target == exe || (target.is_absolute() && target.file_name() == Some(std::ffi::OsStr::new("imageswitch")))
 }
 
@@ -108,6 +109,12 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
     }
     changes.extend(stale_aliases(ctx)?);
     let desktop = ctx.host.applications_dir.join(format!("sysroot-{}.desktop", sysroot.name));
+    if ctx.apply {
+        // What `retire` finds once the declaration no longer names them.
+        let made =
+            HostRecord { path: sysroot.path.clone(), bin_dir: sysroot.bin_dir.clone(), launcher: desktop.clone() };
+        retire::remember(&ctx.build.store, &sysroot.name, &made)?;
+    }
     let text = desktop_entry(&sysroot.name, &exe);
     if fs::read_to_string(&desktop).ok().as_deref() != Some(text.as_str()) {
         changes.push(format!("write launcher {}", desktop.display()));
@@ -124,7 +131,7 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
 /// still points at imageswitch, and nothing else ever is.
 fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<String>> {
     let sysroot = &ctx.decl.sysroot;
-    let list = ctx.build.store.join(format!("{}.aliases", sysroot.name));
+    let list = retire::aliases_path(&ctx.build.store, &sysroot.name);
     let current: Vec<PathBuf> = sysroot.aliases.iter().map(|a| ctx.host.alias_dir.join(a)).collect();
     let previous: Vec<PathBuf> = fs::read_to_string(&list).unwrap_or_default().lines().map(PathBuf::from).collect();
     let mut changes = Vec::new();

@@ -27,7 +27,7 @@ mod packages;
 mod services;
 mod users;
 
-pub use links::{desktop_entry, host_links, tree_links};
+pub use links::{desktop_entry, host_links, points_at_imageswitch, tree_links};
 pub use packages::installed_packages;
 pub(crate) use users::getent;
 
