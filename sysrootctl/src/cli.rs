@@ -317,9 +317,10 @@ mod tests {
                 }
             }
         }
-        for key in
-            ["method", "suite", "arch", "mirror", "source", "packages", "services", "users", "files", "keep", "store"]
-        {
+        for key in [
+            "method", "suite", "arch", "mirror", "source", "packages", "services", "users", "skeleton", "files",
+            "keep", "store",
+        ] {
             if !page.contains(&format!("**{key}**")) {
                 missing.push(key.to_string());
             }

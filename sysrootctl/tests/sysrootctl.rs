@@ -1152,3 +1152,69 @@ fn homes_outside_the_bound_paths_get_a_mount_point_from_users_sync() {
     drop(user);
     s.assert_clean();
 }
+
+/// Fault 11: overlays came after packages, so an apt source (or proxy) an
+/// overlay adds could not serve packages in the same apply. `skeleton` files
+/// are laid down before packages (here a site's own repository and the
+/// `sources.list` that names it, the only place the package exists); a file
+/// `files` also lays down is the `files` one, and the plan converges.
+#[test]
+fn files_the_package_install_needs_are_laid_down_before_it() {
+    if !root_or_skip("files_the_package_install_needs_are_laid_down_before_it")
+        || !have_tool("files_the_package_install_needs_are_laid_down_before_it", "dpkg-scanpackages", "dpkg-dev")
+    {
+        return;
+    }
+    let s = Scratch::new("skeleton");
+    let base = format!("method = \"tarball\"\nsource = \"{}\"\n", cached_tree("bullseye-i386").display());
+    s.config("deb", "", &base);
+    s.expect(&["apply", "-q"], 0);
+
+    s.write(
+        "pkg/DEBIAN/control",
+        "Package: isw-skeleton-probe\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: probe\n",
+    );
+    s.write("pkg/usr/share/isw-skeleton-probe/ok", "ok\n");
+    let repo = s.path("skel/srv/isw-repo");
+    fs::create_dir_all(&repo).unwrap();
+    let built = Command::new("dpkg-deb")
+        .arg("--root-owner-group")
+        .arg("--build")
+        .arg(s.path("pkg"))
+        .arg(repo.join("probe.deb"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let index = Command::new("dpkg-scanpackages").arg(".").current_dir(&repo).output().unwrap();
+    assert!(index.status.success());
+    fs::write(repo.join("Packages"), index.stdout).unwrap();
+    s.write("skel/etc/apt/sources.list", "deb [trusted=yes] file:/srv/isw-repo ./\n");
+    s.write("skel/etc/motd", "from the skeleton\n");
+    s.write("files/etc/motd", "from files\n");
+    let overlay = |key: &str, dir: &str| format!("{key} = [{{ src = \"{}\", dst = \"/\" }}]\n", s.path(dir).display());
+    s.config(
+        "deb",
+        "",
+        &format!(
+            "{base}packages = [\"isw-skeleton-probe\"]\n{}{}",
+            overlay("skeleton", "skel"),
+            overlay("files", "files")
+        ),
+    );
+
+    let out = s.expect(&["plan"], 2);
+    let at = |line: &str| out.find(line).unwrap_or_else(|| panic!("plan lacks {line:?}:\n{out}"));
+    assert!(at("write /etc/apt/sources.list") < at("install packages: isw-skeleton-probe"), "{out}");
+    assert!(at("install packages: isw-skeleton-probe") < at("write /etc/motd"), "{out}");
+    assert_eq!(out.matches("write /etc/motd").count(), 1, "{out}");
+    s.expect(&["apply", "-q"], 0);
+    assert_eq!(s.live("deb"), Some(2));
+    assert_eq!(fs::read_to_string(s.path("roots/deb/usr/share/isw-skeleton-probe/ok")).unwrap(), "ok\n");
+    assert_eq!(fs::read_to_string(s.path("roots/deb/etc/motd")).unwrap(), "from files\n");
+    s.expect(&["plan"], 0);
+    // Whoever can write a skeleton can write the tree: check says so.
+    fs::set_permissions(s.path("skel"), fs::Permissions::from_mode(0o775)).unwrap();
+    let out = s.expect(&["check", "deb"], 2);
+    assert!(out.contains(&format!("{} is not safe to copy into the tree", s.path("skel").display())), "{out}");
+    s.assert_clean();
+}

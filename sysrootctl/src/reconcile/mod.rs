@@ -73,6 +73,7 @@ impl Ctx<'_> {
 pub fn tree_steps(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     changes.extend(leftovers(ctx)?);
+    changes.extend(overlays::skeleton(ctx)?);
     changes.extend(packages::packages(ctx)?);
     changes.extend(services::services(ctx)?);
     changes.extend(users::users(ctx)?);
