@@ -4,9 +4,105 @@
 use super::*;
 use crate::store::retire::{self, HostRecord};
 
-/// Makes `dir` hold one symlink per name, pointing where `target(name)` says;
-/// foreign files are left alone; with `sweep` (a directory only this sysroot
-/// uses), other links we made are removed as stale.
+/// A directory of links as found: whether it exists, and what is at each
+/// name looked at (a link's target, or `None` for anything else).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Observed {
+    pub exists: bool,
+    pub entries: BTreeMap<String, Option<PathBuf>>,
+}
+
+/// Reads the entries at `names`, and with `sweep` every entry of `dir`.
+pub(super) fn observe(dir: &Path, names: &[String], sweep: bool) -> Observed {
+    let seen = |name: &str| {
+        let path = dir.join(name);
+        let meta = fs::symlink_metadata(&path).ok()?;
+        Some(if meta.file_type().is_symlink() { fs::read_link(&path).ok() } else { None })
+    };
+    let mut wanted: Vec<String> = names.to_vec();
+    if sweep {
+        wanted
+            .extend(fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| e.file_name().into_string().ok()));
+    }
+    let entries = wanted.iter().filter_map(|n| Some((n.clone(), seen(n)?))).collect();
+    Observed { exists: dir.is_dir(), entries }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Change {
+    CreateDir,
+    Link { name: String, target: PathBuf },
+    RemoveStale { name: String },
+}
+
+/// `dir` holds one link per name, pointing where `target(name)` says; a file
+/// in the way that is not one of `ours` is an error (its name); with `sweep` (a
+/// directory only this sysroot uses), other links of ours are stale. Pure.
+pub(super) fn diff(
+    o: &Observed,
+    names: &[String],
+    target: &dyn Fn(&str) -> PathBuf,
+    ours: &dyn Fn(&Path) -> bool,
+    sweep: bool,
+) -> Result<Vec<Change>, String> {
+    let mut changes = Vec::new();
+    if !o.exists {
+        changes.push(Change::CreateDir);
+    }
+    for name in names {
+        let want = target(name);
+        match o.entries.get(name) {
+            Some(Some(have)) if *have == want => continue,
+            Some(Some(have)) if ours(have) => {}
+            Some(_) => return Err(name.clone()),
+            None => {}
+        }
+        changes.push(Change::Link { name: name.clone(), target: want });
+    }
+    if sweep {
+        for (name, seen) in &o.entries {
+            if !names.contains(name) && seen.as_deref().is_some_and(ours) {
+                changes.push(Change::RemoveStale { name: name.clone() });
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// How `plan` shows them: one line per kind.
+pub(super) fn describe(changes: &[Change], shown: &str) -> Vec<String> {
+    let mut lines = Vec::new();
+    if changes.contains(&Change::CreateDir) {
+        lines.push(format!("create {shown}"));
+    }
+    let added = changes.iter().filter(|c| matches!(c, Change::Link { .. })).count();
+    if added > 0 {
+        lines.push(format!("link {added} entr{} in {shown}", if added == 1 { "y" } else { "ies" }));
+    }
+    let stale: Vec<&str> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::RemoveStale { name } => Some(name.as_str()),
+            _ => None,
+        })
+        .collect();
+    if !stale.is_empty() {
+        lines.push(format!("remove stale links in {shown}: {}", stale.join(" ")));
+    }
+    lines
+}
+
+pub(super) fn act(dir: &Path, changes: &[Change]) -> Result<()> {
+    for change in changes {
+        match change {
+            Change::CreateDir => fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?,
+            Change::Link { name, target } => util::symlink_atomic(target, &dir.join(name))?,
+            Change::RemoveStale { name } => fs::remove_file(dir.join(name))?,
+        }
+    }
+    Ok(())
+}
+
 fn sync_links(
     dir: &Path,
     shown: &str,
@@ -16,55 +112,17 @@ fn sync_links(
     sweep: bool,
     apply: bool,
 ) -> Result<Vec<String>> {
-    let mut changes = Vec::new();
-    if !dir.is_dir() {
-        changes.push(format!("create {shown}"));
-        if apply {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
-        }
+    let changes = diff(&observe(dir, names, sweep), names, target, ours, sweep).map_err(|name| {
+        anyhow::anyhow!(
+            "refusing to replace {}: it is not a link sysrootctl made (want a link to {})",
+            dir.join(&name).display(),
+            target(&name).display()
+        )
+    })?;
+    if apply {
+        act(dir, &changes)?;
     }
-    let mut added = 0;
-    for name in names {
-        let link = dir.join(name);
-        let want = target(name);
-        match fs::symlink_metadata(&link) {
-            Ok(m) if m.file_type().is_symlink() && fs::read_link(&link)? == want => continue,
-            Ok(m) if m.file_type().is_symlink() && ours(&fs::read_link(&link)?) => {}
-            Ok(_) => bail!(
-                "refusing to replace {}: it is not a link sysrootctl made (want a link to {})",
-                link.display(),
-                want.display()
-            ),
-            Err(_) => {}
-        }
-        added += 1;
-        if apply {
-            util::symlink_atomic(&want, &link)?;
-        }
-    }
-    if added > 0 {
-        changes.push(format!("link {added} entr{} in {shown}", if added == 1 { "y" } else { "ies" }));
-    }
-    let mut stale = Vec::new();
-    if let Ok(entries) = fs::read_dir(dir).map(|e| e.filter(|_| sweep)) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if names.contains(&name) {
-                continue;
-            }
-            if fs::read_link(e.path()).is_ok_and(|t| ours(&t)) {
-                stale.push(name);
-                if apply {
-                    fs::remove_file(e.path())?;
-                }
-            }
-        }
-    }
-    if !stale.is_empty() {
-        stale.sort();
-        changes.push(format!("remove stale links in {shown}: {}", stale.join(" ")));
-    }
-    Ok(changes)
+    Ok(describe(&changes, shown))
 }
 
 /// Inside the tree: `BIN_DIR/NAME -> /bin/NAME`, so `#!/bin5/sh` works there too.
@@ -162,6 +220,50 @@ pub fn desktop_entry(name: &str, imageswitch: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_made_repointed_and_swept_never_over_a_foreign_file() {
+        let exe = PathBuf::from("/usr/sbin/imageswitch");
+        let target = |_: &str| exe.clone();
+        let ours = |t: &Path| points_at_imageswitch(t, Path::new("/usr/sbin/imageswitch"));
+        let names: Vec<String> = vec!["sh".into(), "ls".into()];
+        let found = |entries: &[(&str, Option<&str>)]| Observed {
+            exists: true,
+            entries: entries.iter().map(|(n, t)| (n.to_string(), t.map(PathBuf::from))).collect(),
+        };
+        type Row = (Observed, bool, Result<Vec<&'static str>, &'static str>);
+        let rows: Vec<Row> = vec![
+            (Observed::default(), true, Ok(vec!["create D", "link 2 entries in D"])),
+            (found(&[("sh", Some("/usr/sbin/imageswitch")), ("ls", Some("/usr/sbin/imageswitch"))]), true, Ok(vec![])),
+            (found(&[("sh", Some("/usr/local/sbin/imageswitch"))]), true, Ok(vec!["link 2 entries in D"])),
+            (
+                found(&[
+                    ("sh", Some("/usr/sbin/imageswitch")),
+                    ("ls", Some("/usr/sbin/imageswitch")),
+                    ("vi", Some("/usr/sbin/imageswitch")),
+                    ("own", Some("/opt/own")),
+                ]),
+                true,
+                Ok(vec!["remove stale links in D: vi"]),
+            ),
+            (
+                found(&[
+                    ("sh", Some("/usr/sbin/imageswitch")),
+                    ("ls", Some("/usr/sbin/imageswitch")),
+                    ("vi", Some("/usr/sbin/imageswitch")),
+                ]),
+                false,
+                Ok(vec![]),
+            ),
+            (found(&[("sh", None)]), true, Err("sh")),
+            (found(&[("sh", Some("/usr/bin/python3"))]), false, Err("sh")),
+        ];
+        for (observed, sweep, want) in rows {
+            let got = diff(&observed, &names, &target, &ours, sweep).map(|c| describe(&c, "D"));
+            let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>()).map_err(String::from);
+            assert_eq!(got, want, "{observed:?}");
+        }
+    }
 
     #[test]
     fn links_to_imageswitch_anywhere_are_ours() {
