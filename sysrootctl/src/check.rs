@@ -256,6 +256,7 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
                 prev: Record::default(),
                 record: Record::default(),
                 notes: Vec::new(),
+                diffs: None,
             };
             let links = reconcile::host_links(&c).and_then(|mut l| {
                 l.extend(reconcile::tree_links(&mut c)?);

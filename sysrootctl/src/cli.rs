@@ -55,6 +55,9 @@ pub enum Command {
         /// Machine-readable output on standard output.
         #[arg(long)]
         json: bool,
+        /// Show how the contents of overlay and account files would change.
+        #[arg(long)]
+        diff: bool,
     },
     /// Bootstrap missing trees, reconcile existing ones, publish atomically.
     Apply {
@@ -226,6 +229,7 @@ fn run(cli: Cli) -> Result<i32> {
         json,
         no_wait,
         adopt: matches!(cli.command, Command::Apply { adopt: true, .. }),
+        diff: matches!(cli.command, Command::Plan { diff: true, .. }),
     };
     let changes_system = matches!(
         cli.command,

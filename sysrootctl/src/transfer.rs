@@ -228,6 +228,7 @@ fn ctx<'a>(d: &'a Declared, build: &'a Build, tree: &Path, opts: &'a Opts) -> Ct
         prev: Record::default(),
         record: Record::default(),
         notes: Vec::new(),
+        diffs: None,
     }
 }
 

@@ -1218,3 +1218,53 @@ fn files_the_package_install_needs_are_laid_down_before_it() {
     assert!(out.contains(&format!("{} is not safe to copy into the tree", s.path("skel").display())), "{out}");
     s.assert_clean();
 }
+
+/// `plan --diff` shows how the contents of overlay and account files would
+/// change (a unified diff, the tree's side first), and never shows password
+/// data.
+#[test]
+fn plan_diff_shows_content_changes_of_overlays_and_account_files() {
+    if !root_or_skip("plan_diff_shows_content_changes_of_overlays_and_account_files") {
+        return;
+    }
+    let _accounts = host_accounts();
+    let s = Scratch::new("plan-diff");
+    s.write("overlay/etc/motd", "one\ntwo\n");
+    std::os::unix::fs::symlink("/etc/motd", s.path("overlay/etc/l")).unwrap();
+    let build = format!(
+        "files = [{{ src = \"{}\", dst = \"/\" }}]\nusers = {{ sync = true, uid_min = 1, uid_max = 99 }}\n",
+        s.path("overlay").display()
+    );
+    let s = busybox_in(s, "", &build);
+    s.expect(&["apply", "-q"], 0);
+    let out = s.expect(&["plan", "--diff"], 0);
+    assert!(!out.contains("+++"), "{out}");
+
+    s.write("overlay/etc/motd", "one\nthree\n");
+    fs::remove_file(s.path("overlay/etc/l")).unwrap();
+    std::os::unix::fs::symlink("/etc/hosts", s.path("overlay/etc/l")).unwrap();
+    let passwd = s.path("roots/bb/etc/passwd");
+    let text = fs::read_to_string(&passwd).unwrap();
+    let bin = text.lines().find(|l| l.starts_with("bin:")).expect("host account bin merged").to_string();
+    fs::write(&passwd, text.replace(&format!("{bin}\n"), "")).unwrap();
+    let shadow = s.path("roots/bb/etc/shadow");
+    fs::set_permissions(&shadow, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = s.expect(&["plan", "--diff"], 2);
+    for part in [
+        "--- /etc/motd (in the tree)\n+++ /etc/motd (declared)\n",
+        " one\n-two\n+three\n",
+        "--- /etc/passwd (in the tree)\n+++ /etc/passwd (declared)\n",
+        &format!("+{bin}\n"),
+        "/etc/shadow: contents not shown (password data)\n",
+        "/etc/l: a link to /etc/hosts (in the tree: a link to /etc/motd)\n",
+    ] {
+        assert!(out.contains(part), "plan --diff lacks {part:?}:\n{out}");
+    }
+    let secret = fs::read_to_string(&shadow).unwrap();
+    assert!(secret.lines().all(|l| !out.contains(l)), "shadow lines shown:\n{out}");
+    assert!(!s.expect(&["plan"], 2).contains("+++"), "only with --diff");
+    let v: serde_json::Value = serde_json::from_slice(&s.run(&["plan", "--json", "--diff"]).stdout).unwrap();
+    let diffs = v[0]["diffs"].as_array().unwrap();
+    assert!(diffs.iter().any(|d| d["path"] == "/etc/motd" && d["diff"].as_str().unwrap().contains("+three")), "{v}");
+    s.assert_clean();
+}

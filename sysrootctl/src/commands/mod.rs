@@ -33,6 +33,8 @@ pub struct Opts {
     pub no_wait: bool,
     /// `apply --adopt`: take over a hand-built tree at `path`.
     pub adopt: bool,
+    /// `plan --diff`: content changes of overlay and account files too.
+    pub diff: bool,
 }
 
 /// What happened (or would) to one sysroot.
@@ -48,6 +50,9 @@ pub struct Report {
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// `plan --diff`: how files' contents would change.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub diffs: Vec<reconcile::ContentDiff>,
     /// A sysroot no longer declared: what `retire` removes (or removed) and leaves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retire: Option<store::retire::Retirement>,
@@ -74,6 +79,7 @@ fn ctx<'a>(d: &'a Declared, build: &'a Build, tree: &Path, apply: bool, opts: &'
         prev,
         record: Record::default(),
         notes: Vec::new(),
+        diffs: (opts.diff && !apply).then(Vec::new),
     }
 }
 
@@ -93,6 +99,7 @@ pub fn plan_one(d: &Declared, opts: &Opts) -> Result<Report> {
     report.changes = reconcile::tree_steps(&mut c)?;
     report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
     report.notes = c.notes;
+    report.diffs = c.diffs.unwrap_or_default();
     Ok(report)
 }
 
@@ -258,6 +265,9 @@ fn print_report(verb: &str, r: &Report, opts: &Opts) {
     }
     for n in &r.notes {
         crate::outln!("  note: {n}");
+    }
+    for d in &r.diffs {
+        crate::output::write(d.diff.as_bytes());
     }
 }
 

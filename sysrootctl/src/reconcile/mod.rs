@@ -53,6 +53,36 @@ pub struct Ctx<'a> {
     pub record: Record,
     /// Things worth saying that are not changes (extra packages).
     pub notes: Vec<String>,
+    /// `plan --diff`: the content changes of overlay and account files.
+    pub diffs: Option<Vec<ContentDiff>>,
+}
+
+/// How a file's content would change (`plan --diff`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContentDiff {
+    pub path: String,
+    /// A unified diff, tree first, declared second.
+    pub diff: String,
+}
+
+/// `diff -u` of the tree's `old` (none when it is not a regular file) and `new`.
+pub(crate) fn unified(inner: &str, old: &Path, new: &[u8]) -> Result<ContentDiff> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let old = if fs::symlink_metadata(old).is_ok_and(|m| m.is_file()) { old } else { Path::new("/dev/null") };
+    let mut cmd = crate::namespace::tool("diff");
+    cmd.args(["-u", "--label"]).arg(format!("{inner} (in the tree)")).arg("--label").arg(format!("{inner} (declared)"));
+    cmd.arg(old).arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("cannot run diff")?;
+    let mut stdin = child.stdin.take().context("diff's input")?;
+    let new = new.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&new));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    if out.status.code() == Some(2) {
+        bail!("diff of {inner} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(ContentDiff { path: inner.to_string(), diff: String::from_utf8_lossy(&out.stdout).into_owned() })
 }
 
 impl Ctx<'_> {

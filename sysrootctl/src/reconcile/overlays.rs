@@ -206,6 +206,19 @@ pub(super) fn act(tree: &Path, changes: &[Change]) -> Result<()> {
     Ok(())
 }
 
+/// How `dst` in the tree would change (`plan --diff`); links by their target.
+fn content(tree: &Path, src: &Path, dst: &Path) -> Result<ContentDiff> {
+    let target = in_tree(tree, dst, false)?;
+    let is_link = |p: &Path| fs::symlink_metadata(p).is_ok_and(|m| m.file_type().is_symlink());
+    if is_link(src) || is_link(&target) {
+        let shown =
+            |p: &Path| fs::read_link(p).map_or("not a link".to_string(), |t| format!("a link to {}", t.display()));
+        let diff = format!("{}: {} (in the tree: {})\n", dst.display(), shown(src), shown(&target));
+        return Ok(ContentDiff { path: dst.display().to_string(), diff });
+    }
+    unified(&dst.display().to_string(), &target, &fs::read(src)?)
+}
+
 /// One overlay step: the files it manages are recorded with their
 /// fingerprints; entries at a destination in `skip` are left to a later step.
 fn step(ctx: &mut Ctx<'_>, overlays: &[Overlay], skip: &[PathBuf]) -> Result<Vec<String>> {
@@ -220,6 +233,13 @@ fn step(ctx: &mut Ctx<'_>, overlays: &[Overlay], skip: &[PathBuf]) -> Result<Vec
         }
     }
     let changes = diff(&observe(&ctx.tree, sources)?, &ctx.prev.file_sums);
+    if let Some(diffs) = ctx.diffs.as_mut() {
+        for change in &changes {
+            if let Change::Write { src, dst, .. } = change {
+                diffs.push(content(&ctx.tree, src, dst)?);
+            }
+        }
+    }
     if ctx.apply {
         act(&ctx.tree, &changes)?;
     }

@@ -177,6 +177,19 @@ pub(super) fn users(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
         return Ok(Vec::new());
     }
     let d = diff(&observe(ctx)?, &ctx.prev.users, &ctx.prev.groups)?;
+    if let Some(diffs) = ctx.diffs.as_mut() {
+        for change in &d.changes {
+            match change {
+                // Password data is never shown, not even the tree's own.
+                Change::Write { inner: inner @ ("/etc/shadow" | "/etc/gshadow"), .. } => diffs.push(ContentDiff {
+                    path: inner.to_string(),
+                    diff: format!("{inner}: contents not shown (password data)\n"),
+                }),
+                Change::Write { inner, path, text, .. } => diffs.push(unified(inner, path, text.as_bytes())?),
+                Change::MountPoint { .. } => {}
+            }
+        }
+    }
     if ctx.apply {
         act(&d.changes)?;
     }
