@@ -17,6 +17,7 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::util;
 
+mod adopt;
 pub mod retire;
 
 /// What we remember about one generation.

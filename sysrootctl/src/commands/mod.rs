@@ -15,7 +15,6 @@ use crate::reconcile::{self, Ctx, Host};
 use crate::store::{self, Record, Store};
 use crate::util::{Phase, Verbosity};
 
-mod adopt;
 mod generations;
 mod retire;
 mod shell;
@@ -114,11 +113,11 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
     }
     let live = match store.live() {
         Err(_) if opts.adopt && fs::symlink_metadata(&store.link).is_ok_and(|m| m.is_dir()) => {
-            let n = adopt::adopt(d, &store, opts)?;
+            let n = adopt(d, &store, opts)?;
             report.notes.push(format!(
                 "adopted {} as generation {n}; the hand-built tree stays at {} until you remove it",
                 store.link.display(),
-                adopt::adopted_path(&store).display()
+                store.adopted_path().display()
             ));
             Some(n)
         }
@@ -170,6 +169,26 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
     }
     report.published = published;
     Ok(report)
+}
+
+/// `apply --adopt`: the store takes the hand-built tree over; a copy of it,
+/// with the packages it has as the baseline, becomes the next generation.
+fn adopt(d: &Declared, store: &Store, opts: &Opts) -> Result<u32> {
+    let what = format!("adopt {}", store.link.display());
+    let phase = Phase::start(&d.sysroot.name, &what, opts.verbosity);
+    let n = store.adopt(|from, to| {
+        backend::copy_generation(from, to, opts.verbosity)?;
+        Ok(Record {
+            id: crate::transfer::new_id()?,
+            created: store::now(),
+            method: "adopted".to_string(),
+            baseline: reconcile::installed_packages(to),
+            changes: vec![what.clone()],
+            ..Record::default()
+        })
+    })?;
+    phase.done();
+    Ok(n)
 }
 
 fn gc_notes(gc: &store::Collected, name: &str) -> Vec<String> {
