@@ -1268,3 +1268,43 @@ fn plan_diff_shows_content_changes_of_overlays_and_account_files() {
     assert!(diffs.iter().any(|d| d["path"] == "/etc/motd" && d["diff"].as_str().unwrap().contains("+three")), "{v}");
     s.assert_clean();
 }
+
+/// `--json` of plan, apply, rollback and retire: one record per sysroot with
+/// `schema` 1, the printed lines in `changes`, and each change typed in
+/// `records` (kind, path or names, reason, whether on the host).
+#[test]
+fn json_changes_are_typed_records_with_a_schema_version() {
+    if !root_or_skip("json_changes_are_typed_records_with_a_schema_version") {
+        return;
+    }
+    let s = Scratch::new("json-schema");
+    s.write("overlay/etc/motd", "one\n");
+    let files = format!("files = [{{ src = \"{}\", dst = \"/\" }}]\n", s.path("overlay").display());
+    let s = busybox_in(s, "aliases = [\"bbj\"]", &files);
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_slice(&s.run(args).stdout).unwrap() };
+    let kinds = |v: &serde_json::Value| -> Vec<String> {
+        v[0]["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap().to_string()).collect()
+    };
+    let v = json(&["plan", "bb", "--json"]);
+    assert_eq!(v[0]["schema"], 1, "{v}");
+    assert_eq!(kinds(&v), ["bootstrap", "reconcile"], "{v}");
+    let v = json(&["apply", "bb", "--json"]);
+    assert_eq!(v[0]["schema"], 1, "{v}");
+    let records = v[0]["records"].as_array().unwrap();
+    assert_eq!(records.len(), v[0]["changes"].as_array().unwrap().len());
+    assert!(records.iter().zip(v[0]["changes"].as_array().unwrap()).all(|(r, c)| r["text"] == *c), "{v}");
+    assert!(
+        records.iter().any(|r| r["kind"] == "write_file" && r["path"] == "/etc/motd" && r["reason"] == "new"),
+        "{v}"
+    );
+
+    s.write("overlay/etc/motd", "two\n");
+    fs::remove_file(s.path("alias/bbj")).unwrap();
+    let v = json(&["plan", "bb", "--json"]);
+    let records = v[0]["records"].as_array().unwrap();
+    let motd = serde_json::json!({"kind": "write_file", "path": "/etc/motd", "reason": "overlay_changed", "host": false, "text": "update /etc/motd (the overlay changed)"});
+    assert!(records.contains(&motd), "{v}");
+    let alias = s.path("alias").display().to_string();
+    assert!(records.iter().any(|r| r["kind"] == "link" && r["path"] == alias.as_str() && r["host"] == true), "{v}");
+    s.assert_clean();
+}

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::backend;
 use crate::decl::{Build, Declaration, Declared};
-use crate::reconcile::{self, Ctx, Host};
+use crate::reconcile::{self, Change, Ctx, Host};
 use crate::store::{self, Record, Store};
 use crate::util::{Phase, Verbosity};
 
@@ -36,16 +36,22 @@ pub struct Opts {
     pub diff: bool,
 }
 
+/// The layout of `--json` records, documented in sysrootctl(8).
+pub const SCHEMA: u32 = 1;
+
 /// What happened (or would) to one sysroot.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Report {
+    pub schema: u32,
     pub name: String,
     /// Live generation before (plan: now).
     pub generation: Option<u32>,
     /// Live generation after an apply or rollback.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub published: Option<u32>,
+    /// The lines `plan` prints; `records` has them typed.
     pub changes: Vec<String>,
+    pub records: Vec<Change>,
     pub notes: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -55,6 +61,32 @@ pub struct Report {
     /// A sysroot no longer declared: what `retire` removes (or removed) and leaves.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retire: Option<store::retire::Retirement>,
+}
+
+impl Default for Report {
+    fn default() -> Report {
+        Report {
+            schema: SCHEMA,
+            name: String::new(),
+            generation: None,
+            published: None,
+            changes: Vec::new(),
+            records: Vec::new(),
+            notes: Vec::new(),
+            error: None,
+            diffs: Vec::new(),
+            retire: None,
+        }
+    }
+}
+
+impl Report {
+    pub fn add(&mut self, changes: impl IntoIterator<Item = Change>) {
+        for change in changes {
+            self.changes.push(change.text.clone());
+            self.records.push(change);
+        }
+    }
 }
 
 fn managed(d: &Declared) -> Result<&Build> {
@@ -88,15 +120,17 @@ pub fn plan_one(d: &Declared, opts: &Opts) -> Result<Report> {
     let store = store_of(d, build);
     let mut report = Report { name: d.sysroot.name.clone(), ..Report::default() };
     let Some(live) = store.live()? else {
-        report.changes.push(backend::describe(build));
-        report.changes.push("then reconcile packages, services, users, files and links in it".to_string());
+        report.add([
+            Change::new("bootstrap", backend::describe(build)),
+            Change::new("reconcile", "then reconcile skeleton files, packages, services, users, files and links in it"),
+        ]);
         return Ok(report);
     };
     report.generation = Some(live);
     let prev = store.record(live).unwrap_or_default();
     let mut c = ctx(d, build, &store.tree(live), false, opts, prev);
-    report.changes = reconcile::tree_steps(&mut c)?;
-    report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
+    report.add(reconcile::tree_steps(&mut c)?);
+    report.add(reconcile::host_links(&c)?.into_iter().map(Change::on_host));
     report.notes = c.notes;
     report.diffs = c.diffs.unwrap_or_default();
     Ok(report)
@@ -127,7 +161,7 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
     let prev = live.and_then(|n| store.record(n).ok()).unwrap_or_default();
 
     let pending = match live {
-        None => vec![backend::describe(build)],
+        None => vec![Change::new("bootstrap", backend::describe(build))],
         Some(n) => {
             let mut c = ctx(d, build, &store.tree(n), false, opts, prev.clone());
             let changes = reconcile::tree_steps(&mut c)?;
@@ -154,11 +188,11 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
         };
         store.publish(next)?;
         published = Some(next);
-        report.changes = changes;
+        report.add(changes);
     }
     if let Some(n) = published {
         let c = ctx(d, build, &store.tree(n), true, opts, Record::default());
-        report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
+        report.add(reconcile::host_links(&c)?.into_iter().map(Change::on_host));
     }
     if published != live {
         // Published and linked: an old generation that cannot go yet is a note.
@@ -215,7 +249,7 @@ fn build_generation(
     next: u32,
     prev: Record,
     opts: &Opts,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Change>> {
     let name = d.sysroot.name.as_str();
     let tmp = store.partial(next);
     match live {
@@ -234,7 +268,8 @@ fn build_generation(
         reconcile::ensure_dir(&tmp, dir)?;
     }
     let mut c = ctx(d, build, &tmp, true, opts, prev);
-    let mut changes = if live.is_none() { vec![backend::describe(build)] } else { Vec::new() };
+    let mut changes =
+        if live.is_none() { vec![Change::new("bootstrap", backend::describe(build))] } else { Vec::new() };
     changes.extend(reconcile::tree_steps(&mut c)?);
     reconcile::verify(&c).context("verification")?;
     let mut record = c.record;
@@ -243,7 +278,7 @@ fn build_generation(
     record.parent = live;
     record.created = store::now();
     record.method = build.method.as_str().to_string();
-    record.changes = changes.clone();
+    record.changes = changes.iter().map(ToString::to_string).collect();
     store.finish(next, &record)?;
     Ok(changes)
 }

@@ -76,13 +76,10 @@ fn retire_one(decl: &Declaration, name: &str, opts: &Opts) -> Result<Vec<Report>
         let _lock = Store::new(&store, name, Path::new("")).lock(opts.no_wait, opts.verbosity.quiet())?;
         let r = retire::diff(&retire::observe(&store, name, &launcher(name, opts)), &u);
         retire::act(&r).with_context(|| format!("retiring it from {}", store.display()))?;
-        reports.push(Report {
-            name: name.to_string(),
-            changes: retire::describe(&r).into_iter().map(|l| l.replacen("remove", "removed", 1)).collect(),
-            notes: kept_notes(&r),
-            retire: Some(r),
-            ..Report::default()
-        });
+        let mut report = Report { name: name.to_string(), notes: kept_notes(&r), ..Report::default() };
+        report.add(retire::describe(&r).into_iter().map(|l| Change::new("retire", l.replacen("remove", "removed", 1))));
+        report.retire = Some(r);
+        reports.push(report);
     }
     if reports.is_empty() {
         let notes = vec![format!("nothing sysrootctl made for it is left in {}", join_paths(&stores(decl)))];

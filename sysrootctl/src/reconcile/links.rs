@@ -70,24 +70,26 @@ pub(super) fn diff(
 }
 
 /// How `plan` shows them: one line per kind.
-pub(super) fn describe(changes: &[Change], shown: &str) -> Vec<String> {
+pub(super) fn describe(changes: &[Change], dir: &Path, shown: &str) -> Vec<super::Change> {
     let mut lines = Vec::new();
     if changes.contains(&Change::CreateDir) {
-        lines.push(format!("create {shown}"));
+        lines.push(super::Change::new("create_directory", format!("create {shown}")).path(dir));
     }
     let added = changes.iter().filter(|c| matches!(c, Change::Link { .. })).count();
     if added > 0 {
-        lines.push(format!("link {added} entr{} in {shown}", if added == 1 { "y" } else { "ies" }));
+        let text = format!("link {added} entr{} in {shown}", if added == 1 { "y" } else { "ies" });
+        lines.push(super::Change::new("link", text).path(dir));
     }
-    let stale: Vec<&str> = changes
+    let stale: Vec<String> = changes
         .iter()
         .filter_map(|c| match c {
-            Change::RemoveStale { name } => Some(name.as_str()),
+            Change::RemoveStale { name } => Some(name.clone()),
             _ => None,
         })
         .collect();
     if !stale.is_empty() {
-        lines.push(format!("remove stale links in {shown}: {}", stale.join(" ")));
+        let text = format!("remove stale links in {shown}: {}", stale.join(" "));
+        lines.push(super::Change::new("remove_link", text).path(dir).names(&stale).reason("stale"));
     }
     lines
 }
@@ -111,7 +113,7 @@ fn sync_links(
     ours: &dyn Fn(&Path) -> bool,
     sweep: bool,
     apply: bool,
-) -> Result<Vec<String>> {
+) -> Result<Vec<super::Change>> {
     let changes = diff(&observe(dir, names, sweep), names, target, ours, sweep).map_err(|name| {
         anyhow::anyhow!(
             "refusing to replace {}: it is not a link sysrootctl made (want a link to {})",
@@ -122,11 +124,11 @@ fn sync_links(
     if apply {
         act(dir, &changes)?;
     }
-    Ok(describe(&changes, shown))
+    Ok(describe(&changes, dir, shown))
 }
 
 /// Inside the tree: `BIN_DIR/NAME -> /bin/NAME`, so `#!/bin5/sh` works there too.
-pub fn tree_links(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub fn tree_links(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
     let Some(bin_dir) = ctx.decl.sysroot.bin_dir.clone() else { return Ok(Vec::new()) };
     let names = util::tree_bin_names(&ctx.tree)?;
     let dir = in_tree(&ctx.tree, &bin_dir, true)?;
@@ -142,7 +144,7 @@ pub fn points_at_imageswitch(target: &Path, exe: &Path) -> bool {
 }
 
 /// On the host: aliases and `BIN_DIR/NAME` -> imageswitch, and the launcher.
-pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
+pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<super::Change>> {
     let sysroot = &ctx.decl.sysroot;
     let exe = ctx.host.imageswitch.clone();
     let is_exe = |t: &Path| points_at_imageswitch(t, &exe);
@@ -175,7 +177,8 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
     }
     let text = desktop_entry(&sysroot.name, &exe);
     if fs::read_to_string(&desktop).ok().as_deref() != Some(text.as_str()) {
-        changes.push(format!("write launcher {}", desktop.display()));
+        let line = format!("write launcher {}", desktop.display());
+        changes.push(super::Change::new("write_file", line).path(&desktop).reason("launcher"));
         if ctx.apply {
             fs::DirBuilder::new().recursive(true).mode(0o755).create(&ctx.host.applications_dir)?;
             util::write_atomic(&desktop, text.as_bytes(), 0o644)?;
@@ -187,7 +190,7 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
 /// Alias links made for names no longer declared: the links made are listed in
 /// `STORE/NAME.aliases` (one path a line), so a dropped alias is removed when it
 /// still points at imageswitch, and nothing else ever is.
-fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<String>> {
+fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<super::Change>> {
     let sysroot = &ctx.decl.sysroot;
     let list = retire::aliases_path(&ctx.build.store, &sysroot.name);
     let current: Vec<PathBuf> = sysroot.aliases.iter().map(|a| ctx.host.alias_dir.join(a)).collect();
@@ -195,7 +198,8 @@ fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<String>> {
     let mut changes = Vec::new();
     for old in previous.iter().filter(|p| !current.contains(p)) {
         if fs::read_link(old).is_ok_and(|t| points_at_imageswitch(&t, &ctx.host.imageswitch)) {
-            changes.push(format!("remove alias link {} (no longer declared)", old.display()));
+            let text = format!("remove alias link {} (no longer declared)", old.display());
+            changes.push(super::Change::new("remove_link", text).path(old).reason("no_longer_declared"));
             if ctx.apply {
                 fs::remove_file(old)?;
             }
@@ -259,7 +263,8 @@ mod tests {
             (found(&[("sh", Some("/usr/bin/python3"))]), false, Err("sh")),
         ];
         for (observed, sweep, want) in rows {
-            let got = diff(&observed, &names, &target, &ours, sweep).map(|c| describe(&c, "D"));
+            let got = diff(&observed, &names, &target, &ours, sweep)
+                .map(|c| describe(&c, Path::new("D"), "D").iter().map(ToString::to_string).collect::<Vec<_>>());
             let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>()).map_err(String::from);
             assert_eq!(got, want, "{observed:?}");
         }

@@ -221,7 +221,7 @@ fn content(tree: &Path, src: &Path, dst: &Path) -> Result<ContentDiff> {
 
 /// One overlay step: the files it manages are recorded with their
 /// fingerprints; entries at a destination in `skip` are left to a later step.
-fn step(ctx: &mut Ctx<'_>, overlays: &[Overlay], skip: &[PathBuf]) -> Result<Vec<String>> {
+fn step(ctx: &mut Ctx<'_>, overlays: &[Overlay], skip: &[PathBuf]) -> Result<Vec<super::Change>> {
     let sources: Vec<Source> = walk(overlays)?
         .into_iter()
         .filter(|s| !(matches!(s.want, Want::Entry { .. }) && skip.contains(&s.dst)))
@@ -243,18 +243,30 @@ fn step(ctx: &mut Ctx<'_>, overlays: &[Overlay], skip: &[PathBuf]) -> Result<Vec
     if ctx.apply {
         act(&ctx.tree, &changes)?;
     }
-    Ok(changes.iter().map(ToString::to_string).collect())
+    Ok(changes.iter().map(typed).collect())
+}
+
+fn typed(change: &Change) -> super::Change {
+    let text = change.to_string();
+    match change {
+        Change::CreateDir { dst, .. } => super::Change::new("create_directory", text).path(dst),
+        Change::Write { dst, why, .. } => super::Change::new("write_file", text).path(dst).reason(match why {
+            Why::New => "new",
+            Why::OverlayChanged => "overlay_changed",
+            Why::Drifted => "changed_in_the_tree",
+        }),
+    }
 }
 
 /// Before packages. A file `files` also lays down is the `files` one.
-pub(super) fn skeleton(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub(super) fn skeleton(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
     let later: Vec<PathBuf> = walk(&ctx.build.files)?.into_iter().map(|s| s.dst).collect();
     let skeleton = ctx.build.skeleton.clone();
     step(ctx, &skeleton, &later)
 }
 
 /// After packages, services and accounts.
-pub(super) fn overlays(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub(super) fn overlays(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
     let files = ctx.build.files.clone();
     step(ctx, &files, &[])
 }

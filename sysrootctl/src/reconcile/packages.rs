@@ -150,7 +150,7 @@ fn act(ctx: &Ctx<'_>, manager: Manager, missing: &[String]) -> Result<()> {
     }
 }
 
-pub(super) fn packages(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub(super) fn packages(ctx: &mut Ctx<'_>) -> Result<Vec<Change>> {
     let declared = &ctx.build.packages;
     let Some(observed) = observe(&ctx.tree)? else {
         if declared.is_empty() {
@@ -183,7 +183,7 @@ pub(super) fn packages(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
             bail!("package {p} is still not installed after {change}");
         }
     }
-    Ok(vec![change])
+    Ok(vec![Change::new("install_packages", change).names(&d.install)])
 }
 
 #[cfg(test)]

@@ -140,12 +140,18 @@ fn act(ctx: &Ctx<'_>, changes: &[Change]) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn services(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub(super) fn services(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
     let changes = diff(&observe(&ctx.tree, ctx.build));
     if ctx.apply {
         act(ctx, &changes)?;
     }
-    Ok(changes.iter().map(ToString::to_string).collect())
+    Ok(changes
+        .iter()
+        .map(|c| {
+            let kind = if c.enable { "enable_service" } else { "disable_service" };
+            super::Change::new(kind, c.to_string()).names(std::slice::from_ref(&c.service))
+        })
+        .collect())
 }
 
 #[cfg(test)]

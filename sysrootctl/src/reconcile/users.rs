@@ -172,7 +172,7 @@ fn act(changes: &[Change]) -> Result<()> {
     Ok(())
 }
 
-pub(super) fn users(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub(super) fn users(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
     if !ctx.build.users.sync {
         return Ok(Vec::new());
     }
@@ -193,9 +193,19 @@ pub(super) fn users(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
     if ctx.apply {
         act(&d.changes)?;
     }
+    let summary = d.summary.map(|s| super::Change::new("merge_accounts", s).names(&d.users));
+    let changes = d.changes.iter().map(|c| match c {
+        Change::Write { inner, .. } => {
+            super::Change::new("write_file", c.to_string()).path(Path::new(inner)).reason("accounts_merged")
+        }
+        Change::MountPoint { home, .. } => {
+            super::Change::new("create_directory", c.to_string()).path(home).reason("home_mount_point")
+        }
+    });
+    let out = summary.into_iter().chain(changes).collect();
     ctx.record.users = d.users;
     ctx.record.groups = d.groups;
-    Ok(d.summary.into_iter().chain(d.changes.iter().map(ToString::to_string)).collect())
+    Ok(out)
 }
 
 #[cfg(test)]
