@@ -239,7 +239,7 @@ fn changing_commands_refuse_without_root() {
     let bin = s.path("sysrootctl");
     fs::copy(BIN, &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    for verb in [&["apply"][..], &["gc"], &["rollback", "bb"], &["shell", "bb"]] {
+    for verb in [&["apply"][..], &["gc"], &["rollback", "bb"], &["shell", "bb"], &["retire", "old"]] {
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(&bin)
