@@ -256,6 +256,7 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
                 prev: Record::default(),
                 record: Record::default(),
                 notes: Vec::new(),
+                diffs: None,
             };
             let links = reconcile::host_links(&c).and_then(|mut l| {
                 l.extend(reconcile::tree_links(&mut c)?);
@@ -268,7 +269,7 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
                 Err(e) => out.push(format!("{e:#}")),
             }
             // Whoever can write an overlay or an import source can write the tree.
-            let sources = build.files.iter().map(|f| f.src.clone()).chain(build.source.clone());
+            let sources = build.skeleton.iter().chain(&build.files).map(|f| f.src.clone()).chain(build.source.clone());
             for src in sources {
                 let kind = if src.is_dir() { Kind::Directory } else { Kind::File };
                 if let Err((component, why)) = open_trusted(&src, kind) {

@@ -55,6 +55,9 @@ pub enum Command {
         /// Machine-readable output on standard output.
         #[arg(long)]
         json: bool,
+        /// Show how the contents of overlay and account files would change.
+        #[arg(long)]
+        diff: bool,
     },
     /// Bootstrap missing trees, reconcile existing ones, publish atomically.
     Apply {
@@ -149,6 +152,19 @@ pub enum Command {
         #[arg(long)]
         no_wait: bool,
     },
+    /// Remove what sysrootctl made for sysroots no longer declared (plan lists
+    /// them): their path link, alias and bin_dir links, launcher and store.
+    Retire {
+        /// The sysroots, already removed from the declaration.
+        #[arg(required = true)]
+        names: Vec<String>,
+        /// Machine-readable output on standard output.
+        #[arg(long)]
+        json: bool,
+        /// Fail instead of waiting when another sysrootctl holds the lock.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Make the tree's binds in the host namespace (for tools that chroot on
     /// their own, e.g. Torque's qsub -D); idempotent.
     Mount {
@@ -202,7 +218,8 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Apply { json, no_wait, .. }
         | Command::Rollback { json, no_wait, .. }
         | Command::Receive { json, no_wait, .. }
-        | Command::Gc { json, no_wait, .. } => (*json, *no_wait),
+        | Command::Gc { json, no_wait, .. }
+        | Command::Retire { json, no_wait, .. } => (*json, *no_wait),
         Command::Shell { no_wait, .. } => (false, *no_wait),
         Command::Mount { .. } | Command::Umount { .. } | Command::Completions { .. } => (false, false),
     };
@@ -212,6 +229,7 @@ fn run(cli: Cli) -> Result<i32> {
         json,
         no_wait,
         adopt: matches!(cli.command, Command::Apply { adopt: true, .. }),
+        diff: matches!(cli.command, Command::Plan { diff: true, .. }),
     };
     let changes_system = matches!(
         cli.command,
@@ -219,6 +237,7 @@ fn run(cli: Cli) -> Result<i32> {
             | Command::Rollback { .. }
             | Command::Receive { .. }
             | Command::Gc { .. }
+            | Command::Retire { .. }
             | Command::Shell { .. }
             | Command::Mount { .. }
             | Command::Umount { .. }
@@ -236,6 +255,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Shell { name, command, .. } => commands::shell(&decl, name, command, &opts),
         Command::Rollback { name, to, .. } => commands::rollback(&decl, name, *to, &opts),
         Command::Gc { names, .. } => commands::gc(&decl, names, &opts),
+        Command::Retire { names, .. } => commands::retire(&decl, names, &opts),
         Command::Export { name, .. } => crate::transfer::export(&decl, name, &opts),
         Command::Receive { name, .. } => crate::transfer::receive(&decl, name, &opts),
         Command::Mount { name } => crate::hostmount::mount_tree(&decl, name, opts.verbosity),
@@ -301,9 +321,10 @@ mod tests {
                 }
             }
         }
-        for key in
-            ["method", "suite", "arch", "mirror", "source", "packages", "services", "users", "files", "keep", "store"]
-        {
+        for key in [
+            "method", "suite", "arch", "mirror", "source", "packages", "services", "users", "skeleton", "files",
+            "keep", "store",
+        ] {
             if !page.contains(&format!("**{key}**")) {
                 missing.push(key.to_string());
             }

@@ -17,6 +17,9 @@ use nix::fcntl::{Flock, FlockArg};
 
 use crate::util;
 
+mod adopt;
+pub mod retire;
+
 /// What we remember about one generation.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(default)]

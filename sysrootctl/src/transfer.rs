@@ -177,7 +177,7 @@ fn receive_one(d: &Declared, opts: &Opts) -> Result<Report> {
                 return Err(err.context(format!("received generation {} not published", record.id)));
             }
             store.finish(next, &record)?;
-            report.changes.push(format!("received generation {} as {next}", record.id));
+            report.add([reconcile::Change::new("receive", format!("received generation {} as {next}", record.id))]);
             next
         }
     };
@@ -186,7 +186,7 @@ fn receive_one(d: &Declared, opts: &Opts) -> Result<Report> {
         store.gc(build.keep)?;
     }
     let c = ctx(d, build, &store.tree(target), opts);
-    report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
+    report.add(reconcile::host_links(&c)?.into_iter().map(reconcile::Change::on_host));
     report.published = Some(target);
     Ok(report)
 }
@@ -228,6 +228,7 @@ fn ctx<'a>(d: &'a Declared, build: &'a Build, tree: &Path, opts: &'a Opts) -> Ct
         prev: Record::default(),
         record: Record::default(),
         notes: Vec::new(),
+        diffs: None,
     }
 }
 

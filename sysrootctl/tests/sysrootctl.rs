@@ -239,7 +239,7 @@ fn changing_commands_refuse_without_root() {
     let bin = s.path("sysrootctl");
     fs::copy(BIN, &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    for verb in [&["apply"][..], &["gc"], &["rollback", "bb"], &["shell", "bb"]] {
+    for verb in [&["apply"][..], &["gc"], &["rollback", "bb"], &["shell", "bb"], &["retire", "old"]] {
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(&bin)
@@ -1150,5 +1150,161 @@ fn homes_outside_the_bound_paths_get_a_mount_point_from_users_sync() {
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{}\n", home.display()));
     assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
     drop(user);
+    s.assert_clean();
+}
+
+/// Fault 11: overlays came after packages, so an apt source (or proxy) an
+/// overlay adds could not serve packages in the same apply. `skeleton` files
+/// are laid down before packages (here a site's own repository and the
+/// `sources.list` that names it, the only place the package exists); a file
+/// `files` also lays down is the `files` one, and the plan converges.
+#[test]
+fn files_the_package_install_needs_are_laid_down_before_it() {
+    if !root_or_skip("files_the_package_install_needs_are_laid_down_before_it")
+        || !have_tool("files_the_package_install_needs_are_laid_down_before_it", "dpkg-scanpackages", "dpkg-dev")
+    {
+        return;
+    }
+    let s = Scratch::new("skeleton");
+    let base = format!("method = \"tarball\"\nsource = \"{}\"\n", cached_tree("bullseye-i386").display());
+    s.config("deb", "", &base);
+    s.expect(&["apply", "-q"], 0);
+
+    s.write(
+        "pkg/DEBIAN/control",
+        "Package: isw-skeleton-probe\nVersion: 1\nArchitecture: all\nMaintainer: t <t@example.org>\nDescription: probe\n",
+    );
+    s.write("pkg/usr/share/isw-skeleton-probe/ok", "ok\n");
+    let repo = s.path("skel/srv/isw-repo");
+    fs::create_dir_all(&repo).unwrap();
+    let built = Command::new("dpkg-deb")
+        .arg("--root-owner-group")
+        .arg("--build")
+        .arg(s.path("pkg"))
+        .arg(repo.join("probe.deb"))
+        .output()
+        .unwrap();
+    assert!(built.status.success(), "{}", String::from_utf8_lossy(&built.stderr));
+    let index = Command::new("dpkg-scanpackages").arg(".").current_dir(&repo).output().unwrap();
+    assert!(index.status.success());
+    fs::write(repo.join("Packages"), index.stdout).unwrap();
+    s.write("skel/etc/apt/sources.list", "deb [trusted=yes] file:/srv/isw-repo ./\n");
+    s.write("skel/etc/motd", "from the skeleton\n");
+    s.write("files/etc/motd", "from files\n");
+    let overlay = |key: &str, dir: &str| format!("{key} = [{{ src = \"{}\", dst = \"/\" }}]\n", s.path(dir).display());
+    s.config(
+        "deb",
+        "",
+        &format!(
+            "{base}packages = [\"isw-skeleton-probe\"]\n{}{}",
+            overlay("skeleton", "skel"),
+            overlay("files", "files")
+        ),
+    );
+
+    let out = s.expect(&["plan"], 2);
+    let at = |line: &str| out.find(line).unwrap_or_else(|| panic!("plan lacks {line:?}:\n{out}"));
+    assert!(at("write /etc/apt/sources.list") < at("install packages: isw-skeleton-probe"), "{out}");
+    assert!(at("install packages: isw-skeleton-probe") < at("write /etc/motd"), "{out}");
+    assert_eq!(out.matches("write /etc/motd").count(), 1, "{out}");
+    s.expect(&["apply", "-q"], 0);
+    assert_eq!(s.live("deb"), Some(2));
+    assert_eq!(fs::read_to_string(s.path("roots/deb/usr/share/isw-skeleton-probe/ok")).unwrap(), "ok\n");
+    assert_eq!(fs::read_to_string(s.path("roots/deb/etc/motd")).unwrap(), "from files\n");
+    s.expect(&["plan"], 0);
+    // Whoever can write a skeleton can write the tree: check says so.
+    fs::set_permissions(s.path("skel"), fs::Permissions::from_mode(0o775)).unwrap();
+    let out = s.expect(&["check", "deb"], 2);
+    assert!(out.contains(&format!("{} is not safe to copy into the tree", s.path("skel").display())), "{out}");
+    s.assert_clean();
+}
+
+/// `plan --diff` shows how the contents of overlay and account files would
+/// change (a unified diff, the tree's side first), and never shows password
+/// data.
+#[test]
+fn plan_diff_shows_content_changes_of_overlays_and_account_files() {
+    if !root_or_skip("plan_diff_shows_content_changes_of_overlays_and_account_files") {
+        return;
+    }
+    let _accounts = host_accounts();
+    let s = Scratch::new("plan-diff");
+    s.write("overlay/etc/motd", "one\ntwo\n");
+    std::os::unix::fs::symlink("/etc/motd", s.path("overlay/etc/l")).unwrap();
+    let build = format!(
+        "files = [{{ src = \"{}\", dst = \"/\" }}]\nusers = {{ sync = true, uid_min = 1, uid_max = 99 }}\n",
+        s.path("overlay").display()
+    );
+    let s = busybox_in(s, "", &build);
+    s.expect(&["apply", "-q"], 0);
+    let out = s.expect(&["plan", "--diff"], 0);
+    assert!(!out.contains("+++"), "{out}");
+
+    s.write("overlay/etc/motd", "one\nthree\n");
+    fs::remove_file(s.path("overlay/etc/l")).unwrap();
+    std::os::unix::fs::symlink("/etc/hosts", s.path("overlay/etc/l")).unwrap();
+    let passwd = s.path("roots/bb/etc/passwd");
+    let text = fs::read_to_string(&passwd).unwrap();
+    let bin = text.lines().find(|l| l.starts_with("bin:")).expect("host account bin merged").to_string();
+    fs::write(&passwd, text.replace(&format!("{bin}\n"), "")).unwrap();
+    let shadow = s.path("roots/bb/etc/shadow");
+    fs::set_permissions(&shadow, fs::Permissions::from_mode(0o644)).unwrap();
+    let out = s.expect(&["plan", "--diff"], 2);
+    for part in [
+        "--- /etc/motd (in the tree)\n+++ /etc/motd (declared)\n",
+        " one\n-two\n+three\n",
+        "--- /etc/passwd (in the tree)\n+++ /etc/passwd (declared)\n",
+        &format!("+{bin}\n"),
+        "/etc/shadow: contents not shown (password data)\n",
+        "/etc/l: a link to /etc/hosts (in the tree: a link to /etc/motd)\n",
+    ] {
+        assert!(out.contains(part), "plan --diff lacks {part:?}:\n{out}");
+    }
+    let secret = fs::read_to_string(&shadow).unwrap();
+    assert!(secret.lines().all(|l| !out.contains(l)), "shadow lines shown:\n{out}");
+    assert!(!s.expect(&["plan"], 2).contains("+++"), "only with --diff");
+    let v: serde_json::Value = serde_json::from_slice(&s.run(&["plan", "--json", "--diff"]).stdout).unwrap();
+    let diffs = v[0]["diffs"].as_array().unwrap();
+    assert!(diffs.iter().any(|d| d["path"] == "/etc/motd" && d["diff"].as_str().unwrap().contains("+three")), "{v}");
+    s.assert_clean();
+}
+
+/// `--json` of plan, apply, rollback and retire: one record per sysroot with
+/// `schema` 1, the printed lines in `changes`, and each change typed in
+/// `records` (kind, path or names, reason, whether on the host).
+#[test]
+fn json_changes_are_typed_records_with_a_schema_version() {
+    if !root_or_skip("json_changes_are_typed_records_with_a_schema_version") {
+        return;
+    }
+    let s = Scratch::new("json-schema");
+    s.write("overlay/etc/motd", "one\n");
+    let files = format!("files = [{{ src = \"{}\", dst = \"/\" }}]\n", s.path("overlay").display());
+    let s = busybox_in(s, "aliases = [\"bbj\"]", &files);
+    let json = |args: &[&str]| -> serde_json::Value { serde_json::from_slice(&s.run(args).stdout).unwrap() };
+    let kinds = |v: &serde_json::Value| -> Vec<String> {
+        v[0]["records"].as_array().unwrap().iter().map(|r| r["kind"].as_str().unwrap().to_string()).collect()
+    };
+    let v = json(&["plan", "bb", "--json"]);
+    assert_eq!(v[0]["schema"], 1, "{v}");
+    assert_eq!(kinds(&v), ["bootstrap", "reconcile"], "{v}");
+    let v = json(&["apply", "bb", "--json"]);
+    assert_eq!(v[0]["schema"], 1, "{v}");
+    let records = v[0]["records"].as_array().unwrap();
+    assert_eq!(records.len(), v[0]["changes"].as_array().unwrap().len());
+    assert!(records.iter().zip(v[0]["changes"].as_array().unwrap()).all(|(r, c)| r["text"] == *c), "{v}");
+    assert!(
+        records.iter().any(|r| r["kind"] == "write_file" && r["path"] == "/etc/motd" && r["reason"] == "new"),
+        "{v}"
+    );
+
+    s.write("overlay/etc/motd", "two\n");
+    fs::remove_file(s.path("alias/bbj")).unwrap();
+    let v = json(&["plan", "bb", "--json"]);
+    let records = v[0]["records"].as_array().unwrap();
+    let motd = serde_json::json!({"kind": "write_file", "path": "/etc/motd", "reason": "overlay_changed", "host": false, "text": "update /etc/motd (the overlay changed)"});
+    assert!(records.contains(&motd), "{v}");
+    let alias = s.path("alias").display().to_string();
+    assert!(records.iter().any(|r| r["kind"] == "link" && r["path"] == alias.as_str() && r["host"] == true), "{v}");
     s.assert_clean();
 }

@@ -22,13 +22,9 @@ pub fn rollback(decl: &Declaration, name: &str, to: Option<u32>, opts: &Opts) ->
     store.publish(target)?;
     let c = ctx(d, build, &store.tree(target), true, opts, Record::default());
     let changes = reconcile::host_links(&c)?;
-    let report = Report {
-        name: name.to_string(),
-        generation: Some(live),
-        published: Some(target),
-        changes: changes.into_iter().map(|s| format!("host: {s}")).collect(),
-        ..Report::default()
-    };
+    let mut report =
+        Report { name: name.to_string(), generation: Some(live), published: Some(target), ..Report::default() };
+    report.add(changes.into_iter().map(reconcile::Change::on_host));
     if opts.json {
         crate::outln!("{}", serde_json::to_string_pretty(&report)?);
     } else {

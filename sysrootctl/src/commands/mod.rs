@@ -11,16 +11,20 @@ use serde::Serialize;
 
 use crate::backend;
 use crate::decl::{Build, Declaration, Declared};
-use crate::reconcile::{self, Ctx, Host};
+use crate::reconcile::{self, Change, Ctx, Host};
 use crate::store::{self, Record, Store};
 use crate::util::{Phase, Verbosity};
 
-mod adopt;
 mod generations;
+mod report;
+mod retire;
 mod shell;
 mod status;
 
 pub use generations::{gc, rollback};
+pub use report::Report;
+use report::print_report;
+pub use retire::retire;
 pub use shell::shell;
 pub use status::{list, status};
 
@@ -31,21 +35,8 @@ pub struct Opts {
     pub no_wait: bool,
     /// `apply --adopt`: take over a hand-built tree at `path`.
     pub adopt: bool,
-}
-
-/// What happened (or would) to one sysroot.
-#[derive(Debug, Default, Serialize)]
-pub struct Report {
-    pub name: String,
-    /// Live generation before (plan: now).
-    pub generation: Option<u32>,
-    /// Live generation after an apply or rollback.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub published: Option<u32>,
-    pub changes: Vec<String>,
-    pub notes: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
+    /// `plan --diff`: content changes of overlay and account files too.
+    pub diff: bool,
 }
 
 fn managed(d: &Declared) -> Result<&Build> {
@@ -69,6 +60,7 @@ fn ctx<'a>(d: &'a Declared, build: &'a Build, tree: &Path, apply: bool, opts: &'
         prev,
         record: Record::default(),
         notes: Vec::new(),
+        diffs: (opts.diff && !apply).then(Vec::new),
     }
 }
 
@@ -78,16 +70,19 @@ pub fn plan_one(d: &Declared, opts: &Opts) -> Result<Report> {
     let store = store_of(d, build);
     let mut report = Report { name: d.sysroot.name.clone(), ..Report::default() };
     let Some(live) = store.live()? else {
-        report.changes.push(backend::describe(build));
-        report.changes.push("then reconcile packages, services, users, files and links in it".to_string());
+        report.add([
+            Change::new("bootstrap", backend::describe(build)),
+            Change::new("reconcile", "then reconcile skeleton files, packages, services, users, files and links in it"),
+        ]);
         return Ok(report);
     };
     report.generation = Some(live);
     let prev = store.record(live).unwrap_or_default();
     let mut c = ctx(d, build, &store.tree(live), false, opts, prev);
-    report.changes = reconcile::tree_steps(&mut c)?;
-    report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
+    report.add(reconcile::tree_steps(&mut c)?);
+    report.add(reconcile::host_links(&c)?.into_iter().map(Change::on_host));
     report.notes = c.notes;
+    report.diffs = c.diffs.unwrap_or_default();
     Ok(report)
 }
 
@@ -102,11 +97,11 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
     }
     let live = match store.live() {
         Err(_) if opts.adopt && fs::symlink_metadata(&store.link).is_ok_and(|m| m.is_dir()) => {
-            let n = adopt::adopt(d, &store, opts)?;
+            let n = adopt(d, &store, opts)?;
             report.notes.push(format!(
                 "adopted {} as generation {n}; the hand-built tree stays at {} until you remove it",
                 store.link.display(),
-                adopt::adopted_path(&store).display()
+                store.adopted_path().display()
             ));
             Some(n)
         }
@@ -116,7 +111,7 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
     let prev = live.and_then(|n| store.record(n).ok()).unwrap_or_default();
 
     let pending = match live {
-        None => vec![backend::describe(build)],
+        None => vec![Change::new("bootstrap", backend::describe(build))],
         Some(n) => {
             let mut c = ctx(d, build, &store.tree(n), false, opts, prev.clone());
             let changes = reconcile::tree_steps(&mut c)?;
@@ -143,11 +138,11 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
         };
         store.publish(next)?;
         published = Some(next);
-        report.changes = changes;
+        report.add(changes);
     }
     if let Some(n) = published {
         let c = ctx(d, build, &store.tree(n), true, opts, Record::default());
-        report.changes.extend(reconcile::host_links(&c)?.into_iter().map(|s| format!("host: {s}")));
+        report.add(reconcile::host_links(&c)?.into_iter().map(Change::on_host));
     }
     if published != live {
         // Published and linked: an old generation that cannot go yet is a note.
@@ -158,6 +153,26 @@ pub fn apply_one(d: &Declared, opts: &Opts) -> Result<Report> {
     }
     report.published = published;
     Ok(report)
+}
+
+/// `apply --adopt`: the store takes the hand-built tree over; a copy of it,
+/// with the packages it has as the baseline, becomes the next generation.
+fn adopt(d: &Declared, store: &Store, opts: &Opts) -> Result<u32> {
+    let what = format!("adopt {}", store.link.display());
+    let phase = Phase::start(&d.sysroot.name, &what, opts.verbosity);
+    let n = store.adopt(|from, to| {
+        backend::copy_generation(from, to, opts.verbosity)?;
+        Ok(Record {
+            id: crate::transfer::new_id()?,
+            created: store::now(),
+            method: "adopted".to_string(),
+            baseline: reconcile::installed_packages(to),
+            changes: vec![what.clone()],
+            ..Record::default()
+        })
+    })?;
+    phase.done();
+    Ok(n)
 }
 
 fn gc_notes(gc: &store::Collected, name: &str) -> Vec<String> {
@@ -184,7 +199,7 @@ fn build_generation(
     next: u32,
     prev: Record,
     opts: &Opts,
-) -> Result<Vec<String>> {
+) -> Result<Vec<Change>> {
     let name = d.sysroot.name.as_str();
     let tmp = store.partial(next);
     match live {
@@ -203,7 +218,8 @@ fn build_generation(
         reconcile::ensure_dir(&tmp, dir)?;
     }
     let mut c = ctx(d, build, &tmp, true, opts, prev);
-    let mut changes = if live.is_none() { vec![backend::describe(build)] } else { Vec::new() };
+    let mut changes =
+        if live.is_none() { vec![Change::new("bootstrap", backend::describe(build))] } else { Vec::new() };
     changes.extend(reconcile::tree_steps(&mut c)?);
     reconcile::verify(&c).context("verification")?;
     let mut record = c.record;
@@ -212,7 +228,7 @@ fn build_generation(
     record.parent = live;
     record.created = store::now();
     record.method = build.method.as_str().to_string();
-    record.changes = changes.clone();
+    record.changes = changes.iter().map(ToString::to_string).collect();
     store.finish(next, &record)?;
     Ok(changes)
 }
@@ -223,45 +239,6 @@ fn join<T: ToString>(items: &[T]) -> String {
 
 fn gen_name(n: Option<u32>) -> String {
     n.map_or("none".to_string(), |n| n.to_string())
-}
-
-fn print_report(verb: &str, r: &Report, opts: &Opts) {
-    if opts.json {
-        return;
-    }
-    if let Some(err) = &r.error {
-        eprintln!("sysrootctl: {}: {err}", r.name);
-        return;
-    }
-    let quiet = opts.verbosity.quiet();
-    match verb {
-        "plan" if r.changes.is_empty() => {
-            if !quiet {
-                crate::outln!("{}: up to date (generation {})", r.name, gen_name(r.generation))
-            }
-        }
-        "plan" => {
-            crate::outln!("{}: {} change(s) pending on generation {}", r.name, r.changes.len(), gen_name(r.generation))
-        }
-        _ if r.changes.is_empty() => {
-            if !quiet {
-                crate::outln!("{}: up to date, nothing changed (generation {})", r.name, gen_name(r.published))
-            }
-        }
-        _ if r.generation != r.published => {
-            crate::outln!("{}: generation {} -> {}", r.name, gen_name(r.generation), gen_name(r.published))
-        }
-        _ => crate::outln!("{}: host links updated (generation {})", r.name, gen_name(r.published)),
-    }
-    if quiet && verb != "plan" {
-        return;
-    }
-    for c in &r.changes {
-        crate::outln!("  {c}");
-    }
-    for n in &r.notes {
-        crate::outln!("  note: {n}");
-    }
 }
 
 /// Entries that could not be evaluated, when the run covers every sysroot:
@@ -282,9 +259,11 @@ fn each(
     names: &[String],
     opts: &Opts,
     f: fn(&Declared, &Opts) -> Result<Report>,
+    leftovers: Vec<Report>,
 ) -> Result<Vec<Report>> {
     let selected = decl.select(names)?;
-    let broken = broken_reports(decl, names);
+    let mut broken = broken_reports(decl, names);
+    broken.extend(leftovers);
     if selected.is_empty() && broken.is_empty() {
         bail!("no sysroot in {} has a [sysroot.NAME.build] table", decl.file.display());
     }
@@ -308,9 +287,12 @@ fn each(
     Ok(reports)
 }
 
-/// Exit status: 0 nothing to do, 2 changes pending, 1 any error.
+/// Exit status: 0 nothing to do, 2 changes pending, 1 any error. Without
+/// names, leftovers of sysroots no longer declared are reported too; they do
+/// not change the status (`apply` does not remove them, `retire` does).
 pub fn plan(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
-    let reports = each("plan", decl, names, opts, plan_one)?;
+    let leftovers = if names.is_empty() { retire::leftovers(decl, opts) } else { Vec::new() };
+    let reports = each("plan", decl, names, opts, plan_one, leftovers)?;
     Ok(if reports.iter().any(|r| r.error.is_some()) {
         1
     } else if reports.iter().any(|r| !r.changes.is_empty()) {
@@ -321,6 +303,6 @@ pub fn plan(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
 }
 
 pub fn apply(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
-    let reports = each("apply", decl, names, opts, apply_one)?;
+    let reports = each("apply", decl, names, opts, apply_one, Vec::new())?;
     Ok(if reports.iter().any(|r| r.error.is_some()) { 1 } else { 0 })
 }

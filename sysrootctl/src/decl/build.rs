@@ -104,6 +104,31 @@ fn table<'a, 'i>(src: &Source<'_>, key: &str, value: &'a Spanned<DeValue<'i>>) -
     }
 }
 
+/// `files` and `skeleton`: `[{ src = PATH, dst = PATH }, ...]`.
+fn overlays(
+    src: &Source<'_>,
+    key: &str,
+    value: &Spanned<DeValue<'_>>,
+    where_: &str,
+) -> Result<Vec<Overlay>, ConfigError> {
+    let mut out = Vec::new();
+    for item in array(src, key, value)? {
+        let (mut from, mut to) = (None, None);
+        for (k, v) in sorted(table(src, key, item)?) {
+            match k.get_ref().as_ref() {
+                "src" => from = Some(path(src, "src", v)?),
+                "dst" => to = Some(path(src, "dst", v)?),
+                other => return Err(src.error(&k.span(), format!("unknown key \"{other}\" in {key} of {where_}"))),
+            }
+        }
+        match (from, to) {
+            (Some(src), Some(dst)) => out.push(Overlay { src, dst }),
+            _ => return Err(src.error(&item.span(), format!("each of \"{key}\" needs both \"src\" and \"dst\""))),
+        }
+    }
+    Ok(out)
+}
+
 /// Debian package names, RPM names and `name:arch`.
 const PACKAGE_CHARS: &[u8] = b"+-._:";
 /// systemd unit and SysV script names (`getty@tty1`, `ssh.service`).
@@ -129,6 +154,7 @@ pub(super) fn parse_build(src: &Source<'_>, name: &str, value: &Spanned<DeValue<
         enable: Vec::new(),
         disable: Vec::new(),
         users: UserSync { sync: false, uid_min: DEFAULT_UID_MIN, uid_max: DEFAULT_UID_MAX },
+        skeleton: Vec::new(),
         files: Vec::new(),
         keep: DEFAULT_KEEP,
         store: PathBuf::from(DEFAULT_STORE),
@@ -205,26 +231,8 @@ pub(super) fn parse_build(src: &Source<'_>, name: &str, value: &Spanned<DeValue<
                     return Err(src.error(&value.span(), "users.uid_min is greater than users.uid_max"));
                 }
             }
-            "files" => {
-                for item in array(src, "files", value)? {
-                    let (mut from, mut to) = (None, None);
-                    for (k, v) in sorted(table(src, "files", item)?) {
-                        match k.get_ref().as_ref() {
-                            "src" => from = Some(path(src, "src", v)?),
-                            "dst" => to = Some(path(src, "dst", v)?),
-                            other => {
-                                return Err(
-                                    src.error(&k.span(), format!("unknown key \"{other}\" in files of {where_}"))
-                                );
-                            }
-                        }
-                    }
-                    match (from, to) {
-                        (Some(src), Some(dst)) => build.files.push(Overlay { src, dst }),
-                        _ => return Err(src.error(&item.span(), "each of \"files\" needs both \"src\" and \"dst\"")),
-                    }
-                }
-            }
+            "files" => build.files = overlays(src, "files", value, &where_)?,
+            "skeleton" => build.skeleton = overlays(src, "skeleton", value, &where_)?,
             "keep" => build.keep = integer(src, "keep", value, 1..1000)?,
             "store" => {
                 build.store = path(src, "store", value)?;

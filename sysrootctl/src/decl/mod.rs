@@ -71,6 +71,8 @@ pub struct Build {
     pub enable: Vec<String>,
     pub disable: Vec<String>,
     pub users: UserSync,
+    /// Laid down before packages (an apt source or proxy the install needs).
+    pub skeleton: Vec<Overlay>,
     pub files: Vec<Overlay>,
     pub keep: u32,
     pub store: PathBuf,
@@ -230,6 +232,7 @@ arch = "i386"
 packages = ["bash", "lsb-release", "python3", "libc6:i386"]
 services = { enable = ["cron"], disable = ["ssh"] }
 users = { sync = true, uid_min = 2000 }
+skeleton = [{ src = "/etc/sysrootctl/skeleton/sl5", dst = "/" }]
 files = [{ src = "/etc/sysrootctl/overlay/sl5", dst = "/" }]
 keep = 5
 store = "/srv/store"
@@ -246,6 +249,7 @@ path = "/srv/plain"
         assert_eq!(b.enable, vec!["cron"]);
         assert_eq!(b.disable, vec!["ssh"]);
         assert_eq!(b.users, UserSync { sync: true, uid_min: 2000, uid_max: DEFAULT_UID_MAX });
+        assert_eq!(b.skeleton, vec![Overlay { src: "/etc/sysrootctl/skeleton/sl5".into(), dst: "/".into() }]);
         assert_eq!(b.files, vec![Overlay { src: "/etc/sysrootctl/overlay/sl5".into(), dst: "/".into() }]);
         assert_eq!(b.keep, 5);
         assert_eq!(b.store, PathBuf::from("/srv/store"));
@@ -286,6 +290,13 @@ path = "/srv/plain"
         assert!(
             err(&format!("{base}method = \"tarball\"\nsource = \"/x\"\nfiles = [{{ src = \"/a\" }}]\n"), "a")
                 .contains("needs both")
+        );
+        assert_eq!(
+            err(
+                &format!("{base}method = \"tarball\"\nsource = \"/x\"\nskeleton = [{{ src = \"/a\", dts = \"/\" }}]\n"),
+                "a"
+            ),
+            "/etc/sysroots.toml:6:27: unknown key \"dts\" in skeleton of [sysroot.a.build]"
         );
         assert!(
             err(&format!("{base}method = \"debootstrap\"\nsuite = \"x\"\nmirror = \"ftp://m\"\n"), "a")

@@ -2,10 +2,109 @@
 #![forbid(unsafe_code)]
 
 use super::*;
+use crate::store::retire::{self, HostRecord};
 
-/// Makes `dir` hold one symlink per name, pointing where `target(name)` says;
-/// foreign files are left alone; with `sweep` (a directory only this sysroot
-/// uses), other links we made are removed as stale.
+/// A directory of links as found: whether it exists, and what is at each
+/// name looked at (a link's target, or `None` for anything else).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Observed {
+    pub exists: bool,
+    pub entries: BTreeMap<String, Option<PathBuf>>,
+}
+
+/// Reads the entries at `names`, and with `sweep` every entry of `dir`.
+pub(super) fn observe(dir: &Path, names: &[String], sweep: bool) -> Observed {
+    let seen = |name: &str| {
+        let path = dir.join(name);
+        let meta = fs::symlink_metadata(&path).ok()?;
+        Some(if meta.file_type().is_symlink() { fs::read_link(&path).ok() } else { None })
+    };
+    let mut wanted: Vec<String> = names.to_vec();
+    if sweep {
+        wanted
+            .extend(fs::read_dir(dir).into_iter().flatten().flatten().filter_map(|e| e.file_name().into_string().ok()));
+    }
+    let entries = wanted.iter().filter_map(|n| Some((n.clone(), seen(n)?))).collect();
+    Observed { exists: dir.is_dir(), entries }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Change {
+    CreateDir,
+    Link { name: String, target: PathBuf },
+    RemoveStale { name: String },
+}
+
+/// `dir` holds one link per name, pointing where `target(name)` says; a file
+/// in the way that is not one of `ours` is an error (its name); with `sweep` (a
+/// directory only this sysroot uses), other links of ours are stale. Pure.
+pub(super) fn diff(
+    o: &Observed,
+    names: &[String],
+    target: &dyn Fn(&str) -> PathBuf,
+    ours: &dyn Fn(&Path) -> bool,
+    sweep: bool,
+) -> Result<Vec<Change>, String> {
+    let mut changes = Vec::new();
+    if !o.exists {
+        changes.push(Change::CreateDir);
+    }
+    for name in names {
+        let want = target(name);
+        match o.entries.get(name) {
+            Some(Some(have)) if *have == want => continue,
+            Some(Some(have)) if ours(have) => {}
+            Some(_) => return Err(name.clone()),
+            None => {}
+        }
+        changes.push(Change::Link { name: name.clone(), target: want });
+    }
+    if sweep {
+        for (name, seen) in &o.entries {
+            if !names.contains(name) && seen.as_deref().is_some_and(ours) {
+                changes.push(Change::RemoveStale { name: name.clone() });
+            }
+        }
+    }
+    Ok(changes)
+}
+
+/// How `plan` shows them: one line per kind.
+pub(super) fn describe(changes: &[Change], dir: &Path, shown: &str) -> Vec<super::Change> {
+    let mut lines = Vec::new();
+    if changes.contains(&Change::CreateDir) {
+        lines.push(super::Change::new("create_directory", format!("create {shown}")).path(dir));
+    }
+    let added = changes.iter().filter(|c| matches!(c, Change::Link { .. })).count();
+    if added > 0 {
+        let text = format!("link {added} entr{} in {shown}", if added == 1 { "y" } else { "ies" });
+        lines.push(super::Change::new("link", text).path(dir));
+    }
+    let stale: Vec<String> = changes
+        .iter()
+        .filter_map(|c| match c {
+            Change::RemoveStale { name } => Some(name.clone()),
+            _ => None,
+        })
+        .collect();
+    if !stale.is_empty() {
+        let text = format!("remove stale links in {shown}: {}", stale.join(" "));
+        lines.push(super::Change::new("remove_link", text).path(dir).names(&stale).reason("stale"));
+    }
+    lines
+}
+
+pub(super) fn act(dir: &Path, changes: &[Change]) -> Result<()> {
+    for change in changes {
+        match change {
+            Change::CreateDir => fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?,
+            Change::Link { name, target } => util::symlink_atomic(target, &dir.join(name))?,
+            Change::RemoveStale { name } => fs::remove_file(dir.join(name))?,
+        }
+    }
+    Ok(())
+}
+
 fn sync_links(
     dir: &Path,
     shown: &str,
@@ -14,60 +113,22 @@ fn sync_links(
     ours: &dyn Fn(&Path) -> bool,
     sweep: bool,
     apply: bool,
-) -> Result<Vec<String>> {
-    let mut changes = Vec::new();
-    if !dir.is_dir() {
-        changes.push(format!("create {shown}"));
-        if apply {
-            fs::DirBuilder::new().recursive(true).mode(0o755).create(dir)?;
-        }
+) -> Result<Vec<super::Change>> {
+    let changes = diff(&observe(dir, names, sweep), names, target, ours, sweep).map_err(|name| {
+        anyhow::anyhow!(
+            "refusing to replace {}: it is not a link sysrootctl made (want a link to {})",
+            dir.join(&name).display(),
+            target(&name).display()
+        )
+    })?;
+    if apply {
+        act(dir, &changes)?;
     }
-    let mut added = 0;
-    for name in names {
-        let link = dir.join(name);
-        let want = target(name);
-        match fs::symlink_metadata(&link) {
-            Ok(m) if m.file_type().is_symlink() && fs::read_link(&link)? == want => continue,
-            Ok(m) if m.file_type().is_symlink() && ours(&fs::read_link(&link)?) => {}
-            Ok(_) => bail!(
-                "refusing to replace {}: it is not a link sysrootctl made (want a link to {})",
-                link.display(),
-                want.display()
-            ),
-            Err(_) => {}
-        }
-        added += 1;
-        if apply {
-            util::symlink_atomic(&want, &link)?;
-        }
-    }
-    if added > 0 {
-        changes.push(format!("link {added} entr{} in {shown}", if added == 1 { "y" } else { "ies" }));
-    }
-    let mut stale = Vec::new();
-    if let Ok(entries) = fs::read_dir(dir).map(|e| e.filter(|_| sweep)) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().to_string();
-            if names.contains(&name) {
-                continue;
-            }
-            if fs::read_link(e.path()).is_ok_and(|t| ours(&t)) {
-                stale.push(name);
-                if apply {
-                    fs::remove_file(e.path())?;
-                }
-            }
-        }
-    }
-    if !stale.is_empty() {
-        stale.sort();
-        changes.push(format!("remove stale links in {shown}: {}", stale.join(" ")));
-    }
-    Ok(changes)
+    Ok(describe(&changes, dir, shown))
 }
 
 /// Inside the tree: `BIN_DIR/NAME -> /bin/NAME`, so `#!/bin5/sh` works there too.
-pub fn tree_links(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub fn tree_links(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
     let Some(bin_dir) = ctx.decl.sysroot.bin_dir.clone() else { return Ok(Vec::new()) };
     let names = util::tree_bin_names(&ctx.tree)?;
     let dir = in_tree(&ctx.tree, &bin_dir, true)?;
@@ -78,12 +139,12 @@ pub fn tree_links(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
 /// Whether a host link is one sysrootctl made: it points at imageswitch, here
 /// or where it was installed before (moved from `/usr/local/sbin` to the
 /// package's `/usr/sbin`, say), so such links are re-pointed, never refused.
-fn points_at_imageswitch(target: &Path, exe: &Path) -> bool {
+pub fn points_at_imageswitch(target: &Path, exe: &Path) -> bool {
     target == exe || (target.is_absolute() && target.file_name() == Some(std::ffi::OsStr::new("imageswitch")))
 }
 
 /// On the host: aliases and `BIN_DIR/NAME` -> imageswitch, and the launcher.
-pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
+pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<super::Change>> {
     let sysroot = &ctx.decl.sysroot;
     let exe = ctx.host.imageswitch.clone();
     let is_exe = |t: &Path| points_at_imageswitch(t, &exe);
@@ -108,9 +169,16 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
     }
     changes.extend(stale_aliases(ctx)?);
     let desktop = ctx.host.applications_dir.join(format!("sysroot-{}.desktop", sysroot.name));
+    if ctx.apply {
+        // What `retire` finds once the declaration no longer names them.
+        let made =
+            HostRecord { path: sysroot.path.clone(), bin_dir: sysroot.bin_dir.clone(), launcher: desktop.clone() };
+        retire::remember(&ctx.build.store, &sysroot.name, &made)?;
+    }
     let text = desktop_entry(&sysroot.name, &exe);
     if fs::read_to_string(&desktop).ok().as_deref() != Some(text.as_str()) {
-        changes.push(format!("write launcher {}", desktop.display()));
+        let line = format!("write launcher {}", desktop.display());
+        changes.push(super::Change::new("write_file", line).path(&desktop).reason("launcher"));
         if ctx.apply {
             fs::DirBuilder::new().recursive(true).mode(0o755).create(&ctx.host.applications_dir)?;
             util::write_atomic(&desktop, text.as_bytes(), 0o644)?;
@@ -122,15 +190,16 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<String>> {
 /// Alias links made for names no longer declared: the links made are listed in
 /// `STORE/NAME.aliases` (one path a line), so a dropped alias is removed when it
 /// still points at imageswitch, and nothing else ever is.
-fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<String>> {
+fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<super::Change>> {
     let sysroot = &ctx.decl.sysroot;
-    let list = ctx.build.store.join(format!("{}.aliases", sysroot.name));
+    let list = retire::aliases_path(&ctx.build.store, &sysroot.name);
     let current: Vec<PathBuf> = sysroot.aliases.iter().map(|a| ctx.host.alias_dir.join(a)).collect();
     let previous: Vec<PathBuf> = fs::read_to_string(&list).unwrap_or_default().lines().map(PathBuf::from).collect();
     let mut changes = Vec::new();
     for old in previous.iter().filter(|p| !current.contains(p)) {
         if fs::read_link(old).is_ok_and(|t| points_at_imageswitch(&t, &ctx.host.imageswitch)) {
-            changes.push(format!("remove alias link {} (no longer declared)", old.display()));
+            let text = format!("remove alias link {} (no longer declared)", old.display());
+            changes.push(super::Change::new("remove_link", text).path(old).reason("no_longer_declared"));
             if ctx.apply {
                 fs::remove_file(old)?;
             }
@@ -155,6 +224,51 @@ pub fn desktop_entry(name: &str, imageswitch: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_made_repointed_and_swept_never_over_a_foreign_file() {
+        let exe = PathBuf::from("/usr/sbin/imageswitch");
+        let target = |_: &str| exe.clone();
+        let ours = |t: &Path| points_at_imageswitch(t, Path::new("/usr/sbin/imageswitch"));
+        let names: Vec<String> = vec!["sh".into(), "ls".into()];
+        let found = |entries: &[(&str, Option<&str>)]| Observed {
+            exists: true,
+            entries: entries.iter().map(|(n, t)| (n.to_string(), t.map(PathBuf::from))).collect(),
+        };
+        type Row = (Observed, bool, Result<Vec<&'static str>, &'static str>);
+        let rows: Vec<Row> = vec![
+            (Observed::default(), true, Ok(vec!["create D", "link 2 entries in D"])),
+            (found(&[("sh", Some("/usr/sbin/imageswitch")), ("ls", Some("/usr/sbin/imageswitch"))]), true, Ok(vec![])),
+            (found(&[("sh", Some("/usr/local/sbin/imageswitch"))]), true, Ok(vec!["link 2 entries in D"])),
+            (
+                found(&[
+                    ("sh", Some("/usr/sbin/imageswitch")),
+                    ("ls", Some("/usr/sbin/imageswitch")),
+                    ("vi", Some("/usr/sbin/imageswitch")),
+                    ("own", Some("/opt/own")),
+                ]),
+                true,
+                Ok(vec!["remove stale links in D: vi"]),
+            ),
+            (
+                found(&[
+                    ("sh", Some("/usr/sbin/imageswitch")),
+                    ("ls", Some("/usr/sbin/imageswitch")),
+                    ("vi", Some("/usr/sbin/imageswitch")),
+                ]),
+                false,
+                Ok(vec![]),
+            ),
+            (found(&[("sh", None)]), true, Err("sh")),
+            (found(&[("sh", Some("/usr/bin/python3"))]), false, Err("sh")),
+        ];
+        for (observed, sweep, want) in rows {
+            let got = diff(&observed, &names, &target, &ours, sweep)
+                .map(|c| describe(&c, Path::new("D"), "D").iter().map(ToString::to_string).collect::<Vec<_>>());
+            let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>()).map_err(String::from);
+            assert_eq!(got, want, "{observed:?}");
+        }
+    }
 
     #[test]
     fn links_to_imageswitch_anywhere_are_ours() {

@@ -27,7 +27,7 @@ mod packages;
 mod services;
 mod users;
 
-pub use links::{desktop_entry, host_links, tree_links};
+pub use links::{desktop_entry, host_links, points_at_imageswitch, tree_links};
 pub use packages::installed_packages;
 pub(crate) use users::getent;
 
@@ -53,6 +53,121 @@ pub struct Ctx<'a> {
     pub record: Record,
     /// Things worth saying that are not changes (extra packages).
     pub notes: Vec<String>,
+    /// `plan --diff`: the content changes of overlay and account files.
+    pub diffs: Option<Vec<ContentDiff>>,
+}
+
+/// One change: the line `plan` prints (`text`), and the same typed for
+/// `--json` (schema 1 in sysrootctl(8)): what kind, on what, why.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Change {
+    pub kind: &'static str,
+    /// The file, directory or link it is about (in the tree, or on the host
+    /// when `host`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
+    /// The packages, services, accounts or links it is about.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub names: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<&'static str>,
+    pub host: bool,
+    pub text: String,
+}
+
+/// Every `kind` and `reason` of a change, as sysrootctl(8) lists them.
+pub const KINDS: &[&str] = &[
+    "bootstrap",
+    "reconcile",
+    "receive",
+    "retire",
+    "write_file",
+    "remove_file",
+    "create_directory",
+    "create_file",
+    "install_packages",
+    "enable_service",
+    "disable_service",
+    "merge_accounts",
+    "link",
+    "remove_link",
+];
+pub const REASONS: &[&str] = &[
+    "new",
+    "overlay_changed",
+    "changed_in_the_tree",
+    "accounts_merged",
+    "launcher",
+    "left_by_an_interrupted_run",
+    "bind_destination",
+    "host_file_mount_point",
+    "home_mount_point",
+    "stale",
+    "no_longer_declared",
+];
+
+impl Change {
+    pub fn new(kind: &'static str, text: impl Into<String>) -> Change {
+        debug_assert!(KINDS.contains(&kind), "change kind {kind} is not in KINDS");
+        Change { kind, path: None, names: Vec::new(), reason: None, host: false, text: text.into() }
+    }
+
+    pub fn path(mut self, path: &Path) -> Change {
+        self.path = Some(path.display().to_string());
+        self
+    }
+
+    pub fn names(mut self, names: &[String]) -> Change {
+        self.names = names.to_vec();
+        self
+    }
+
+    pub fn reason(mut self, reason: &'static str) -> Change {
+        debug_assert!(REASONS.contains(&reason), "reason {reason} is not in REASONS");
+        self.reason = Some(reason);
+        self
+    }
+
+    /// A change of the host's links, shown as `host: ...`.
+    pub fn on_host(mut self) -> Change {
+        self.host = true;
+        self.text = format!("host: {}", self.text);
+        self
+    }
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// How a file's content would change (`plan --diff`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ContentDiff {
+    pub path: String,
+    /// A unified diff, tree first, declared second.
+    pub diff: String,
+}
+
+/// `diff -u` of the tree's `old` (none when it is not a regular file) and `new`.
+pub(crate) fn unified(inner: &str, old: &Path, new: &[u8]) -> Result<ContentDiff> {
+    use std::io::Write;
+    use std::process::Stdio;
+    let old = if fs::symlink_metadata(old).is_ok_and(|m| m.is_file()) { old } else { Path::new("/dev/null") };
+    let mut cmd = crate::namespace::tool("diff");
+    cmd.args(["-u", "--label"]).arg(format!("{inner} (in the tree)")).arg("--label").arg(format!("{inner} (declared)"));
+    cmd.arg(old).arg("-").stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().context("cannot run diff")?;
+    let mut stdin = child.stdin.take().context("diff's input")?;
+    let new = new.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&new));
+    let out = child.wait_with_output()?;
+    let _ = writer.join();
+    if out.status.code() == Some(2) {
+        bail!("diff of {inner} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    Ok(ContentDiff { path: inner.to_string(), diff: String::from_utf8_lossy(&out.stdout).into_owned() })
 }
 
 impl Ctx<'_> {
@@ -70,9 +185,10 @@ impl Ctx<'_> {
 }
 
 /// All tree steps, in the order apply runs them.
-pub fn tree_steps(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+pub fn tree_steps(ctx: &mut Ctx<'_>) -> Result<Vec<Change>> {
     let mut changes = Vec::new();
     changes.extend(leftovers(ctx)?);
+    changes.extend(overlays::skeleton(ctx)?);
     changes.extend(packages::packages(ctx)?);
     changes.extend(services::services(ctx)?);
     changes.extend(users::users(ctx)?);
@@ -83,7 +199,7 @@ pub fn tree_steps(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
 }
 
 /// What an interrupted `shell` or `apply` left in the tree it worked on.
-fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<Change>> {
     if !runner::services_left_blocked(&ctx.tree)? {
         return Ok(Vec::new());
     }
@@ -91,16 +207,31 @@ fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
         runner::unblock_services(&ctx.tree)?;
     }
     Ok(vec![
-        "remove /usr/sbin/policy-rc.d (left by an interrupted sysrootctl; it blocks every service start)".to_string(),
+        Change::new(
+            "remove_file",
+            "remove /usr/sbin/policy-rc.d (left by an interrupted sysrootctl; it blocks every service start)",
+        )
+        .path(Path::new("/usr/sbin/policy-rc.d"))
+        .reason("left_by_an_interrupted_run"),
     ])
 }
 
-fn bind_destinations(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
+fn bind_destinations(ctx: &mut Ctx<'_>) -> Result<Vec<Change>> {
     let changes = bind_targets::diff(&bind_targets::observe(&ctx.tree, &ctx.decl.binds, &ctx.decl.host_files));
     if ctx.apply {
         bind_targets::act(&ctx.tree, &changes)?;
     }
-    Ok(changes.iter().map(ToString::to_string).collect())
+    Ok(changes
+        .iter()
+        .map(|c| match c {
+            bind_targets::Change::Create(dir) => {
+                Change::new("create_directory", c.to_string()).path(dir).reason("bind_destination")
+            }
+            bind_targets::Change::CreateFile(file) => {
+                Change::new("create_file", c.to_string()).path(file).reason("host_file_mount_point")
+            }
+        })
+        .collect())
 }
 
 /// Checks the new generation before it is published.
@@ -130,4 +261,17 @@ pub fn ensure_dir(tree: &Path, inner: &str) -> Result<()> {
         fs::DirBuilder::new().recursive(true).mode(0o755).create(&path)?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// sysrootctl(8) lists every kind and reason `--json` can give.
+    #[test]
+    fn the_man_page_lists_every_kind_and_reason() {
+        let page = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/sysrootctl.8.md")).unwrap();
+        let missing: Vec<&&str> = KINDS.iter().chain(REASONS).filter(|k| !page.contains(&format!("*{k}*"))).collect();
+        assert!(missing.is_empty(), "not in doc/sysrootctl.8.md: {missing:?}");
+    }
 }

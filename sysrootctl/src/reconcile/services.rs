@@ -79,45 +79,102 @@ fn which(tool: &str) -> bool {
     std::env::var_os("PATH").map(|p| std::env::split_paths(&p).any(|d| d.join(tool).is_file())).unwrap_or(false)
 }
 
-pub(super) fn services(ctx: &mut Ctx<'_>) -> Result<Vec<String>> {
-    let mut changes = Vec::new();
-    let wants: Vec<(String, bool)> = ctx
-        .build
-        .enable
-        .iter()
-        .map(|s| (s.clone(), true))
-        .chain(ctx.build.disable.iter().map(|s| (s.clone(), false)))
-        .collect();
-    for (service, enable) in wants {
-        let state = service_state(&ctx.tree, &service);
-        let needed = match state {
-            Some((all, any)) => {
-                if enable {
-                    !all
-                } else {
-                    any
-                }
-            }
-            // In a plan the package providing it may be about to be installed.
-            None if !ctx.apply => enable,
-            None if enable => bail!("service {service}: no systemd unit or /etc/init.d script in the tree"),
-            None => false,
-        };
-        if !needed {
-            continue;
-        }
-        let change = format!("{} service {service} (not started)", if enable { "enable" } else { "disable" });
-        if ctx.apply {
-            set_service(ctx, &service, enable)?;
-            match service_state(&ctx.tree, &service) {
-                Some((true, _)) if enable => {}
-                Some((_, false)) if !enable => {}
-                _ => {
-                    bail!("service {service}: still not {} after {change}", if enable { "enabled" } else { "disabled" })
-                }
-            }
-        }
-        changes.push(change);
+/// A declared service, whether it is to be enabled, and its state in the
+/// tree: (enabled everywhere it can be, enabled anywhere), `None` when the
+/// tree has neither a unit nor a script for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Observed {
+    pub service: String,
+    pub enable: bool,
+    pub state: Option<(bool, bool)>,
+}
+
+pub(super) fn observe(tree: &Path, build: &crate::decl::Build) -> Vec<Observed> {
+    let wants = build.enable.iter().map(|s| (s, true)).chain(build.disable.iter().map(|s| (s, false)));
+    wants
+        .map(|(service, enable)| Observed { service: service.clone(), enable, state: service_state(tree, service) })
+        .collect()
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Change {
+    pub service: String,
+    pub enable: bool,
+    /// Not in the tree: in a plan, a package about to be installed may bring
+    /// it; in an apply (after the packages) it is an error.
+    pub absent: bool,
+}
+
+impl std::fmt::Display for Change {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} service {} (not started)", if self.enable { "enable" } else { "disable" }, self.service)
     }
-    Ok(changes)
+}
+
+/// Declared vs found. Pure.
+pub(super) fn diff(observed: &[Observed]) -> Vec<Change> {
+    observed
+        .iter()
+        .filter_map(|o| {
+            let (needed, absent) = match o.state {
+                Some((all, any)) => (if o.enable { !all } else { any }, false),
+                None => (o.enable, true),
+            };
+            needed.then(|| Change { service: o.service.clone(), enable: o.enable, absent })
+        })
+        .collect()
+}
+
+fn act(ctx: &Ctx<'_>, changes: &[Change]) -> Result<()> {
+    for c in changes {
+        if c.absent {
+            bail!("service {}: no systemd unit or /etc/init.d script in the tree", c.service);
+        }
+        set_service(ctx, &c.service, c.enable)?;
+        match service_state(&ctx.tree, &c.service) {
+            Some((true, _)) if c.enable => {}
+            Some((_, false)) if !c.enable => {}
+            _ => bail!("service {}: still not {} after {c}", c.service, if c.enable { "enabled" } else { "disabled" }),
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn services(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
+    let changes = diff(&observe(&ctx.tree, ctx.build));
+    if ctx.apply {
+        act(ctx, &changes)?;
+    }
+    Ok(changes
+        .iter()
+        .map(|c| {
+            let kind = if c.enable { "enable_service" } else { "disable_service" };
+            super::Change::new(kind, c.to_string()).names(std::slice::from_ref(&c.service))
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn services_change_only_where_the_tree_differs() {
+        let row = |service: &str, enable: bool, state| Observed { service: service.to_string(), enable, state };
+        let rows = [
+            (row("cron", true, Some((true, true))), None),
+            (row("cron", true, Some((false, true))), Some("enable service cron (not started)")),
+            (row("cron", true, Some((false, false))), Some("enable service cron (not started)")),
+            (row("cron", true, None), Some("enable service cron (not started)")),
+            (row("ssh", false, Some((false, false))), None),
+            (row("ssh", false, Some((false, true))), Some("disable service ssh (not started)")),
+            (row("ssh", false, Some((true, true))), Some("disable service ssh (not started)")),
+            (row("ssh", false, None), None),
+        ];
+        for (observed, want) in rows {
+            let got = diff(std::slice::from_ref(&observed));
+            assert_eq!(got.first().map(ToString::to_string).as_deref(), want, "{observed:?}");
+            assert_eq!(got.first().is_some_and(|c| c.absent), observed.state.is_none() && want.is_some());
+        }
+    }
 }
