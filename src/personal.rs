@@ -13,12 +13,12 @@
 //! are, and its own entry for the caller's uid or a gid wins over the host's.
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{OFlag, openat};
+use nix::fcntl::{OFlag, OpenHow, ResolveFlag, openat, openat2};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
 use nix::unistd::{Gid, Uid};
@@ -48,15 +48,7 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// The contents of a regular file, at most [`MAX_FILE_BYTES`].
 fn read_limited(file: std::fs::File) -> io::Result<Vec<u8>> {
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(io::Error::other("larger than 16 MiB"));
-    }
-    Ok(bytes)
+    filecache::read_regular(&file, None, MAX_FILE_BYTES)?.ok_or_else(|| io::Error::other("larger than 16 MiB"))
 }
 
 /// Resolves, on the host and before anything is mounted, what the caller sees
@@ -80,24 +72,25 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
         .ok();
 
     let (uid, gid) = (caller.uid, caller.gid);
-    let mut host_files = Vec::new();
-    for (i, path) in sysroot.host_files(defaults).iter().enumerate() {
-        if sysroot.host_files(defaults)[..i].contains(path) {
-            continue;
-        }
+    let listed = sysroot.host_files(defaults);
+    let wanted = listed.iter().enumerate().filter(|(i, path)| !listed[..*i].contains(path)).map(|(_, path)| path);
+    // From the real uid, never the environment; only a directory the caller owns.
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    // All read with the caller's filesystem identity, switched once.
+    let (read, owned) = mounts::with_fs_identity(true, uid, gid, || {
         // Non-blocking: a FIFO at the end of a link must not hold the entry.
-        let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
-        let read = mounts::with_fs_identity(true, uid, gid, || open().and_then(read_limited));
+        let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
+        let read: Vec<_> = wanted.map(|path| (path, open(path).and_then(read_limited))).collect();
+        (read, std::fs::symlink_metadata(&run_user))
+    });
+    let mut host_files = Vec::new();
+    for (path, read) in read {
         match read {
             Ok(bytes) => host_files.push((path.clone(), bytes)),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => warn(&format!("host file {} not shown: {}", path.display(), crate::error::describe(&e))),
         }
     }
-
-    // From the real uid, never the environment; only a directory the caller owns.
-    let run_user = PathBuf::from(format!("/run/user/{uid}"));
-    let owned = mounts::with_fs_identity(true, uid, gid, || std::fs::symlink_metadata(&run_user));
     let run_user = owned.is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw()).then_some(run_user);
     Personal { account, host_files, run_user }
 }
@@ -153,14 +146,16 @@ fn write_layer_file(dir: &OwnedFd, relative: &Path, contents: &[u8]) -> Result<(
     std::fs::File::from(fd).write_all(contents).map_err(|e| (what(), e))
 }
 
-/// Whether `name` (one component) in `dir` is a regular file holding exactly `contents`.
-fn tree_file_equals(dir: &OwnedFd, name: &Path, contents: &[u8]) -> bool {
-    if name.components().count() != 1 {
-        return false;
-    }
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let Ok(fd) = openat(dir, name, flags, Mode::empty()) else { return false };
-    read_limited(std::fs::File::from(fd)).is_ok_and(|bytes| bytes == contents)
+/// Whether `path` in the tree is (or, through links resolved inside the
+/// tree and never across a mount, leads to) a regular file holding exactly
+/// `contents`: the tree's /etc/localtime is usually a link into its zoneinfo.
+fn tree_file_equals(tree: &OwnedFd, path: &Path, contents: &[u8]) -> bool {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    let resolve = ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS | ResolveFlag::RESOLVE_NO_XDEV;
+    let how = OpenHow::new().flags(OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK).resolve(resolve);
+    let Ok(fd) = openat2(tree, relative, how) else { return false };
+    filecache::read_regular(&std::fs::File::from(fd), Some(contents.len() as u64), MAX_FILE_BYTES)
+        .is_ok_and(|bytes| bytes.as_deref() == Some(contents))
 }
 
 /// Mounts a read-only overlay on `point` in the tree: `layer` over `lower`
@@ -197,13 +192,13 @@ pub fn present(
             etc_layer.extend(passwd.map(|db| (PathBuf::from("passwd"), db)));
             etc_layer.extend(group.map(|db| (PathBuf::from("group"), db)));
         }
-        for (path, contents) in &personal.host_files {
-            let relative = path.strip_prefix(etc).unwrap_or(path);
-            // Compared as the caller: whether a file the caller cannot read
-            // holds some contents is not theirs to learn.
-            if !mounts::with_fs_identity(true, uid, gid, || tree_file_equals(dir, relative, contents)) {
-                etc_layer.push((relative.to_path_buf(), contents.clone()));
-            }
+        // Compared as the caller: whether a file the caller cannot read
+        // holds some contents is not theirs to learn.
+        let differ: Vec<bool> = mounts::with_fs_identity(true, uid, gid, || {
+            personal.host_files.iter().map(|(path, contents)| !tree_file_equals(tree, path, contents)).collect()
+        });
+        for ((path, contents), _) in personal.host_files.iter().zip(differ).filter(|(_, differs)| *differs) {
+            etc_layer.push((path.strip_prefix(etc).unwrap_or(path).to_path_buf(), contents.clone()));
         }
     }
     if !etc_layer.is_empty() && bound_from_cache(tree, etc, &etc_layer) {
@@ -299,8 +294,9 @@ fn bound_from_cache(tree: &OwnedFd, etc: &Path, files: &[(PathBuf, Vec<u8>)]) ->
             (kind == SFlag::S_IFREG || kind == SFlag::S_IFLNK).then_some(target)
         })
         .collect();
-    let (Some(targets), Ok(dir)) = (targets, filecache::open_dir()) else { return false };
-    files.iter().zip(&targets).all(|((_, contents), target)| filecache::bind_contents(&dir, contents, target).is_ok())
+    let Some(targets) = targets else { return false };
+    let contents: Vec<&[u8]> = files.iter().map(|(_, c)| c.as_slice()).collect();
+    filecache::files(&contents).and_then(|found| filecache::bind_all(found, &contents, &targets)).is_ok()
 }
 
 /// Makes the held binds again at their paths, over an overlay that hid them.
