@@ -25,7 +25,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
@@ -106,7 +106,7 @@ fn as_root<T>(f: impl FnOnce() -> T) -> T {
 /// bytes or, with `Some(size)`, when its size is not `size` (nothing read).
 /// Errors: not a regular file, or a read error.
 pub(crate) fn read_regular(file: &std::fs::File, size: Option<u64>, max: u64) -> io::Result<Option<Vec<u8>>> {
-    let st = fstat(&file)?;
+    let st = fstat(file)?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(io::Error::other("not a regular file"));
     }
@@ -222,33 +222,27 @@ pub fn files(contents: &[&[u8]]) -> io::Result<Vec<OwnedFd>> {
     })
 }
 
-/// Binds each of `files` (from [`files`], holding `contents`) read-only,
-/// nosuid, nodev and noexec over the target beside it: a descriptor
-/// (`O_PATH`, not followed) of a regular file or a symbolic link inside the
-/// tree. With the mount(2) fallback (kernels before 5.12) only a regular
-/// file can be covered; a link gives ELOOP. Runs as root in the private
-/// namespace.
-pub fn bind_all(found: Vec<OwnedFd>, contents: &[&[u8]], targets: &[OwnedFd]) -> io::Result<()> {
-    for ((file, contents), target) in found.into_iter().zip(contents).zip(targets) {
-        // A file the cache drops between being found and being bound has
-        // no name left, and the kernel refuses to bind it (ENOENT): find it
-        // again.
-        let mut file = file;
-        let mut attempts = 0;
-        loop {
-            match bind_file(&file, target) {
-                Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempts < 2 => {
-                    attempts += 1;
-                    file = files(&[contents])?.remove(0);
-                }
-                done => break done?,
-            }
+/// Binds `file` (from [`files`], holding `contents`) over `target` as
+/// [`bind_file`] does. A file the cache drops between being found and being
+/// bound has no name left, and the kernel refuses to bind it (ENOENT): it is
+/// found (or written) again.
+pub fn bind_cached(file: OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Result<()> {
+    let mut file = file;
+    for _ in 0..2 {
+        match bind_file(&file, target) {
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => file = files(&[contents])?.remove(0),
+            done => return done,
         }
     }
-    Ok(())
+    bind_file(&file, target)
 }
 
-fn bind_file(file: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+/// Binds `file` read-only, nosuid, nodev and noexec over `target`: a
+/// descriptor (`O_PATH`, not followed) of a regular file or a symbolic link
+/// inside the tree. With the mount(2) fallback (kernels before 5.12) only a
+/// regular file can be covered; a link gives ELOOP. Runs as root in the
+/// private namespace; `file` must be reached through this namespace.
+pub fn bind_file(file: &impl AsFd, target: &OwnedFd) -> io::Result<()> {
     let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
     match sys::open_tree_clone(file, c"", false) {
         Ok(detached) => {
@@ -273,8 +267,8 @@ fn bind_file(file: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
     }
 }
 
-fn fd_path(fd: &impl AsRawFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+fn fd_path(fd: &impl AsFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
 }
 
 #[cfg(test)]
