@@ -24,9 +24,8 @@
 //! removed from the cache (the mount holds it).
 #![forbid(unsafe_code)]
 
-use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
@@ -45,13 +44,14 @@ pub const MAX_FILES: usize = 512;
 /// limit on what the per-entry view reads).
 pub const MAX_BYTES: u64 = 64 << 20;
 
-/// The cache's name for `contents`: a 64-bit SipHash (std's `DefaultHasher`,
-/// fixed keys) and the length. Names only find a candidate; the contents are
-/// compared before a file is used.
+/// The cache's name for `contents`: its 64-bit FNV-1a hash (Fowler, Noll
+/// and Vo; offset basis 0xcbf29ce484222325, prime 0x100000001b3) and its
+/// length. Names only find a candidate; the contents are compared before a
+/// file is used, so a collision costs a rewrite, never a wrong file.
 fn name_for(contents: &[u8]) -> String {
-    let mut hasher = std::hash::DefaultHasher::new();
-    contents.hash(&mut hasher);
-    format!("{:016x}-{}", hasher.finish(), contents.len())
+    let hash =
+        contents.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    format!("{hash:016x}-{}", contents.len())
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
@@ -63,10 +63,14 @@ fn root_only_dir(parent: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
         Ok(()) | Err(Errno::EEXIST) => {}
         Err(e) => return Err(e.into()),
     }
-    let dir = openat(parent, name, DIR_FLAGS, Mode::empty())?;
+    root_only(openat(parent, name, DIR_FLAGS, Mode::empty())?)
+}
+
+/// `dir` if root owns it and nobody else may write it.
+fn root_only(dir: OwnedFd) -> io::Result<OwnedFd> {
     let st = fstat(&dir)?;
     if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
-        return Err(io::Error::other(format!("{name} is not root's alone")));
+        return Err(io::Error::other("the cache directory is not root's alone"));
     }
     Ok(dir)
 }
@@ -74,22 +78,64 @@ fn root_only_dir(parent: &OwnedFd, name: &str) -> io::Result<OwnedFd> {
 /// Opens [`DIR`], creating it and its parent root-owned, mode 0700.
 /// Errors: the directory cannot be made, or one of the two exists and is
 /// not a directory only root may write.
-pub fn open_dir() -> io::Result<OwnedFd> {
-    as_root(|| {
-        let run = openat(nix::fcntl::AT_FDCWD, "/run", DIR_FLAGS, Mode::empty())?;
-        let st = fstat(&run)?;
-        if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
-            return Err(io::Error::other("/run is not root's alone"));
+fn open_dir() -> io::Result<OwnedFd> {
+    let top = match openat(nix::fcntl::AT_FDCWD, "/run/imageswitch", DIR_FLAGS, Mode::empty()) {
+        Err(Errno::ENOENT) => {
+            let run = openat(nix::fcntl::AT_FDCWD, "/run", DIR_FLAGS, Mode::empty())?;
+            let st = fstat(&run)?;
+            if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
+                return Err(io::Error::other("/run is not root's alone"));
+            }
+            root_only_dir(&run, "imageswitch")?
         }
-        let top = root_only_dir(&run, "imageswitch")?;
-        root_only_dir(&top, "view")
-    })
+        opened => root_only(opened?)?,
+    };
+    match openat(&top, "view", DIR_FLAGS, Mode::empty()) {
+        Err(Errno::ENOENT) => root_only_dir(&top, "view"),
+        opened => root_only(opened?),
+    }
 }
 
-/// Runs `f` with root's filesystem ids (the set-uid process's fsgid is the
-/// caller's, which would otherwise own what it creates).
+/// Runs `f` with root's filesystem ids.
 fn as_root<T>(f: impl FnOnce() -> T) -> T {
     crate::mounts::with_fs_identity(true, Uid::from_raw(0), Gid::from_raw(0), f)
+}
+
+/// Reads a regular file with as few system calls as the kernel allows (one
+/// fstat, then reads until the end): `Ok(None)` when it is larger than `max`
+/// bytes or, with `Some(size)`, when its size is not `size` (nothing read).
+/// Errors: not a regular file, or a read error.
+pub(crate) fn read_regular(file: &std::fs::File, size: Option<u64>, max: u64) -> io::Result<Option<Vec<u8>>> {
+    let st = fstat(file)?;
+    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let have = st.st_size as u64;
+    if have > max || size.is_some_and(|size| size != have) {
+        return Ok(None);
+    }
+    // One byte more than the size: a file that grew is read to its end.
+    let mut bytes = vec![0; have as usize + 1];
+    let mut len = 0;
+    loop {
+        match (&mut &*file).read(&mut bytes[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+        if len as u64 == have {
+            break;
+        }
+        if len == bytes.len() {
+            if len as u64 > max {
+                return Ok(None);
+            }
+            bytes.resize(len * 2, 0);
+        }
+    }
+    bytes.truncate(len);
+    Ok((size.is_none_or(|size| size == len as u64) && len as u64 <= max).then_some(bytes))
 }
 
 /// A descriptor of `name` in `dir` if it is a root-owned 0644 regular file
@@ -102,19 +148,12 @@ fn cached(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<Option<Owned
         Err(e) => return Err(e.into()),
     };
     let st = fstat(&fd)?;
-    let regular = SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFREG;
-    if !regular
-        || st.st_uid != 0
-        || st.st_gid != 0
-        || st.st_mode & 0o7777 != 0o644
-        || st.st_size as u64 != contents.len() as u64
-    {
+    if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != 0o644 {
         return Ok(None);
     }
-    let mut file = std::fs::File::from(fd);
-    let mut held = Vec::with_capacity(contents.len());
-    (&mut file).take(contents.len() as u64 + 1).read_to_end(&mut held)?;
-    Ok((held == contents).then(|| file.into()))
+    let file = std::fs::File::from(fd);
+    let held = read_regular(&file, Some(contents.len() as u64), contents.len() as u64)?;
+    Ok((held.as_deref() == Some(contents)).then(|| file.into()))
 }
 
 /// Empties the cache when adding `adding` bytes would pass a limit.
@@ -162,34 +201,48 @@ fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
-/// A descriptor of a cached file holding exactly `contents`, written if absent.
+/// A descriptor of a cached file holding exactly `contents`, written if
+/// absent. Runs with root's filesystem ids (see [`files`]).
 fn file_with(dir: &OwnedFd, contents: &[u8]) -> io::Result<OwnedFd> {
     let name = name_for(contents);
-    match as_root(|| cached(dir, &name, contents))? {
+    match cached(dir, &name, contents)? {
         Some(fd) => Ok(fd),
-        None => as_root(|| write(dir, &name, contents)),
+        None => write(dir, &name, contents),
     }
 }
 
-/// Binds a file holding exactly `contents`, read-only, nosuid, nodev and
-/// noexec, over `target`: a descriptor (`O_PATH`, not followed) of a regular
-/// file or a symbolic link inside the tree. With the mount(2) fallback
-/// (kernels before 5.12) only a regular file can be covered; a link gives
-/// ELOOP. Runs as root in the private namespace.
-pub fn bind_contents(dir: &OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Result<()> {
-    // A file the cache drops between being found and being bound has no
-    // name left, and the kernel refuses to bind it (ENOENT): find it again.
-    let mut attempts = 0;
-    loop {
-        let file = file_with(dir, contents)?;
+/// Descriptors of cached files holding exactly each of `contents`, written
+/// where absent: the cache is opened and searched with root's filesystem
+/// ids (the set-uid process's fsgid is the caller's, which would otherwise
+/// own what it creates), switched once.
+pub fn files(contents: &[&[u8]]) -> io::Result<Vec<OwnedFd>> {
+    as_root(|| {
+        let dir = open_dir()?;
+        contents.iter().map(|c| file_with(&dir, c)).collect()
+    })
+}
+
+/// Binds `file` (from [`files`], holding `contents`) over `target` as
+/// [`bind_file`] does. A file the cache drops between being found and being
+/// bound has no name left, and the kernel refuses to bind it (ENOENT): it is
+/// found (or written) again.
+pub fn bind_cached(file: OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Result<()> {
+    let mut file = file;
+    for _ in 0..2 {
         match bind_file(&file, target) {
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && attempts < 2 => attempts += 1,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => file = files(&[contents])?.remove(0),
             done => return done,
         }
     }
+    bind_file(&file, target)
 }
 
-fn bind_file(file: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
+/// Binds `file` read-only, nosuid, nodev and noexec over `target`: a
+/// descriptor (`O_PATH`, not followed) of a regular file or a symbolic link
+/// inside the tree. With the mount(2) fallback (kernels before 5.12) only a
+/// regular file can be covered; a link gives ELOOP. Runs as root in the
+/// private namespace; `file` must be reached through this namespace.
+pub fn bind_file(file: &impl AsFd, target: &OwnedFd) -> io::Result<()> {
     let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
     match sys::open_tree_clone(file, c"", false) {
         Ok(detached) => {
@@ -214,8 +267,8 @@ fn bind_file(file: &OwnedFd, target: &OwnedFd) -> io::Result<()> {
     }
 }
 
-fn fd_path(fd: &impl AsRawFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+fn fd_path(fd: &impl AsFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! are, and its own entry for the caller's uid or a gid wins over the host's.
 #![forbid(unsafe_code)]
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
@@ -37,8 +37,8 @@ pub struct Personal {
     /// `None` when the caller's entries cannot be shown faithfully: the
     /// tree's own databases apply, whole.
     pub account: Option<Account>,
-    /// (path under /etc, contents).
-    pub host_files: Vec<(PathBuf, Vec<u8>)>,
+    /// Host files to show at the same paths (each under /etc, listed once).
+    pub host_files: Vec<PathBuf>,
     /// The caller's own /run/user/UID on the host, when it exists.
     pub run_user: Option<PathBuf>,
 }
@@ -48,22 +48,15 @@ const MAX_FILE_BYTES: u64 = 16 << 20;
 
 /// The contents of a regular file, at most [`MAX_FILE_BYTES`].
 fn read_limited(file: std::fs::File) -> io::Result<Vec<u8>> {
-    if !file.metadata()?.is_file() {
-        return Err(io::Error::other("not a regular file"));
-    }
-    let mut bytes = Vec::new();
-    file.take(MAX_FILE_BYTES + 1).read_to_end(&mut bytes)?;
-    if bytes.len() as u64 > MAX_FILE_BYTES {
-        return Err(io::Error::other("larger than 16 MiB"));
-    }
-    Ok(bytes)
+    filecache::read_regular(&file, None, MAX_FILE_BYTES)?.ok_or_else(|| io::Error::other("larger than 16 MiB"))
 }
 
 /// Resolves, on the host and before anything is mounted, what the caller sees
-/// of themselves and of the host inside `sysroot`. Problems are warnings: the
-/// entry goes on with the tree's own view of what could not be resolved.
+/// of themselves inside `sysroot`, and which host files are shown. Problems
+/// are warnings: the entry goes on with the tree's own view of what could not
+/// be resolved.
 pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
-    let warn = |what: &str| say(Stream::Err, &format!("imageswitch: warning: {}: {what}", sysroot.name));
+    let warn = |what: &str| warn(&sysroot.name, what);
     let mut gids: Vec<u32> = caller.groups.iter().chain([&caller.gid]).map(|g| g.as_raw()).collect();
     let account = match sys::passwd_by_uid(caller.uid.as_raw()) {
         Ok(Some(pw)) => {
@@ -80,26 +73,18 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
         .ok();
 
     let (uid, gid) = (caller.uid, caller.gid);
-    let mut host_files = Vec::new();
-    for (i, path) in sysroot.host_files(defaults).iter().enumerate() {
-        if sysroot.host_files(defaults)[..i].contains(path) {
-            continue;
-        }
-        // Non-blocking: a FIFO at the end of a link must not hold the entry.
-        let open = || std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
-        let read = mounts::with_fs_identity(true, uid, gid, || open().and_then(read_limited));
-        match read {
-            Ok(bytes) => host_files.push((path.clone(), bytes)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => warn(&format!("host file {} not shown: {}", path.display(), crate::error::describe(&e))),
-        }
-    }
-
+    let listed = sysroot.host_files(defaults);
+    let host_files = listed.iter().enumerate().filter(|(i, path)| !listed[..*i].contains(path)).map(|(_, p)| p.clone());
+    let host_files = host_files.collect();
     // From the real uid, never the environment; only a directory the caller owns.
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
     let owned = mounts::with_fs_identity(true, uid, gid, || std::fs::symlink_metadata(&run_user));
     let run_user = owned.is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw()).then_some(run_user);
     Personal { account, host_files, run_user }
+}
+
+fn warn(sysroot: &str, what: &str) {
+    say(Stream::Err, &format!("imageswitch: warning: {sysroot}: {what}"));
 }
 
 /// A failed step of [`present`]: what, and why.
@@ -153,16 +138,6 @@ fn write_layer_file(dir: &OwnedFd, relative: &Path, contents: &[u8]) -> Result<(
     std::fs::File::from(fd).write_all(contents).map_err(|e| (what(), e))
 }
 
-/// Whether `name` (one component) in `dir` is a regular file holding exactly `contents`.
-fn tree_file_equals(dir: &OwnedFd, name: &Path, contents: &[u8]) -> bool {
-    if name.components().count() != 1 {
-        return false;
-    }
-    let flags = OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK;
-    let Ok(fd) = openat(dir, name, flags, Mode::empty()) else { return false };
-    read_limited(std::fs::File::from(fd)).is_ok_and(|bytes| bytes == contents)
-}
-
 /// Mounts a read-only overlay on `point` in the tree: `layer` over `lower`
 /// (the tree's own directory there, reached before anything covered it).
 fn overlay(tree: &OwnedFd, point: &Path, layer: &OwnedFd, lower: &OwnedFd) -> Result<(), Failure> {
@@ -180,34 +155,53 @@ fn overlay(tree: &OwnedFd, point: &Path, layer: &OwnedFd, lower: &OwnedFd) -> Re
 pub fn present(
     tree: &OwnedFd,
     tree_path: &Path,
+    sysroot: &str,
     personal: &Personal,
     shared: &[MountSpec],
     uid: Uid,
     gid: Gid,
 ) -> Result<(), Failure> {
     let (etc, run) = (Path::new("/etc"), Path::new("/run"));
-    // Files for the layer over /etc, relative to it.
-    let mut etc_layer: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    // What goes at each path under /etc: the tree's databases with the
+    // caller's lines, and the host's files, opened with the caller's
+    // filesystem identity (a file the caller cannot read is not shown).
+    let mut shown: Vec<(PathBuf, Shown)> = Vec::new();
     let lower_etc =
         if personal.account.is_some() || !personal.host_files.is_empty() { Some(open_dir(tree, etc)?) } else { None };
     if let Some(dir) = &lower_etc {
         if let Some(account) = &personal.account {
             let (passwd, group) =
                 merged_databases(&read_tree_file(dir, "passwd")?, &read_tree_file(dir, "group")?, account);
-            etc_layer.extend(passwd.map(|db| (PathBuf::from("passwd"), db)));
-            etc_layer.extend(group.map(|db| (PathBuf::from("group"), db)));
+            shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
+            shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
         }
-        for (path, contents) in &personal.host_files {
-            let relative = path.strip_prefix(etc).unwrap_or(path);
-            // Compared as the caller: whether a file the caller cannot read
-            // holds some contents is not theirs to learn.
-            if !mounts::with_fs_identity(true, uid, gid, || tree_file_equals(dir, relative, contents)) {
-                etc_layer.push((relative.to_path_buf(), contents.clone()));
+        let opened = mounts::with_fs_identity(true, uid, gid, || {
+            // Non-blocking: a FIFO at the end of a link must not hold the entry.
+            let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
+            personal.host_files.iter().map(|path| (path, open(path).and_then(regular))).collect::<Vec<_>>()
+        });
+        for (path, file) in opened {
+            match file {
+                Ok(file) => shown.push((path.strip_prefix(etc).unwrap_or(path).to_path_buf(), Shown::Host(file))),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    warn(sysroot, &format!("host file {} not shown: {}", path.display(), crate::error::describe(&e)))
+                }
             }
         }
     }
-    if !etc_layer.is_empty() && bound_from_cache(tree, etc, &etc_layer) {
-        etc_layer.clear();
+    let mut etc_layer: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+    let bound = |dir| bound_over_the_trees(tree, dir, etc, &shown);
+    if !shown.is_empty() && !lower_etc.as_ref().is_some_and(bound) {
+        for (relative, what) in shown {
+            let contents = match what {
+                Shown::Made(contents) => contents,
+                Shown::Host(file) => {
+                    read_limited(file).map_err(|e| (format!("reading the host's /etc/{}", relative.display()), e))?
+                }
+            };
+            etc_layer.push((relative, contents));
+        }
     }
     // The layer's files are written by this process, under the caller's
     // file-size limit (the kernel applies it to root too, and raising it
@@ -285,22 +279,57 @@ pub fn present(
     Ok(())
 }
 
-/// Binds each of `files` (paths under `etc`, contents) over the tree's own
-/// from the root-only cache ([`filecache`]): one mount per file, no new
-/// superblock. False when the tree has no file or link at one of the paths,
-/// or a bind cannot be made: the caller then lays all of them in a per-entry
-/// layer under an overlay of `etc` instead (which hides any bind made here).
-fn bound_from_cache(tree: &OwnedFd, etc: &Path, files: &[(PathBuf, Vec<u8>)]) -> bool {
-    let targets: Option<Vec<OwnedFd>> = files
+/// What [`present`] shows at a path under /etc.
+enum Shown {
+    /// Contents made for this entry (the tree's passwd or group with the
+    /// caller's lines), bound from the root-only cache ([`filecache`]).
+    Made(Vec<u8>),
+    /// A host file, opened with the caller's identity, bound as it is.
+    Host(std::fs::File),
+}
+
+/// `file` if it is a regular file.
+fn regular(file: std::fs::File) -> io::Result<std::fs::File> {
+    if file.metadata()?.is_file() { Ok(file) } else { Err(io::Error::other("not a regular file")) }
+}
+
+/// Binds each of `shown` (paths under `etc`) read-only over the tree's own
+/// file or link there: one mount per file, no new superblock. False when the
+/// tree has no file or link at one of the paths, or a bind cannot be made:
+/// the caller then lays all of them in a per-entry layer under an overlay of
+/// `etc` instead (which hides any bind made here).
+fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[(PathBuf, Shown)]) -> bool {
+    let targets: Option<Vec<OwnedFd>> = shown
         .iter()
         .map(|(relative, _)| {
-            let target = mounts::open_target(tree, &etc.join(relative)).ok()?;
+            // Most are directly in /etc, opened already; deeper ones are
+            // walked from the tree's root, no link followed.
+            let target = if relative.components().count() == 1 {
+                let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+                openat(etc_dir, relative.as_path(), flags, Mode::empty()).ok()?
+            } else {
+                mounts::open_target(tree, &etc.join(relative)).ok()?
+            };
             let kind = SFlag::from_bits_truncate(fstat(&target).ok()?.st_mode) & SFlag::S_IFMT;
             (kind == SFlag::S_IFREG || kind == SFlag::S_IFLNK).then_some(target)
         })
         .collect();
-    let (Some(targets), Ok(dir)) = (targets, filecache::open_dir()) else { return false };
-    files.iter().zip(&targets).all(|((_, contents), target)| filecache::bind_contents(&dir, contents, target).is_ok())
+    let Some(targets) = targets else { return false };
+    let made: Vec<&[u8]> = shown
+        .iter()
+        .filter_map(|(_, what)| match what {
+            Shown::Made(contents) => Some(contents.as_slice()),
+            Shown::Host(_) => None,
+        })
+        .collect();
+    let Ok(cached) = filecache::files(&made) else { return false };
+    let mut cached = cached.into_iter().zip(made);
+    shown.iter().zip(&targets).all(|((_, what), target)| match what {
+        Shown::Made(_) => {
+            cached.next().is_some_and(|(file, contents)| filecache::bind_cached(file, contents, target).is_ok())
+        }
+        Shown::Host(file) => filecache::bind_file(file, target).is_ok(),
+    })
 }
 
 /// Makes the held binds again at their paths, over an overlay that hid them.

@@ -411,7 +411,7 @@ mod tests {
         }
         fn prepare_personal(&mut self, _caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
             self.steps.push("prepare personal".into());
-            let host_files = sysroot.host_files(defaults).iter().map(|f| (f.clone(), Vec::new())).collect();
+            let host_files = sysroot.host_files(defaults).to_vec();
             Personal { host_files, ..Personal::default() }
         }
         fn say(&mut self, stream: Stream, line: &str) {
@@ -512,7 +512,7 @@ mod tests {
             sysroot,
             caller: &caller,
             mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), Some(&caller.home)),
-            personal: Personal { host_files: vec![("/etc/hosts".into(), b"".to_vec())], ..Personal::default() },
+            personal: Personal { host_files: vec!["/etc/hosts".into()], ..Personal::default() },
             cwd: cwd.iter().map(PathBuf::from).collect(),
             cwd_id,
             require_cwd: sysroot.require_cwd,

@@ -153,7 +153,7 @@ impl Kernel for Real {
 
     fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec], caller: &Caller) -> Result<(), Error> {
         let tree = self.tree()?;
-        personal::present(tree, &self.tree_path, personal, shared, caller.uid, caller.gid)
+        personal::present(tree, &self.tree_path, &self.sysroot, personal, shared, caller.uid, caller.gid)
             .map_err(|(what, why)| Error::mount(&self.sysroot, what, why))
     }
 
