@@ -88,10 +88,16 @@ pub(super) fn fd_path(fd: &OwnedFd) -> String {
     format!("/proc/self/fd/{}", fd.as_raw_fd())
 }
 
+/// A path for a message: a home or bind path comes from passwd or the
+/// configuration, and may hold controls or bytes that are not UTF-8.
+fn shown(path: &Path) -> String {
+    crate::escape::escape(path.as_os_str().as_bytes())
+}
+
 /// Makes one bind from `spec` onto the tree at `tree`.
 pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: Gid) -> Result<Outcome, MountError> {
-    let source_shown = spec.source.display().to_string();
-    let target_shown = tree_path.join(spec.target.strip_prefix("/").unwrap_or(&spec.target)).display().to_string();
+    let source_shown = shown(&spec.source);
+    let target_shown = shown(&tree_path.join(spec.target.strip_prefix("/").unwrap_or(&spec.target)));
     let missing = |what: String, err: io::Error| -> Result<Outcome, MountError> {
         if spec.if_missing == IfMissing::Fail || err.kind() != io::ErrorKind::NotFound {
             Err(fail(what, err))
@@ -214,5 +220,12 @@ mod tests {
         assert_eq!(kind("/home/./alice"), Err(Errno::EINVAL));
         assert_eq!(kind("/home/bob"), Err(Errno::ENOENT));
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn paths_in_messages_stay_on_one_line() {
+        let odd = Path::new(OsStr::from_bytes(b"/var/homes/a\nb\x1b[31m\xff"));
+        assert_eq!(shown(odd), "/var/homes/a\\nb\\u{1b}[31m\\xff");
+        assert_eq!(shown(Path::new("/home/alice")), "/home/alice");
     }
 }
