@@ -31,7 +31,7 @@ use std::os::unix::fs::MetadataExt;
 use nix::errno::Errno;
 use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags, openat, renameat2};
 use nix::mount::{MsFlags, mount};
-use nix::sys::stat::{Mode, SFlag, fchmod, fstat, mkdirat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, mkdirat};
 use nix::unistd::{Gid, Uid};
 
 use crate::sys;
@@ -86,12 +86,12 @@ fn open_dir() -> io::Result<OwnedFd> {
             if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
                 return Err(io::Error::other("/run is not root's alone"));
             }
-            root_only_dir(&run, "imageswitch")?
+            as_root(|| root_only_dir(&run, "imageswitch"))?
         }
         opened => root_only(opened?)?,
     };
     match openat(&top, "view", DIR_FLAGS, Mode::empty()) {
-        Err(Errno::ENOENT) => root_only_dir(&top, "view"),
+        Err(Errno::ENOENT) => as_root(|| root_only_dir(&top, "view")),
         opened => root_only(opened?),
     }
 }
@@ -106,12 +106,23 @@ fn as_root<T>(f: impl FnOnce() -> T) -> T {
 /// bytes or, with `Some(size)`, when its size is not `size` (nothing read).
 /// Errors: not a regular file, or a read error.
 pub(crate) fn read_regular(file: &std::fs::File, size: Option<u64>, max: u64) -> io::Result<Option<Vec<u8>>> {
+    read_regular_if(file, size, max, |_| true)
+}
+
+/// [`read_regular`], reading nothing (`Ok(None)`) unless `wanted` accepts
+/// the file's status.
+fn read_regular_if(
+    file: &std::fs::File,
+    size: Option<u64>,
+    max: u64,
+    wanted: impl FnOnce(&FileStat) -> bool,
+) -> io::Result<Option<Vec<u8>>> {
     let st = fstat(file)?;
     if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
         return Err(io::Error::other("not a regular file"));
     }
     let have = st.st_size as u64;
-    if have > max || size.is_some_and(|size| size != have) {
+    if !wanted(&st) || have > max || size.is_some_and(|size| size != have) {
         return Ok(None);
     }
     // One byte more than the size: a file that grew is read to its end.
@@ -147,12 +158,9 @@ fn cached(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<Option<Owned
         Err(Errno::ENOENT) => return Ok(None),
         Err(e) => return Err(e.into()),
     };
-    let st = fstat(&fd)?;
-    if st.st_uid != 0 || st.st_gid != 0 || st.st_mode & 0o7777 != 0o644 {
-        return Ok(None);
-    }
     let file = std::fs::File::from(fd);
-    let held = read_regular(&file, Some(contents.len() as u64), contents.len() as u64)?;
+    let owned = |st: &FileStat| st.st_uid == 0 && st.st_gid == 0 && st.st_mode & 0o7777 == 0o644;
+    let held = read_regular_if(&file, Some(contents.len() as u64), contents.len() as u64, owned)?;
     Ok((held.as_deref() == Some(contents)).then(|| file.into()))
 }
 
@@ -202,24 +210,21 @@ fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
 }
 
 /// A descriptor of a cached file holding exactly `contents`, written if
-/// absent. Runs with root's filesystem ids (see [`files`]).
+/// absent, with root's filesystem ids (the set-uid process's fsgid is the
+/// caller's, which would otherwise own what it creates).
 fn file_with(dir: &OwnedFd, contents: &[u8]) -> io::Result<OwnedFd> {
     let name = name_for(contents);
     match cached(dir, &name, contents)? {
         Some(fd) => Ok(fd),
-        None => write(dir, &name, contents),
+        None => as_root(|| write(dir, &name, contents)),
     }
 }
 
 /// Descriptors of cached files holding exactly each of `contents`, written
-/// where absent: the cache is opened and searched with root's filesystem
-/// ids (the set-uid process's fsgid is the caller's, which would otherwise
-/// own what it creates), switched once.
+/// where absent.
 pub fn files(contents: &[&[u8]]) -> io::Result<Vec<OwnedFd>> {
-    as_root(|| {
-        let dir = open_dir()?;
-        contents.iter().map(|c| file_with(&dir, c)).collect()
-    })
+    let dir = open_dir()?;
+    contents.iter().map(|c| file_with(&dir, c)).collect()
 }
 
 /// Binds `file` (from [`files`], holding `contents`) over `target` as

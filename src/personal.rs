@@ -295,7 +295,8 @@ fn regular(file: std::fs::File) -> io::Result<std::fs::File> {
 
 /// Binds each of `shown` (paths under `etc`) read-only over the tree's own
 /// file or link there: one mount per file, no new superblock. False when the
-/// tree has no file or link at one of the paths, or a bind cannot be made:
+/// tree has nothing at one of the paths, or a bind cannot be made (a
+/// directory there):
 /// the caller then lays all of them in a per-entry layer under an overlay of
 /// `etc` instead (which hides any bind made here).
 fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[(PathBuf, Shown)]) -> bool {
@@ -304,14 +305,13 @@ fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[
         .map(|(relative, _)| {
             // Most are directly in /etc, opened already; deeper ones are
             // walked from the tree's root, no link followed.
-            let target = if relative.components().count() == 1 {
+            // A directory there makes its bind fail, and so the overlay.
+            if relative.components().count() == 1 {
                 let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-                openat(etc_dir, relative.as_path(), flags, Mode::empty()).ok()?
+                openat(etc_dir, relative.as_path(), flags, Mode::empty()).ok()
             } else {
-                mounts::open_target(tree, &etc.join(relative)).ok()?
-            };
-            let kind = SFlag::from_bits_truncate(fstat(&target).ok()?.st_mode) & SFlag::S_IFMT;
-            (kind == SFlag::S_IFREG || kind == SFlag::S_IFLNK).then_some(target)
+                mounts::open_target(tree, &etc.join(relative)).ok()
+            }
         })
         .collect();
     let Some(targets) = targets else { return false };
