@@ -323,6 +323,7 @@ mod tests {
         }
         for key in [
             "method", "suite", "arch", "mirror", "source", "packages", "services", "users", "skeleton", "files",
+            "playbook",
             "keep", "store",
         ] {
             if !page.contains(&format!("**{key}**")) {

@@ -138,7 +138,7 @@ fn playbook_runs_in_the_new_generation_and_plan_checks_it_against_the_live_one()
     assert!(!s.path("roots/deb/etc/isw-written").exists(), "plan wrote into the live generation");
 
     // A failed play publishes nothing and leaves nothing behind.
-    let fails = "- hosts: all\n  gather_facts: false\n  tasks:\n    - name: Fails\n      ansible.builtin.command: ls /no/such/file\n";
+    let fails = "- hosts: deb\n  gather_facts: false\n  tasks:\n    - name: Fails\n      ansible.builtin.command: ls /no/such/file\n";
     fs::write(&book, fails).unwrap();
     let out = s.expect(&["apply"], 1);
     assert!(
@@ -184,6 +184,12 @@ fn a_tree_without_python_is_refused_before_the_play() {
     declare(&s, "busybox", &book);
     let out = s.expect(&["plan"], 2);
     assert!(out.contains("not checked, the live generation has no /usr/bin/python3"), "{out}");
+
+    // The host needs ansible-playbook on PATH.
+    let out = s.cmd(&["plan"]).env("PATH", "/usr/sbin:/sbin").output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no ansible-playbook on PATH: the playbook key needs Ansible with the community.general and ansible.posix collections (Debian's package \"ansible\""), "{stderr}");
     s.assert_clean();
 }
 
