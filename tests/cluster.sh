@@ -517,6 +517,13 @@ else
 fi
 check_eq "every node is on release 1's generation, node1's number 2, the others' 1" "$ID1 $ID1 $ID1 2 1 1 " \
     "$(node_ids)$(node_numbers)"
+if play rollback.yml --check; then
+    out="$(grep -c "deb11 $ID1 -> $ID2 (would change)" "$PREFIX/play.log") $(node_ids)"
+    check_eq "rollback check mode: each node reports the change to the head's previous id, and changes nothing" \
+        "3 $ID1 $ID1 $ID1 " "$out"
+else
+    fail "rollback check mode" "$(tail -n 30 "$PREFIX/play.log")"
+fi
 
 # --- a node whose sysrootctl gives odd paths ---------------------------------
 
