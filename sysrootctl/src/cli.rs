@@ -324,8 +324,7 @@ mod tests {
         }
         for key in [
             "method", "suite", "arch", "mirror", "source", "packages", "services", "users", "skeleton", "files",
-            "playbook",
-            "keep", "store",
+            "playbook", "keep", "store",
         ] {
             if !page.contains(&format!("**{key}**")) {
                 missing.push(key.to_string());
