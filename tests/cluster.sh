@@ -7,9 +7,13 @@
 # publish it with sysrootctl's atomic link swap. Every job is submitted as an
 # unprivileged user. It checks: srun -N3 and sbatch (#!/bin11/bash) on every
 # node; the rollout role (packaging/ansible/rollout.yml) in check mode, while a
-# job runs on every node, with the bytes a small change sends, with ssh killed
-# mid-transfer, with a node failing the health gate; rollback.yml; and that
-# nothing of the cluster is left. doc/cluster.md has the measured costs.
+# job runs on every node (the new generation adds a package from a local apt
+# repository and a file from a playbook, sysrootctl's playbook key), with the
+# bytes a small change sends, with ssh killed mid-transfer and a second
+# rollout refused meanwhile, with a node whose sysrootctl gives odd paths,
+# with a node failing the health gate; rollback.yml by generation id, where
+# the nodes number generations differently; and that nothing of the cluster
+# is left. doc/cluster.md has the measured costs.
 #
 #   bash tests/cluster.sh          (as root; installs what it needs with apt-get)
 #
@@ -21,7 +25,8 @@ set -uo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CL_BASE=/var/lib/isw-cluster-test       # every machine's private directories
 PREFIX=/opt/isw-cluster-test            # the shared binaries (root-owned)
-TREE_SRC=${IMAGESWITCH_TEST_CACHE:-/var/cache/imageswitch-test}/bullseye-i386
+# With python3: what Ansible's chroot connection needs in the tree.
+TREE_SRC=${IMAGESWITCH_TEST_CACHE:-/var/cache/imageswitch-test}/bullseye-i386-python
 USER_OK=isw-cluster
 TARGET=${CLUSTER_TEST_TARGET_DIR:-$REPO/target/cluster-test}
 # The SPANK plugin does not depend on the config path: tests/slurm.sh's build.
@@ -81,9 +86,10 @@ need() {
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d && made_policy=1
 }
 install_missing slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge mungekey:munge \
-    /usr/sbin/sshd:openssh-server rsync:rsync /usr/include/slurm/spank.h:libslurm-dev
+    /usr/sbin/sshd:openssh-server rsync:rsync /usr/include/slurm/spank.h:libslurm-dev \
+    dpkg-scanpackages:dpkg-dev ansible-playbook:ansible
 [ -n "${made_policy:-}" ] && rm -f /usr/sbin/policy-rc.d
-must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386
+must "cached bullseye i386 tree with python3" bash "$REPO/tests/support/trees.sh" bullseye-i386-python
 if [ ! -x "$VENV/bin/ansible-playbook" ]; then
     must "python3 -m venv $VENV" /usr/bin/python3 -m venv "$VENV"
     must "pip install ansible-core" "$VENV/bin/pip" install --quiet 'ansible-core>=2.16,<2.19'
@@ -218,6 +224,29 @@ check_eq "the head reaches every node over ssh with its key (known host keys)" "
 
 install -d -m 755 "$PREFIX/overlay" "$PREFIX/overlay/spool"
 echo "release 1" >"$PREFIX/overlay/release"
+# A local apt repository (the site's mirror) with one package, in the tree
+# from release 1 on; release 2 installs the package (packages key) and runs a
+# playbook (playbook key). No network: apt reads the repository in the tree.
+pkg=$PREFIX/pkg/isw-cluster-hello
+install -d -m 755 "$pkg/DEBIAN" "$pkg/usr/share/isw-cluster-hello" "$PREFIX/repo" "$PREFIX/playbook"
+echo "hello from a package" >"$pkg/usr/share/isw-cluster-hello/hello"
+printf '%s\n' "Package: isw-cluster-hello" "Version: 1.0" "Architecture: all" \
+    "Maintainer: imageswitch tests <root@localhost>" "Description: a package the cluster test adds" \
+    " It marks a generation built with it." >"$pkg/DEBIAN/control"
+need "build the package" dpkg-deb --root-owner-group -b "$pkg" "$PREFIX/repo/isw-cluster-hello_1.0_all.deb"
+(cd "$PREFIX/repo" && dpkg-scanpackages . /dev/null >Packages 2>/dev/null)
+echo "deb [trusted=yes] file:/srv/isw-repo ./" >"$PREFIX/overlay/sources.list"
+cat >"$PREFIX/playbook/site.yml" <<'EOF'
+- name: Customise the golden image
+  hosts: all
+  gather_facts: false
+  tasks:
+    - name: Write the site's file
+      ansible.builtin.copy:
+        dest: /etc/isw-cluster-playbook
+        content: "customised by a playbook\n"
+        mode: "0644"
+EOF
 for m in "${CL_MACHINES[@]}"; do
     cat >"$CL_BASE/$m/etc/sysroots.toml" <<EOF
 [defaults]
@@ -238,6 +267,8 @@ source = "$TREE_SRC"
 files = [
     { src = "$PREFIX/overlay/spool", dst = "/var/spool/slurmd" },
     { src = "$PREFIX/overlay/release", dst = "/etc/isw-cluster-release" },
+    { src = "$PREFIX/repo", dst = "/srv/isw-repo" },
+    { src = "$PREFIX/overlay/sources.list", dst = "/etc/apt/sources.list" },
 ]
 EOF
 done
@@ -258,13 +289,14 @@ sysroot_rollout_canary_user: $USER_OK
 sysroot_rollout_canary_command: [/bin/sh, -c, 'test "\$(uname -m)" = i686']
 EOF
 
-# play PLAYBOOK ARGS...: ansible-playbook on the head, output in $PREFIX/play.log.
+# play PLAYBOOK ARGS...: ansible-playbook on the head, output in $PREFIX/play.log
+# (or $PLAY_LOG).
 play() {
     local book=$1 t0=$SECONDS
     shift
     cl_in head env HOME=/root ANSIBLE_NOCOLOR=1 ANSIBLE_RETRY_FILES_ENABLED=0 \
         timeout 300 "$VENV/bin/ansible-playbook" -i /root/inventory -e @/root/vars.yml \
-        "$REPO/packaging/ansible/$book" "$@" >"$PREFIX/play.log" 2>&1
+        "$REPO/packaging/ansible/$book" "$@" >"${PLAY_LOG:-$PREFIX/play.log}" 2>&1
     local status=$?
     echo "$((SECONDS - t0))" >"$PREFIX/play.seconds"
     return $status
@@ -278,19 +310,30 @@ recap() {
 node_ids() {
     local n
     for n in "${NODES[@]}"; do
-        cl_in "$n" "$PREFIX/bin/sysrootctl" status deb11 --json | jq -r '.[0].id'
+        cl_in "$n" "$PREFIX/bin/sysrootctl" export deb11 --json | jq -r '.id'
+    done | tr '\n' ' '
+}
+# node_numbers: each node's number for its live generation.
+node_numbers() {
+    local n
+    for n in "${NODES[@]}"; do
+        cl_in "$n" "$PREFIX/bin/sysrootctl" export deb11 --json | jq -r '.generation'
     done | tr '\n' ' '
 }
 head_id() { cl_in head "$PREFIX/bin/sysrootctl" status deb11 --json | jq -r '.[0].id'; }
 
 need "sysrootctl apply deb11 on the head" cl_in head "${SYSROOTCTL[@]}" apply deb11
+# node1 built a generation of its own before: from here on it numbers the
+# generations it receives one higher than node2 and node3 do.
+need "sysrootctl apply deb11 on node1" cl_in node1 "${SYSROOTCTL[@]}" apply deb11
 ID1=$(head_id)
 if play rollout.yml; then
     pass "first rollout to node1..3 (serial, health gate): $(recap)"
+    say "# measured: bytes sent per node for the whole tree: $(grep -o 'Total bytes sent: [0-9,]*' "$PREFIX/play.log" | awk '{print $4}' | tr '\n' ' ')($(find "$CL_BASE/head/sysrootctl/deb11/1" | wc -l) files, $(du -sb "$CL_BASE/head/sysrootctl/deb11/1" | cut -f1) bytes)"
 else
     fail "first rollout to node1..3" "$(tail -n 30 "$PREFIX/play.log")"
 fi
-check_eq "every node runs the head's generation (sysrootctl status --json id)" "$ID1 $ID1 $ID1 " "$(node_ids)"
+check_eq "every node runs the head's generation (sysrootctl export --json id)" "$ID1 $ID1 $ID1 " "$(node_ids)"
 
 # --- jobs as the user ---------------------------------------------------------
 
@@ -325,9 +368,22 @@ check_eq "sbatch of the #!/bin11/bash job script itself, on each node" \
 # --- a rollout while a job runs on every node -------------------------------
 
 echo "release 2" >"$PREFIX/overlay/release"
+sed -i "s|^method = \"tarball\"|&\npackages = [\"isw-cluster-hello\"]\nplaybook = \"$PREFIX/playbook/site.yml\"|" \
+    "$CL_BASE/head/etc/sysroots.toml"
 t0=$SECONDS
-need "sysrootctl apply deb11 on the head (release 2)" cl_in head "${SYSROOTCTL[@]}" apply deb11
-say "# measured: sysrootctl apply of a one-file change on the head: $((SECONDS - t0)) s"
+if out=$(cl_in head "${SYSROOTCTL[@]}" apply deb11 2>&1); then
+    check_eq "release 2 on the head: a package added, a file from a playbook, a one-file change" "1 1 1" \
+        "$(grep -c '^  install packages: isw-cluster-hello$' <<<"$out") $(grep -c '^  playbook .*: task "Write the site.s file" changed$' <<<"$out") $(grep -c '^  update /etc/isw-cluster-release' <<<"$out")"
+else
+    fail "setup: sysrootctl apply deb11 on the head (release 2)" "$out"
+    finish_cluster
+fi
+say "# measured: sysrootctl apply on the head of release 2 (a package, a playbook, a file): $((SECONDS - t0)) s"
+t0=$SECONDS
+out=$(cl_in head "${SYSROOTCTL[@]}" apply deb11 2>&1)
+check_eq "a second apply on the head changes nothing (the playbook's check mode included)" \
+    "deb11: up to date, nothing changed (generation 2)" "$out"
+say "# measured: no-op sysrootctl apply on the head with the playbook's check: $((SECONDS - t0)) s"
 ID2=$(head_id)
 tree_bytes=$(du -sb "$CL_BASE/head/sysrootctl/deb11/2" | cut -f1)
 
@@ -343,10 +399,12 @@ fi
 GO=/tmp/isw-cluster-test-go
 rm -f "$GO"
 # Each task says what it sees, waits for $GO (bounded), and says it again.
+# What a task sees: the release, the package's file, the playbook's file.
+sees='$(cat /etc/isw-cluster-release) $(cat /usr/share/isw-cluster-hello/hello 2>/dev/null || echo no package) $(cat /etc/isw-cluster-playbook 2>/dev/null || echo no playbook)'
 as sbatch -N3 --wait --quiet -o job-long.out --wrap "srun --sysroot=deb11 sh -c '
-    echo \"\$(uname -n) before \$(cat /etc/isw-cluster-release)\"
+    echo \"\$(uname -n) before $sees\"
     i=0; while [ ! -e $GO ] && [ \$i -lt 600 ]; do sleep 0.2; i=\$((i + 1)); done
-    echo \"\$(uname -n) after \$(cat /etc/isw-cluster-release)\"'" >/dev/null 2>&1 &
+    echo \"\$(uname -n) after $sees\"'" >/dev/null 2>&1 &
 long_job=$!
 for _ in $(seq 1 120); do
     [ "$(grep -c before "$HOME_OK/job-long.out" 2>/dev/null)" = 3 ] && break
@@ -367,18 +425,20 @@ if [ -n "$small" ] && [ -n "$sent" ]; then
 else
     fail "a small change sends little" "bytes sent per node: ${sent:-none}; tree: $tree_bytes bytes"
 fi
-store1=$CL_BASE/node1/sysrootctl/deb11
-out="$(stat -c %i "$store1/1/bin/bash" "$store1/2/bin/bash" | uniq | wc -l) $(cat "$store1/1/etc/isw-cluster-release")"
+store2=$CL_BASE/node2/sysrootctl/deb11
+out="$(stat -c %i "$store2/1/bin/bash" "$store2/2/bin/bash" | uniq | wc -l) $(cat "$store2/1/etc/isw-cluster-release")"
 check_eq "on the node, the new generation shares unchanged files with the old one (hard links)" "1 release 1" "$out"
-out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(cat /etc/isw-cluster-release)"' 2>&1 | sort | tr '\n' '|')
-check_eq "a job started after the switch sees release 2 on every node" \
-    "node1 release 2|node2 release 2|node3 release 2|" "$out"
+out=$(as srun -N3 --sysroot=deb11 sh -c "echo \"\$(uname -n) $sees\"" 2>&1 | sort | tr '\n' '|')
+new="release 2 hello from a package customised by a playbook"
+check_eq "a job started after the switch sees release 2, its package and its playbook's file on every node" \
+    "node1 $new|node2 $new|node3 $new|" "$out"
 touch "$GO"
 wait "$long_job"
 status=$?
 out=$(sort "$HOME_OK/job-long.out" 2>&1 | tr '\n' '|')
-check_eq "the job running during the rollout kept release 1 until it ended, and succeeded (status $status)" \
-    "node1 after release 1|node1 before release 1|node2 after release 1|node2 before release 1|node3 after release 1|node3 before release 1|0" \
+old="release 1 no package no playbook"
+check_eq "the job running during the rollout kept release 1 (no package, no playbook's file) until it ended, and succeeded (status $status)" \
+    "node1 after $old|node1 before $old|node2 after $old|node2 before $old|node3 after $old|node3 before $old|0" \
     "$out$status"
 rm -f "$GO"
 
@@ -394,11 +454,18 @@ cp -p "$CL_BASE/node2/sysrootctl/deb11/2.json" "$CL_BASE/node2/sysrootctl/deb11/
 play rollout.yml -e '{"sysroot_rollout_rsync_options": ["--bwlimit=2000"]}' &
 slow_play=$!
 killed=""
+second=""
 for _ in $(seq 1 240); do
     if ls -a "$CL_BASE/node2/sysrootctl/deb11/incoming/opt/" 2>/dev/null | grep -q '^\.isw-big\.'; then
         for p in $(cl_processes); do
             case $(tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null) in
-                ssh\ *node2\ rsync\ --server*) kill -9 "$p" && killed=$p ;;
+                ssh\ *node2\ rsync\ --server*)
+                    # The transfer held where it is: a second rollout to node2 meanwhile.
+                    kill -STOP "$p"
+                    PLAY_LOG=$PREFIX/play2.log play rollout.yml --limit node2
+                    second=$?
+                    kill -9 "$p" && killed=$p
+                    ;;
             esac
         done
         break
@@ -411,6 +478,11 @@ if [ -n "$killed" ] && [ "$status" -ne 0 ]; then
     pass "ssh to node2 killed mid-transfer (pid $killed): the rollout fails and stops: $(recap)"
 else
     fail "ssh to node2 killed mid-transfer" "killed: ${killed:-nothing}, play status $status" "$(tail -n 20 "$PREFIX/play.log")"
+fi
+if [ "$second" = 2 ] && grep -q "node2: another rollout or rollback of deb11 is running here .* taken by head at" "$PREFIX/play2.log"; then
+    pass "a second rollout to node2 during the first is refused at node2's rollout lock"
+else
+    fail "a second rollout to node2 during the first is refused" "status ${second:-not run}" "$(tail -n 20 "$PREFIX/play2.log")"
 fi
 check_eq "node1 switched, node2 stays on its generation, node3 never started" "$ID3 $ID2 $ID2 " "$(node_ids)"
 incoming=$CL_BASE/node2/sysrootctl/deb11/incoming
@@ -426,17 +498,51 @@ else
 fi
 check_eq "every node runs release 3's generation" "$ID3 $ID3 $ID3 " "$(node_ids)"
 
-# --- rollback of every node in one play ---------------------------------------
+# --- rollback of every node in one play, by generation id -------------------
 
 if play rollback.yml; then
     pass "rollback play: $(recap)"
 else
     fail "rollback play" "$(tail -n 30 "$PREFIX/play.log")"
 fi
-check_eq "every node is back on release 2's generation" "$ID2 $ID2 $ID2 " "$(node_ids)"
+check_eq "every node is back on release 2's generation (the head's one before its live one), which node1 numbers 3 and node2, node3 number 2" \
+    "$ID2 $ID2 $ID2 3 2 2 " "$(node_ids)$(node_numbers)"
 out=$(as srun -N3 --sysroot=deb11 sh -c 'echo "$(uname -n) $(cat /etc/isw-cluster-release)"' 2>&1 | sort | tr '\n' '|')
 check_eq "jobs after the rollback see release 2 on every node" \
     "node1 release 2|node2 release 2|node3 release 2|" "$out"
+if play rollback.yml -e "sysroot_rollout_to=$ID1"; then
+    pass "rollback play to release 1's id: $(recap)"
+else
+    fail "rollback play to release 1's id" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+check_eq "every node is on release 1's generation, node1's number 2, the others' 1" "$ID1 $ID1 $ID1 2 1 1 " \
+    "$(node_ids)$(node_numbers)"
+if play rollback.yml --check; then
+    out="$(grep -c "deb11 $ID1 -> $ID2 (would change)" "$PREFIX/play.log") $(node_ids)"
+    check_eq "rollback check mode: each node reports the change to the head's previous id, and changes nothing" \
+        "3 $ID1 $ID1 $ID1 " "$out"
+else
+    fail "rollback check mode" "$(tail -n 30 "$PREFIX/play.log")"
+fi
+
+# --- a node whose sysrootctl gives odd paths ---------------------------------
+
+# node3's sysrootctl, as an odd (or older) one: export names an incoming
+# directory outside its store. The rollout must not send there.
+cat >"$PREFIX/bin/sysrootctl-odd" <<EOF
+#!/bin/sh
+if [ "\$(hostname)" = node3 ]; then
+    $PREFIX/bin/sysrootctl "\$@" | sed 's|"incoming": ".*"|"incoming": "/etc/isw-cluster-odd/incoming"|'
+    exit
+fi
+exec $PREFIX/bin/sysrootctl "\$@"
+EOF
+chmod 755 "$PREFIX/bin/sysrootctl-odd"
+play rollout.yml --limit node3 -e "sysroot_rollout_sysrootctl=$PREFIX/bin/sysrootctl-odd"
+status=$?
+out="$status $(grep -c 'node3: sysrootctl export gave paths that are not STORE/deb11/N' "$PREFIX/play.log") $([ -e "$CL_BASE/node3/etc/isw-cluster-odd" ] && echo sent || echo nothing)"
+check_eq "a node whose export names an incoming outside its store fails before anything is sent" "2 1 nothing" "$out"
+check_eq "node3 stays on its generation" "$ID1" "$(cl_in node3 "$PREFIX/bin/sysrootctl" export deb11 --json | jq -r .id)"
 
 # --- a node that fails the health gate ---------------------------------------
 
@@ -448,7 +554,7 @@ if grep -q "node2 failed the health gate on $ID3" "$PREFIX/play.log"; then
 else
     fail "node2 fails the health gate and the rollout stops" "$(tail -n 30 "$PREFIX/play.log")"
 fi
-check_eq "node1 switched, node2 put back on its generation, node3 never started" "$ID3 $ID2 $ID2 " "$(node_ids)"
+check_eq "node1 switched, node2 put back on its generation (by id), node3 never started" "$ID3 $ID1 $ID1 " "$(node_ids)"
 sed -i "s/^users = \[\]/users = [\"$USER_OK\"]/" "$CL_BASE/node2/etc/sysroots.toml"
 if play rollout.yml; then
     pass "node2 fixed: rolling release 3 out again converges: $(recap)"
@@ -458,5 +564,6 @@ fi
 gens=$(for n in "${NODES[@]}"; do ls "$CL_BASE/$n/sysrootctl/deb11" | grep -c '^[0-9]*$'; done | tr '\n' ' ')
 check_eq "every node republished its stored release 3 generation, none stored twice (generations per node)" \
     "$ID3 $ID3 $ID3 3 3 3 " "$(node_ids)$gens"
+check_eq "no rollout lock is left on any node" "" "$(find "$CL_BASE"/node*/run/sysroot-rollout -mindepth 1 2>&1)"
 
 finish_cluster

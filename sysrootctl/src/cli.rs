@@ -111,9 +111,10 @@ pub enum Command {
     Rollback {
         /// The sysroot.
         name: String,
-        /// The generation to publish.
-        #[arg(long, value_name = "N")]
-        to: Option<u32>,
+        /// The generation to publish: its number here, or its id (the same on
+        /// every machine it was sent to).
+        #[arg(long, value_name = "N|ID")]
+        to: Option<String>,
         /// Machine-readable output on standard output.
         #[arg(long)]
         json: bool,
@@ -253,7 +254,7 @@ fn run(cli: Cli) -> Result<i32> {
         Command::List { .. } => commands::list(&decl, &opts),
         Command::Check { names, .. } => crate::check::check(&decl, names, &opts),
         Command::Shell { name, command, .. } => commands::shell(&decl, name, command, &opts),
-        Command::Rollback { name, to, .. } => commands::rollback(&decl, name, *to, &opts),
+        Command::Rollback { name, to, .. } => commands::rollback(&decl, name, to.as_deref(), &opts),
         Command::Gc { names, .. } => commands::gc(&decl, names, &opts),
         Command::Retire { names, .. } => commands::retire(&decl, names, &opts),
         Command::Export { name, .. } => crate::transfer::export(&decl, name, &opts),
@@ -323,7 +324,7 @@ mod tests {
         }
         for key in [
             "method", "suite", "arch", "mirror", "source", "packages", "services", "users", "skeleton", "files",
-            "keep", "store",
+            "playbook", "keep", "store",
         ] {
             if !page.contains(&format!("**{key}**")) {
                 missing.push(key.to_string());

@@ -15,6 +15,10 @@
 //!    It starts the program (or stage 3) and reaps until that ends.
 //! 3. `__ns 3` (trees only): chroots, sets the personality, execs the command.
 //!
+//! A tool that enters the tree itself (Ansible's chroot connection) gets the
+//! same tree, prepared by stages 1 and 2, and runs on the host in place of
+//! stage 3 ([`around_tree`]).
+//!
 //! Mounts die with the namespace when its last process does.
 #![forbid(unsafe_code)]
 
@@ -52,9 +56,62 @@ pub fn tool_without_mounts_below(program: &str, dir: &Path) -> Command {
 
 /// `argv` inside `tree`, as root, with what a package manager needs.
 pub fn in_tree(tree: &Path, linux32: bool, argv: &[&str]) -> Command {
-    let mut cmd = helper(&tree.to_string_lossy(), if linux32 { "linux32" } else { "linux" }, argv[0]);
+    let mode = TreeMode { linux32, around: false, read_only: false };
+    let mut cmd = helper(&tree.to_string_lossy(), &mode.to_string(), argv[0]);
     cmd.args(&argv[1..]);
     cmd
+}
+
+/// `program` on the host (in the private namespaces), with `tree` prepared
+/// as for [`in_tree`] and an empty tmpfs on its `/tmp`; the personality is the
+/// tree's, so what `program` starts in the tree sees it too. `read_only`: the
+/// tree is seen read-only, so nothing `program` does can change it.
+pub fn around_tree(tree: &Path, linux32: bool, read_only: bool, program: &Path) -> Command {
+    let mode = TreeMode { linux32, around: true, read_only };
+    helper(&tree.to_string_lossy(), &mode.to_string(), &program.to_string_lossy())
+}
+
+/// How a tree is prepared and entered: the MODE word of a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct TreeMode {
+    linux32: bool,
+    /// The program runs on the host around the tree, not chrooted into it.
+    around: bool,
+    read_only: bool,
+}
+
+impl std::fmt::Display for TreeMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.linux32 { "linux32" } else { "linux" })?;
+        if self.around {
+            f.write_str("+around")?;
+        }
+        if self.read_only {
+            f.write_str("+ro")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::str::FromStr for TreeMode {
+    type Err = anyhow::Error;
+    fn from_str(word: &str) -> Result<TreeMode> {
+        let mut parts = word.split('+');
+        let linux32 = match parts.next() {
+            Some("linux") => false,
+            Some("linux32") => true,
+            _ => bail!("bad helper mode {word}"),
+        };
+        let mut mode = TreeMode { linux32, around: false, read_only: false };
+        for part in parts {
+            match part {
+                "around" => mode.around = true,
+                "ro" => mode.read_only = true,
+                _ => bail!("bad helper mode {word}"),
+            }
+        }
+        Ok(mode)
+    }
 }
 
 fn helper(dir: &str, mode: &str, program: &str) -> Command {
@@ -90,6 +147,7 @@ fn stage(args: &[String]) -> Result<i32> {
     let [stage, parent, dir, mode, program, rest @ ..] = args else { bail!("bad helper arguments") };
     let dir = (dir != NONE).then(|| PathBuf::from(dir));
     let tree = dir.as_ref().filter(|_| mode != HOST);
+    let tree_mode: Option<TreeMode> = tree.map(|_| mode.parse()).transpose()?;
     match stage.as_str() {
         "1" => {
             tie_to(parent, false)?;
@@ -97,8 +155,17 @@ fn stage(args: &[String]) -> Result<i32> {
                 .with_context(|| format!("cannot isolate {program} in its own namespaces"))?;
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
                 .context("making mounts private")?;
-            match (tree, &dir) {
-                (Some(tree), _) => bind_host_into(tree)?,
+            match (tree.zip(tree_mode), &dir) {
+                (Some((tree, mode)), _) => {
+                    if mode.read_only {
+                        seal_read_only(tree)?;
+                    }
+                    bind_host_into(tree)?;
+                    if mode.around {
+                        mount(Some("tmpfs"), &tree.join("tmp"), Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=1777"))
+                            .context("mounting a tmpfs on the tree's /tmp")?;
+                    }
+                }
                 (None, Some(dir)) => hide_mounts_below(dir)?,
                 (None, None) => {}
             }
@@ -115,13 +182,18 @@ fn stage(args: &[String]) -> Result<i32> {
             // Our parent is outside this PID namespace; the host's /proc (still
             // mounted here) names it by its outer pid.
             tie_to(parent, true)?;
-            let child = match tree {
-                Some(tree) => {
+            let child = match tree.zip(tree_mode) {
+                Some((tree, mode)) => {
                     let proc_dir = tree.join("proc");
                     require_dir(&proc_dir)?;
                     let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
                     mount(Some("proc"), &proc_dir, Some("proc"), flags, None::<&str>).context("mounting /proc")?;
-                    Command::new("/proc/self/exe").arg(HELPER).arg("3").args(&args[1..]).spawn()
+                    if mode.around {
+                        set_personality(mode)?;
+                        Command::new(program).args(rest).spawn()
+                    } else {
+                        Command::new("/proc/self/exe").arg(HELPER).arg("3").args(&args[1..]).spawn()
+                    }
                 }
                 None => Command::new(program).args(rest).spawn(),
             }
@@ -132,15 +204,32 @@ fn stage(args: &[String]) -> Result<i32> {
             let tree = tree.context("no tree")?;
             nix::unistd::chroot(tree.as_path()).with_context(|| format!("chroot {}", tree.display()))?;
             std::env::set_current_dir("/")?;
-            if mode == "linux32" {
-                let linux32 = imageswitch::config::Personality::Linux32.domain() as nix::libc::c_int;
-                nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(linux32))?;
-            }
+            set_personality(tree_mode.context("no tree")?)?;
             let err = Command::new(program).args(rest).exec();
             bail!("cannot run {program}: {err}")
         }
         _ => bail!("bad helper stage"),
     }
+}
+
+fn set_personality(mode: TreeMode) -> Result<()> {
+    if mode.linux32 {
+        let linux32 = imageswitch::config::Personality::Linux32.domain() as nix::libc::c_int;
+        nix::sys::personality::set(nix::sys::personality::Persona::from_bits_retain(linux32))?;
+    }
+    Ok(())
+}
+
+/// The tree as a read-only bind onto itself (in this private mount
+/// namespace), without what was mounted in it (`sysrootctl mount`'s binds of
+/// host directories): what is mounted into it afterwards may still be written.
+fn seal_read_only(tree: &Path) -> Result<()> {
+    hide_mounts_below(tree)?;
+    mount(Some(tree), tree, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .with_context(|| format!("binding {} onto itself", tree.display()))?;
+    let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+    mount(None::<&str>, tree, None::<&str>, read_only, None::<&str>)
+        .with_context(|| format!("making {} read-only", tree.display()))
 }
 
 /// Dies with the parent; fails if the parent already went before the tie held.
@@ -230,5 +319,23 @@ mod tests {
         assert_eq!(shown(tool("rm").args(["-rf", "/x"])), "rm -rf /x");
         assert_eq!(shown(&in_tree(Path::new("/t"), true, &["apt-get", "install", "cron"])), "apt-get install cron");
         assert_eq!(shown(Command::new("getent").arg("passwd")), "getent passwd");
+        let mut play = around_tree(Path::new("/t"), false, true, Path::new("/usr/bin/ansible-playbook"));
+        assert_eq!(shown(play.arg("site.yml")), "/usr/bin/ansible-playbook site.yml");
+    }
+
+    #[test]
+    fn tree_modes_round_trip() {
+        for linux32 in [false, true] {
+            for around in [false, true] {
+                for read_only in [false, true] {
+                    let mode = TreeMode { linux32, around, read_only };
+                    assert_eq!(mode.to_string().parse::<TreeMode>().unwrap(), mode);
+                }
+            }
+        }
+        assert_eq!(TreeMode { linux32: true, around: false, read_only: false }.to_string(), "linux32");
+        for bad in ["host", "linux+rw", "", "linux32+around+"] {
+            assert!(bad.parse::<TreeMode>().is_err(), "{bad}");
+        }
     }
 }

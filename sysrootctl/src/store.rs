@@ -42,6 +42,9 @@ pub struct Record {
     pub files: Vec<String>,
     /// Fingerprint of each overlay file as written, to tell drift from an overlay change.
     pub file_sums: std::collections::BTreeMap<String, String>,
+    /// The digest of the playbook project run on it (`playbook` key), to
+    /// tell a changed playbook from an unchanged one; empty without one.
+    pub playbook: String,
     /// What building it changed, as shown by `plan`.
     pub changes: Vec<String>,
 }

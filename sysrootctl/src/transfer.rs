@@ -61,6 +61,15 @@ pub struct Export {
     /// Where a transfer to this machine goes (its destination).
     pub incoming: PathBuf,
     pub incoming_record: PathBuf,
+    /// Every generation here with its id, oldest first (a rollback across
+    /// machines names one by id).
+    pub generations: Vec<Generation>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Generation {
+    pub generation: u32,
+    pub id: Option<String>,
 }
 
 fn managed(d: &Declared) -> Result<&Build> {
@@ -84,6 +93,11 @@ pub fn export(decl: &Declaration, name: &str, opts: &Opts) -> Result<i32> {
         record: live.map(|n| store.dir.join(format!("{n}.json"))),
         incoming,
         incoming_record,
+        generations: store
+            .generations()
+            .into_iter()
+            .map(|n| Generation { generation: n, id: store.record(n).ok().map(|r| r.id).filter(|id| !id.is_empty()) })
+            .collect(),
     };
     if opts.json {
         crate::outln!("{}", serde_json::to_string_pretty(&e)?);

@@ -172,3 +172,52 @@ fn receive_publishes_only_a_complete_transfer_and_keeps_the_id() {
     assert_eq!(node.live("bb"), Some(1));
     node.assert_clean();
 }
+
+/// Numbers are per machine, ids travel with a generation: a rollback across
+/// machines names the generation by its id. The node built one generation
+/// of its own first, so the head's generations 1 and 2 are its 2 and 3.
+#[test]
+fn rollback_names_a_generation_by_its_id_wherever_its_number_differs() {
+    let test = "rollback_names_a_generation_by_its_id_wherever_its_number_differs";
+    if !root_or_skip(test) || !have_tool(test, "rsync", "rsync") {
+        return;
+    }
+    let head = Scratch::new("byid-head");
+    let overlay = format!("files = [{{ src = \"{}\", dst = \"/\" }}]\n", head.path("overlay").display());
+    busybox_with(&head, &overlay);
+    let node = Scratch::new("byid-node");
+    busybox_with(&node, "");
+    node.expect(&["apply"], 0);
+    let own = field(&export(&node), "id");
+    let mut sent = Vec::new();
+    for release in ["release 1\n", "release two\n"] {
+        head.write("overlay/etc/release", release);
+        head.expect(&["apply"], 0);
+        let src = export(&head);
+        let dst = export(&node);
+        let tree = format!("{}/", field(&src, "tree"));
+        rsync(&["-aHAX", "--numeric-ids", "--delete", "--mkpath", &tree, &format!("{}/", field(&dst, "incoming"))]);
+        rsync(&["-t", &field(&src, "record"), &field(&dst, "incoming_record")]);
+        node.expect(&["receive", "bb"], 0);
+        sent.push(field(&src, "id"));
+    }
+    assert_eq!(node.live("bb"), Some(3));
+    let listed = export(&node)["generations"].clone();
+    let want = serde_json::json!([
+        { "generation": 1, "id": own },
+        { "generation": 2, "id": sent[0] },
+        { "generation": 3, "id": sent[1] },
+    ]);
+    assert_eq!(listed, want, "export --json lists every generation with its id");
+
+    let out = node.expect(&["rollback", "bb", "--to", &sent[0]], 0);
+    assert!(out.contains("rolled back from generation 3 to 2"), "{out}");
+    assert_eq!(fs::read_to_string(node.path("roots/bb/etc/release")).unwrap(), "release 1\n");
+    node.expect(&["rollback", "bb", "--to", "1"], 0);
+    assert_eq!(field(&export(&node), "id"), own, "a number is still this machine's own");
+    let unknown = "0123456789abcdef0123456789abcdef";
+    let out = node.expect(&["rollback", "bb", "--to", unknown], 1);
+    assert!(out.contains(&format!("bb has no generation {unknown} (have: 1 2 3)")), "{out}");
+    assert_eq!(node.live("bb"), Some(1));
+    node.assert_clean();
+}

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Bootstrap (once) and cache the real trees the end-to-end tests enter.
 # Trees live outside the checkout so CI and repeated runs reuse them.
-#   trees.sh [bullseye-i386] [trixie-amd64] [busybox]   (default: all)
+#   trees.sh [bullseye-i386] [bullseye-i386-python] [trixie-amd64] [busybox]
+#   (default: busybox bullseye-i386 trixie-amd64)
+# bullseye-i386-python also has python3: what Ansible's chroot connection
+# needs inside a tree (sysrootctl's playbook step, tests/cluster.sh).
 # The Debian mirror is read from the host's own apt sources; no mirror
 # name is written into the project.
 set -euo pipefail
@@ -21,12 +24,14 @@ host_mirror() {
     echo "$uri"
 }
 
-bootstrap() { # name suite arch
-    local name=$1 suite=$2 arch=$3 dest="$CACHE/$1"
+bootstrap() { # name suite arch [packages...]
+    local name=$1 suite=$2 arch=$3 dest="$CACHE/$1" include=bsdutils
+    shift 3
+    for p in "$@"; do include+=",$p"; done
     [ -e "$dest/.complete" ] && return 0
     rm -rf "$dest.tmp"
     echo "trees.sh: debootstrap $suite $arch -> $dest" >&2
-    debootstrap --variant=minbase --arch="$arch" --include=bsdutils "$suite" "$dest.tmp" "$(host_mirror)" \
+    debootstrap --variant=minbase --arch="$arch" --include="$include" "$suite" "$dest.tmp" "$(host_mirror)" \
         >"$CACHE/$name.log" 2>&1 || { tail -20 "$CACHE/$name.log" >&2; exit 1; }
     touch "$dest.tmp/.complete"
     rm -rf "$dest"
@@ -57,6 +62,7 @@ for t in "${targets[@]}"; do
     case $t in
         busybox) busybox_tree ;;
         bullseye-i386) bootstrap bullseye-i386 bullseye i386 ;;
+        bullseye-i386-python) bootstrap bullseye-i386-python bullseye i386 python3 ;;
         trixie-amd64) bootstrap trixie-amd64 trixie amd64 ;;
         bookworm-amd64) bootstrap bookworm-amd64 bookworm amd64 ;;
         *) echo "trees.sh: unknown tree $t" >&2; exit 2 ;;

@@ -3,7 +3,7 @@
 
 use super::*;
 
-pub fn rollback(decl: &Declaration, name: &str, to: Option<u32>, opts: &Opts) -> Result<i32> {
+pub fn rollback(decl: &Declaration, name: &str, to: Option<&str>, opts: &Opts) -> Result<i32> {
     let d = decl.get(name)?;
     let build = managed(d)?;
     let store = store_of(d, build);
@@ -11,8 +11,8 @@ pub fn rollback(decl: &Declaration, name: &str, to: Option<u32>, opts: &Opts) ->
     let live = store.live()?.with_context(|| format!("{name} has no published generation"))?;
     let generations = store.generations();
     let target = match to {
-        Some(n) if generations.contains(&n) => n,
-        Some(n) => bail!("{name} has no generation {n} (have: {})", join(&generations)),
+        Some(to) => number_or_id(&store, &generations, to)
+            .with_context(|| format!("{name} has no generation {to} (have: {})", join(&generations)))?,
         None => *generations
             .iter()
             .rev()
@@ -34,6 +34,15 @@ pub fn rollback(decl: &Declaration, name: &str, to: Option<u32>, opts: &Opts) ->
         }
     }
     Ok(0)
+}
+
+/// A generation named by its number here, or by its id (which a generation
+/// keeps on every machine it is sent to, where its number may differ).
+fn number_or_id(store: &Store, generations: &[u32], to: &str) -> Option<u32> {
+    match to.parse::<u32>() {
+        Ok(n) => generations.contains(&n).then_some(n),
+        Err(_) => generations.iter().copied().find(|&n| store.record(n).is_ok_and(|r| !r.id.is_empty() && r.id == to)),
+    }
 }
 
 #[derive(Serialize, Default)]

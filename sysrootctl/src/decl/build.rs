@@ -129,6 +129,18 @@ fn overlays(
     Ok(out)
 }
 
+/// A playbook file: named like one, so a directory (a role) is refused here.
+fn playbook(src: &Source<'_>, value: &Spanned<DeValue<'_>>) -> Result<PathBuf, ConfigError> {
+    let file = path(src, "playbook", value)?;
+    if !file.extension().is_some_and(|e| e == "yml" || e == "yaml") {
+        return Err(src.error(
+            &value.span(),
+            format!("\"playbook\" must name a playbook file ending in .yml or .yaml, found \"{}\"", file.display()),
+        ));
+    }
+    Ok(file)
+}
+
 /// Debian package names, RPM names and `name:arch`.
 const PACKAGE_CHARS: &[u8] = b"+-._:";
 /// systemd unit and SysV script names (`getty@tty1`, `ssh.service`).
@@ -156,6 +168,7 @@ pub(super) fn parse_build(src: &Source<'_>, name: &str, value: &Spanned<DeValue<
         users: UserSync { sync: false, uid_min: DEFAULT_UID_MIN, uid_max: DEFAULT_UID_MAX },
         skeleton: Vec::new(),
         files: Vec::new(),
+        playbook: None,
         keep: DEFAULT_KEEP,
         store: PathBuf::from(DEFAULT_STORE),
     };
@@ -233,6 +246,7 @@ pub(super) fn parse_build(src: &Source<'_>, name: &str, value: &Spanned<DeValue<
             }
             "files" => build.files = overlays(src, "files", value, &where_)?,
             "skeleton" => build.skeleton = overlays(src, "skeleton", value, &where_)?,
+            "playbook" => build.playbook = Some(playbook(src, value)?),
             "keep" => build.keep = integer(src, "keep", value, 1..1000)?,
             "store" => {
                 build.store = path(src, "store", value)?;

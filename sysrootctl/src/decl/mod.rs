@@ -74,6 +74,8 @@ pub struct Build {
     /// Laid down before packages (an apt source or proxy the install needs).
     pub skeleton: Vec<Overlay>,
     pub files: Vec<Overlay>,
+    /// An Ansible playbook run against each new generation (`reconcile::playbook`).
+    pub playbook: Option<PathBuf>,
     pub keep: u32,
     pub store: PathBuf,
 }
@@ -371,6 +373,28 @@ path = "/srv/plain"
                     assert!(d.get(name).is_err());
                 }
             }
+        }
+    }
+
+    #[test]
+    fn playbook_key_names_a_playbook_file() {
+        let base = "[sysroot.a]\npath = \"/a\"\n[sysroot.a.build]\nmethod = \"tarball\"\nsource = \"/a.tar\"\n";
+        let d = parse("/f", &format!("{base}playbook = \"/etc/sysrootctl/a/site.yml\"\n")).expect("parses");
+        let build = d.get("a").expect("a").build.clone().expect("build");
+        assert_eq!(build.playbook, Some(PathBuf::from("/etc/sysrootctl/a/site.yml")));
+        let rows = [
+            ("playbook = \"site.yml\"", "/etc/sysroots.toml:6:12: \"playbook\" must be an absolute path"),
+            ("playbook = \"/etc/a/../site.yml\"", "/etc/sysroots.toml:6:12: \"playbook\" must be an absolute path"),
+            (
+                "playbook = \"/etc/sysrootctl/roles/a\"",
+                "/etc/sysroots.toml:6:12: \"playbook\" must name a playbook file ending in .yml or .yaml, found \"/etc/sysrootctl/roles/a\"",
+            ),
+            ("playbook = \"/\"", "/etc/sysroots.toml:6:12: \"playbook\" must name a playbook file"),
+            ("playbook = [\"/a.yml\"]", "/etc/sysroots.toml:6:12: \"playbook\" must be a string, found an array"),
+        ];
+        for (line, want) in rows {
+            let got = err(&format!("{base}{line}\n"), "a");
+            assert!(got.starts_with(want), "{line}: {got}");
         }
     }
 

@@ -24,6 +24,7 @@ pub mod bind_targets;
 mod links;
 mod overlays;
 mod packages;
+mod playbook;
 mod services;
 mod users;
 
@@ -91,6 +92,8 @@ pub const KINDS: &[&str] = &[
     "merge_accounts",
     "link",
     "remove_link",
+    "run_playbook",
+    "playbook_task",
 ];
 pub const REASONS: &[&str] = &[
     "new",
@@ -104,6 +107,9 @@ pub const REASONS: &[&str] = &[
     "home_mount_point",
     "stale",
     "no_longer_declared",
+    "playbook_changed",
+    "not_checked",
+    "check_failed",
 ];
 
 impl Change {
@@ -195,6 +201,7 @@ pub fn tree_steps(ctx: &mut Ctx<'_>) -> Result<Vec<Change>> {
     changes.extend(overlays::overlays(ctx)?);
     changes.extend(tree_links(ctx)?);
     changes.extend(bind_destinations(ctx)?);
+    changes.extend(playbook::playbook(ctx)?);
     Ok(changes)
 }
 
