@@ -10,11 +10,12 @@ use std::path::{Path, PathBuf};
 use std::os::fd::{AsRawFd, OwnedFd};
 
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl, open};
-use nix::sys::stat::{Mode, fstat, stat};
+use nix::sys::stat::{Mode, SFlag, fstat, stat};
 use nix::unistd::{AccessFlags, access, execve};
 
 use crate::dispatch::Command;
 use crate::error::{Error, echo};
+use crate::trusted::stat_type;
 
 /// `PATH` inside the tree when the caller has none.
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
@@ -116,7 +117,7 @@ pub fn open_script(path: &Path) -> Option<OwnedFd> {
     let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY;
     let fd = open(path, flags, Mode::empty()).ok()?;
     let st = fstat(&fd).ok()?;
-    (st.st_mode & libc::S_IFMT == libc::S_IFREG).then_some(fd)
+    (stat_type(&st) == SFlag::S_IFREG).then_some(fd)
 }
 
 /// As the caller, inside the tree: `None` when the script's path names the

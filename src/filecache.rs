@@ -35,6 +35,7 @@ use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, mkdirat};
 use nix::unistd::{Gid, Uid};
 
 use crate::sys;
+use crate::trusted::stat_type;
 
 /// The cache directory on the host (in the private namespace's copy of /run).
 pub const DIR: &str = "/run/imageswitch/view";
@@ -118,7 +119,7 @@ fn read_regular_if(
     wanted: impl FnOnce(&FileStat) -> bool,
 ) -> io::Result<Option<Vec<u8>>> {
     let st = fstat(file)?;
-    if SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+    if stat_type(&st) != SFlag::S_IFREG {
         return Err(io::Error::other("not a regular file"));
     }
     let have = st.st_size as u64;
@@ -255,7 +256,7 @@ pub fn bind_file(file: &impl AsFd, target: &OwnedFd) -> io::Result<()> {
             sys::move_mount_onto(&detached, target)
         }
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
-            if SFlag::from_bits_truncate(fstat(target)?.st_mode) & SFlag::S_IFMT != SFlag::S_IFREG {
+            if stat_type(&fstat(target)?) != SFlag::S_IFREG {
                 return Err(io::Error::from_raw_os_error(libc::ELOOP));
             }
             let (source, point) = (fd_path(file), fd_path(target));

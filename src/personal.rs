@@ -30,6 +30,7 @@ use crate::error::{Stream, say};
 use crate::filecache;
 use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID, Outcome};
 use crate::sys;
+use crate::trusted::stat_type;
 
 /// What [`present`] shows, resolved on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -99,7 +100,7 @@ fn failed(what: impl Into<String>) -> impl FnOnce(nix::errno::Errno) -> Failure 
 fn open_dir(tree: &OwnedFd, path: &Path) -> Result<OwnedFd, Failure> {
     let found = mounts::open_target(tree, path).map_err(failed(format!("opening {} in the tree", path.display())))?;
     let stat = fstat(&found).map_err(failed(path.display().to_string()))?;
-    if SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT != SFlag::S_IFDIR {
+    if stat_type(&stat) != SFlag::S_IFDIR {
         return Err((format!("{} in the tree", path.display()), io::Error::from_raw_os_error(libc::ENOTDIR)));
     }
     openat(&found, ".", OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC, Mode::empty())
@@ -219,9 +220,7 @@ pub fn present(
     // The session directory needs a layer over /run when the tree has no
     // directory to bind it onto (and is not shown in a tree without /run).
     let run_has_point = |path: &Path| {
-        mounts::open_target(tree, path)
-            .and_then(|fd| fstat(&fd))
-            .is_ok_and(|st| SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR)
+        mounts::open_target(tree, path).and_then(|fd| fstat(&fd)).is_ok_and(|st| stat_type(&st) == SFlag::S_IFDIR)
     };
     let run_user = personal.run_user.as_deref().filter(|_| run_has_point(run));
     let lower_run = match run_user {

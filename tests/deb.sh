@@ -6,7 +6,8 @@
 # package, that removing the plugin package alone (an apt rollback) leaves
 # srun/sbatch/salloc and slurmd working and reinstalling brings it back, then
 # removes and purges both packages and checks nothing is left. Also checks that
-# the RPM spec parses (rpmspec -P) and builds.
+# the RPM spec parses (rpmspec -P) and builds, and that both packages ship
+# packaging/build-setuid.sh's build of the setuid binary byte for byte.
 #
 #   bash tests/deb.sh        (as root; installs what it needs with apt-get)
 #
@@ -120,19 +121,8 @@ fi
 out=$(/usr/sbin/sysrootctl --version 2>&1)
 check_eq "installed sysrootctl --version" "sysrootctl $(dpkg-query -W -f '${Version}' imageswitch)" "$out"
 
-useradd -m -s /bin/bash "$USER_OK"
-HOME_OK=$(getent passwd "$USER_OK" | cut -d: -f6)
-cat >"$CONFIG" <<EOF
-[defaults]
-binds = ["/home", "/tmp"]
-log_socket = ""
-
-[sysroot.deb11]
-path = "$TREE"
-personality = "linux32"
-users = ["$USER_OK"]
-EOF
-chmod 644 "$CONFIG"
+HOME_OK=$(add_user "$USER_OK")
+deb11_config "$CONFIG" "$TREE" "$USER_OK"
 
 as_user() { (cd "$HOME_OK" && timeout 60 runuser -u "$USER_OK" -- "$@"); }
 check_eq "as $USER_OK: /usr/sbin/imageswitch deb11 uname -m" "i686" "$(as_user /usr/sbin/imageswitch deb11 uname -m 2>&1)"
@@ -313,6 +303,15 @@ if (cd "$WORK/rpmsrc" && rpmbuild -bb --build-in-place --nodeps --define "_topdi
         pass "rpmbuild -bb builds imageswitch (setuid root imageswitch, sysrootctl, man pages) and imageswitch-slurm"
     else
         fail "rpmbuild packages hold the expected files" "$(grep -v build-id <<<"$rpm_main$rpm_slurm" | head -12)"
+    fi
+    # As for the .deb: the RPM's setuid binary is the checked build, byte for byte.
+    rpm2archive -n - <"$(echo "$WORK"/rpmtop/RPMS/*/imageswitch-[0-9]*.rpm)" |
+        tar -xO --wildcards '*usr/sbin/imageswitch' >"$WORK/shipped.rpm"
+    if cmp -s "$WORK/shipped.rpm" "$checked"; then
+        pass "the RPM's /usr/sbin/imageswitch is packaging/build-setuid.sh's build"
+    else
+        fail "the RPM's /usr/sbin/imageswitch is packaging/build-setuid.sh's build" \
+            "differs from $checked ($(stat -c %s "$WORK/shipped.rpm") against $(stat -c %s "$checked") bytes)"
     fi
 else
     fail "rpmbuild -bb packaging/rpm/imageswitch.spec" "$(tail -8 "$WORK/rpmbuild.log")"

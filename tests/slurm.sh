@@ -98,24 +98,9 @@ if [ ! -e "$TREE/.complete" ] || [ "$TREE_SRC/.complete" -nt "$TREE/.complete" ]
 fi
 install -d -m 755 -o root -g root "$TREE$SPOOL"
 
-useradd -m -s /bin/bash "$USER_OK"
-useradd -m -s /bin/bash "$USER_NO"
-HOME_OK=$(getent passwd "$USER_OK" | cut -d: -f6)
-HOME_NO=$(getent passwd "$USER_NO" | cut -d: -f6)
-
-cat >"$CONFIG" <<EOF
-[defaults]
-binds = ["/home", "/tmp"]
-log_socket = ""
-
-[sysroot.deb11]
-path = "$TREE"
-personality = "linux32"
-aliases = ["deb11"]
-bin_dir = "$BIN_DIR"
-users = ["$USER_OK"]
-binds = ["$SPOOL"]
-EOF
+HOME_OK=$(add_user "$USER_OK")
+HOME_NO=$(add_user "$USER_NO")
+deb11_config "$CONFIG" "$TREE" "$USER_OK" 'aliases = ["deb11"]' "bin_dir = \"$BIN_DIR\"" "binds = [\"$SPOOL\"]"
 
 # --- the cluster ------------------------------------------------------------
 

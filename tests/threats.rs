@@ -511,7 +511,7 @@ fn row05_mounts_never_leak_into_the_callers_namespace() {
     }
     assert!(ready.exists(), "child did not start");
     let during = host_mounts();
-    let inside = fs::read_to_string(format!("/proc/{}/mountinfo", child.id())).expect("child mountinfo");
+    let inside = mountinfo::text_of(child.id());
     let _ = child.kill();
     let _ = child.wait();
     assert_eq!(during, before, "host mount table changed while a child runs");

@@ -47,19 +47,19 @@ pub fn render(lines: &[Line]) -> String {
     lines.iter().map(|l| l.fields.join(":") + "\n").collect()
 }
 
-/// What kind of database, for messages: ("user", "uid", "/etc/passwd").
-pub struct Kind {
+/// An account database, for messages: ("user", "uid", "/etc/passwd").
+pub struct Database {
     pub what: &'static str,
     pub id: &'static str,
     pub file: &'static str,
 }
 
-pub const USERS: Kind = Kind { what: "user", id: "uid", file: "/etc/passwd" };
-pub const GROUPS: Kind = Kind { what: "group", id: "gid", file: "/etc/group" };
+pub const USERS: Database = Database { what: "user", id: "uid", file: "/etc/passwd" };
+pub const GROUPS: Database = Database { what: "group", id: "gid", file: "/etc/group" };
 
 /// Merges `host` (already filtered to the id range) into `tree`. `managed` are
 /// the names a previous run merged. Returns the new lines and the names now managed.
-pub fn merge(kind: &Kind, tree: &[Line], host: &[Line], managed: &[String]) -> Result<(Vec<Line>, Vec<String>)> {
+pub fn merge(db: &Database, tree: &[Line], host: &[Line], managed: &[String]) -> Result<(Vec<Line>, Vec<String>)> {
     let host_names: BTreeSet<&str> = host.iter().map(Line::name).collect();
     let mut out: Vec<Line> = tree
         .iter()
@@ -81,12 +81,12 @@ pub fn merge(kind: &Kind, tree: &[Line], host: &[Line], managed: &[String]) -> R
             } else {
                 bail!(
                     "{} {} of host {} \"{name}\" is already {} \"{}\" in the tree's {}:{}",
-                    kind.id,
+                    db.id,
                     id.map_or("?".to_string(), |i| i.to_string()),
-                    kind.what,
-                    kind.what,
+                    db.what,
+                    db.what,
                     other.name(),
-                    kind.file,
+                    db.file,
                     other.number
                 );
             }
@@ -96,12 +96,12 @@ pub fn merge(kind: &Kind, tree: &[Line], host: &[Line], managed: &[String]) -> R
             Some(i) if out[i].id() == id => out[i].fields = fields,
             Some(i) => bail!(
                 "host {} \"{name}\" has {} {} but the tree's {}:{} gives it {} {}",
-                kind.what,
-                kind.id,
+                db.what,
+                db.id,
                 id.map_or("?".to_string(), |i| i.to_string()),
-                kind.file,
+                db.file,
                 out[i].number,
-                kind.id,
+                db.id,
                 out[i].fields[2]
             ),
             None => out.push(Line { number: 0, fields }),

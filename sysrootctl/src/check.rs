@@ -19,7 +19,6 @@ use crate::elf;
 use crate::exposure;
 use crate::reconcile::bind_targets::Seen;
 use crate::reconcile::{self, Ctx};
-use crate::store::Record;
 use crate::util::in_tree;
 
 #[derive(Debug, Serialize)]
@@ -246,18 +245,7 @@ fn check_sysroot(d: &Declared, opts: &Opts, running: &str) -> Vec<String> {
     match &d.build {
         Some(build) => {
             out.extend(link_dirs_users_cannot_enter(d, opts));
-            let mut c = Ctx {
-                decl: d,
-                build,
-                tree: tree.clone(),
-                apply: false,
-                verbosity: opts.verbosity,
-                host: &opts.host,
-                prev: Record::default(),
-                record: Record::default(),
-                notes: Vec::new(),
-                diffs: None,
-            };
+            let mut c = Ctx::new(d, build, &tree, false, opts.verbosity, &opts.host);
             let links = reconcile::host_links(&c).and_then(|mut l| {
                 l.extend(reconcile::tree_links(&mut c)?);
                 Ok(l)

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs;
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -64,6 +65,15 @@ pub struct Store {
     pub dir: PathBuf,
     /// The configured `path`: the symlink that publishes a generation.
     pub link: PathBuf,
+}
+
+/// A new generation identity: 128 random bits, hex.
+pub fn new_id() -> Result<String> {
+    let mut bytes = [0u8; 16];
+    fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .context("cannot read /dev/urandom for a generation id")?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
 }
 
 pub fn now() -> u64 {

@@ -28,15 +28,6 @@ use crate::decl::{Build, Declaration, Declared};
 use crate::reconcile::{self, Ctx};
 use crate::store::{Record, Store};
 
-/// A new generation identity: 128 random bits, hex.
-pub fn new_id() -> Result<String> {
-    let mut bytes = [0u8; 16];
-    fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .context("cannot read /dev/urandom for a generation id")?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
@@ -232,18 +223,7 @@ fn last_change(path: &Path) -> Result<((i64, i64), PathBuf)> {
 }
 
 fn ctx<'a>(d: &'a Declared, build: &'a Build, tree: &Path, opts: &'a Opts) -> Ctx<'a> {
-    Ctx {
-        decl: d,
-        build,
-        tree: tree.to_path_buf(),
-        apply: true,
-        verbosity: opts.verbosity,
-        host: &opts.host,
-        prev: Record::default(),
-        record: Record::default(),
-        notes: Vec::new(),
-        diffs: None,
-    }
+    Ctx::new(d, build, tree, true, opts.verbosity, &opts.host)
 }
 
 /// The checks `apply` makes before publishing, on the received tree.
@@ -261,7 +241,7 @@ mod tests {
 
     #[test]
     fn ids_are_fresh_lowercase_hex() {
-        let (a, b) = (new_id().unwrap(), new_id().unwrap());
+        let (a, b) = (crate::store::new_id().unwrap(), crate::store::new_id().unwrap());
         assert!(valid_id(&a) && valid_id(&b));
         assert_ne!(a, b);
         for bad in ["", "../etc", "ABCDEF0123456789ABCDEF0123456789", "0123456789abcdef0123456789abcde"] {

@@ -80,9 +80,14 @@ pub fn own() -> Vec<Mount> {
     parse(&own_text())
 }
 
+/// Another process's mount table (its mount namespace's), as text.
+pub fn text_of(pid: u32) -> String {
+    fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("/proc/PID/mountinfo")
+}
+
 /// Another process's mount table (its mount namespace's).
 pub fn of(pid: u32) -> Vec<Mount> {
-    parse(&fs::read_to_string(format!("/proc/{pid}/mountinfo")).expect("/proc/PID/mountinfo"))
+    parse(&text_of(pid))
 }
 
 /// The mount on top at `point` (the last one mounted there), if any.

@@ -82,3 +82,18 @@ refuse_if_installed() {
         fi
     done
 }
+# add_user NAME: useradd's NAME with a home and bash; prints the home.
+add_user() { useradd -m -s /bin/bash "$1" && getent passwd "$1" | cut -d: -f6; }
+# deb11_config CONFIG TREE USER [LINE...]: writes CONFIG (mode 644): /home and
+# /tmp bound, no log socket, and one sysroot deb11 at TREE, linux32, for USER
+# only, with LINE... as more of its keys.
+deb11_config() {
+    local config=$1 tree=$2 user=$3
+    shift 3
+    {
+        printf '[defaults]\nbinds = ["/home", "/tmp"]\nlog_socket = ""\n\n[sysroot.deb11]\n'
+        printf 'path = "%s"\npersonality = "linux32"\nusers = ["%s"]\n' "$tree" "$user"
+        printf '%s\n' "$@"
+    } >"$config"
+    chmod 644 "$config"
+}

@@ -51,16 +51,9 @@ pub fn store_of(d: &Declared, build: &Build) -> Store {
 
 fn ctx<'a>(d: &'a Declared, build: &'a Build, tree: &Path, apply: bool, opts: &'a Opts, prev: Record) -> Ctx<'a> {
     Ctx {
-        decl: d,
-        build,
-        tree: tree.to_path_buf(),
-        apply,
-        verbosity: opts.verbosity,
-        host: &opts.host,
         prev,
-        record: Record::default(),
-        notes: Vec::new(),
         diffs: (opts.diff && !apply).then(Vec::new),
+        ..Ctx::new(d, build, tree, apply, opts.verbosity, &opts.host)
     }
 }
 
@@ -163,7 +156,7 @@ fn adopt(d: &Declared, store: &Store, opts: &Opts) -> Result<u32> {
     let n = store.adopt(|from, to| {
         backend::copy_generation(from, to, opts.verbosity)?;
         Ok(Record {
-            id: crate::transfer::new_id()?,
+            id: store::new_id()?,
             created: store::now(),
             method: "adopted".to_string(),
             baseline: reconcile::installed_packages(to),
@@ -224,7 +217,7 @@ fn build_generation(
     reconcile::verify(&c).context("verification")?;
     let mut record = c.record;
     record.generation = next;
-    record.id = crate::transfer::new_id()?;
+    record.id = store::new_id()?;
     record.parent = live;
     record.created = store::now();
     record.method = build.method.as_str().to_string();

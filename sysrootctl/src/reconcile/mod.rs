@@ -58,6 +58,32 @@ pub struct Ctx<'a> {
     pub diffs: Option<Vec<ContentDiff>>,
 }
 
+impl<'a> Ctx<'a> {
+    /// A step context with nothing recorded yet: no previous record, no
+    /// notes, no content diffs.
+    pub fn new(
+        decl: &'a Declared,
+        build: &'a Build,
+        tree: &Path,
+        apply: bool,
+        verbosity: Verbosity,
+        host: &'a Host,
+    ) -> Ctx<'a> {
+        Ctx {
+            decl,
+            build,
+            tree: tree.to_path_buf(),
+            apply,
+            verbosity,
+            host,
+            prev: Record::default(),
+            record: Record::default(),
+            notes: Vec::new(),
+            diffs: None,
+        }
+    }
+}
+
 /// One change: the line `plan` prints (`text`), and the same typed for
 /// `--json` (schema 1 in sysrootctl(8)): what kind, on what, why.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
