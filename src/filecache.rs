@@ -16,9 +16,10 @@
 //! writable by nobody else, so no user can read, add or swap a file in it;
 //! a file is found by a hash of its contents and then compared byte for byte
 //! before use, so a file is bound only where it holds exactly what the entry
-//! would show; files are written under a lock to a fixed temporary name and
-//! renamed into place, so a killed writer leaves no partial file under a
-//! real name and nothing beyond one temporary file per contents. The cache
+//! would show; a file is written without a name (`O_TMPFILE`) and linked
+//! into place when complete, so a killed writer leaves no partial file under
+//! a real name, and no writer ever waits for another (the caller may stop
+//! their own entry at any point: nothing it holds can stall anyone else). The cache
 //! is emptied whenever it holds more than [`MAX_FILES`] files or
 //! [`MAX_BYTES`]; a file that is bound somewhere stays there when it is
 //! removed from the cache (the mount holds it).
@@ -29,10 +30,10 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
-use nix::fcntl::{Flock, FlockArg, OFlag, RenameFlags, openat, renameat2};
+use nix::fcntl::{AT_FDCWD, AtFlags, OFlag, RenameFlags, openat, renameat2};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::{FileStat, Mode, SFlag, fchmod, fstat, mkdirat};
-use nix::unistd::{Gid, Uid};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, linkat, unlinkat};
 
 use crate::sys;
 use crate::trusted::stat_type;
@@ -185,8 +186,8 @@ fn keep_within_limits(adding: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `contents` as `name` in `dir`: under the cache's lock, to a fixed
-/// temporary name, made 0644 whatever the umask, then renamed into place.
+/// Writes `contents` as `name` in `dir`: made 0644 whatever the umask,
+/// without a name until complete, then linked (or renamed) into place.
 fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
     // The kernel applies the caller's file-size limit to root too, and a
     // write past it would raise SIGXFSZ: refuse before writing.
@@ -194,19 +195,31 @@ fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
     if contents.len() as u64 > fsize {
         return Err(io::Error::from_raw_os_error(libc::EFBIG));
     }
-    let lock_fd = openat(dir, ".", DIR_FLAGS, Mode::empty())?;
-    let _lock = Flock::lock(lock_fd, FlockArg::LockExclusive).map_err(|(_, e)| io::Error::from(e))?;
-    if let Some(fd) = cached(dir, name, contents)? {
-        return Ok(fd);
-    }
     keep_within_limits(contents.len())?;
-    let temporary = format!("{name}.tmp");
-    let flags = OFlag::O_RDWR | OFlag::O_CREAT | OFlag::O_TRUNC | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
-    let fd = openat(dir, temporary.as_str(), flags, Mode::from_bits_truncate(0o644))?;
+    // Written without a name, so a writer killed or stopped (by the caller,
+    // whose process this is) at any point leaves nothing behind and holds
+    // nothing another entry waits for; named only when complete.
+    let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
+    let fd = openat(dir, ".", flags, Mode::from_bits_truncate(0o644))?;
     fchmod(&fd, Mode::from_bits_truncate(0o644))?;
     let mut file = std::fs::File::from(fd);
     file.write_all(contents)?;
-    renameat2(dir, temporary.as_str(), dir, name, RenameFlags::empty())?;
+    let unnamed = fd_path(&file);
+    match linkat(AT_FDCWD, unnamed.as_str(), dir, name, AtFlags::AT_SYMLINK_FOLLOW) {
+        Ok(()) => {}
+        Err(Errno::EEXIST) => {
+            // Another entry named the same contents first, or the file
+            // there does not hold them: it is replaced by a rename.
+            if let Some(fd) = cached(dir, name, contents)? {
+                return Ok(fd);
+            }
+            let temporary = format!("{name}.{}.tmp", std::process::id());
+            let _ = unlinkat(dir, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
+            linkat(AT_FDCWD, unnamed.as_str(), dir, temporary.as_str(), AtFlags::AT_SYMLINK_FOLLOW)?;
+            renameat2(dir, temporary.as_str(), dir, name, RenameFlags::empty())?;
+        }
+        Err(e) => return Err(e.into()),
+    }
     Ok(file.into())
 }
 

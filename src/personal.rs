@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{OFlag, openat};
 use nix::mount::{MsFlags, mount};
 use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
 use nix::unistd::{Gid, Uid};
 
 use crate::access::Caller;
@@ -287,9 +288,18 @@ enum Shown {
     Host(std::fs::File),
 }
 
-/// `file` if it is a regular file.
+/// `file` if it is a regular file, and not one the kernel makes up (procfs,
+/// sysfs: what those hold depends on who reads them, and a host file is
+/// shown to the command, not to imageswitch).
 fn regular(file: std::fs::File) -> io::Result<std::fs::File> {
-    if file.metadata()?.is_file() { Ok(file) } else { Err(io::Error::other("not a regular file")) }
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::other("not a regular file"));
+    }
+    let kind = fstatfs(&file)?.filesystem_type();
+    if kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC {
+        return Err(io::Error::other("a file the kernel makes up (procfs or sysfs)"));
+    }
+    Ok(file)
 }
 
 /// Binds each of `shown` (paths under `etc`) read-only over the tree's own

@@ -711,6 +711,25 @@ fn row32_the_per_entry_file_cache_is_root_only_and_never_trusted_blindly() {
     let out = enter();
     assert_eq!(stdout(&out), right, "{}", stderr(&out));
 
+    // No entry waits for another: one stopped (by its own caller) while
+    // writing holds nothing; here the directory itself is held locked while
+    // an entry must write its files.
+    sh(&format!("rm -rf {CACHE_DIR} && mkdir -m 700 {CACHE_DIR}"));
+    let mut holder = Command::new("flock").args(["-x", CACHE_DIR, "sleep", "60"]).spawn().expect("flock");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let (done, finished) = std::sync::mpsc::channel();
+    let held_conf = conf.clone();
+    std::thread::spawn(move || {
+        let out = enter_with(&held_conf, &login_as(ALICE), &home_of(ALICE), &[], &who_am_i);
+        let _ = done.send(out);
+    });
+    let waited = finished.recv_timeout(std::time::Duration::from_secs(20));
+    let _ = holder.kill();
+    let _ = holder.wait();
+    let out = waited.expect("an entry waited for another holding the cache directory");
+    assert_eq!(stdout(&out), right, "{}", stderr(&out));
+    assert!(!cache_files().is_empty(), "nothing was written while the directory was locked");
+
     // A directory that is not root's alone is never used: the view is still
     // right (through the per-entry overlay) and nothing is written there.
     sh(&format!("rm -rf {CACHE_DIR} && mkdir -m 700 {CACHE_DIR} && chown {ALICE} {CACHE_DIR}"));
@@ -718,4 +737,40 @@ fn row32_the_per_entry_file_cache_is_root_only_and_never_trusted_blindly() {
     assert_eq!(stdout(&out), right, "{}", stderr(&out));
     assert!(cache_files().is_empty());
     sh(&format!("rm -rf {CACHE_DIR}"));
+}
+
+#[test]
+fn host_files_the_kernel_makes_up_or_that_are_not_regular_are_never_shown() {
+    require_root!();
+    let _serial = serial();
+    fixture();
+    let tree = tree_with_mount_points("login-procfs");
+    let links: Vec<Removed> = ["proc/self/status", "sys/kernel/uevent_seqnum", "dev/zero"]
+        .iter()
+        .enumerate()
+        .map(|(i, target)| {
+            let link = PathBuf::from(format!("/etc/imgsw-login-kernel-{i}-{}", std::process::id()));
+            symlink(Path::new("/").join(target), &link).expect("link");
+            fs::write(tree.0.join(link.strip_prefix("/").expect("absolute")), "tree's\n").expect("mount point");
+            Removed(link)
+        })
+        .collect();
+    let list: Vec<String> = links.iter().map(|l| format!("\"{}\"", l.0.display())).collect();
+    let conf = config(
+        "binds = [\"/home\", \"/tmp\"]",
+        &sysroot("kern", &tree.0, &format!("host_files = [{}]", list.join(", "))),
+    );
+    let script: String = links.iter().map(|l| format!("cat {}; ", l.0.display())).collect();
+    let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["kern", "sh", "-c", &script]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "tree's\ntree's\ntree's\n"), "{}", stderr(&out));
+    let warnings: Vec<String> = links
+        .iter()
+        .zip([
+            "a file the kernel makes up (procfs or sysfs)",
+            "a file the kernel makes up (procfs or sysfs)",
+            "not a regular file",
+        ])
+        .map(|(l, why)| format!("imageswitch: warning: kern: host file {} not shown: {why}\n", l.0.display()))
+        .collect();
+    assert_eq!(stderr(&out), warnings.concat());
 }
