@@ -320,7 +320,9 @@ fn generations_of_a_half_retired_sysroot_are_never_listed_or_published() {
     fs::copy(s.path("both.toml"), s.path("sysroots.toml")).unwrap();
 
     let retiring = format!("{} is being retired", s.path("store/old").display());
-    let v: serde_json::Value = serde_json::from_slice(&s.run(&["status", "old", "--json"]).stdout).unwrap();
+    let out = s.run(&["status", "old", "--json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let status = v.as_array().map_or(&v, |a| &a[0]);
     assert_eq!(status["generations"].as_array().map(Vec::len), Some(0), "{status}");
     assert!(status["error"].as_str().unwrap_or_default().contains(&retiring), "{status}");
