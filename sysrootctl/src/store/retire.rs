@@ -11,53 +11,23 @@
 //! the rest of `STORE/NAME`, then the records, the host record last.
 #![forbid(unsafe_code)]
 
+mod act;
+mod record;
+
+pub use act::act;
+use record::read_host;
+pub use record::{HostRecord, aliases_path, host_record_path, remember};
+
 use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Store;
 use crate::reconcile::desktop_entry;
 use crate::util;
-
-/// The host paths sysrootctl made for one sysroot, recorded by every run that
-/// brings its host links up to date, in `STORE/NAME.host.json` (alias links
-/// are listed in `STORE/NAME.aliases`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HostRecord {
-    pub path: PathBuf,
-    pub bin_dir: Option<PathBuf>,
-    pub launcher: PathBuf,
-    /// The declaration file it was made under (`realpath`).
-    pub config: Option<PathBuf>,
-    /// The imageswitch its links point at.
-    pub imageswitch: Option<PathBuf>,
-}
-
-pub fn host_record_path(store: &Path, name: &str) -> PathBuf {
-    store.join(format!("{name}.host.json"))
-}
-
-pub fn aliases_path(store: &Path, name: &str) -> PathBuf {
-    store.join(format!("{name}.aliases"))
-}
-
-fn read_host(store: &Path, name: &str) -> Option<HostRecord> {
-    serde_json::from_slice(&fs::read(host_record_path(store, name)).ok()?).ok()
-}
-
-/// Records what a run made on the host (rewritten only when it changed).
-pub fn remember(store: &Path, name: &str, record: &HostRecord) -> Result<()> {
-    if read_host(store, name).as_ref() == Some(record) {
-        return Ok(());
-    }
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(store)?;
-    util::write_atomic(&host_record_path(store, name), &serde_json::to_vec_pretty(record)?, 0o644)
-}
 
 /// What is at a path sysrootctl recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -399,78 +369,6 @@ pub fn describe(r: &Retirement) -> Vec<String> {
         });
     }
     lines
-}
-
-/// Refuses while a process has its root in `STORE/NAME` or anything is
-/// mounted there (`sysrootctl mount`); that is checked again before each
-/// generation goes.
-fn in_use(dir: &Path) -> Result<()> {
-    let procs = util::processes_rooted_in(dir);
-    if let Some((pid, root)) = procs.first() {
-        bail!(
-            "in use: pid {pid} has its root in {} ({} process(es)); nothing more removed",
-            root.display(),
-            procs.len()
-        );
-    }
-    if let Some(point) = util::mounts_below(dir).first() {
-        bail!("{} is mounted (umount --recursive {}); nothing more removed", point.display(), point.display());
-    }
-    Ok(())
-}
-
-fn remove_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", path.display()))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Removes what `diff` listed, under the sysroot's lock (held by the caller).
-pub fn act(r: &Retirement) -> Result<()> {
-    if let Some(why) = &r.refused {
-        bail!("{why}");
-    }
-    let store = Store::new(&r.store, &r.name, Path::new(""));
-    in_use(&store.dir)?;
-    if r.remove.iter().any(|x| x.kind == Kind::Store) {
-        // From here on no generation of it is listed, published or built on.
-        util::write_atomic(&store.retiring_path(), b"", 0o600)?;
-    }
-    for x in &r.remove {
-        match x.kind {
-            Kind::Link | Kind::Alias | Kind::BinLink | Kind::Launcher | Kind::Record => remove_file(&x.path)?,
-            Kind::BinDir => match fs::remove_dir(&x.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("cannot remove {}", x.path.display()));
-                }
-                _ => {}
-            },
-            Kind::Generation => {
-                in_use(&store.dir)?;
-                let n = x.path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
-                if let Some(n) = n.filter(|_| x.path.exists()) {
-                    store.retire_generation(n)?;
-                }
-            }
-            Kind::Store => {
-                let last = [store.retiring_path(), store.dir.join(".lock")];
-                for entry in fs::read_dir(&store.dir).into_iter().flatten().flatten() {
-                    if !last.contains(&entry.path()) {
-                        util::kill_rooted_in(&entry.path());
-                        util::remove_tree(&entry.path())?;
-                    }
-                }
-                for path in &last {
-                    remove_file(path)?;
-                }
-                fs::remove_dir(&store.dir).with_context(|| format!("cannot remove {}", store.dir.display()))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
