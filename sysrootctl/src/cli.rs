@@ -225,16 +225,24 @@ fn run(cli: Cli) -> Result<i32> {
         Command::Mount { .. } | Command::Umount { .. } | Command::Completions { .. } => (false, false),
     };
     let opts = Opts {
-        host: Host { imageswitch, alias_dir: cli.alias_dir.clone(), applications_dir: cli.applications_dir.clone() },
+        host: Host {
+            imageswitch,
+            alias_dir: cli.alias_dir.clone(),
+            applications_dir: cli.applications_dir.clone(),
+            config: std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone()),
+        },
         verbosity: Verbosity(if cli.quiet { 0 } else { 1 + cli.verbose }),
         json,
         no_wait,
         adopt: matches!(cli.command, Command::Apply { adopt: true, .. }),
         diff: matches!(cli.command, Command::Plan { diff: true, .. }),
     };
-    let changes_system = matches!(
+    // `plan` reads every tree and store as root does: as a user its answer
+    // would be wrong.
+    let needs_root = matches!(
         cli.command,
-        Command::Apply { .. }
+        Command::Plan { .. }
+            | Command::Apply { .. }
             | Command::Rollback { .. }
             | Command::Receive { .. }
             | Command::Gc { .. }
@@ -243,8 +251,8 @@ fn run(cli: Cli) -> Result<i32> {
             | Command::Mount { .. }
             | Command::Umount { .. }
     );
-    if changes_system && !nix::unistd::geteuid().is_root() {
-        bail!("this command changes system trees and needs root");
+    if needs_root && !nix::unistd::geteuid().is_root() {
+        bail!("this command works on system trees and needs root");
     }
     let decl = decl::load(&cli.config)?;
     match &cli.command {

@@ -176,9 +176,30 @@ impl Store {
         }
     }
 
+    /// Written by `retire` before it removes anything, gone with `STORE/NAME`:
+    /// while it is there no generation is listed, published or built on.
+    pub fn retiring_path(&self) -> PathBuf {
+        self.dir.join(".retiring")
+    }
+
+    fn retiring(&self) -> Result<()> {
+        if fs::symlink_metadata(self.retiring_path()).is_ok() {
+            bail!(
+                "{} is being retired ({} is there: a `sysrootctl retire {}` was interrupted): remove its entry and run retire again to finish, then declare it anew",
+                self.dir.display(),
+                self.retiring_path().display(),
+                self.name
+            );
+        }
+        Ok(())
+    }
+
     /// Complete generations, oldest first: the only ones listed, kept,
-    /// rolled back to or built on.
+    /// rolled back to or built on (none while it is being retired).
     pub fn generations(&self) -> Vec<u32> {
+        if self.retiring().is_err() {
+            return Vec::new();
+        }
         let mut out: Vec<u32> = self.numbered().into_iter().filter(|&n| self.is_complete(n)).collect();
         out.sort_unstable();
         out
@@ -225,6 +246,7 @@ impl Store {
 
     /// The published generation: `None` when `path` does not exist yet.
     pub fn live(&self) -> Result<Option<u32>> {
+        self.retiring()?;
         let meta = match fs::symlink_metadata(&self.link) {
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),

@@ -229,8 +229,8 @@ fn tarball_import_noop_overlay_drift_rollback_and_gc() {
 }
 
 #[test]
-fn changing_commands_refuse_without_root() {
-    if !root_or_skip("changing_commands_refuse_without_root") {
+fn commands_that_work_on_system_trees_refuse_without_root() {
+    if !root_or_skip("commands_that_work_on_system_trees_refuse_without_root") {
         return;
     }
     let s = Scratch::public("nonroot");
@@ -239,7 +239,16 @@ fn changing_commands_refuse_without_root() {
     let bin = s.path("sysrootctl");
     fs::copy(BIN, &bin).unwrap();
     fs::set_permissions(&bin, fs::Permissions::from_mode(0o755)).unwrap();
-    for verb in [&["apply"][..], &["gc"], &["rollback", "bb"], &["shell", "bb"], &["retire", "old"]] {
+    for verb in [
+        &["plan"][..],
+        &["plan", "--diff"],
+        &["plan", "--json"],
+        &["apply"],
+        &["gc"],
+        &["rollback", "bb"],
+        &["shell", "bb"],
+        &["retire", "old"],
+    ] {
         let mut cmd = Command::new("setpriv");
         cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
             .arg(&bin)
@@ -249,7 +258,7 @@ fn changing_commands_refuse_without_root() {
         let out = cmd.output().unwrap();
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{verb:?}: {err}");
-        assert_eq!(err, "sysrootctl: this command changes system trees and needs root\n", "{verb:?}");
+        assert_eq!(err, "sysrootctl: this command works on system trees and needs root\n", "{verb:?}");
     }
     assert!(!s.path("store").exists(), "nothing was created");
 }
@@ -1266,6 +1275,42 @@ fn plan_diff_shows_content_changes_of_overlays_and_account_files() {
     let v: serde_json::Value = serde_json::from_slice(&s.run(&["plan", "--json", "--diff"]).stdout).unwrap();
     let diffs = v[0]["diffs"].as_array().unwrap();
     assert!(diffs.iter().any(|d| d["path"] == "/etc/motd" && d["diff"].as_str().unwrap().contains("+three")), "{v}");
+    s.assert_clean();
+}
+
+/// The review's case: a `files` overlay with etc/shadow (0600) printed its
+/// hashes, and etc/site-secret (0600) was printed in full, in `--json` too.
+#[test]
+fn plan_diff_never_shows_contents_not_every_user_can_read() {
+    if !root_or_skip("plan_diff_never_shows_contents_not_every_user_can_read") {
+        return;
+    }
+    let s = Scratch::new("plan-diff-secret");
+    let secret = |s: &Scratch, rel: &str, text: &str| {
+        let path = s.write(rel, text);
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+    };
+    secret(&s, "overlay/etc/shadow", "root:$6$old$oldhash:1:0:99999:7:::\n");
+    secret(&s, "overlay/etc/site-secret", "token-old\n");
+    secret(&s, "overlay/etc/apt/auth.conf.d/site.conf", "password old\n");
+    let build = format!("files = [{{ src = \"{}\", dst = \"/\" }}]\n", s.path("overlay").display());
+    let s = busybox_in(s, "", &build);
+    s.expect(&["apply", "-q"], 0);
+    secret(&s, "overlay/etc/shadow", "root:$6$new$newhash:1:0:99999:7:::\n");
+    secret(&s, "overlay/etc/site-secret", "token-new\n");
+    secret(&s, "overlay/etc/apt/auth.conf.d/site.conf", "password new\n");
+    let out = s.expect(&["plan", "--diff"], 2);
+    for part in [
+        "/etc/shadow: contents not shown (password data)\n",
+        "/etc/site-secret: contents not shown (mode 0600)\n",
+        "/etc/apt/auth.conf.d/site.conf: contents not shown (mode 0600)\n",
+    ] {
+        assert!(out.contains(part), "plan --diff lacks {part:?}:\n{out}");
+    }
+    let json = String::from_utf8(s.run(&["plan", "--json", "--diff"]).stdout).unwrap();
+    for shown in ["hash", "token", "password old", "password new"] {
+        assert!(!out.contains(shown) && !json.contains(shown), "{shown} shown:\n{out}\n{json}");
+    }
     s.assert_clean();
 }
 

@@ -67,6 +67,12 @@ pub(super) fn print_report(verb: &str, r: &Report, opts: &Opts) {
     }
     let quiet = opts.verbosity.quiet();
     match (verb, &r.retire) {
+        ("plan", Some(retirement)) if retirement.refused.is_some() => crate::outln!(
+            "{}: not declared any more; `sysrootctl retire {}` refuses: {}",
+            r.name,
+            r.name,
+            retirement.refused.as_deref().unwrap_or_default()
+        ),
         ("plan", Some(retirement)) => {
             crate::outln!("{}: not declared any more; `sysrootctl retire {}` would:", r.name, r.name);
             for line in store::retire::describe(retirement) {

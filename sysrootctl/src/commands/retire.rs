@@ -6,9 +6,10 @@
 use super::*;
 use crate::store::retire::{self, InUse, Retirement};
 
-/// The stores to look in: the default one and every one the file names.
+/// The stores to look in: every one an entry of the file names (the default
+/// store only when an entry uses it), never another file's.
 fn stores(decl: &Declaration) -> Vec<PathBuf> {
-    let mut stores = vec![PathBuf::from(crate::decl::DEFAULT_STORE)];
+    let mut stores = Vec::new();
     for build in decl.sysroots.iter().filter_map(|d| d.build.as_ref()) {
         if !stores.contains(&build.store) {
             stores.push(build.store.clone());
@@ -20,7 +21,7 @@ fn stores(decl: &Declaration) -> Vec<PathBuf> {
 /// Every name the file has (broken entries too: one that cannot be
 /// evaluated is not retired), and the host paths its sysroots use.
 fn in_use(decl: &Declaration, opts: &Opts) -> InUse {
-    let mut u = InUse::default();
+    let mut u = InUse { file: opts.host.config.clone(), ..InUse::default() };
     for s in &decl.config.sysroots {
         u.names.push(s.name.clone());
         u.paths.push((s.path.clone(), s.name.clone()));
@@ -41,11 +42,18 @@ pub(super) fn leftovers(decl: &Declaration, opts: &Opts) -> Vec<Report> {
     let mut reports = Vec::new();
     for store in stores(decl) {
         for name in retire::undeclared(&store, &u) {
-            let r = retire::diff(&retire::observe(&store, &name, &launcher(&name, opts)), &u);
+            let r = retire::diff(&observe(&store, &name, &u, opts), &u);
+            if r.foreign {
+                continue;
+            }
             reports.push(Report { name: name.clone(), notes: kept_notes(&r), retire: Some(r), ..Report::default() });
         }
     }
     reports
+}
+
+fn observe(store: &Path, name: &str, u: &InUse, opts: &Opts) -> retire::Observed {
+    retire::observe(store, name, &launcher(name, opts), &opts.host.imageswitch, u)
 }
 
 fn kept_notes(r: &Retirement) -> Vec<String> {
@@ -57,10 +65,19 @@ fn kept_notes(r: &Retirement) -> Vec<String> {
             r.store.join(&r.name).display()
         ));
     }
+    if r.made_under.is_none() {
+        notes.push(format!(
+            "no record of the declaration file it was made under (an older sysrootctl): retire it only if {} declared it",
+            r.store.display()
+        ));
+    }
     notes
 }
 
 fn retire_one(decl: &Declaration, name: &str, opts: &Opts) -> Result<Vec<Report>> {
+    if !imageswitch::config::is_valid_name(name) {
+        bail!("not a valid sysroot name");
+    }
     if decl.config.sysroots.iter().any(|s| s.name == name) || decl.broken.iter().any(|(n, _)| n == name) {
         bail!(
             "still declared in {}: remove its entry first (retire removes only what no entry declares)",
@@ -73,11 +90,17 @@ fn retire_one(decl: &Declaration, name: &str, opts: &Opts) -> Result<Vec<Report>
         if !retire::undeclared(&store, &u).iter().any(|n| n == name) {
             continue;
         }
+        // Refused before the lock, which would be made inside STORE/NAME.
+        let r = retire::diff(&observe(&store, name, &u, opts), &u);
+        if let Some(why) = &r.refused {
+            bail!("{why}");
+        }
         let _lock = Store::new(&store, name, Path::new("")).lock(opts.no_wait, opts.verbosity.quiet())?;
-        let r = retire::diff(&retire::observe(&store, name, &launcher(name, opts)), &u);
+        let r = retire::diff(&observe(&store, name, &u, opts), &u);
         retire::act(&r).with_context(|| format!("retiring it from {}", store.display()))?;
         let mut report = Report { name: name.to_string(), notes: kept_notes(&r), ..Report::default() };
-        report.add(retire::describe(&r).into_iter().map(|l| Change::new("retire", l.replacen("remove", "removed", 1))));
+        report.changes = retire::describe(&r).into_iter().map(|l| l.replacen("remove", "removed", 1)).collect();
+        report.records = r.remove.iter().map(record).collect();
         report.retire = Some(r);
         reports.push(report);
     }
@@ -86,6 +109,16 @@ fn retire_one(decl: &Declaration, name: &str, opts: &Opts) -> Result<Vec<Report>
         reports.push(Report { name: name.to_string(), notes, ..Report::default() });
     }
     Ok(reports)
+}
+
+/// One removal as a typed record: its path, and whether it is on the host.
+fn record(x: &retire::Removal) -> Change {
+    use retire::Kind;
+    let change = Change::new("retire", format!("removed {}", x.path.display())).path(&x.path);
+    match x.kind {
+        Kind::Link | Kind::Alias | Kind::BinLink | Kind::BinDir | Kind::Launcher => change.on_host(),
+        Kind::Generation | Kind::Store | Kind::Record => change,
+    }
 }
 
 fn join_paths(paths: &[PathBuf]) -> String {

@@ -171,8 +171,13 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<super::Change>> {
     let desktop = ctx.host.applications_dir.join(format!("sysroot-{}.desktop", sysroot.name));
     if ctx.apply {
         // What `retire` finds once the declaration no longer names them.
-        let made =
-            HostRecord { path: sysroot.path.clone(), bin_dir: sysroot.bin_dir.clone(), launcher: desktop.clone() };
+        let made = HostRecord {
+            path: sysroot.path.clone(),
+            bin_dir: sysroot.bin_dir.clone(),
+            launcher: desktop.clone(),
+            config: Some(ctx.host.config.clone()),
+            imageswitch: Some(exe.clone()),
+        };
         retire::remember(&ctx.build.store, &sysroot.name, &made)?;
     }
     let text = desktop_entry(&sysroot.name, &exe);

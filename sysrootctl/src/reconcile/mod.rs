@@ -38,6 +38,9 @@ pub struct Host {
     pub imageswitch: PathBuf,
     pub alias_dir: PathBuf,
     pub applications_dir: PathBuf,
+    /// The declaration file, as `realpath` names it: recorded with what an
+    /// apply makes, so `retire` under another file leaves it alone.
+    pub config: PathBuf,
 }
 
 pub struct Ctx<'a> {
@@ -182,6 +185,28 @@ pub struct ContentDiff {
     pub diff: String,
 }
 
+/// Names of password databases and their `-` backups: their contents are
+/// never shown, in whatever directory.
+const PASSWORD_FILES: &[&str] = &["shadow", "gshadow", "shadow-", "gshadow-"];
+
+/// For `plan --diff`: a line in place of the contents of a password database,
+/// or of a file that not every user can read (`files`: the declared source
+/// and the tree's copy; missing ones do not count).
+pub(crate) fn hidden(inner: &str, files: &[&Path]) -> Option<ContentDiff> {
+    let name = Path::new(inner).file_name().and_then(|n| n.to_str()).unwrap_or_default();
+    let why = if PASSWORD_FILES.contains(&name) {
+        "password data".to_string()
+    } else {
+        let mode = files
+            .iter()
+            .filter_map(|f| fs::symlink_metadata(f).ok())
+            .map(|m| m.mode() & 0o7777)
+            .find(|m| m & 0o004 == 0)?;
+        format!("mode {mode:04o}")
+    };
+    Some(ContentDiff { path: inner.to_string(), diff: format!("{inner}: contents not shown ({why})\n") })
+}
+
 /// `diff -u` of the tree's `old` (none when it is not a regular file) and `new`.
 pub(crate) fn unified(inner: &str, old: &Path, new: &[u8]) -> Result<ContentDiff> {
     use std::io::Write;
@@ -306,5 +331,34 @@ mod tests {
         let page = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../doc/sysrootctl.8.md")).unwrap();
         let missing: Vec<&&str> = KINDS.iter().chain(REASONS).filter(|k| !page.contains(&format!("*{k}*"))).collect();
         assert!(missing.is_empty(), "not in doc/sysrootctl.8.md: {missing:?}");
+    }
+
+    #[test]
+    fn plan_diff_never_shows_secret_contents() {
+        let dir = std::env::temp_dir().join(format!("sysrootctl-hidden-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = |name: &str, mode: u32| {
+            let path = dir.join(name);
+            fs::write(&path, "secret\n").unwrap();
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            path
+        };
+        let (open, private, group) = (file("open", 0o644), file("site-secret", 0o600), file("grp", 0o640));
+        let missing = dir.join("missing");
+        let rows: Vec<(&str, Vec<&Path>, Option<&str>)> = vec![
+            // The review's cases: a `files` overlay with etc/shadow, and etc/site-secret 0600.
+            ("/etc/shadow", vec![&open, &open], Some("password data")),
+            ("/etc/site-secret", vec![&private, &missing], Some("mode 0600")),
+            ("/etc/gshadow-", vec![&open], Some("password data")),
+            ("/srv/x/shadow-", vec![&open], Some("password data")),
+            ("/etc/apt/auth.conf.d/site.conf", vec![&open, &group], Some("mode 0640")),
+            ("/etc/motd", vec![&open, &missing], None),
+            ("/etc/shadowsocks.json", vec![&open], None),
+        ];
+        for (inner, files, why) in rows {
+            let got = hidden(inner, &files).map(|d| d.diff);
+            assert_eq!(got, why.map(|w| format!("{inner}: contents not shown ({w})\n")), "{inner}");
+        }
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -216,7 +216,11 @@ fn content(tree: &Path, src: &Path, dst: &Path) -> Result<ContentDiff> {
         let diff = format!("{}: {} (in the tree: {})\n", dst.display(), shown(src), shown(&target));
         return Ok(ContentDiff { path: dst.display().to_string(), diff });
     }
-    unified(&dst.display().to_string(), &target, &fs::read(src)?)
+    let inner = dst.display().to_string();
+    match hidden(&inner, &[src, &target]) {
+        Some(hidden) => Ok(hidden),
+        None => unified(&inner, &target, &fs::read(src)?),
+    }
 }
 
 /// One overlay step: the files it manages are recorded with their

@@ -181,11 +181,10 @@ pub(super) fn users(ctx: &mut Ctx<'_>) -> Result<Vec<super::Change>> {
         for change in &d.changes {
             match change {
                 // Password data is never shown, not even the tree's own.
-                Change::Write { inner: inner @ ("/etc/shadow" | "/etc/gshadow"), .. } => diffs.push(ContentDiff {
-                    path: inner.to_string(),
-                    diff: format!("{inner}: contents not shown (password data)\n"),
-                }),
-                Change::Write { inner, path, text, .. } => diffs.push(unified(inner, path, text.as_bytes())?),
+                Change::Write { inner, path, text, .. } => match hidden(inner, &[path]) {
+                    Some(hidden) => diffs.push(hidden),
+                    None => diffs.push(unified(inner, path, text.as_bytes())?),
+                },
                 Change::MountPoint { .. } => {}
             }
         }

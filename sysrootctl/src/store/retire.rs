@@ -11,48 +11,23 @@
 //! the rest of `STORE/NAME`, then the records, the host record last.
 #![forbid(unsafe_code)]
 
+mod act;
+mod record;
+
+pub use act::act;
+use record::read_host;
+pub use record::{HostRecord, aliases_path, host_record_path, remember};
+
+use std::ffi::OsString;
 use std::fs;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::Store;
-use crate::reconcile::{desktop_entry, points_at_imageswitch};
+use crate::reconcile::desktop_entry;
 use crate::util;
-
-/// The host paths sysrootctl made for one sysroot, recorded by every run that
-/// brings its host links up to date, in `STORE/NAME.host.json` (alias links
-/// are listed in `STORE/NAME.aliases`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct HostRecord {
-    pub path: PathBuf,
-    pub bin_dir: Option<PathBuf>,
-    pub launcher: PathBuf,
-}
-
-pub fn host_record_path(store: &Path, name: &str) -> PathBuf {
-    store.join(format!("{name}.host.json"))
-}
-
-pub fn aliases_path(store: &Path, name: &str) -> PathBuf {
-    store.join(format!("{name}.aliases"))
-}
-
-fn read_host(store: &Path, name: &str) -> Option<HostRecord> {
-    serde_json::from_slice(&fs::read(host_record_path(store, name)).ok()?).ok()
-}
-
-/// Records what a run made on the host (rewritten only when it changed).
-pub fn remember(store: &Path, name: &str, record: &HostRecord) -> Result<()> {
-    if read_host(store, name).as_ref() == Some(record) {
-        return Ok(());
-    }
-    fs::DirBuilder::new().recursive(true).mode(0o755).create(store)?;
-    util::write_atomic(&host_record_path(store, name), &serde_json::to_vec_pretty(record)?, 0o644)
-}
 
 /// What is at a path sysrootctl recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -81,6 +56,17 @@ pub struct Observed {
     /// `STORE/NAME`.
     pub dir: PathBuf,
     pub dir_exists: bool,
+    /// What `STORE/NAME` is when it is there but not a directory (a symlink
+    /// to a tree moved elsewhere, say): retire then touches nothing.
+    pub dir_odd: Option<&'static str>,
+    /// The declaration file the host record names.
+    pub config: Option<PathBuf>,
+    /// The imageswitch paths its links may point at: the recorded one and
+    /// the configured one.
+    pub imageswitch: Vec<PathBuf>,
+    /// Recorded host paths a declared sysroot uses under another spelling
+    /// (the same directory by device and inode), with that sysroot.
+    pub shared: Vec<(PathBuf, String)>,
     /// Numbered trees in `STORE/NAME`, complete or not.
     pub generations: Vec<u32>,
     /// Whether `STORE/NAME.host.json` was there (sysrootctl before it kept
@@ -98,6 +84,8 @@ pub struct Observed {
 /// What the declaration still uses, with the sysroot using it: never removed.
 #[derive(Debug, Clone, Default)]
 pub struct InUse {
+    /// The declaration file (`realpath`).
+    pub file: PathBuf,
     pub names: Vec<String>,
     pub paths: Vec<(PathBuf, String)>,
     pub aliases: Vec<(PathBuf, String)>,
@@ -144,6 +132,15 @@ pub struct Retirement {
     /// Built by a sysrootctl that did not record its `path` and `bin_dir`:
     /// links there, if any, are the administrator's to remove.
     pub unrecorded: bool,
+    /// The declaration file it was made under, when recorded.
+    pub made_under: Option<PathBuf>,
+    /// Why nothing is removed (made under another declaration file, or
+    /// `STORE/NAME` is not a directory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refused: Option<String>,
+    /// Made under another declaration file: `plan` does not list it.
+    #[serde(skip)]
+    pub foreign: bool,
 }
 
 /// Names with leftovers in `store` that the declaration no longer has: a
@@ -172,14 +169,29 @@ pub fn undeclared(store: &Path, in_use: &InUse) -> Vec<String> {
     names
 }
 
-pub fn observe(store: &Path, name: &str, fallback_launcher: &Path) -> Observed {
+/// Where a host path is, whatever its spelling: the device and inode of the
+/// directory it names (`whole`) or of its parent, and its file name.
+fn identity(path: &Path, whole: bool) -> Option<(u64, u64, OsString)> {
+    let (dir, file) = if whole { (path, OsString::new()) } else { (path.parent()?, path.file_name()?.to_owned()) };
+    let m = fs::metadata(dir).ok()?;
+    Some((m.dev(), m.ino(), file))
+}
+
+/// The declared sysroot using `found` under another spelling, if any.
+fn shared(found: &Path, declared: &[(PathBuf, String)], whole: bool) -> Option<(PathBuf, String)> {
+    let id = identity(found, whole)?;
+    let (_, name) = declared.iter().find(|(p, _)| identity(p, whole).as_ref() == Some(&id))?;
+    Some((found.to_path_buf(), name.clone()))
+}
+
+pub fn observe(store: &Path, name: &str, fallback_launcher: &Path, exe: &Path, in_use: &InUse) -> Observed {
     let s = Store::new(store, name, Path::new(""));
     let mut generations: Vec<u32> = fs::read_dir(&s.dir)
         .map(|entries| entries.flatten().filter_map(|e| e.file_name().to_str()?.parse().ok()).collect())
         .unwrap_or_default();
     generations.sort_unstable();
     let host = read_host(store, name);
-    let aliases = fs::read_to_string(aliases_path(store, name))
+    let aliases: Vec<(PathBuf, Seen)> = fs::read_to_string(aliases_path(store, name))
         .unwrap_or_default()
         .lines()
         .map(|l| (PathBuf::from(l), seen(Path::new(l))))
@@ -191,6 +203,22 @@ pub fn observe(store: &Path, name: &str, fallback_launcher: &Path) -> Observed {
         Some((dir, entries))
     });
     let launcher = host.as_ref().map_or(fallback_launcher.to_path_buf(), |h| h.launcher.clone());
+    let mut shared_places: Vec<(PathBuf, String)> = Vec::new();
+    if let Some(h) = &host {
+        shared_places.extend(shared(&h.path, &in_use.paths, false));
+        shared_places.extend(h.bin_dir.as_ref().and_then(|b| shared(b, &in_use.bin_dirs, true)));
+    }
+    for (alias, _) in &aliases {
+        shared_places.extend(shared(alias, &in_use.aliases, false));
+    }
+    let dir_meta = fs::symlink_metadata(&s.dir).ok();
+    let dir_odd = dir_meta.as_ref().and_then(|m| match m.file_type() {
+        t if t.is_symlink() => Some("a symlink"),
+        t if !t.is_dir() => Some("not a directory"),
+        _ => None,
+    });
+    let mut imageswitch: Vec<PathBuf> = host.as_ref().and_then(|h| h.imageswitch.clone()).into_iter().collect();
+    imageswitch.push(exe.to_path_buf());
     let records = [aliases_path(store, name), s.old_lock_path(), host_record_path(store, name)]
         .into_iter()
         .flat_map(|p| [util::sibling(&p, ".sysrootctl-new"), p])
@@ -198,7 +226,11 @@ pub fn observe(store: &Path, name: &str, fallback_launcher: &Path) -> Observed {
         .collect();
     Observed {
         name: name.to_string(),
-        dir_exists: s.dir.is_dir(),
+        dir_exists: dir_meta.is_some_and(|m| m.is_dir()),
+        dir_odd,
+        config: host.as_ref().and_then(|h| h.config.clone()),
+        imageswitch,
+        shared: shared_places,
         dir: s.dir,
         generations,
         recorded: host.is_some(),
@@ -210,13 +242,14 @@ pub fn observe(store: &Path, name: &str, fallback_launcher: &Path) -> Observed {
     }
 }
 
-/// An absolute link to a program named imageswitch: what sysrootctl makes.
-fn to_imageswitch(seen: &Seen) -> bool {
-    matches!(seen, Seen::Link(target) if points_at_imageswitch(target, Path::new("")))
+/// A link to the imageswitch sysrootctl recorded, or the configured one.
+fn to_imageswitch(seen: &Seen, exes: &[PathBuf]) -> bool {
+    matches!(seen, Seen::Link(target) if exes.contains(target))
 }
 
-fn user(list: &[(PathBuf, String)], path: &Path) -> Option<String> {
-    list.iter().find(|(p, _)| p == path).map(|(_, name)| format!("sysroot \"{name}\" uses it"))
+/// The declared sysroot using `path`, by spelling or (found by `observe`) by identity.
+fn user(list: &[(PathBuf, String)], shared: &[(PathBuf, String)], path: &Path) -> Option<String> {
+    list.iter().chain(shared).find(|(p, _)| p == path).map(|(_, name)| format!("sysroot \"{name}\" uses it"))
 }
 
 /// A launcher exactly as sysrootctl writes it for `name`, with any imageswitch.
@@ -231,8 +264,28 @@ pub fn diff(o: &Observed, in_use: &InUse) -> Retirement {
         name: o.name.clone(),
         store: o.dir.parent().unwrap_or(Path::new("/")).to_path_buf(),
         unrecorded: !o.recorded,
+        made_under: o.config.clone(),
         ..Retirement::default()
     };
+    if let Some(file) = o.config.as_ref().filter(|f| **f != in_use.file) {
+        r.refused = Some(format!(
+            "made under {}, not {}: retire it with --config {}",
+            file.display(),
+            in_use.file.display(),
+            file.display()
+        ));
+        r.foreign = true;
+        return r;
+    }
+    if let Some(odd) = o.dir_odd {
+        r.refused = Some(format!(
+            "{} is {odd}, which sysrootctl never makes: move the tree back or remove it yourself",
+            o.dir.display()
+        ));
+        return r;
+    }
+    let user = |list: &[(PathBuf, String)], path: &Path| user(list, &o.shared, path);
+    let to_imageswitch = |seen: &Seen| to_imageswitch(seen, &o.imageswitch);
     let mut decide = |kind: Kind, path: &Path, not_ours: Option<&str>, user: Option<String>| match user
         .or(not_ours.map(str::to_string))
     {
@@ -318,68 +371,6 @@ pub fn describe(r: &Retirement) -> Vec<String> {
     lines
 }
 
-/// Refuses while a process has its root in `STORE/NAME` or anything is
-/// mounted there (`sysrootctl mount`); that is checked again before each
-/// generation goes.
-fn in_use(dir: &Path) -> Result<()> {
-    let procs = util::processes_rooted_in(dir);
-    if let Some((pid, root)) = procs.first() {
-        bail!(
-            "in use: pid {pid} has its root in {} ({} process(es)); nothing more removed",
-            root.display(),
-            procs.len()
-        );
-    }
-    if let Some(point) = util::mounts_below(dir).first() {
-        bail!("{} is mounted (umount --recursive {}); nothing more removed", point.display(), point.display());
-    }
-    Ok(())
-}
-
-fn remove_file(path: &Path) -> Result<()> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("cannot remove {}", path.display()))
-        }
-        _ => Ok(()),
-    }
-}
-
-/// Removes what `diff` listed, under the sysroot's lock (held by the caller).
-pub fn act(r: &Retirement) -> Result<()> {
-    let store = Store::new(&r.store, &r.name, Path::new(""));
-    in_use(&store.dir)?;
-    for x in &r.remove {
-        match x.kind {
-            Kind::Link | Kind::Alias | Kind::BinLink | Kind::Launcher | Kind::Record => remove_file(&x.path)?,
-            Kind::BinDir => match fs::remove_dir(&x.path) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(e).with_context(|| format!("cannot remove {}", x.path.display()));
-                }
-                _ => {}
-            },
-            Kind::Generation => {
-                in_use(&store.dir)?;
-                let n = x.path.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse().ok());
-                if let Some(n) = n.filter(|_| x.path.exists()) {
-                    store.retire_generation(n)?;
-                }
-            }
-            Kind::Store => {
-                for entry in fs::read_dir(&store.dir).into_iter().flatten().flatten() {
-                    if entry.file_name() != ".lock" {
-                        util::kill_rooted_in(&entry.path());
-                        util::remove_tree(&entry.path())?;
-                    }
-                }
-                remove_file(&store.dir.join(".lock"))?;
-                fs::remove_dir(&store.dir).with_context(|| format!("cannot remove {}", store.dir.display()))?;
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -399,6 +390,10 @@ mod tests {
             name: "old".into(),
             dir: p("/s/old"),
             dir_exists: true,
+            dir_odd: None,
+            config: Some(p("/etc/sysroots.toml")),
+            imageswitch: vec![p("/usr/local/sbin/imageswitch"), p("/usr/sbin/imageswitch")],
+            shared: Vec::new(),
             generations: vec![1, 2],
             recorded: true,
             path: Some((p("/roots/old"), link("/s/old/2"))),
@@ -410,6 +405,11 @@ mod tests {
             )),
             records: vec![p("/s/old.aliases"), p("/s/old.host.json")],
         }
+    }
+
+    /// What the file that made it declares now (nothing of `old`'s).
+    fn declared() -> InUse {
+        InUse { file: p("/etc/sysroots.toml"), ..InUse::default() }
     }
 
     fn kinds(r: &Retirement) -> Vec<(Kind, &str)> {
@@ -442,6 +442,11 @@ mod tests {
             ("alias now a script", |o, _| o.aliases[0].1 = Seen::File("#!/bin/sh\n".into()), vec!["/a/old"]),
             ("alias now another's", |_, u| u.aliases.push((p("/a/old"), "new".into())), vec!["/a/old"]),
             ("relative imageswitch", |o, _| o.aliases[0].1 = link("imageswitch"), vec!["/a/old"]),
+            // A copy of /bin/true named imageswitch is not the imageswitch.
+            ("another imageswitch", |o, _| o.aliases[0].1 = link("/tmp/x/imageswitch"), vec!["/a/old"]),
+            // $S/bl -> $S: keep's bin_dir "$S/bl/bin7" is old's "$S/bin7".
+            ("bin_dir another's by identity", |o, _| o.shared.push((p("/bin7"), "keep".into())), vec!["/bin7"]),
+            ("path another's by identity", |o, _| o.shared.push((p("/roots/old"), "keep".into())), vec!["/roots/old"]),
             ("bin_dir now another's", |_, u| u.bin_dirs.push((p("/bin7"), "new".into())), vec!["/bin7"]),
             (
                 "launcher edited",
@@ -450,7 +455,7 @@ mod tests {
             ),
         ];
         for (case, change, kept) in rows {
-            let (mut o, mut u) = (dropped(), InUse::default());
+            let (mut o, mut u) = (dropped(), declared());
             change(&mut o, &mut u);
             let r = diff(&o, &u);
             let got_kept: Vec<&str> = r.kept.iter().map(|k| k.path.to_str().unwrap()).collect();
@@ -473,12 +478,13 @@ mod tests {
         o.path = None;
         o.bin_dir = None;
         o.records.pop();
-        let r = diff(&o, &InUse::default());
-        assert!(r.kept.is_empty() && r.unrecorded);
+        o.config = None;
+        let r = diff(&o, &declared());
+        assert!(r.kept.is_empty() && r.unrecorded && r.made_under.is_none() && r.refused.is_none());
         assert_eq!(kinds(&r)[..2], [(Kind::Alias, "/a/old"), (Kind::Launcher, "/apps/sysroot-old.desktop")]);
         let mut foreign = dropped();
         foreign.bin_dir.as_mut().unwrap().1.push((p("/bin7/own"), Seen::File("x".into())));
-        let r = diff(&foreign, &InUse::default());
+        let r = diff(&foreign, &declared());
         assert!(!kinds(&r).contains(&(Kind::BinDir, "/bin7")), "a bin_dir with a file of someone else's stays");
         assert_eq!(r.kept, [Kept { path: p("/bin7/own"), reason: "not a link to imageswitch".into() }]);
     }
@@ -488,7 +494,7 @@ mod tests {
         let mut o = dropped();
         o.bin_dir.as_mut().unwrap().1.push((p("/bin7/ls"), link("/usr/sbin/imageswitch")));
         assert_eq!(
-            describe(&diff(&o, &InUse::default())),
+            describe(&diff(&o, &declared())),
             [
                 "remove link /roots/old",
                 "remove alias link /a/old",
@@ -502,5 +508,51 @@ mod tests {
                 "remove record /s/old.host.json",
             ]
         );
+    }
+
+    #[test]
+    fn leftovers_another_declaration_file_made_or_an_odd_store_are_never_touched() {
+        type Row = (&'static str, fn(&mut Observed), &'static str);
+        let rows: Vec<Row> = vec![
+            // The review's case: `retire rv13victim` under config A removed config B's sysroot.
+            (
+                "made under another file",
+                |o| o.config = Some(p("/etc/sysroots-b.toml")),
+                "made under /etc/sysroots-b.toml, not /etc/sysroots.toml: retire it with --config /etc/sysroots-b.toml",
+            ),
+            (
+                "STORE/NAME a symlink",
+                |o| o.dir_odd = Some("a symlink"),
+                "/s/old is a symlink, which sysrootctl never makes: move the tree back or remove it yourself",
+            ),
+            (
+                "STORE/NAME a file",
+                |o| o.dir_odd = Some("not a directory"),
+                "/s/old is not a directory, which sysrootctl never makes: move the tree back or remove it yourself",
+            ),
+        ];
+        for (case, change, why) in rows {
+            let mut o = dropped();
+            change(&mut o);
+            let r = diff(&o, &declared());
+            assert_eq!(r.refused.as_deref(), Some(why), "{case}");
+            assert!(r.remove.is_empty(), "{case}: nothing is removed");
+            assert_eq!(r.foreign, case == "made under another file", "{case}");
+            assert!(act(&r).unwrap_err().to_string() == why, "{case}: act refuses too");
+        }
+    }
+
+    #[test]
+    fn host_paths_in_use_are_told_by_identity_not_spelling() {
+        let dir = std::env::temp_dir().join(format!("sysrootctl-identity-{}", std::process::id()));
+        fs::create_dir_all(dir.join("bin7")).unwrap();
+        std::os::unix::fs::symlink(&dir, dir.join("bl")).unwrap();
+        let keep = vec![(dir.join("bl/bin7"), "keep".to_string())];
+        assert_eq!(shared(&dir.join("bin7"), &keep, true), Some((dir.join("bin7"), "keep".to_string())));
+        let link = vec![(dir.join("bl/x"), "keep".to_string())];
+        assert_eq!(shared(&dir.join("x"), &link, false), Some((dir.join("x"), "keep".to_string())));
+        assert_eq!(shared(&dir.join("y"), &link, false), None, "another name in the same directory");
+        assert_eq!(shared(&dir.join("bin7"), &[(dir.clone(), "keep".to_string())], true), None);
+        fs::remove_dir_all(&dir).unwrap();
     }
 }
