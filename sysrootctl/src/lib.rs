@@ -19,6 +19,7 @@ pub mod decl;
 pub mod elf;
 pub mod exposure;
 pub mod hostmount;
+pub mod launcher;
 pub mod namespace;
 pub mod output;
 pub mod reconcile;

@@ -180,7 +180,7 @@ pub fn host_links(ctx: &Ctx<'_>) -> Result<Vec<super::Change>> {
         };
         retire::remember(&ctx.build.store, &sysroot.name, &made)?;
     }
-    let text = desktop_entry(&sysroot.name, &exe);
+    let text = crate::launcher::desktop_entry(&sysroot.name, &exe);
     if fs::read_to_string(&desktop).ok().as_deref() != Some(text.as_str()) {
         let line = format!("write launcher {}", desktop.display());
         changes.push(super::Change::new("write_file", line).path(&desktop).reason("launcher"));
@@ -216,14 +216,6 @@ fn stale_aliases(ctx: &Ctx<'_>) -> Result<Vec<super::Change>> {
         util::write_atomic(&list, text.as_bytes(), 0o644)?;
     }
     Ok(changes)
-}
-
-/// A launcher that opens a terminal with the user's shell in the sysroot.
-pub fn desktop_entry(name: &str, imageswitch: &Path) -> String {
-    format!(
-        "[Desktop Entry]\nType=Application\nName=Sysroot {name}\nComment=Shell inside the {name} sysroot\nExec={} {name}\nIcon=utilities-terminal\nTerminal=true\nCategories=System;\n",
-        imageswitch.display()
-    )
 }
 
 #[cfg(test)]

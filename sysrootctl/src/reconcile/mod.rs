@@ -28,7 +28,7 @@ mod playbook;
 mod services;
 mod users;
 
-pub use links::{desktop_entry, host_links, points_at_imageswitch, tree_links};
+pub use links::{host_links, points_at_imageswitch, tree_links};
 pub use packages::installed_packages;
 pub(crate) use users::getent;
 

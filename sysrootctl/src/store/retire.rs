@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::Store;
-use crate::reconcile::desktop_entry;
+use crate::launcher::desktop_entry;
 use crate::util;
 
 /// What is at a path sysrootctl recorded.
