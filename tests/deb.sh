@@ -28,23 +28,7 @@ source "$REPO/tests/support/checks.sh"
 
 require_root "it installs packages with dpkg"
 
-refuse_if_installed imageswitch imageswitch-slurm
-
-WORK=$(mktemp -d)
-chmod 755 "$WORK"
-config_saved=""
-cleanup() {
-    dpkg -P imageswitch-slurm imageswitch >/dev/null 2>&1
-    userdel -r "$USER_OK" >/dev/null 2>&1
-    rm -f "$CONFIG"
-    [ -n "$config_saved" ] && mv "$config_saved" "$CONFIG"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-if [ -e "$CONFIG" ]; then
-    config_saved=$WORK/sysroots.toml.saved
-    mv "$CONFIG" "$config_saved"
-fi
+package_test_frame
 
 install_missing dpkg-shlibdeps:dpkg-dev srun:slurm-client slurmd:slurmd rpmspec:rpm debootstrap:debootstrap lintian:lintian /usr/include/slurm/spank.h:libslurm-dev
 must "cached bullseye i386 tree" bash "$REPO/tests/support/trees.sh" bullseye-i386

@@ -35,24 +35,8 @@ export ANSIBLE_NOCOLOR=1 ANSIBLE_FORCE_COLOR=0 ANSIBLE_RETRY_FILES_ENABLED=0 ANS
 source "$REPO/tests/support/checks.sh"
 
 require_root "it installs packages"
-refuse_if_installed imageswitch imageswitch-slurm
-
-WORK=$(mktemp -d)
-chmod 755 "$WORK"
-config_saved=""
-cleanup() {
-    dpkg -P imageswitch-slurm imageswitch >/dev/null 2>&1
-    userdel -r "$USER_OK" >/dev/null 2>&1
-    rm -rf "$STATE" /var/cache/imageswitch-ansible
-    rm -f "$CONFIG"
-    [ -n "$config_saved" ] && mv "$config_saved" "$CONFIG"
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-if [ -e "$CONFIG" ]; then
-    config_saved=$WORK/sysroots.toml.saved
-    mv "$CONFIG" "$config_saved"
-fi
+extra_cleanup() { rm -rf "$STATE" /var/cache/imageswitch-ansible; }
+package_test_frame
 rm -rf "$STATE"
 
 python3 -c 'import venv, ensurepip' 2>/dev/null || need_pkgs+=(python3-venv)

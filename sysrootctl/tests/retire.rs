@@ -190,18 +190,7 @@ fn an_interrupted_retire_is_finished_by_the_next() {
 
 /// sysrootctl run on `file` instead of the scratch's own declaration.
 fn under(s: &Scratch, file: &Path, args: &[&str]) -> (i32, String) {
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(file)
-        .arg("--imageswitch")
-        .arg(s.path("imageswitch"))
-        .arg("--alias-dir")
-        .arg(s.path("alias"))
-        .arg("--applications-dir")
-        .arg(s.path("apps"))
-        .args(args)
-        .output()
-        .unwrap();
+    let out = s.cmd_under(file, args).output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }

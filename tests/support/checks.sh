@@ -97,3 +97,27 @@ deb11_config() {
     } >"$config"
     chmod 644 "$config"
 }
+
+# The shared frame of the package tests (tests/deb.sh, packaging/ansible/test.sh):
+# refuses to run over installed packages, makes $WORK, moves $CONFIG aside and
+# puts everything back at exit: purges the packages, removes $USER_OK, runs the
+# caller's extra_cleanup if it defines one, restores $CONFIG.
+package_test_frame() {
+    refuse_if_installed imageswitch imageswitch-slurm
+    WORK=$(mktemp -d)
+    chmod 755 "$WORK"
+    config_saved=""
+    trap package_test_cleanup EXIT
+    if [ -e "$CONFIG" ]; then
+        config_saved=$WORK/sysroots.toml.saved
+        mv "$CONFIG" "$config_saved"
+    fi
+}
+package_test_cleanup() {
+    dpkg -P imageswitch-slurm imageswitch >/dev/null 2>&1
+    userdel -r "$USER_OK" >/dev/null 2>&1
+    if declare -F extra_cleanup >/dev/null; then extra_cleanup; fi
+    rm -f "$CONFIG"
+    [ -n "$config_saved" ] && mv "$config_saved" "$CONFIG"
+    rm -rf "$WORK"
+}

@@ -114,9 +114,14 @@ impl Scratch {
     }
 
     pub fn cmd(&self, args: &[&str]) -> Command {
+        self.cmd_under(&self.path("sysroots.toml"), args)
+    }
+
+    /// [`Scratch::cmd`] on the declaration `file` instead of the scratch's own.
+    pub fn cmd_under(&self, file: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(BIN);
         cmd.arg("--config")
-            .arg(self.path("sysroots.toml"))
+            .arg(file)
             .arg("--imageswitch")
             .arg(self.path("imageswitch"))
             .arg("--alias-dir")
