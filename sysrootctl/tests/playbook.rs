@@ -73,6 +73,7 @@ fn playbook_runs_in_the_new_generation_and_plan_checks_it_against_the_live_one()
     s.write("ext/vars.yml", "a: 1\n");
     symlink(s.path("ext"), s.path("book/inc")).unwrap();
     s.write("book/.shared/vars.yml", "b: 1\n");
+    symlink(".", s.path("book/loop")).unwrap();
 
     // ansible-playbook from the fixed PATH, never one first on the caller's.
     let decoy = s.write("bin/ansible-playbook", &format!("#!/bin/sh\ntouch {}\n", s.path("decoy-ran").display()));
@@ -154,6 +155,14 @@ fn playbook_runs_in_the_new_generation_and_plan_checks_it_against_the_live_one()
     );
     assert_eq!(s.live("deb"), Some(2));
     assert_eq!(s.generations("deb"), ["1", "1.json", "2", "2.json"]);
+
+    // The tmpfs goes on the tree's own /tmp, never where a link there points.
+    let elsewhere = s.write("elsewhere/kept", "kept\n");
+    fs::remove_dir_all(tree.join("tmp")).unwrap();
+    symlink(s.path("elsewhere"), tree.join("tmp")).unwrap();
+    let out = s.expect(&["plan"], 1);
+    assert!(out.contains(&format!("{}/tmp is not a directory", s.path("store/deb/2").display())), "{out}");
+    assert_eq!(fs::read_to_string(&elsewhere).unwrap(), "kept\n");
     s.assert_clean();
 }
 
