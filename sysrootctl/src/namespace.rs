@@ -31,6 +31,7 @@ use anyhow::{Context, Result, bail};
 use nix::mount::{MsFlags, mount};
 use nix::sched::{CloneFlags, unshare};
 use nix::sys::signal::Signal;
+use nix::sys::statvfs::FsFlags;
 use nix::sys::wait::{WaitStatus, waitpid};
 
 /// The hidden verb, dispatched before the command line is parsed.
@@ -65,7 +66,8 @@ pub fn in_tree(tree: &Path, linux32: bool, argv: &[&str]) -> Command {
 /// `program` on the host (in the private namespaces), with `tree` prepared
 /// as for [`in_tree`] and an empty tmpfs on its `/tmp`; the personality is the
 /// tree's, so what `program` starts in the tree sees it too. `read_only`: the
-/// tree is seen read-only, so nothing `program` does can change it.
+/// tree is seen read-only, and so are the host's `/dev` and `/sys` in it, so
+/// nothing `program` does can change the tree or create files through them.
 pub fn around_tree(tree: &Path, linux32: bool, read_only: bool, program: &Path) -> Command {
     let mode = TreeMode { linux32, around: true, read_only };
     helper(&tree.to_string_lossy(), &mode.to_string(), &program.to_string_lossy())
@@ -161,8 +163,13 @@ fn stage(args: &[String]) -> Result<i32> {
                         seal_read_only(tree)?;
                     }
                     bind_host_into(tree)?;
+                    if mode.read_only {
+                        seal_host_binds(tree)?;
+                    }
                     if mode.around {
-                        mount(Some("tmpfs"), &tree.join("tmp"), Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=1777"))
+                        let tmp = tree.join("tmp");
+                        require_dir(&tmp)?;
+                        mount(Some("tmpfs"), &tmp, Some("tmpfs"), MsFlags::MS_NOSUID, Some("mode=1777"))
                             .context("mounting a tmpfs on the tree's /tmp")?;
                     }
                 }
@@ -230,6 +237,31 @@ fn seal_read_only(tree: &Path) -> Result<()> {
     let read_only = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
     mount(None::<&str>, tree, None::<&str>, read_only, None::<&str>)
         .with_context(|| format!("making {} read-only", tree.display()))
+}
+
+/// The host's `/dev` and `/sys` as the read-only view binds them: read-only
+/// too, every mount below them (`/dev/shm`, `/dev/pts`, ...) included, so a
+/// check run cannot create files on the host through them. Device nodes stay
+/// usable (`/dev/null` takes writes on a read-only mount).
+fn seal_host_binds(tree: &Path) -> Result<()> {
+    let table = imageswitch::mounts::mount_table().context("reading /proc/self/mountinfo")?;
+    let (dev, sys) = (tree.join("dev"), tree.join("sys"));
+    for (_, point) in table.iter().filter(|(_, p)| p.starts_with(&dev) || p.starts_with(&sys)) {
+        let kept = nix::sys::statvfs::statvfs(point).map(|s| s.flags()).unwrap_or(FsFlags::empty());
+        let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
+        for (has, flag) in [
+            (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+            (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+            (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        ] {
+            if kept.contains(has) {
+                flags |= flag;
+            }
+        }
+        mount(None::<&str>, point, None::<&str>, flags, None::<&str>)
+            .with_context(|| format!("making {} read-only", point.display()))?;
+    }
+    Ok(())
 }
 
 /// Dies with the parent; fails if the parent already went before the tie held.

@@ -1,6 +1,10 @@
 //! Running a command inside a tree, the way a package manager needs it and
 //! without leaving anything behind: every command goes through the namespace
-//! helper ([`crate::namespace`]), so it ends with sysrootctl.
+//! helper ([`crate::namespace`]), so it ends with sysrootctl, and what it
+//! started (a daemon a package starts, a job left in `shell`) ends with it:
+//! they are in the helper's PID namespace. Nothing else is ever killed, not
+//! even a process whose root is the tree (imageswitch's sessions in the live
+//! generation are).
 #![forbid(unsafe_code)]
 
 use std::fs;
@@ -12,11 +16,14 @@ use anyhow::{Context, Result};
 use crate::namespace;
 use crate::util::{self, Verbosity};
 
+/// The PATH every command sysrootctl runs as root with a tree gets.
+pub const PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The environment every command in a tree gets: nothing from the caller's.
 fn tree_env(cmd: &mut Command, interactive: bool) {
     let term = std::env::var("TERM").ok();
     cmd.env_clear()
-        .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("PATH", PATH)
         .env("HOME", "/root")
         .env("LC_ALL", "C")
         .env("DEBIAN_FRONTEND", "noninteractive")
@@ -38,16 +45,13 @@ fn enter_command(tree: &Path, linux32: bool, argv: &[&str], interactive: bool) -
 /// passed through with `-v`.
 pub fn run_in(tree: &Path, linux32: bool, argv: &[&str], verbosity: Verbosity) -> Result<String> {
     let mut cmd = enter_command(tree, linux32, argv, false);
-    let result = util::run(&mut cmd, verbosity).with_context(|| format!("in {}", tree.display()));
-    util::kill_rooted_in(tree);
-    result
+    util::run(&mut cmd, verbosity).with_context(|| format!("in {}", tree.display()))
 }
 
 /// Runs `argv` inside `tree` on the caller's terminal; returns its exit code.
 pub fn interactive(tree: &Path, linux32: bool, argv: &[&str]) -> Result<i32> {
     let mut cmd = enter_command(tree, linux32, argv, true);
     let status = cmd.status().context("cannot start the shell")?;
-    util::kill_rooted_in(tree);
     Ok(status.code().unwrap_or(128 + 9))
 }
 

@@ -28,7 +28,8 @@ use crate::decl::{Build, Declaration, Declared};
 use crate::reconcile::{self, Ctx};
 use crate::store::{Record, Store};
 
-fn valid_id(id: &str) -> bool {
+/// Whether `id` is a generation id as [`crate::store::new_id`] makes them.
+pub fn valid_id(id: &str) -> bool {
     id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 

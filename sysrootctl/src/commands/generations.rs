@@ -36,13 +36,20 @@ pub fn rollback(decl: &Declaration, name: &str, to: Option<&str>, opts: &Opts) -
     Ok(0)
 }
 
-/// A generation named by its number here, or by its id (which a generation
-/// keeps on every machine it is sent to, where its number may differ).
+/// A generation named by its id (which a generation keeps on every machine
+/// it is sent to, where its number may differ), or by its number here as
+/// `list` shows it (digits, no sign, no leading zero).
 fn number_or_id(store: &Store, generations: &[u32], to: &str) -> Option<u32> {
-    match to.parse::<u32>() {
-        Ok(n) => generations.contains(&n).then_some(n),
-        Err(_) => generations.iter().copied().find(|&n| store.record(n).is_ok_and(|r| !r.id.is_empty() && r.id == to)),
+    if crate::transfer::valid_id(to) {
+        return generations.iter().copied().find(|&n| store.record(n).is_ok_and(|r| r.id == to));
     }
+    let n = generation_number(to)?;
+    generations.contains(&n).then_some(n)
+}
+
+fn generation_number(word: &str) -> Option<u32> {
+    let digits = word.bytes().all(|b| b.is_ascii_digit()) && !(word.len() > 1 && word.starts_with('0'));
+    digits.then(|| word.parse().ok()).flatten()
 }
 
 #[derive(Serialize, Default)]
@@ -109,4 +116,21 @@ pub fn gc(decl: &Declaration, names: &[String], opts: &Opts) -> Result<i32> {
         crate::outln!("{}", serde_json::to_string_pretty(&out)?);
     }
     Ok(if out.iter().any(|r| r.error.is_some()) { 1 } else { 0 })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_generation_number_is_written_as_list_shows_it() {
+        for (word, want) in [("1", Some(1)), ("42", Some(42)), ("0", Some(0)), ("01", None), ("+1", None), ("-1", None)]
+        {
+            assert_eq!(generation_number(word), want, "{word}");
+        }
+        for word in ["", " 1", "1e3", "4294967296", "00000000000000000000000000000001"] {
+            assert_eq!(generation_number(word), None, "{word}");
+        }
+        assert!(crate::transfer::valid_id("00000000000000000000000000000001"));
+    }
 }

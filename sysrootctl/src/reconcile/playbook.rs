@@ -3,8 +3,8 @@
 //! links), before the generation is verified and published.
 //!
 //! Ansible runs the play itself, through its `chroot` connection
-//! (community.general.chroot): `ansible-playbook` from sysrootctl's PATH runs
-//! on the host inside the namespace helper ([`crate::namespace::around_tree`]),
+//! (community.general.chroot): `ansible-playbook`, found on a fixed PATH and
+//! run with a cleared environment (HOME=/root), runs on the host inside the namespace helper ([`crate::namespace::around_tree`]),
 //! which prepares the tree as for the package tools (devices, `/sys`, a fresh
 //! `/proc`, the personality) and puts an empty tmpfs on its `/tmp`; service
 //! starts are blocked as for packages. The modules run with the tree's own
@@ -102,17 +102,22 @@ fn task(book: &Path, name: &str, what: &str) -> Change {
         .names(&[name.to_string()])
 }
 
-/// The first `ansible-playbook` on PATH.
+/// The first `ansible-playbook` on the fixed PATH sysrootctl runs it with
+/// (never the caller's: the play runs as root).
 fn ansible_playbook() -> Result<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .filter(|dir| dir.is_absolute())
-        .map(|dir| dir.join("ansible-playbook"))
-        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
-        .context(
-            "no ansible-playbook on PATH: the playbook key needs Ansible with the community.general and ansible.posix \
+    find_on(runner::PATH, "ansible-playbook").with_context(|| {
+        format!(
+            "no ansible-playbook on {}: the playbook key needs Ansible with the community.general and ansible.posix \
              collections (Debian's package \"ansible\", or PyPI's \"ansible\"; ansible-core alone lacks them)",
+            runner::PATH
         )
+    })
+}
+
+fn find_on(path: &str, program: &str) -> Option<PathBuf> {
+    std::env::split_paths(path)
+        .map(|dir| dir.join(program))
+        .find(|p| fs::metadata(p).is_ok_and(|m| m.is_file() && m.mode() & 0o111 != 0))
 }
 
 /// Runs the play against the tree; `check`: in check mode, against a
@@ -128,8 +133,14 @@ fn run(ctx: &Ctx<'_>, exe: &Path, book: &Path, check: bool) -> Result<Outcome> {
     if check {
         cmd.args(["--check", "--diff"]);
     }
+    // Nothing of the caller's environment: a HOME, ANSIBLE_* or PYTHONPATH
+    // naming a user's files would load their plugins into the play as root.
     cmd.arg(book)
         .current_dir(book.parent().unwrap_or(Path::new("/")))
+        .env_clear()
+        .env("PATH", runner::PATH)
+        .env("HOME", "/root")
+        .env("LANG", "C.UTF-8")
         .env("ANSIBLE_STDOUT_CALLBACK", "ansible.posix.json")
         .env("ANSIBLE_PIPELINING", "true")
         .env("ANSIBLE_REMOTE_TMP", "/tmp")
@@ -140,9 +151,7 @@ fn run(ctx: &Ctx<'_>, exe: &Path, book: &Path, check: bool) -> Result<Outcome> {
     if ctx.verbosity.0 >= 3 {
         eprintln!("sysrootctl: + {}", crate::namespace::shown(&cmd));
     }
-    let out = cmd.output().with_context(|| format!("cannot run {}", exe.display()));
-    util::kill_rooted_in(&ctx.tree);
-    let out = out?;
+    let out = cmd.output().with_context(|| format!("cannot run {}", exe.display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if ctx.verbosity.passthrough() {
         eprint!("{stderr}");
@@ -220,24 +229,31 @@ fn fnv(mut hash: u64, bytes: &[u8]) -> u64 {
     hash
 }
 
-/// The digest of the playbook's project: every entry of its directory (names,
-/// contents, link targets; hidden ones such as `.git` aside). The play runs as
-/// root, so the playbook, its directory, every directory above it and every
-/// entry in it must be root's and not writable by group or others, and what a
-/// link in it points to is checked the same way.
+/// The digest of the playbook's project: every entry of its directory, hidden
+/// ones too, and of every directory a link in it points to (names, contents,
+/// link targets), but for `.git` directories (Git's own records, which a play
+/// never reads). The play runs as root, so the playbook, its directory, every
+/// directory above it and every entry in it must be root's and not writable
+/// by group or others, and what a link in it points to is checked the same
+/// way, and walked into when it is a directory.
 fn project_digest(book: &Path) -> Result<String> {
     let untrusted = |(at, why): (PathBuf, String)| anyhow!("{}: {why} (a playbook runs as root)", at.display());
     trusted::open_trusted(book, Kind::File).map_err(untrusted)?;
     let dir = book.parent().context("no directory")?;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
     let mut seen = 0;
+    let mut walked = std::collections::HashSet::new();
     let mut pending = vec![PathBuf::new()];
     while let Some(rel) = pending.pop() {
-        let mut names: Vec<_> = fs::read_dir(dir.join(&rel))
-            .with_context(|| format!("cannot read {}", dir.join(&rel).display()))?
+        let here = dir.join(&rel);
+        let meta = fs::metadata(&here).with_context(|| format!("cannot read {}", here.display()))?;
+        if !walked.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        let mut names: Vec<_> = fs::read_dir(&here)
+            .with_context(|| format!("cannot read {}", here.display()))?
             .map(|e| e.map(|e| e.file_name()))
             .collect::<std::io::Result<_>>()?;
-        names.retain(|n| !n.as_bytes().starts_with(b"."));
         names.sort();
         for name in names {
             seen += 1;
@@ -250,6 +266,9 @@ fn project_digest(book: &Path) -> Result<String> {
             let rel = rel.join(name);
             let path = dir.join(&rel);
             let meta = fs::symlink_metadata(&path)?;
+            if meta.is_dir() && rel.file_name() == Some(std::ffi::OsStr::new(".git")) {
+                continue;
+            }
             let st = nix::sys::stat::lstat(&path)?;
             if let Some(why) = trusted::untrusted_reason(&st) {
                 return Err(untrusted((path, why)));
@@ -261,6 +280,8 @@ fn project_digest(book: &Path) -> Result<String> {
                 hash = fnv(hash, fs::read_link(&path)?.as_os_str().as_bytes());
                 if kind == Kind::File {
                     hash = fnv(hash, &fs::read(&path)?);
+                } else {
+                    pending.push(rel);
                 }
             } else if meta.is_dir() {
                 pending.push(rel);
@@ -372,6 +393,14 @@ mod tests {
             ("run_playbook", Some("playbook_changed"), Some("/b/site.yml"))
         );
         assert_eq!((typed[1].kind, typed[1].names.clone()), ("playbook_task", vec!["Write".to_string()]));
+    }
+
+    #[test]
+    fn ansible_playbook_is_found_on_the_fixed_path_only() {
+        assert_eq!(find_on("/nonexistent:/usr/sbin", "ansible-playbook"), None);
+        assert_eq!(find_on("/nonexistent:/bin", "sh"), Some(PathBuf::from("/bin/sh")));
+        assert_eq!(find_on("/", "etc"), None, "a directory is no program");
+        assert!(runner::PATH.split(':').all(|d| d.starts_with('/')));
     }
 
     #[test]
