@@ -380,7 +380,7 @@ mod tests {
         }
         fn load_config(&mut self) -> Result<Config, Error> {
             self.step("config".into())?;
-            parse("/etc/sysroots.toml", &self.config_text).map_err(Error::Config)
+            parse(CONFIG_PATH, &self.config_text).map_err(Error::Config)
         }
         fn exec_path(&mut self) -> Option<OsString> {
             self.exec_path.clone()
@@ -868,8 +868,11 @@ mod tests {
         let err = run_argv(&mut rec, &["imageswitch", "sl5"]).expect_err("refused");
         assert_eq!(
             err.to_string(),
-            "/etc/sysroots.toml:5:10: bind source /data lies under /data, writable by group or others (mode 1777): \
-             users other than root could block or replace it for everyone; move it under a directory only root can write"
+            format!(
+                "{CONFIG_PATH}:5:10: bind source /data lies under /data, writable by group or others (mode 1777): \
+                 users other than root could block or replace it for everyone; move it under a directory only root \
+                 can write"
+            )
         );
         assert_eq!(rec.steps.last().map(String::as_str), Some("bind sources of sl5"));
         assert!(!rec.steps.iter().any(|s| s.starts_with("audit") || s == "cwd"), "{:?}", rec.steps);
@@ -888,12 +891,16 @@ mod tests {
         assert_eq!(
             rec.said,
             [
-                "out: open\t/o\taliases: op\tbin_dir: /bino",
-                "out: physics\t/p",
-                "err: imageswitch: shared: not usable: /etc/sysroots.toml:13:10: bind source /scratch/x lies under \
-                 /scratch, writable by group or others (mode 1777): users other than root could block or replace it \
-                 for everyone; move it under a directory only root can write",
-                "err: imageswitch: mine: not usable: /etc/sysroots.toml:15:1: unknown key \"pth\" in [sysroot.mine]",
+                "out: open\t/o\taliases: op\tbin_dir: /bino".to_string(),
+                "out: physics\t/p".to_string(),
+                format!(
+                    "err: imageswitch: shared: not usable: {CONFIG_PATH}:13:10: bind source /scratch/x lies under \
+                     /scratch, writable by group or others (mode 1777): users other than root could block or replace \
+                     it for everyone; move it under a directory only root can write"
+                ),
+                format!(
+                    "err: imageswitch: mine: not usable: {CONFIG_PATH}:15:1: unknown key \"pth\" in [sysroot.mine]"
+                ),
             ]
         );
         assert!(!rec.steps.iter().any(|s| s == "cwd" || s.starts_with("audit")), "{:?}", rec.steps);
