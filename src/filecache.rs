@@ -26,7 +26,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
 
 use nix::errno::Errno;
@@ -204,7 +204,7 @@ fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
     fchmod(&fd, Mode::from_bits_truncate(0o644))?;
     let mut file = std::fs::File::from(fd);
     file.write_all(contents)?;
-    let unnamed = fd_path(&file);
+    let unnamed = crate::mounts::fd_path(&file);
     match linkat(AT_FDCWD, unnamed.as_str(), dir, name, AtFlags::AT_SYMLINK_FOLLOW) {
         Ok(()) => {}
         Err(Errno::EEXIST) => {
@@ -272,7 +272,7 @@ pub fn bind_file(file: &impl AsFd, target: &OwnedFd) -> io::Result<()> {
             if stat_type(&fstat(target)?) != SFlag::S_IFREG {
                 return Err(io::Error::from_raw_os_error(libc::ELOOP));
             }
-            let (source, point) = (fd_path(file), fd_path(target));
+            let (source, point) = (crate::mounts::fd_path(file), crate::mounts::fd_path(target));
             mount(Some(source.as_str()), point.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
             let ro = MsFlags::MS_BIND
                 | MsFlags::MS_REMOUNT
@@ -284,10 +284,6 @@ pub fn bind_file(file: &impl AsFd, target: &OwnedFd) -> io::Result<()> {
         }
         Err(e) => Err(e),
     }
-}
-
-fn fd_path(fd: &impl AsFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
 }
 
 #[cfg(test)]

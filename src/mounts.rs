@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use crate::config::{Defaults, Sysroot};
 
 pub use attach::{MountError, Outcome, bind, seal_tree};
-pub(crate) use attach::{open_target, with_fs_identity};
+pub(crate) use attach::{fd_path, open_target, with_fs_identity};
 pub use mountinfo::mount_table;
 
 pub const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;

@@ -14,7 +14,7 @@
 #![forbid(unsafe_code)]
 
 use std::io::{self, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
@@ -119,10 +119,6 @@ fn read_tree_file(dir: &OwnedFd, name: &str) -> Result<Vec<u8>, Failure> {
     }
 }
 
-fn fd_path(fd: &impl AsRawFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
-}
-
 /// Writes `contents` at `relative` under `dir`, creating directories.
 fn write_layer_file(dir: &OwnedFd, relative: &Path, contents: &[u8]) -> Result<(), Failure> {
     let what = || format!("writing {} into the per-entry layer", relative.display());
@@ -144,9 +140,9 @@ fn write_layer_file(dir: &OwnedFd, relative: &Path, contents: &[u8]) -> Result<(
 /// (the tree's own directory there, reached before anything covered it).
 fn overlay(tree: &OwnedFd, point: &Path, layer: &OwnedFd, lower: &OwnedFd) -> Result<(), Failure> {
     let top = mounts::open_target(tree, point).map_err(failed(format!("opening {} in the tree", point.display())))?;
-    let options = format!("lowerdir={}:{}", fd_path(layer), fd_path(lower));
+    let options = format!("lowerdir={}:{}", mounts::fd_path(layer), mounts::fd_path(lower));
     let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
-    mount(Some("overlay"), fd_path(&top).as_str(), Some("overlay"), flags, Some(options.as_str()))
+    mount(Some("overlay"), mounts::fd_path(&top).as_str(), Some("overlay"), flags, Some(options.as_str()))
         .map_err(failed(format!("overlay on {}", point.display())))
 }
 
@@ -248,7 +244,7 @@ pub fn present(
         let size = etc_layer.iter().map(|(_, c)| c.len()).sum::<usize>() + (1 << 20);
         let options = format!("mode=0755,uid=0,gid=0,size={size},nr_inodes=1024");
         let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
-        mount(Some("tmpfs"), fd_path(stage).as_str(), Some("tmpfs"), flags, Some(options.as_str()))
+        mount(Some("tmpfs"), mounts::fd_path(stage).as_str(), Some("tmpfs"), flags, Some(options.as_str()))
             .map_err(failed("the per-entry layer"))?;
         let layer = open_dir(tree, stage_path)?;
         if let Some(lower) = &lower_etc.as_ref().filter(|_| !etc_layer.is_empty()) {
@@ -347,7 +343,7 @@ fn bind_again(tree: &OwnedFd, held: Vec<(&Path, OwnedFd)>) -> Result<(), Failure
         let new =
             mounts::open_target(tree, target).map_err(failed(format!("opening {} in the tree", target.display())))?;
         let flags = MsFlags::MS_BIND | MsFlags::MS_REC;
-        mount(Some(fd_path(&held).as_str()), fd_path(&new).as_str(), None::<&str>, flags, None::<&str>)
+        mount(Some(mounts::fd_path(&held).as_str()), mounts::fd_path(&new).as_str(), None::<&str>, flags, None::<&str>)
             .map_err(failed(format!("binding {} again over the overlay", target.display())))?;
     }
     Ok(())

@@ -8,7 +8,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::FileTypeExt;
 use std::path::Path;
@@ -84,8 +84,8 @@ pub(crate) fn open_target(tree: &OwnedFd, target: &Path) -> nix::Result<OwnedFd>
 }
 
 /// The path of a descriptor, for mount(2)'s path arguments.
-pub(super) fn fd_path(fd: &OwnedFd) -> String {
-    format!("/proc/self/fd/{}", fd.as_raw_fd())
+pub(crate) fn fd_path(fd: &impl AsFd) -> String {
+    format!("/proc/self/fd/{}", fd.as_fd().as_raw_fd())
 }
 
 /// A path for a message: a home or bind path comes from passwd or the
