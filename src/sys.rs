@@ -349,6 +349,16 @@ pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
     unsafe { nss_entry(&mut call, read) }
 }
 
+/// `fork(2)`: the child's pid in the parent, `None` in the child.
+pub fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: the setuid binary never starts a thread, so the child is a copy
+    // of a single-threaded process and may run any code, allocation included.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -364,15 +374,5 @@ mod tests {
         assert_eq!(group, GroupEntry { name: b"root".to_vec(), gid: 0 });
         assert_eq!(passwd_by_uid(3_999_999_999).expect("getpwuid_r"), None);
         assert_eq!(group_by_gid(3_999_999_999).expect("getgrgid_r"), None);
-    }
-}
-
-/// `fork(2)`: the child's pid in the parent, `None` in the child.
-pub fn fork() -> io::Result<Option<libc::pid_t>> {
-    // SAFETY: the setuid binary never starts a thread, so the child is a copy
-    // of a single-threaded process and may run any code, allocation included.
-    match unsafe { nix::unistd::fork() }? {
-        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
-        nix::unistd::ForkResult::Child => Ok(None),
     }
 }
