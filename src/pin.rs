@@ -296,6 +296,10 @@ fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Built {
         Ok(Some(child)) => child,
         Ok(None) => {
             drop((ready_r, done_w));
+            // Without a namespace to publish, the next entry tries again.
+            if new_namespace_after_callers().is_err() {
+                std::process::exit(1);
+            }
             let code = match build_view(req, uid, gid) {
                 Ok(()) => {
                     let _ = File::from(ready_w).write_all(b"y");
@@ -331,7 +335,6 @@ fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Built {
 /// caller's, the tree sealed, the shared binds and host files, then the tree
 /// pivoted to be the root and the rest detached.
 fn build_view(req: &Request<'_>, uid: Uid, gid: Gid) -> io::Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)?;
     let path = &req.sysroot.path;
     // Opened again in this namespace: binds must target its mounts.
@@ -365,6 +368,30 @@ fn build_view(req: &Request<'_>, uid: Uid, gid: Gid) -> io::Result<()> {
         return Err(io::Error::other("a mount in the pinned view is shared"));
     }
     Ok(())
+}
+
+/// A new mount namespace for this process whose id is larger than the
+/// caller's: the kernel binds a namespace's file only into a namespace with
+/// a smaller id, and hands ids out in batches per CPU (Linux 6.18), so a
+/// namespace made later on another CPU may have a smaller one. Each CPU this
+/// process may run on is tried in turn. Errors: none qualifies (the entry
+/// takes the per-entry path), or `unshare` fails.
+fn new_namespace_after_callers() -> io::Result<()> {
+    let ns_id = || File::open("/proc/self/ns/mnt").ok().and_then(sys::mount_namespace_id);
+    let callers = ns_id();
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    let cpus = (0..nix::sched::CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false));
+    for cpu in cpus {
+        let mut one = nix::sched::CpuSet::new();
+        one.set(cpu)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one)?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+        match (callers, ns_id()) {
+            (Some(callers), Some(ours)) if ours <= callers => continue,
+            _ => return Ok(()),
+        }
+    }
+    Err(io::Error::other("no CPU this entry may use hands out a namespace id after the caller's"))
 }
 
 /// Opens (creating) `dir/name`, a file of root's group: our egid is the caller's.
