@@ -13,8 +13,9 @@
 //!
 //! A pin is named by a hash of everything its content depends on (see
 //! [`key`]): this binary, the sysroot's configured view, the tree's
-//! identity (a new generation is a new directory), each bind source's and
-//! host file's identity, the caller's mount namespace and root. A change
+//! identity (a new generation is a new directory) and that of each mount point
+//! in it, each bind source's and host file's identity, the caller's mount
+//! namespace and root. A change
 //! selects a new name, built on first use; the old pin of the same sysroot
 //! and namespace is removed then, and pins of namespaces that no longer
 //! exist with it.
@@ -149,14 +150,22 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
     let exe = std::fs::metadata("/proc/self/exe").ok()?;
     (exe.dev(), exe.ino(), exe.mtime(), exe.mtime_nsec(), exe.ctime(), exe.ctime_nsec()).hash(&mut h);
     changes(&fstat(req.tree).ok()?).hash(&mut h);
+    // Each mount point in the tree, too: a file or directory replaced there
+    // (by hand, in place) takes the pin's mount on it away.
+    let in_tree = |target: &Path| {
+        let relative = target.strip_prefix("/").unwrap_or(target);
+        fstatat(req.tree, relative, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| (st.st_dev, st.st_ino))
+    };
     for spec in req.shared {
         format!("{spec:?}").hash(&mut h);
         std::fs::metadata(&spec.source).ok().map(|m| dev_ino(&m)).hash(&mut h);
+        in_tree(&spec.target).hash(&mut h);
     }
     for (path, shown) in req.host_files {
         let Shown::Host(file) = shown else { return None };
         path.hash(&mut h);
         changes(&fstat(file).ok()?).hash(&mut h);
+        in_tree(&Path::new("etc").join(path)).hash(&mut h);
     }
     dev_ino(&std::fs::metadata("/").ok()?).hash(&mut h);
     let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
