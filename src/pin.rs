@@ -38,7 +38,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
@@ -50,9 +50,10 @@ use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, unlinkat};
 
 use crate::config::Sysroot;
+use crate::filecache::{self, Fnv1a};
 use crate::mounts::{self, BindKind, IfMissing, MountEntry, MountSpec, Outcome};
 use crate::personal::{self, EtcFiles, Shown};
-use crate::{filecache, sys, trusted};
+use crate::{sys, trusted};
 
 /// The pin directory: root's, mode 0700, a private mount of its own in each
 /// mount namespace pins are published from.
@@ -103,7 +104,7 @@ pub fn is_caller_specific(spec: &MountSpec, public: impl FnOnce(&Path) -> bool) 
 /// looked at once per entry.
 #[derive(Debug, Default)]
 pub struct Reach {
-    dirs: std::collections::HashMap<PathBuf, bool>,
+    dirs: Vec<(PathBuf, bool)>,
 }
 
 impl Reach {
@@ -118,10 +119,13 @@ impl Reach {
     }
 
     fn resolved_is_public(&mut self, real: &Path) -> bool {
-        real.ancestors().skip(1).all(|dir| {
-            *self.dirs.entry(dir.to_path_buf()).or_insert_with(|| {
-                std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0)
-            })
+        real.ancestors().skip(1).all(|dir| match self.dirs.iter().find(|(seen, _)| seen == dir) {
+            Some((_, public)) => *public,
+            None => {
+                let public = std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0);
+                self.dirs.push((dir.to_path_buf(), public));
+                public
+            }
         })
     }
 }
@@ -151,7 +155,7 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
 /// system's) keep a pin each rather than replacing each other's, and so do
 /// callers the tree does not know.
 fn key(req: &Request<'_>) -> Option<(String, u64)> {
-    let mut h = DefaultHasher::new();
+    let mut h = Fnv1a::default();
     (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
     let exe = std::fs::metadata("/proc/self/exe").ok()?;
     (exe.dev(), exe.ino(), exe.mtime(), exe.mtime_nsec(), exe.ctime(), exe.ctime_nsec()).hash(&mut h);
@@ -177,7 +181,7 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
     let account = if req.made.is_empty() {
         "0".to_string()
     } else {
-        let mut a = DefaultHasher::new();
+        let mut a = Fnv1a::default();
         for (path, shown) in req.made {
             (path, shown.made()?, in_tree(&Path::new("etc").join(path))).hash(&mut a);
         }
