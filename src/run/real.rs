@@ -164,15 +164,21 @@ impl Kernel for Real {
             self.made = Some(made);
             return Ok(View::PerEntry);
         };
-        if pin::join(&ns).is_err() {
+        // A pin with passwd and group lines is checked after joining (its
+        // name only finds it): on a mismatch the entry goes back to the
+        // caller's namespace and takes the per-entry path.
+        let home = if made.is_empty() { None } else { std::fs::File::open("/proc/self/ns/mnt").ok() };
+        if (!made.is_empty() && home.is_none()) || pin::join(&ns).is_err() {
             self.made = Some(made);
             return Ok(View::PerEntry);
         }
-        // Joined: from here on a failure stops the entry.
+        if let Some(home) = home.filter(|_| pin::check_made(&made).is_err()) {
+            pin::join(&home.into()).map_err(|e| Error::mount(&self.sysroot, "leaving a pinned namespace", e))?;
+            self.made = Some(made);
+            return Ok(View::PerEntry);
+        }
         self.pinned = true;
         self.detached = detached;
-        pin::check_made(&made)
-            .map_err(|e| Error::mount(&self.sysroot, "the pinned namespace's passwd and group", e))?;
         personal::warn_all(&sysroot.name, &warnings);
         // The pin holds the host files and the caller's passwd and group.
         self.made = Some(EtcFiles::new());
