@@ -25,6 +25,7 @@
 //! removed from the cache (the mount holds it).
 #![forbid(unsafe_code)]
 
+use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -51,9 +52,31 @@ pub const MAX_BYTES: u64 = 64 << 20;
 /// length. Names only find a candidate; the contents are compared before a
 /// file is used, so a collision costs a rewrite, never a wrong file.
 fn name_for(contents: &[u8]) -> String {
-    let hash =
-        contents.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}-{}", contents.len())
+    let mut hash = Fnv1a::default();
+    hash.write(contents);
+    format!("{:016x}-{}", hash.finish(), contents.len())
+}
+
+/// The 64-bit FNV-1a hash (Fowler, Noll and Vo; offset basis
+/// 0xcbf29ce484222325, prime 0x100000001b3) as a [`std::hash::Hasher`]: names
+/// for the cache and for pins ([`crate::pin`]), which only find a candidate
+/// that is then checked.
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
@@ -81,6 +104,13 @@ fn root_only(dir: OwnedFd) -> io::Result<OwnedFd> {
 /// Errors: the directory cannot be made, or one of the two exists and is
 /// not a directory only root may write.
 fn open_dir() -> io::Result<OwnedFd> {
+    run_dir("view")
+}
+
+/// Opens /run/imageswitch/`name`, creating it and its parent root-owned,
+/// mode 0700 (the file cache's and the pins' directories). Errors: as
+/// [`open_dir`].
+pub(crate) fn run_dir(name: &str) -> io::Result<OwnedFd> {
     let top = match openat(nix::fcntl::AT_FDCWD, "/run/imageswitch", DIR_FLAGS, Mode::empty()) {
         Err(Errno::ENOENT) => {
             let run = openat(nix::fcntl::AT_FDCWD, "/run", DIR_FLAGS, Mode::empty())?;
@@ -92,8 +122,8 @@ fn open_dir() -> io::Result<OwnedFd> {
         }
         opened => root_only(opened?)?,
     };
-    match openat(&top, "view", DIR_FLAGS, Mode::empty()) {
-        Err(Errno::ENOENT) => as_root(|| root_only_dir(&top, "view")),
+    match openat(&top, name, DIR_FLAGS, Mode::empty()) {
+        Err(Errno::ENOENT) => as_root(|| root_only_dir(&top, name)),
         opened => root_only(opened?),
     }
 }
@@ -220,7 +250,11 @@ fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(file.into())
+    // Reopened through its name: the O_TMPFILE descriptor's own stays
+    // nameless after the link, and the kernel attaches only a file reached
+    // through a name (a bind from it fails with ENOENT).
+    drop(file);
+    cached(dir, name, contents)?.ok_or_else(|| io::Error::other("a cached file changed as it was written"))
 }
 
 /// A descriptor of a cached file holding exactly `contents`, written if
@@ -256,18 +290,27 @@ pub fn bind_cached(file: OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Resu
     bind_file(&file, target)
 }
 
+/// Read-only, nosuid, nodev, noexec: how a shown file is bound.
+const FILE_ATTRS: u64 =
+    libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+
+/// A detached copy of `file`'s mount, flagged [`FILE_ATTRS`], private (no
+/// mount event reaches it or comes from it).
+fn detach_file(file: &impl AsFd) -> io::Result<OwnedFd> {
+    let detached = sys::open_tree_clone(file, c"", false)?;
+    sys::mount_setattr(&detached, FILE_ATTRS, false)?;
+    sys::mount_set_propagation(&detached, libc::MS_PRIVATE, false)?;
+    Ok(detached)
+}
+
 /// Binds `file` read-only, nosuid, nodev and noexec over `target`: a
 /// descriptor (`O_PATH`, not followed) of a regular file or a symbolic link
 /// inside the tree. With the mount(2) fallback (kernels before 5.12) only a
 /// regular file can be covered; a link gives ELOOP. Runs as root in the
 /// private namespace; `file` must be reached through this namespace.
 pub fn bind_file(file: &impl AsFd, target: &OwnedFd) -> io::Result<()> {
-    let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
-    match sys::open_tree_clone(file, c"", false) {
-        Ok(detached) => {
-            sys::mount_setattr(&detached, attrs, false)?;
-            sys::move_mount_onto(&detached, target)
-        }
+    match detach_file(file) {
+        Ok(detached) => sys::move_mount_onto(&detached, target),
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
             if stat_type(&fstat(target)?) != SFlag::S_IFREG {
                 return Err(io::Error::from_raw_os_error(libc::ELOOP));

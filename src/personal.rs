@@ -25,20 +25,22 @@ use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
 use nix::unistd::{Gid, Uid};
 
 use crate::access::Caller;
-use crate::accounts::{Account, account_lines, merged_databases};
+use crate::accounts::{Account, account_lines, knows, merged_databases};
 use crate::config::{Defaults, Sysroot};
 use crate::error::{Stream, say};
 use crate::filecache;
-use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID, Outcome};
+use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID};
 use crate::sys;
 use crate::trusted::stat_type;
 
 /// What [`present`] shows, resolved on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Personal {
-    /// `None` when the caller's entries cannot be shown faithfully: the
-    /// tree's own databases apply, whole.
-    pub account: Option<Account>,
+    /// The caller's uid and gids (real, supplementary and passwd's primary,
+    /// sorted), whose passwd and group entries are shown where the tree has
+    /// none for one of them; looked up through NSS only then (see
+    /// [`account_files`]). `None`: the tree's own databases apply, whole.
+    pub ids: Option<(u32, Vec<u32>)>,
     /// Host files to show at the same paths (each under /etc, listed once).
     pub host_files: Vec<PathBuf>,
     /// The caller's own /run/user/UID on the host, when it exists.
@@ -58,22 +60,10 @@ fn read_limited(file: std::fs::File) -> io::Result<Vec<u8>> {
 /// are warnings: the entry goes on with the tree's own view of what could not
 /// be resolved.
 pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
-    let warn = |what: &str| warn(&sysroot.name, what);
-    let mut gids: Vec<u32> = caller.groups.iter().chain([&caller.gid]).map(|g| g.as_raw()).collect();
-    let account = match sys::passwd_by_uid(caller.uid.as_raw()) {
-        Ok(Some(pw)) => {
-            gids.push(pw.gid);
-            gids.sort_unstable();
-            gids.dedup();
-            account_lines(&pw, &gids, sys::group_by_gid)
-        }
-        Ok(None) => Err(format!("uid {} has no passwd entry", caller.uid)),
-        Err(e) => Err(format!("looking up uid {}: {}", caller.uid, crate::error::describe(&e))),
-    };
-    let account = account
-        .map_err(|why| warn(&format!("cannot show your account inside ({why}); the tree's passwd and group apply")))
-        .ok();
-
+    let mut gids: Vec<u32> =
+        caller.groups.iter().chain([&caller.gid, &caller.passwd_gid]).map(|g| g.as_raw()).collect();
+    gids.sort_unstable();
+    gids.dedup();
     let (uid, gid) = (caller.uid, caller.gid);
     let listed = sysroot.host_files(defaults);
     let host_files = listed.iter().enumerate().filter(|(i, path)| !listed[..*i].contains(path)).map(|(_, p)| p.clone());
@@ -82,7 +72,22 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
     let owned = mounts::with_fs_identity(true, uid, gid, || std::fs::symlink_metadata(&run_user));
     let run_user = owned.is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw()).then_some(run_user);
-    Personal { account, host_files, run_user }
+    Personal { ids: Some((caller.uid.as_raw(), gids)), host_files, run_user }
+}
+
+/// The caller's entries as lines for the tree's databases, from NSS on the
+/// host; `None` (with a warning) when they cannot be shown faithfully.
+fn account(sysroot: &str, uid: u32, gids: &[u32]) -> Option<Account> {
+    let account = match sys::passwd_by_uid(uid) {
+        Ok(Some(pw)) => account_lines(&pw, gids, sys::group_by_gid),
+        Ok(None) => Err(format!("uid {uid} has no passwd entry")),
+        Err(e) => Err(format!("looking up uid {uid}: {}", crate::error::describe(&e))),
+    };
+    account
+        .map_err(|why| {
+            warn(sysroot, &format!("cannot show your account inside ({why}); the tree's passwd and group apply"))
+        })
+        .ok()
 }
 
 fn warn(sysroot: &str, what: &str) {
@@ -146,48 +151,95 @@ fn overlay(tree: &OwnedFd, point: &Path, layer: &OwnedFd, lower: &OwnedFd) -> Re
         .map_err(failed(format!("overlay on {}", point.display())))
 }
 
-/// Shows `personal` inside the tree at `tree` (whose host path is
-/// `tree_path`, for messages). `shared` are the binds already made: those
-/// under /etc are carried over onto the overlay. Runs as root in the private
-/// namespace, before the chroot; loads nothing from the tree.
-pub fn present(
-    tree: &OwnedFd,
-    tree_path: &Path,
-    sysroot: &str,
-    personal: &Personal,
-    shared: &[MountSpec],
-    uid: Uid,
-    gid: Gid,
-) -> Result<(), Failure> {
-    let (etc, run) = (Path::new("/etc"), Path::new("/run"));
-    // What goes at each path under /etc: the tree's databases with the
-    // caller's lines, and the host's files, opened with the caller's
-    // filesystem identity (a file the caller cannot read is not shown).
-    let mut shown: Vec<(PathBuf, Shown)> = Vec::new();
-    let lower_etc =
-        if personal.account.is_some() || !personal.host_files.is_empty() { Some(open_dir(tree, etc)?) } else { None };
-    if let Some(dir) = &lower_etc {
-        if let Some(account) = &personal.account {
-            let (passwd, group) =
-                merged_databases(&read_tree_file(dir, "passwd")?, &read_tree_file(dir, "group")?, account);
-            shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
-            shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
-        }
-        let opened = mounts::with_fs_identity(true, uid, gid, || {
-            // Non-blocking: a FIFO at the end of a link must not hold the entry.
-            let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
-            personal.host_files.iter().map(|path| (path, open(path).and_then(regular))).collect::<Vec<_>>()
-        });
-        for (path, file) in opened {
-            match file {
-                Ok(file) => shown.push((path.strip_prefix(etc).unwrap_or(path).to_path_buf(), Shown::Host(file))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    warn(sysroot, &format!("host file {} not shown: {}", path.display(), crate::error::describe(&e)))
-                }
-            }
+/// What is shown under /etc for one entry, each with its path relative to
+/// /etc: see [`account_files`] and [`host_files`].
+pub type EtcFiles = Vec<(PathBuf, Shown)>;
+
+/// The tree's passwd and group (in the tree at `tree`) with the caller's
+/// lines added, where they differ from the tree's own. Runs as root where
+/// the host's NSS still answers; loads nothing from the tree. Errors: the
+/// tree's /etc or its databases cannot be read.
+pub fn account_files(tree: &OwnedFd, sysroot: &str, personal: &Personal) -> Result<EtcFiles, Failure> {
+    let mut shown: EtcFiles = Vec::new();
+    let Some((uid, gids)) = &personal.ids else { return Ok(shown) };
+    let dir = open_dir(tree, Path::new("/etc"))?;
+    let (passwd, group) = (read_tree_file(&dir, "passwd")?, read_tree_file(&dir, "group")?);
+    if let Some(account) = (!knows(&passwd, &group, *uid, gids)).then(|| account(sysroot, *uid, gids)).flatten() {
+        let (passwd, group) = merged_databases(&passwd, &group, &account);
+        shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
+        shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
+    }
+    Ok(shown)
+}
+
+/// The host files `personal` shows, opened now with the caller's
+/// filesystem identity (a file the caller cannot read is not shown), and a
+/// warning for each that cannot be shown for another reason than being
+/// absent.
+pub fn host_files(personal: &Personal, uid: Uid, gid: Gid) -> (EtcFiles, Vec<String>) {
+    let (mut shown, mut warnings) = (EtcFiles::new(), Vec::new());
+    for (path, file) in open_host_files(&personal.host_files, uid, gid) {
+        match file {
+            Ok(file) => shown.push((path.strip_prefix("/etc").unwrap_or(path).to_path_buf(), Shown::Host(file))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(format!("host file {} not shown: {}", path.display(), crate::error::describe(&e))),
         }
     }
+    (shown, warnings)
+}
+
+/// Says each of `warnings` (from [`host_files`]) as a warning about `sysroot`.
+pub fn warn_all(sysroot: &str, warnings: &[String]) {
+    for what in warnings {
+        warn(sysroot, what);
+    }
+}
+
+/// Opens each of `paths` with the caller's filesystem identity, as a
+/// regular file the kernel does not make up.
+fn open_host_files(paths: &[PathBuf], uid: Uid, gid: Gid) -> Vec<(&PathBuf, io::Result<std::fs::File>)> {
+    mounts::with_fs_identity(true, uid, gid, || {
+        // Non-blocking: a FIFO at the end of a link must not hold the entry.
+        let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
+        paths.iter().map(|path| (path, open(path).and_then(regular))).collect()
+    })
+}
+
+/// The host files of `shown` opened again in this mount namespace (a mount
+/// is copied only from the namespace it is in), each checked to be the
+/// same file. Errors: one cannot be opened, or is another file now.
+pub fn reopen_host_files(shown: &EtcFiles, uid: Uid, gid: Gid) -> io::Result<EtcFiles> {
+    let paths: Vec<PathBuf> = shown.iter().map(|(rel, _)| Path::new("/etc").join(rel)).collect();
+    let mut out = EtcFiles::new();
+    for ((rel, before), (_, now)) in shown.iter().zip(open_host_files(&paths, uid, gid)) {
+        let (Shown::Host(before), now) = (before, now?) else { return Err(io::Error::other("not a host file")) };
+        let (a, b) = (before.metadata()?, now.metadata()?);
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return Err(io::Error::other("a host file was replaced"));
+        }
+        out.push((rel.clone(), Shown::Host(now)));
+    }
+    Ok(out)
+}
+
+/// Binds each of `shown` read-only over the tree's own file or link at its
+/// path under /etc, one mount per file. False when the tree has nothing at
+/// one of the paths or a bind cannot be made; some of the binds may then
+/// be made already (the per-entry path lays an overlay over them; the
+/// pinned view gives the pin up).
+pub fn bind_etc(tree: &OwnedFd, shown: &EtcFiles) -> bool {
+    open_dir(tree, Path::new("/etc")).is_ok_and(|dir| bound_over_the_trees(tree, &dir, Path::new("/etc"), shown))
+}
+
+/// Shows `shown` (from [`account_files`] and [`host_files`]) inside the
+/// tree at `tree`, and makes the mount point of the caller's `run_user`
+/// (bound afterwards with [`run_user_spec`]). `shared` are the targets of
+/// the binds already made (the pinned host files' among them): those under a
+/// directory an overlay covers are carried over onto it. Runs as root in a
+/// private namespace, before the chroot; loads nothing from the tree.
+pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared: &[&Path]) -> Result<(), Failure> {
+    let (etc, run) = (Path::new("/etc"), Path::new("/run"));
+    let lower_etc = if shown.is_empty() { None } else { Some(open_dir(tree, etc)?) };
     let mut etc_layer: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let bound = |dir| bound_over_the_trees(tree, dir, etc, &shown);
     if !shown.is_empty() && !lower_etc.as_ref().is_some_and(bound) {
@@ -219,7 +271,7 @@ pub fn present(
     let run_has_point = |path: &Path| {
         mounts::open_target(tree, path).and_then(|fd| fstat(&fd)).is_ok_and(|st| stat_type(&st) == SFlag::S_IFDIR)
     };
-    let run_user = personal.run_user.as_deref().filter(|_| run_has_point(run));
+    let run_user = run_user.filter(|_| run_has_point(run));
     let lower_run = match run_user {
         Some(path) if !run_has_point(path) => Some(open_dir(tree, run)?),
         _ => None,
@@ -233,8 +285,8 @@ pub fn present(
         let held_under = |point: &Path| -> Vec<(&Path, OwnedFd)> {
             shared
                 .iter()
-                .filter(|spec| spec.target.starts_with(point))
-                .filter_map(|spec| Some((spec.target.as_path(), mounts::open_target(tree, &spec.target).ok()?)))
+                .filter(|target| target.starts_with(point))
+                .filter_map(|target| Some((*target, mounts::open_target(tree, target).ok()?)))
                 .collect()
         };
         let carried = if etc_layer.is_empty() { Vec::new() } else { held_under(etc) };
@@ -266,22 +318,54 @@ pub fn present(
             bind_again(tree, carried_run)?;
         }
     }
-    if let Some(path) = run_user {
-        match mounts::bind(tree, tree_path, &run_user_spec(path), uid, gid) {
-            Ok(Outcome::Mounted | Outcome::Missing(_)) => {}
-            Err(err) => return Err((err.what, err.why)),
-        }
-    }
     Ok(())
 }
 
 /// What [`present`] shows at a path under /etc.
-enum Shown {
+pub enum Shown {
     /// Contents made for this entry (the tree's passwd or group with the
     /// caller's lines), bound from the root-only cache ([`filecache`]).
     Made(Vec<u8>),
     /// A host file, opened with the caller's identity, bound as it is.
     Host(std::fs::File),
+}
+
+impl Shown {
+    /// Whether this is a host file (the same for every caller).
+    pub fn is_host(&self) -> bool {
+        self.host_file().is_some()
+    }
+
+    /// The host file, opened.
+    pub fn host_file(&self) -> Option<&std::fs::File> {
+        match self {
+            Shown::Host(file) => Some(file),
+            Shown::Made(_) => None,
+        }
+    }
+
+    /// A made file's contents.
+    pub fn made(&self) -> Option<&[u8]> {
+        match self {
+            Shown::Made(contents) => Some(contents),
+            Shown::Host(_) => None,
+        }
+    }
+}
+
+/// Whether the tree has a file or link at each of `shown`'s paths under
+/// /etc, for a bind over it (without one, the per-entry path lays an
+/// overlay instead).
+pub fn has_places(tree: &OwnedFd, shown: &EtcFiles) -> bool {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    shown.is_empty()
+        || open_dir(tree, Path::new("/etc")).is_ok_and(|etc| {
+            shown.iter().all(|(path, _)| {
+                openat(&etc, path.as_path(), flags, Mode::empty())
+                    .and_then(|fd| fstat(&fd))
+                    .is_ok_and(|st| matches!(stat_type(&st), SFlag::S_IFREG | SFlag::S_IFLNK))
+            })
+        })
 }
 
 /// `file` if it is a regular file, and not one the kernel makes up (procfs,
@@ -324,7 +408,7 @@ fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[
         .iter()
         .filter_map(|(_, what)| match what {
             Shown::Made(contents) => Some(contents.as_slice()),
-            Shown::Host(_) => None,
+            _ => None,
         })
         .collect();
     let Ok(cached) = filecache::files(&made) else { return false };
@@ -374,7 +458,7 @@ fn write_layer_dir(dir: &OwnedFd, relative: &Path) -> Result<(), Failure> {
 }
 
 /// The bind of the caller's /run/user/UID onto the same path in the tree.
-fn run_user_spec(source: &Path) -> MountSpec {
+pub fn run_user_spec(source: &Path) -> MountSpec {
     MountSpec {
         source: source.to_path_buf(),
         target: source.to_path_buf(),

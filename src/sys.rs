@@ -155,7 +155,17 @@ pub fn open_tree_clone(dirfd: impl AsFd, path: &CStr, recursive: bool) -> io::Re
 
 /// `mount_setattr(2)` on a detached mount: sets `attr_set`, recursively when asked.
 pub fn mount_setattr(mount: impl AsFd, attr_set: u64, recursive: bool) -> io::Result<()> {
-    let attr = libc::mount_attr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    setattr(mount, libc::mount_attr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 }, recursive)
+}
+
+/// `mount_setattr(2)` setting the propagation type of `mount` (and its
+/// submounts when `recursive`): `MS_SLAVE` (receives its peers' mount
+/// events, sends none) or `MS_PRIVATE` (neither).
+pub fn mount_set_propagation(mount: impl AsFd, propagation: libc::c_ulong, recursive: bool) -> io::Result<()> {
+    setattr(mount, libc::mount_attr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 }, recursive)
+}
+
+fn setattr(mount: impl AsFd, attr: libc::mount_attr, recursive: bool) -> io::Result<()> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
@@ -337,6 +347,39 @@ pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
     // SAFETY: all-zero is a valid `struct group` (integers and NULL
     // pointers), and `call` is getgrgid_r.
     unsafe { nss_entry(&mut call, read) }
+}
+
+/// The whole of a file the kernel makes up as it is read (procfs): such
+/// files report no size, so a plain read grows its buffer from 32 bytes, one
+/// system call per doubling. One read of `capacity` bytes, then until the end.
+pub fn read_generated(path: &str, capacity: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(capacity);
+    std::fs::File::open(path)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
+/// The id of the mount namespace `ns` (an nsfs descriptor), from
+/// `ioctl(NS_GET_MNTNS_ID)` (Linux 6.8 and later); `None` before that.
+/// The kernel refuses to bind a namespace's file into a namespace whose id
+/// is not smaller (`mnt_ns_loop`, "could cause a loop").
+pub fn mount_namespace_id(ns: impl AsFd) -> Option<u64> {
+    // _IOR(0xb7, 0x5, __u64), include/uapi/linux/nsfs.h.
+    const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
+    let mut id: u64 = 0;
+    // SAFETY: a valid descriptor, and a pointer to a u64 the ioctl fills.
+    let ret = unsafe { libc::ioctl(ns.as_fd().as_raw_fd(), NS_GET_MNTNS_ID as _, &mut id as *mut u64) };
+    (ret == 0).then_some(id)
+}
+
+/// `fork(2)`: the child's pid in the parent, `None` in the child.
+pub fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: the setuid binary never starts a thread, so the child is a copy
+    // of a single-threaded process and may run any code, allocation included.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
 }
 
 #[cfg(test)]

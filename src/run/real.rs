@@ -6,19 +6,23 @@ use std::ffi::{CString, OsString};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::{chroot, fchdir};
 
-use super::kernel::{Kernel, Opened};
+use super::kernel::{Kernel, Opened, View};
 use crate::access::{Caller, host_group_gid, may_enter};
 use crate::carryover;
 use crate::config::{self, Access, CONFIG_PATH, Config, Defaults, Personality, Sysroot};
 use crate::error::{Error, Stream, say};
 use crate::exec::{Launch, Script};
 use crate::mounts::{self, IfMissing, MountSpec, Outcome, SharedSource};
-use crate::personal::{self, Personal};
+use crate::personal::{self, EtcFiles, Personal};
+use crate::pin;
 use crate::privileges::{self, CallerState};
 use crate::sys;
 use crate::syslog::{self, Severity};
@@ -32,12 +36,30 @@ pub struct Real {
     sysroot: String,
     tree: Option<OwnedFd>,
     tree_path: PathBuf,
+    /// In the pinned namespace, whose root is the tree.
+    pinned: bool,
+    /// The caller's passwd and group as [`Kernel::present_caller`] shows
+    /// them, when resolved on the host already.
+    made: Option<EtcFiles>,
+    /// The caller's own bind sources, detached on the host before joining a pin.
+    detached: Vec<(PathBuf, std::io::Result<OwnedFd>)>,
+    /// Which host directories everybody may reach, as looked at.
+    reach: pin::Reach,
 }
 
 impl Real {
     /// `caller_state`: what the caller had, given back at the exec.
     pub fn new(caller_state: CallerState) -> Self {
-        Real { caller_state, sysroot: String::new(), tree: None, tree_path: PathBuf::new() }
+        Real {
+            caller_state,
+            sysroot: String::new(),
+            tree: None,
+            tree_path: PathBuf::new(),
+            pinned: false,
+            made: None,
+            detached: Vec::new(),
+            reach: pin::Reach::default(),
+        }
     }
 
     fn tree(&self) -> Result<&OwnedFd, Error> {
@@ -103,6 +125,66 @@ impl Kernel for Real {
         say(stream, line);
     }
 
+    fn everybody_may_reach(&mut self, path: &Path) -> bool {
+        self.reach.is_public(path)
+    }
+
+    fn join_pinned_view(
+        &mut self,
+        sysroot: &Sysroot,
+        shared: &[MountSpec],
+        own: &[MountSpec],
+        personal: &Personal,
+        caller: &Caller,
+    ) -> Result<View, Error> {
+        self.sysroot = sysroot.name.clone();
+        let (uid, gid) = (caller.uid, caller.gid);
+        // Any problem here is left to the per-entry path, which reports it.
+        let Ok(tree) = trusted::open_trusted(&sysroot.path, Kind::Directory) else { return Ok(View::PerEntry) };
+        if trusted::check_tree_entries(&tree).is_err() {
+            return Ok(View::PerEntry);
+        }
+        let Ok(made) = personal::account_files(&tree, &sysroot.name, personal) else { return Ok(View::PerEntry) };
+        // Host files opened here are for the pin only: a mount is copied
+        // only from the namespace it is in, so the per-entry path opens its own.
+        let (host_files, warnings) = personal::host_files(personal, uid, gid);
+        let everybody = host_files.iter().all(|(_, shown)| {
+            shown
+                .host_file()
+                .is_some_and(|f| f.metadata().is_ok_and(|m| m.mode() & 0o004 != 0) && self.reach.is_public_file(f))
+        });
+        let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files, made: &made };
+        let ns = everybody.then(|| pin::find_or_build(&request, uid, gid)).flatten();
+        let prepared = ns.and_then(|ns| {
+            let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
+            pin::detached_sources_work(&detached).then_some((ns, detached))
+        });
+        let Some((ns, detached)) = prepared else {
+            self.made = Some(made);
+            return Ok(View::PerEntry);
+        };
+        // A pin with passwd and group lines is checked after joining (its
+        // name only finds it): on a mismatch the entry goes back to the
+        // caller's namespace and takes the per-entry path.
+        let home = if made.is_empty() { None } else { std::fs::File::open("/proc/self/ns/mnt").ok() };
+        if (!made.is_empty() && home.is_none()) || pin::join(&ns).is_err() {
+            self.made = Some(made);
+            return Ok(View::PerEntry);
+        }
+        if let Some(home) = home.filter(|_| pin::check_made(&made).is_err()) {
+            pin::join(&home.into()).map_err(|e| Error::mount(&self.sysroot, "leaving a pinned namespace", e))?;
+            self.made = Some(made);
+            return Ok(View::PerEntry);
+        }
+        self.pinned = true;
+        self.detached = detached;
+        personal::warn_all(&sysroot.name, &warnings);
+        // The pin holds the host files and the caller's passwd and group.
+        self.made = Some(EtcFiles::new());
+        self.open_tree(sysroot)?;
+        Ok(View::Pinned { private_copy: !own.is_empty() })
+    }
+
     fn unshare_mount_namespace(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
         self.sysroot = sysroot.name.clone();
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
@@ -116,6 +198,15 @@ impl Kernel for Real {
     }
 
     fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
+        if self.pinned {
+            // The pin's root is the tree, checked before it was joined.
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let root = nix::fcntl::open("/", flags, Mode::empty())
+                .map_err(|e| Error::mount(&self.sysroot, "opening the pinned tree", e.into()))?;
+            self.tree = Some(root);
+            self.tree_path = sysroot.path.clone();
+            return Ok(());
+        }
         let tree_error = |path: PathBuf, why: String| Error::Tree { sysroot: sysroot.name.clone(), path, why };
         let tree = trusted::open_trusted(&sysroot.path, Kind::Directory).map_err(|(c, why)| tree_error(c, why))?;
         trusted::check_tree_entries(&tree).map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
@@ -132,8 +223,10 @@ impl Kernel for Real {
     }
 
     fn bind(&mut self, spec: &MountSpec, caller: &Caller) -> Result<(), Error> {
+        let detached =
+            self.detached.iter().position(|(t, _)| *t == spec.target).map(|i| self.detached.swap_remove(i).1);
         let tree = self.tree()?;
-        match mounts::bind(tree, &self.tree_path, spec, caller.uid, caller.gid) {
+        match mounts::bind_from(tree, &self.tree_path, spec, caller.uid, caller.gid, detached) {
             Ok(Outcome::Mounted) => Ok(()),
             Ok(Outcome::Missing(why)) => {
                 if spec.if_missing == IfMissing::Warn {
@@ -152,9 +245,22 @@ impl Kernel for Real {
     }
 
     fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec], caller: &Caller) -> Result<(), Error> {
+        let made = self.made.take();
         let tree = self.tree()?;
-        personal::present(tree, &self.tree_path, &self.sysroot, personal, shared, caller.uid, caller.gid)
-            .map_err(|(what, why)| Error::mount(&self.sysroot, what, why))
+        let failed = |(what, why)| Error::mount(&self.sysroot, what, why);
+        let mut etc = match made {
+            Some(made) => made,
+            None => personal::account_files(tree, &self.sysroot, personal).map_err(failed)?,
+        };
+        let carried: Vec<&Path> = shared.iter().map(|spec| spec.target.as_path()).collect();
+        // The pin holds the host files; per entry they are opened here, in
+        // the new namespace.
+        if !self.pinned {
+            let (host_files, warnings) = personal::host_files(personal, caller.uid, caller.gid);
+            personal::warn_all(&self.sysroot, &warnings);
+            etc.extend(host_files);
+        }
+        personal::present(tree, etc, personal.run_user.as_deref(), &carried).map_err(failed)
     }
 
     fn chroot_into_tree(&mut self) -> Result<(), Error> {
@@ -225,9 +331,11 @@ fn load_config() -> Result<Config, Error> {
         Error::ConfigFile { path: path.to_path_buf(), why: format!("refusing configuration: {why}") }
     };
     let fd = trusted::open_trusted(path, Kind::File).map_err(|(c, why)| refused(c, why))?;
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(config::MAX_CONFIG_BYTES + 1)
+    let file = std::fs::File::from(fd);
+    // Sized beforehand: one read, not one per doubling of the buffer.
+    let size = file.metadata().map_or(0, |m| m.len()).min(config::MAX_CONFIG_BYTES + 1);
+    let mut text = String::with_capacity(size as usize + 1);
+    file.take(config::MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), why: format!("cannot read: {e}") })?;
     if text.len() as u64 > config::MAX_CONFIG_BYTES {
