@@ -241,7 +241,7 @@ marker"
 # measurement is split into ROUNDS slices taken in turn with the others and
 # with the other LANG, so drifting load on the machine touches every command
 # alike; the figure is the median of all samples.
-ROUNDS=5
+ROUNDS=10
 sample() { # json-file runs C.UTF-8|unset user|newuser|user-private|root command...
     local json=$1 runs=$2 lang=$3 who=$4; shift 4
     local lang_env=(env LANG="$lang") warm=5
