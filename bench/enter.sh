@@ -180,9 +180,9 @@ fallback_probe() {
 }
 export OUT IMGSW ITREE PINS PROBE USER_NAME
 export -f probe pin marker fallback_probe as_user die
-# The first entry builds the pin, unless another entry holds the builders'
-# lock (it is only tried: that entry takes the per-entry path): enter until
-# the pin is there.
+# A first entry does not always leave a pin (the builders' lock is only
+# tried, and publishing one can fail: that entry takes the per-entry path):
+# enter until the pin is there.
 first_entries() { # as_user|as_new_user sysroot
     local i
     for i in $(seq 20); do
