@@ -267,33 +267,12 @@ pub fn bind_cached(file: OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Resu
     bind_file(&file, target)
 }
 
-/// Detached copies (`open_tree(2)`) of the cached files holding exactly
-/// each of `contents`, flagged as [`bind_file`] flags them and private (no
-/// mount event reaches them or comes from them), for attaching after the
-/// process has joined another mount namespace, where the cache is out of
-/// reach. The kernel refuses to attach a file that has lost its name, so
-/// every file still has one when this returns (the cache may be emptied
-/// while they are made: then they are made again). Errors: the cache cannot
-/// be used, or the kernel lacks the new mount API (ENOSYS before 5.12).
-pub fn detached(contents: &[&[u8]]) -> io::Result<Vec<OwnedFd>> {
-    for _ in 0..3 {
-        let files = files(contents)?;
-        let detached = files.iter().map(detach_file).collect::<io::Result<Vec<_>>>();
-        let named = files.iter().all(|f| fstat(f).is_ok_and(|st| st.st_nlink > 0));
-        match detached {
-            Ok(detached) if named => return Ok(detached),
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
-            _ => {}
-        }
-    }
-    Err(io::Error::other("the file cache was emptied three times while its files were being used"))
-}
-
 /// Read-only, nosuid, nodev, noexec: how a shown file is bound.
 const FILE_ATTRS: u64 =
     libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
 
-/// A detached copy of `file`'s mount, flagged [`FILE_ATTRS`], private.
+/// A detached copy of `file`'s mount, flagged [`FILE_ATTRS`], private (no
+/// mount event reaches it or comes from it).
 fn detach_file(file: &impl AsFd) -> io::Result<OwnedFd> {
     let detached = sys::open_tree_clone(file, c"", false)?;
     sys::mount_setattr(&detached, FILE_ATTRS, false)?;
