@@ -25,6 +25,7 @@
 //! removed from the cache (the mount holds it).
 #![forbid(unsafe_code)]
 
+use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -51,9 +52,31 @@ pub const MAX_BYTES: u64 = 64 << 20;
 /// length. Names only find a candidate; the contents are compared before a
 /// file is used, so a collision costs a rewrite, never a wrong file.
 fn name_for(contents: &[u8]) -> String {
-    let hash =
-        contents.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}-{}", contents.len())
+    let mut hash = Fnv1a::default();
+    hash.write(contents);
+    format!("{:016x}-{}", hash.finish(), contents.len())
+}
+
+/// The 64-bit FNV-1a hash (Fowler, Noll and Vo; offset basis
+/// 0xcbf29ce484222325, prime 0x100000001b3) as a [`std::hash::Hasher`]: names
+/// for the cache and for pins ([`crate::pin`]), which only find a candidate
+/// that is then checked.
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);

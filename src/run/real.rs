@@ -154,8 +154,7 @@ impl Kernel for Real {
                 .is_some_and(|f| f.metadata().is_ok_and(|m| m.mode() & 0o004 != 0) && self.reach.is_public_file(f))
         });
         let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files, made: &made };
-        let ns =
-            (everybody && personal::has_places(&tree, &made)).then(|| pin::find_or_build(&request, uid, gid)).flatten();
+        let ns = everybody.then(|| pin::find_or_build(&request, uid, gid)).flatten();
         let prepared = ns.and_then(|ns| {
             let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
             pin::detached_sources_work(&detached).then_some((ns, detached))
@@ -164,15 +163,21 @@ impl Kernel for Real {
             self.made = Some(made);
             return Ok(View::PerEntry);
         };
-        if pin::join(&ns).is_err() {
+        // A pin with passwd and group lines is checked after joining (its
+        // name only finds it): on a mismatch the entry goes back to the
+        // caller's namespace and takes the per-entry path.
+        let home = if made.is_empty() { None } else { std::fs::File::open("/proc/self/ns/mnt").ok() };
+        if (!made.is_empty() && home.is_none()) || pin::join(&ns).is_err() {
             self.made = Some(made);
             return Ok(View::PerEntry);
         }
-        // Joined: from here on a failure stops the entry.
+        if let Some(home) = home.filter(|_| pin::check_made(&made).is_err()) {
+            pin::join(&home.into()).map_err(|e| Error::mount(&self.sysroot, "leaving a pinned namespace", e))?;
+            self.made = Some(made);
+            return Ok(View::PerEntry);
+        }
         self.pinned = true;
         self.detached = detached;
-        pin::check_made(&made)
-            .map_err(|e| Error::mount(&self.sysroot, "the pinned namespace's passwd and group", e))?;
         personal::warn_all(&sysroot.name, &warnings);
         // The pin holds the host files and the caller's passwd and group.
         self.made = Some(EtcFiles::new());
