@@ -155,11 +155,21 @@ probe() { # as_user|as_new_user sysroot
     wait $!
     if [ "$root" = "$(stat -c %d:%i $ITREE)" ]; then echo tree; else echo host; fi
 }
+# hidden SYSROOT -> the sysroot's part of its pins' names: the 64-bit FNV-1a
+# hash of its name, in hex (imageswitch(8), PINNED NAMESPACES)
+hidden() {
+    local h=$((0xcbf29ce484222325)) i c
+    for ((i = 0; i < ${#1}; i++)); do
+        printf -v c %d "'${1:i:1}"
+        h=$(((h ^ c) * 0x100000001b3))
+    done
+    printf %016x $h
+}
 # pin SYSROOT -> the inode of this namespace's pin for SYSROOT (its nsfs file), or nothing
 pin() {
     local ns
     ns=$(printf %x "$(stat -L -c %i /proc/self/ns/mnt)")
-    findmnt -rn -o TARGET,FSTYPE | awk -v p="$PINS/$1.$ns." '$2 == "nsfs" && index($1, p) == 1 { print $1 }' |
+    findmnt -rn -o TARGET,FSTYPE | awk -v p="$PINS/$(hidden "$1").$ns." '$2 == "nsfs" && index($1, p) == 1 { print $1 }' |
         while read -r f; do stat -c %i "$f"; done
 }
 # marker SYSROOT -> "marker" for each per-entry marker of this namespace's for
@@ -167,7 +177,7 @@ pin() {
 marker() {
     local ns m
     ns=$(printf %x "$(stat -L -c %i /proc/self/ns/mnt)")
-    for m in "$PINS/$1.$ns."*perentry; do
+    for m in "$PINS/$(hidden "$1").$ns."*perentry; do
         [ "$(stat -c %t:%T "$m" 2>/dev/null)" = 1:3 ] && echo marker
     done
 }
@@ -179,7 +189,7 @@ fallback_probe() {
     marker bench
 }
 export OUT IMGSW ITREE PINS PROBE USER_NAME
-export -f probe pin marker fallback_probe as_user die
+export -f probe pin marker hidden fallback_probe as_user die
 # A first entry does not always leave a pin (the builders' lock is only
 # tried, and publishing one can fail: that entry takes the per-entry path):
 # enter until the pin is there.
