@@ -1,0 +1,501 @@
+//! The pinned namespace (issue 12, ../shared/THREATS.md row 31): entries as
+//! real users (`useradd` users, the installed setuid binary), each test in
+//! mount namespaces of its own (`unshare --mount`), so the pins it makes, which
+//! are mounts in /run/imageswitch/pins, die with them.
+//!
+//! This machine's mounts may be private: a namespace with `--propagation
+//! shared` stands for a systemd host, where the fast path is taken, one with
+//! `--propagation private` for a host where it is not.
+//!
+//! Each test has a configuration of its own (bound over the test
+//! configuration in its namespace) and trees of its own: a busybox tree that
+//! knows alice (her passwd line, her groups) and has the host files the pin
+//! holds, so alice enters with `setns` alone, while bob, whom it does not
+//! know, gets a private copy of the pin. An entry's `/proc/self/mountinfo`
+//! cannot tell these apart; its `/proc/self/ns/mnt` can: it is the pin's own
+//! namespace exactly when the entry only joined it.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::*;
+use test_support::Removed;
+
+const PINS: &str = "/run/imageswitch/pins";
+
+/// Sourced by every test script (and by scripts in namespaces it makes), as
+/// root in the test's namespace; `$BIN`, `$CONF`, `$CONFIG`, `$PINS`,
+/// `$ALICE` and `$BOB` come from the environment.
+const LIB: &str = r#"
+# Only the standard streams reach the entries (the callers' own descriptors).
+for fd in $(ls /proc/$$/fd); do [ $fd -gt 2 ] && eval "exec $fd>&-"; done
+A="setpriv --reuid=$ALICE --regid=$ALICE --init-groups --"
+B="setpriv --reuid=$BOB --regid=$BOB --init-groups --"
+D=$(mktemp -d /tmp/imgsw-pin-XXXXXX); chmod 1777 $D
+trap 'for p in $D/*.pid; do [ -e "$p" ] && kill $(cat $p) 2>/dev/null; done; rm -rf $D' EXIT
+# Bound once: namespaces made from this one have it already.
+cmp -s $CONF $CONFIG || mount --bind $CONF $CONFIG
+NS=$(printf %x $(stat -L -c %i /proc/self/ns/mnt))
+# Runs bash script $1 in a mount namespace of its own whose mounts are
+# shared, but not with this one's.
+own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshared /; . $LIB; $1"; }
+# The pins (and the per-entry markers) of sysroot $1 for this namespace.
+pins() { ls $PINS | grep -x "$1\.$NS\.[0-9a-f]\{16\}" || true; }
+markers() { ls $PINS | grep -x "$1\.$NS\.[0-9a-f]\{16\}\.perentry" || true; }
+count() { echo "$1: $(pins $1 | wc -l) pin, $(markers $1 | wc -l) marker"; }
+# The namespace sysroot $1's pin holds, as readlink shows a process's.
+pin_ns() { echo "mnt:[$(stat -c %i $PINS/$(pins $1))]"; }
+# hold NAME USER SYSROOT: an entry kept running until the script ends, its
+# mount namespace in $D/NAME.ns, its pid in $D/NAME.pid.
+hold() {
+    $2 $BIN $3 sh -c "readlink /proc/self/ns/mnt > $D/$1.tmp; mv $D/$1.tmp $D/$1.ns; exec sleep 120" </dev/null >/dev/null &
+    echo $! > $D/$1.pid
+    i=0; while [ ! -s $D/$1.ns ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done
+}
+# How entry NAME (see hold) relates to sysroot $2's pin.
+relation() {
+    if [ "$(cat $D/$1.ns)" = "$(pin_ns $2)" ]; then echo "$1 in the pin"; else echo "$1 in a namespace of its own"; fi
+}
+"#;
+
+/// A directory of this test's own (removed on drop): its configuration,
+/// `sysroots` after the `[defaults]` every test shares, and [`LIB`].
+fn test_dir(tag: &str, sysroots: &str) -> Removed {
+    let dir = Removed(PathBuf::from(format!("{PREFIX}/pin-{tag}-{}-{}", std::process::id(), unique())));
+    fs::create_dir_all(&dir.0).expect("mkdir");
+    fs::set_permissions(&dir.0, fs::Permissions::from_mode(0o755)).expect("chmod");
+    let config = format!("[defaults]\nbinds = [\"/tmp\"]\nlog_socket = \"{LOG_SOCKET}\"\n\n{sysroots}");
+    write_root_file(&dir.0.join("sysroots.toml"), &config);
+    write_root_file(&dir.0.join("lib.sh"), LIB);
+    dir
+}
+
+fn write_root_file(path: &Path, text: &str) {
+    fs::write(path, text).expect("write");
+    fs::set_permissions(path, fs::Permissions::from_mode(0o644)).expect("chmod");
+}
+
+fn sysroot(name: &str, tree: &Path, extra: &str) -> String {
+    format!("[sysroot.{name}]\npath = \"{}\"\n{extra}\n", tree.display())
+}
+
+/// The first line of `getent DATABASE KEY`.
+fn getent(database: &str, key: &str) -> String {
+    let out = run(Command::new("getent").args([database, key]));
+    assert!(out.status.success(), "getent {database} {key}");
+    stdout(&out).lines().next().expect("one line").to_string()
+}
+
+/// A busybox tree that knows alice with all her groups, has a file at each
+/// host file's path (so the pin holds them) and a home for each user (for a
+/// sysroot that does not bind /home).
+fn known_tree(tag: &str) -> Removed {
+    let tree = Removed(scratch_tree(tag));
+    let etc = tree.0.join("etc");
+    let passwd = format!("root:x:0:0:root:/root:/bin/sh\n{}\n", getent("passwd", ALICE));
+    let group = format!("root:x:0:\n{}\n{}\n", getent("group", ALICE), getent("group", PHYSICS));
+    write_root_file(&etc.join("passwd"), &passwd);
+    write_root_file(&etc.join("group"), &group);
+    for file in ["hosts", "resolv.conf", "timezone", "localtime"] {
+        write_root_file(&etc.join(file), "the tree's own\n");
+    }
+    sh(&format!(
+        "cd {t} && for a in whoami cut sort tr wc head mount umount unshare nsenter; do ln -s busybox bin/$a; done \
+         && for u in {ALICE} {BOB}; do mkdir home/$u && chown $u: home/$u; done",
+        t = tree.0.display()
+    ));
+    tree
+}
+
+/// Runs `script` (after sourcing [`LIB`]) with bash as root in a new mount
+/// namespace with `propagation`, the configuration of `dir` in force.
+fn in_ns(propagation: &str, dir: &Path, script: &str) -> Output {
+    fixture();
+    let script = format!(". {}/lib.sh\n{script}", dir.display());
+    run(Command::new("unshare")
+        .args(["--mount", &format!("--propagation={propagation}"), "--", "bash", "-ec", &script])
+        .env("BIN", BIN)
+        .env("CONF", dir.join("sysroots.toml"))
+        .env("CONFIG", TEST_CONFIG)
+        .env("PINS", PINS)
+        .env("ALICE", ALICE)
+        .env("BOB", BOB)
+        .env("LIB", dir.join("lib.sh"))
+        .current_dir("/tmp"))
+}
+
+/// The script's output lines, once it has succeeded.
+fn lines(out: &Output) -> Vec<String> {
+    assert!(out.status.success(), "script failed: {}\n{}", stdout(out), stderr(out));
+    stdout(out).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn host_mounts_made_after_the_pin_appear_inside_pinned_when_shared_per_entry_when_private() {
+    require_root!();
+    let tree = known_tree("pin-late");
+    let dir = test_dir("late", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    // A job's tmpfs under /tmp and an automounted home under /home, both
+    // mounted after the first entry; then the job's tmpfs goes away again.
+    let script = r#"$A $BIN known true
+count known
+for m in $(markers known); do stat -c "marker: %F %t:%T" $PINS/$m; done
+mkdir $D/job && mount -t tmpfs job $D/job && echo job > $D/job/file
+mount -t tmpfs home /home/$BOB && echo home > /home/$BOB/file
+$A $BIN known cat $D/job/file /home/$BOB/file
+hold late "$A" known
+if [ -n "$(pins known)" ]; then relation late known; else echo "late not pinned"; fi
+umount $D/job
+$A $BIN known ls $D/job
+count known
+"#;
+    for (propagation, expect) in [
+        ("shared", vec!["known: 1 pin, 0 marker", "job", "home", "late in the pin", "known: 1 pin, 0 marker"]),
+        (
+            "private",
+            vec![
+                "known: 0 pin, 1 marker",
+                "marker: character special file 1:3",
+                "job",
+                "home",
+                "late not pinned",
+                "known: 0 pin, 1 marker",
+            ],
+        ),
+    ] {
+        let out = in_ns(propagation, &dir, script);
+        assert_eq!(lines(&out), expect, "{propagation} host: {}", stderr(&out));
+    }
+}
+
+#[test]
+fn row31_users_cannot_list_open_join_or_replace_a_pin() {
+    require_root!();
+    let tree = known_tree("pin-row31");
+    let dir = test_dir("row31", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    // The first entry builds the pin; no descriptor of it, of the pin
+    // directory or of the lock reaches any kind of entry's command: only
+    // the caller's standard streams and ls's own (3).
+    let script = r#"fds() { echo $($1 $BIN known ls /proc/self/fd/); }
+echo "building entry: $(fds "$A")"
+echo "joining entry: $(fds "$A")"
+echo "private copy: $(fds "$B")"
+pin=$(pins known)
+stat -c '%a %U %G' $PINS
+stat -f -c %T $PINS/$pin
+for U in "$A" "$B"; do
+    $U ls $PINS >/dev/null 2>&1 && echo listed
+    $U cat $PINS/$pin >/dev/null 2>&1 && echo opened
+    $U stat $PINS/$pin >/dev/null 2>&1 && echo looked-up
+    $U touch $PINS/$pin.new 2>/dev/null && echo created
+    $U mv $PINS/$pin $PINS/x 2>/dev/null && echo renamed
+    $U ln $PINS/$pin $D/x 2>/dev/null && echo linked
+    $U nsenter --mount=$PINS/$pin true 2>/dev/null && echo entered-pin
+    $U unshare -Ur nsenter --mount=$PINS/$pin true 2>/dev/null && echo entered-pin-from-userns
+done
+# alice's entry is in the pin itself, bob's in his copy of it: their
+# namespace files are theirs to open, but joining needs CAP_SYS_ADMIN over
+# the namespace's owner, the initial user namespace, also from a user
+# namespace of their own.
+hold alice "$A" known
+hold bob "$B" known
+relation alice known
+relation bob known
+for U in "$A" "$B"; do
+    for p in $(cat $D/alice.pid) $(cat $D/bob.pid); do
+        $U nsenter --mount=/proc/$p/ns/mnt true 2>/dev/null && echo joined
+        $U unshare -Ur nsenter --mount=/proc/$p/ns/mnt true 2>/dev/null && echo joined-from-userns
+        $U nsenter --user=/proc/$p/ns/user --mount=/proc/$p/ns/mnt true 2>/dev/null && echo joined-with-userns
+    done
+done
+# The same, from inside: the tree's nsenter as alice in her pinned entry.
+$A $BIN known nsenter --mount=/proc/$(cat $D/bob.pid)/ns/mnt true 2>/dev/null && echo joined-from-inside
+echo done
+"#;
+    let out = in_ns("shared", &dir, script);
+    assert_eq!(
+        lines(&out),
+        [
+            "building entry: 0 1 2 3",
+            "joining entry: 0 1 2 3",
+            "private copy: 0 1 2 3",
+            "700 root root",
+            "nsfs",
+            "alice in the pin",
+            "bob in a namespace of its own",
+            "done"
+        ],
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn row31_processes_inside_cannot_change_the_pinned_view_or_reach_another_callers_copy() {
+    require_root!();
+    let tree = known_tree("pin-inside");
+    let dir = test_dir("inside", &(sysroot("known", &tree, "binds = [\"/home\"]") + &sysroot("nohome", &tree, "")));
+    // alice, in the pin itself, tries to change it: mount, unmount, remount,
+    // with the tree's busybox and its setuid-root copy (no_new_privs and the
+    // sealed tree keep it hers), and from a user namespace.
+    let script = r#"$A $BIN known true
+pin=$(pins known)
+table() { nsenter --mount=$PINS/$pin cat /proc/self/mountinfo | cut -d' ' -f4-6 | sort; }
+before=$(table)
+hold alice "$A" known
+relation alice known
+cat > $D/attacks <<'END'
+mount -t tmpfs x /tmp
+mount --bind /tmp /home
+mount -o remount,suid /
+mount -o remount,rw,suid /proc
+umount /proc
+umount -l /dev
+umount -l /home
+/bin/suid-busybox mount -t tmpfs x /tmp
+/bin/suid-busybox mount -o remount,suid /
+/bin/suid-busybox umount -l /home
+unshare -m sh -c "mount -t tmpfs x /tmp"
+END
+$A $BIN known sh -c 'while read -r attack; do sh -c "$attack" </dev/null >/dev/null 2>&1 && echo "done: $attack"; done' < $D/attacks
+# A user namespace of alice's may work, and mounts only in a copy of its own.
+$A $BIN known unshare -Urm sh -c "mount -t tmpfs x /tmp; umount -l /proc" >/dev/null 2>&1 || true
+[ "$before" = "$(table)" ] && echo pin unchanged
+# A mount made (as root) in alice's private copy, where her home outside the
+# binds is bound, never reaches the pin nor bob's copy.
+hold copy "$A" nohome
+relation copy nohome
+p=$(cat $D/copy.pid)
+grep -c " /home/$ALICE " /proc/$p/mountinfo
+nsenter --mount=/proc/$p/ns/mnt mount -t tmpfs alice-only /tmp
+grep -c " alice-only " /proc/$p/mountinfo
+$B $BIN nohome cat /proc/self/mountinfo | grep -c " /home/$ALICE \| alice-only " || true
+nsenter --mount=$PINS/$(pins nohome) cat /proc/self/mountinfo | grep -c " /home/$ALICE \| alice-only " || true
+"#;
+    let out = in_ns("shared", &dir, script);
+    assert_eq!(
+        lines(&out),
+        ["alice in the pin", "pin unchanged", "copy in a namespace of its own", "1", "1", "0", "0"],
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn row31_a_new_generation_a_changed_config_or_another_namespace_selects_another_pin() {
+    require_root!();
+    let gens = Removed(PathBuf::from(format!("{PREFIX}/scratch/pin-gens-{}-{}", std::process::id(), unique())));
+    fs::create_dir(&gens.0).expect("mkdir");
+    fs::set_permissions(&gens.0, fs::Permissions::from_mode(0o755)).expect("chmod");
+    for (n, text) in [(1, "one"), (2, "two")] {
+        let tree = scratch_tree("pin-gen");
+        write_root_file(&tree.join("generation"), &format!("{text}\n"));
+        fs::rename(&tree, gens.0.join(format!("gen{n}"))).expect("move the generation");
+    }
+    std::os::unix::fs::symlink("gen1", gens.0.join("current")).expect("current link");
+    let current = gens.0.join("current");
+    let dir = test_dir("keys", &sysroot("gen", &current, ""));
+    // The changed configuration binds one more directory (which only the
+    // second generation has a place for).
+    let extra = dir.0.join("extra");
+    sh(&format!("mkdir -m 755 {e} {g}/gen2{e} && echo extra > {e}/file", e = extra.display(), g = gens.0.display()));
+    let changed = dir.0.join("changed.toml");
+    write_root_file(
+        &changed,
+        &fs::read_to_string(dir.0.join("sysroots.toml"))
+            .expect("config")
+            .replace("[sysroot.gen]\n", &format!("[sysroot.gen]\nbinds = [\"{}\"]\n", extra.display())),
+    );
+    let script = format!(
+        r#"$A $BIN gen cat /generation
+p1=$(pins gen)
+ln -sfn gen2 {g}/current.new && mv -T {g}/current.new {g}/current
+$A $BIN gen cat /generation
+count gen
+p2=$(pins gen)
+[ "$p2" != "$p1" ] && echo "generation: another pin"
+[ -e $PINS/$p1 ] || echo "generation: the old pin removed"
+mount --bind {changed} $CONFIG
+$A $BIN gen cat /generation {e}/file
+count gen
+p3=$(pins gen)
+[ "$p3" != "$p2" ] && echo "config: another pin"
+[ -e $PINS/$p2 ] || echo "config: the old pin removed"
+other=$(CONF={changed} own_ns '$A $BIN gen cat {e}/file >&2; pins gen')
+[ -n "$other" ] && [ "$other" != "$p3" ] && echo "namespace: another pin"
+[ "$(stat -f -c %T $PINS/$p3)" = nsfs ] && echo "namespace: ours kept"
+# A pin whose namespace is gone leaves an empty file under its name (after
+# a kill, or where a later namespace reuses the inode number): never entered.
+umount $PINS/$p3
+stat -c %F $PINS/$p3
+$A $BIN gen cat /generation {e}/file
+count gen
+stat -f -c %T $PINS/$(pins gen)
+[ -e $PINS/$other ] || echo "the pin of a namespace that is gone removed"
+"#,
+        g = gens.0.display(),
+        e = extra.display(),
+        changed = changed.display()
+    );
+    let out = in_ns("shared", &dir, &script);
+    assert_eq!(
+        lines(&out),
+        [
+            "one",
+            "two",
+            "gen: 1 pin, 0 marker",
+            "generation: another pin",
+            "generation: the old pin removed",
+            "two",
+            "extra",
+            "gen: 1 pin, 0 marker",
+            "config: another pin",
+            "config: the old pin removed",
+            "namespace: another pin",
+            "namespace: ours kept",
+            "regular empty file",
+            "two",
+            "extra",
+            "gen: 1 pin, 0 marker",
+            "nsfs",
+            "the pin of a namespace that is gone removed",
+        ],
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(stderr(&out), "extra\n");
+}
+
+#[test]
+fn row31_a_kill_at_any_moment_of_the_first_entry_leaves_nothing_a_later_entry_uses() {
+    require_root!();
+    let tree = known_tree("pin-kill");
+    let dir = test_dir("kill", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    let kills = test_support::count_from_env("IMGSW_PIN_KILLS", 30);
+    // The view of a complete entry (its mount points, the host's /etc/hosts,
+    // alice's home), then first entries each in a namespace of its own,
+    // killed after 0, 0.5, 1, ... ms (every other one with the builder it
+    // forked, the others alone), each followed by another entry.
+    let script = format!(
+        r#"view() {{ $A $BIN known sh -c 'echo $(cut -d" " -f5 /proc/self/mountinfo | sort) $(md5sum /etc/hosts | cut -c1-32) $(ls -d /home/$0)' $ALICE; }}
+kill_first() {{
+    setsid $A $BIN known true </dev/null >/dev/null 2>&1 & p=$!
+    sleep $(printf '0.%04d' $(($1 * 5)))
+    if [ $(($1 % 2)) = 0 ]; then kill -9 -- -$p; else kill -9 $p; fi 2>/dev/null || true
+    wait $p 2>/dev/null || true
+    left=nothing; for f in $(ls $PINS | grep "^known\.$NS\."); do left="$(stat -f -c %T $PINS/$f)"; done
+    echo "left after kill $1: $left"
+    i=0; while pgrep -g $p >/dev/null && [ $i -lt 1000 ]; do i=$((i+1)); sleep 0.01; done
+    pgrep -g $p >/dev/null && echo "processes left behind"
+    view
+    count known
+}}
+export -f view kill_first
+md5sum /etc/hosts | cut -c1-32
+view
+for i in $(seq 0 {last}); do
+    own_ns "kill_first $i"
+done
+"#,
+        last = kills - 1
+    );
+    let out = in_ns("shared", &dir, &script);
+    let got = lines(&out);
+    let (hosts, reference) = (&got[0], &got[1]);
+    for expected in [" /proc ", " /sys ", " /dev ", " /dev/log ", " /home ", " /tmp ", " /etc/hosts "] {
+        assert!(format!(" {reference} ").contains(expected), "{expected} missing from the view: {reference}");
+    }
+    assert!(reference.ends_with(&format!(" {hosts} {}", home_of(ALICE).display())), "{reference}");
+    let mut moments = std::collections::BTreeMap::<&str, usize>::new();
+    let rest = &got[2..];
+    assert_eq!(rest.len(), 3 * kills, "{got:?}\n{}", stderr(&out));
+    for run in rest.chunks(3) {
+        let left = run[0].split(": ").nth(1).expect("what the kill left");
+        *moments.entry(left).or_default() += 1;
+        assert_eq!(run[1], *reference, "after {}", run[0]);
+        assert_eq!(run[2], "known: 1 pin, 0 marker", "after {}", run[0]);
+    }
+    test_support::figure(&format!("pin kill test: what {kills} kills left behind: {moments:?}"));
+}
+
+#[test]
+fn concurrent_first_entries_all_succeed_and_build_one_pin() {
+    require_root!();
+    let tree = known_tree("pin-race");
+    let dir = test_dir("race", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    // Eight first entries released at once, alice's (which join the pin) and
+    // bob's (which copy it) in turn.
+    let script = r#"for i in $(seq 8); do
+    if [ $((i % 2)) = 1 ]; then U=$A; else U=$B; fi
+    (while [ ! -e $D/go ]; do sleep 0.001; done
+     $U $BIN known readlink /proc/self/ns/mnt > $D/out$i 2> $D/err$i; echo $? > $D/rc$i) &
+done
+touch $D/go
+wait
+count known
+pin=$(pin_ns known)
+for i in $(seq 8); do
+    where="a namespace of its own"; [ "$(cat $D/out$i)" = "$pin" ] && where="the pin"
+    echo "$i: exit $(cat $D/rc$i), in $where$(cat $D/err$i)"
+done
+"#;
+    let out = in_ns("shared", &dir, script);
+    let mut expect = vec!["known: 1 pin, 0 marker".to_string()];
+    for i in 1..=8 {
+        let place = if i % 2 == 1 { "the pin" } else { "a namespace of its own" };
+        expect.push(format!("{i}: exit 0, in {place}"));
+    }
+    assert_eq!(lines(&out), expect, "{}", stderr(&out));
+}
+
+#[test]
+fn callers_are_themselves_on_the_fast_path_and_see_nothing_of_each_other() {
+    require_root!();
+    let tree = known_tree("pin-who");
+    let dir = test_dir("who", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    // bob and nobody are not in the tree: their own lines are shown in a
+    // private copy each. alice is, with all her groups: she only joins the
+    // pin, so two of her entries at once share one namespace, the pin's.
+    let script = r#"N="setpriv --reuid=nobody --regid=nogroup --init-groups --"
+who='echo $(whoami; id -gn; id -Gn)'
+for U in "$A" "$B" "$N"; do $U $BIN known sh -c "$who"; done
+$N sh -c "$who"
+hold b1 "$B" known
+hold b2 "$B" known
+hold a1 "$A" known
+hold a2 "$A" known
+[ "$(cat $D/b1.ns)" != "$(cat $D/b2.ns)" ] && echo "bob's entries each in a copy of their own"
+relation b1 known
+[ "$(cat $D/a1.ns)" = "$(cat $D/a2.ns)" ] && echo "alice's entries share one namespace"
+relation a1 known
+echo "bob's lines seen by bob: $($B $BIN known cat /etc/passwd /etc/group | grep -c "^$BOB:")"
+echo "by alice: $($A $BIN known cat /etc/passwd /etc/group | grep -c "$BOB" || true)"
+echo "by nobody: $($N $BIN known cat /etc/passwd /etc/group | grep -c "$BOB" || true)"
+echo "in the pin: $(nsenter --mount=$PINS/$(pins known) cat /etc/passwd /etc/group | grep -c "$BOB\|nobody" || true)"
+"#;
+    let out = in_ns("shared", &dir, script);
+    let got = lines(&out);
+    let on_host = |user| stdout(&run(as_user(user, "sh").args(["-c", "echo $(whoami; id -gn; id -Gn)"])));
+    let host = [on_host(ALICE), on_host(BOB), got[3].clone()];
+    assert_eq!(got[..3], host.map(|l| l.trim_end().to_string()), "inside, then on the host: {got:?}\n{}", stderr(&out));
+    assert!(got[0].starts_with(&format!("{ALICE} {ALICE} ")) && got[2].starts_with("nobody "), "{got:?}");
+    assert_eq!(
+        got[4..],
+        [
+            "bob's entries each in a copy of their own",
+            "b1 in a namespace of its own",
+            "alice's entries share one namespace",
+            "a1 in the pin",
+            "bob's lines seen by bob: 2",
+            "by alice: 0",
+            "by nobody: 0",
+            "in the pin: 0",
+        ],
+        "{}",
+        stderr(&out)
+    );
+}
