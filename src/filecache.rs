@@ -81,6 +81,13 @@ fn root_only(dir: OwnedFd) -> io::Result<OwnedFd> {
 /// Errors: the directory cannot be made, or one of the two exists and is
 /// not a directory only root may write.
 fn open_dir() -> io::Result<OwnedFd> {
+    run_dir("view")
+}
+
+/// Opens /run/imageswitch/`name`, creating it and its parent root-owned,
+/// mode 0700 (the file cache's and the pins' directories). Errors: as
+/// [`open_dir`].
+pub(crate) fn run_dir(name: &str) -> io::Result<OwnedFd> {
     let top = match openat(nix::fcntl::AT_FDCWD, "/run/imageswitch", DIR_FLAGS, Mode::empty()) {
         Err(Errno::ENOENT) => {
             let run = openat(nix::fcntl::AT_FDCWD, "/run", DIR_FLAGS, Mode::empty())?;
@@ -92,8 +99,8 @@ fn open_dir() -> io::Result<OwnedFd> {
         }
         opened => root_only(opened?)?,
     };
-    match openat(&top, "view", DIR_FLAGS, Mode::empty()) {
-        Err(Errno::ENOENT) => as_root(|| root_only_dir(&top, "view")),
+    match openat(&top, name, DIR_FLAGS, Mode::empty()) {
+        Err(Errno::ENOENT) => as_root(|| root_only_dir(&top, name)),
         opened => root_only(opened?),
     }
 }

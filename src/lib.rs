@@ -20,6 +20,7 @@ pub mod exec;
 pub mod filecache;
 pub mod mounts;
 pub mod personal;
+pub mod pin;
 pub mod privileges;
 pub mod run;
 pub mod sys;

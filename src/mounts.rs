@@ -12,9 +12,9 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{Defaults, Sysroot};
 
-pub use attach::{MountError, Outcome, bind, seal_tree};
+pub use attach::{MountError, Outcome, bind, bind_from, detach_source, seal_tree};
 pub(crate) use attach::{fd_path, open_target, with_fs_identity};
-pub use mountinfo::mount_table;
+pub use mountinfo::{MountEntry, mount_table, parse_mountinfo};
 
 pub const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
 pub const NODEV: u64 = libc::MOUNT_ATTR_NODEV;

@@ -29,7 +29,7 @@ use crate::accounts::{Account, account_lines, merged_databases};
 use crate::config::{Defaults, Sysroot};
 use crate::error::{Stream, say};
 use crate::filecache;
-use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID, Outcome};
+use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID};
 use crate::sys;
 use crate::trusted::stat_type;
 
@@ -146,48 +146,89 @@ fn overlay(tree: &OwnedFd, point: &Path, layer: &OwnedFd, lower: &OwnedFd) -> Re
         .map_err(failed(format!("overlay on {}", point.display())))
 }
 
-/// Shows `personal` inside the tree at `tree` (whose host path is
-/// `tree_path`, for messages). `shared` are the binds already made: those
-/// under /etc are carried over onto the overlay. Runs as root in the private
-/// namespace, before the chroot; loads nothing from the tree.
-pub fn present(
+/// What is shown under /etc for one entry, each with its path relative to
+/// /etc: see [`resolve_etc`].
+pub type EtcFiles = Vec<(PathBuf, Shown)>;
+
+/// Resolves what `personal` shows under /etc in the tree at `tree`: the
+/// tree's passwd and group with the caller's lines added (only where they
+/// differ from the tree's), and the host files, opened with the caller's
+/// filesystem identity (a file the caller cannot read is not shown). Runs as
+/// root where the host's paths are still reachable; loads nothing from the
+/// tree. Errors: the tree's /etc or its databases cannot be read.
+pub fn resolve_etc(
     tree: &OwnedFd,
-    tree_path: &Path,
     sysroot: &str,
     personal: &Personal,
-    shared: &[MountSpec],
     uid: Uid,
     gid: Gid,
-) -> Result<(), Failure> {
-    let (etc, run) = (Path::new("/etc"), Path::new("/run"));
-    // What goes at each path under /etc: the tree's databases with the
-    // caller's lines, and the host's files, opened with the caller's
-    // filesystem identity (a file the caller cannot read is not shown).
-    let mut shown: Vec<(PathBuf, Shown)> = Vec::new();
-    let lower_etc =
-        if personal.account.is_some() || !personal.host_files.is_empty() { Some(open_dir(tree, etc)?) } else { None };
-    if let Some(dir) = &lower_etc {
-        if let Some(account) = &personal.account {
-            let (passwd, group) =
-                merged_databases(&read_tree_file(dir, "passwd")?, &read_tree_file(dir, "group")?, account);
-            shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
-            shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
-        }
-        let opened = mounts::with_fs_identity(true, uid, gid, || {
-            // Non-blocking: a FIFO at the end of a link must not hold the entry.
-            let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
-            personal.host_files.iter().map(|path| (path, open(path).and_then(regular))).collect::<Vec<_>>()
-        });
-        for (path, file) in opened {
-            match file {
-                Ok(file) => shown.push((path.strip_prefix(etc).unwrap_or(path).to_path_buf(), Shown::Host(file))),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    warn(sysroot, &format!("host file {} not shown: {}", path.display(), crate::error::describe(&e)))
-                }
-            }
+) -> Result<EtcFiles, Failure> {
+    let etc = Path::new("/etc");
+    let mut shown: EtcFiles = Vec::new();
+    if personal.account.is_none() && personal.host_files.is_empty() {
+        return Ok(shown);
+    }
+    let dir = open_dir(tree, etc)?;
+    if let Some(account) = &personal.account {
+        let (passwd, group) =
+            merged_databases(&read_tree_file(&dir, "passwd")?, &read_tree_file(&dir, "group")?, account);
+        shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
+        shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
+    }
+    for (path, file) in open_host_files(&personal.host_files, uid, gid) {
+        match file {
+            Ok(file) => shown.push((path.strip_prefix(etc).unwrap_or(path).to_path_buf(), Shown::Host(file))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => warn(sysroot, &format!("host file {} not shown: {}", path.display(), crate::error::describe(&e))),
         }
     }
+    Ok(shown)
+}
+
+/// Opens each of `paths` with the caller's filesystem identity, as a
+/// regular file the kernel does not make up.
+fn open_host_files(paths: &[PathBuf], uid: Uid, gid: Gid) -> Vec<(&PathBuf, io::Result<std::fs::File>)> {
+    mounts::with_fs_identity(true, uid, gid, || {
+        // Non-blocking: a FIFO at the end of a link must not hold the entry.
+        let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
+        paths.iter().map(|path| (path, open(path).and_then(regular))).collect()
+    })
+}
+
+/// The host files of `shown` opened again in this mount namespace (a mount
+/// is copied only from the namespace it is in), each checked to be the
+/// same file. Errors: one cannot be opened, or is another file now.
+pub fn reopen_host_files(shown: &EtcFiles, uid: Uid, gid: Gid) -> io::Result<EtcFiles> {
+    let paths: Vec<PathBuf> = shown.iter().map(|(rel, _)| Path::new("/etc").join(rel)).collect();
+    let mut out = EtcFiles::new();
+    for ((rel, before), (_, now)) in shown.iter().zip(open_host_files(&paths, uid, gid)) {
+        let (Shown::Host(before), now) = (before, now?) else { return Err(io::Error::other("not a host file")) };
+        let (a, b) = (before.metadata()?, now.metadata()?);
+        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+            return Err(io::Error::other("a host file was replaced"));
+        }
+        out.push((rel.clone(), Shown::Host(now)));
+    }
+    Ok(out)
+}
+
+/// Binds each of `shown` read-only over the tree's own file or link at its
+/// path under /etc, one mount per file. False when the tree has nothing at
+/// one of the paths or a bind cannot be made; some of the binds may then
+/// be made already (the per-entry path lays an overlay over them; the
+/// pinned view gives the pin up).
+pub fn bind_etc(tree: &OwnedFd, shown: &EtcFiles) -> bool {
+    open_dir(tree, Path::new("/etc")).is_ok_and(|dir| bound_over_the_trees(tree, &dir, Path::new("/etc"), shown))
+}
+
+/// Shows `shown` (from [`resolve_etc`]) inside the tree at `tree`, and makes
+/// the mount point of the caller's `run_user` (bound afterwards with
+/// [`run_user_spec`]). `shared` are the binds already made: those under a
+/// directory an overlay covers are carried over onto it. Runs as root in a
+/// private namespace, before the chroot; loads nothing from the tree.
+pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared: &[MountSpec]) -> Result<(), Failure> {
+    let (etc, run) = (Path::new("/etc"), Path::new("/run"));
+    let lower_etc = if shown.is_empty() { None } else { Some(open_dir(tree, etc)?) };
     let mut etc_layer: Vec<(PathBuf, Vec<u8>)> = Vec::new();
     let bound = |dir| bound_over_the_trees(tree, dir, etc, &shown);
     if !shown.is_empty() && !lower_etc.as_ref().is_some_and(bound) {
@@ -219,7 +260,7 @@ pub fn present(
     let run_has_point = |path: &Path| {
         mounts::open_target(tree, path).and_then(|fd| fstat(&fd)).is_ok_and(|st| stat_type(&st) == SFlag::S_IFDIR)
     };
-    let run_user = personal.run_user.as_deref().filter(|_| run_has_point(run));
+    let run_user = run_user.filter(|_| run_has_point(run));
     let lower_run = match run_user {
         Some(path) if !run_has_point(path) => Some(open_dir(tree, run)?),
         _ => None,
@@ -266,22 +307,38 @@ pub fn present(
             bind_again(tree, carried_run)?;
         }
     }
-    if let Some(path) = run_user {
-        match mounts::bind(tree, tree_path, &run_user_spec(path), uid, gid) {
-            Ok(Outcome::Mounted | Outcome::Missing(_)) => {}
-            Err(err) => return Err((err.what, err.why)),
-        }
-    }
     Ok(())
 }
 
 /// What [`present`] shows at a path under /etc.
-enum Shown {
+pub enum Shown {
     /// Contents made for this entry (the tree's passwd or group with the
     /// caller's lines), bound from the root-only cache ([`filecache`]).
     Made(Vec<u8>),
     /// A host file, opened with the caller's identity, bound as it is.
     Host(std::fs::File),
+}
+
+impl Shown {
+    /// Whether this is a host file (the same for every caller).
+    pub fn is_host(&self) -> bool {
+        matches!(self, Shown::Host(_))
+    }
+}
+
+/// Whether the tree has a file or link at each of `shown`'s paths under
+/// /etc, for a bind over it (without one, the per-entry path lays an
+/// overlay instead).
+pub fn has_places(tree: &OwnedFd, shown: &EtcFiles) -> bool {
+    let flags = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    shown.is_empty()
+        || open_dir(tree, Path::new("/etc")).is_ok_and(|etc| {
+            shown.iter().all(|(path, _)| {
+                openat(&etc, path.as_path(), flags, Mode::empty())
+                    .and_then(|fd| fstat(&fd))
+                    .is_ok_and(|st| matches!(stat_type(&st), SFlag::S_IFREG | SFlag::S_IFLNK))
+            })
+        })
 }
 
 /// `file` if it is a regular file, and not one the kernel makes up (procfs,
@@ -374,7 +431,7 @@ fn write_layer_dir(dir: &OwnedFd, relative: &Path) -> Result<(), Failure> {
 }
 
 /// The bind of the caller's /run/user/UID onto the same path in the tree.
-fn run_user_spec(source: &Path) -> MountSpec {
+pub fn run_user_spec(source: &Path) -> MountSpec {
     MountSpec {
         source: source.to_path_buf(),
         target: source.to_path_buf(),

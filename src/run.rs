@@ -23,13 +23,14 @@ use crate::error::{Error, Stream, echo, say};
 use crate::escape::escape;
 use crate::exec::{Script, choose_shell, launch_for, with_argument};
 use crate::mounts::{self, MountSpec};
-use crate::personal::Personal;
+use crate::personal::{self, Personal};
+use crate::pin;
 use crate::privileges;
 use crate::sys;
 use crate::syslog::Severity;
 use crate::workdir::{DirId, Unenterable, fallback_warning};
 
-pub use kernel::{Kernel, Opened};
+pub use kernel::{Kernel, Opened, View};
 use real::Real;
 
 /// The setuid binary's entry point; returns the exit status.
@@ -93,11 +94,16 @@ pub fn run(kernel: &mut impl Kernel, argv: &[OsString], caller_env: &[(OsString,
         }
         None => None,
     };
+    let personal = kernel.prepare_personal(&caller, sysroot, &config.defaults);
+    let (shared_mounts, mut own_mounts) =
+        pin::split(mounts::plan(sysroot, &config.defaults, Some(&caller.home)), |p| kernel.everybody_may_reach(p));
+    own_mounts.extend(personal.run_user.as_deref().map(personal::run_user_spec));
     let plan = EntryPlan {
         sysroot,
         caller: &caller,
-        mounts: mounts::plan(sysroot, &config.defaults, Some(&caller.home)),
-        personal: kernel.prepare_personal(&caller, sysroot, &config.defaults),
+        shared_mounts,
+        own_mounts,
+        personal,
         cwd: cwd.paths,
         cwd_id: cwd.id,
         require_cwd: require_cwd || sysroot.require_cwd,
@@ -112,7 +118,13 @@ pub fn run(kernel: &mut impl Kernel, argv: &[OsString], caller_env: &[(OsString,
 pub struct EntryPlan<'a> {
     pub sysroot: &'a Sysroot,
     pub caller: &'a Caller,
-    pub mounts: Vec<MountSpec>,
+    /// The binds every caller gets alike (in the pinned namespace, when
+    /// there is one).
+    pub shared_mounts: Vec<MountSpec>,
+    /// The binds only this caller gets, made per entry after
+    /// [`EntryPlan::personal`]: a home outside the binds, a bind not
+    /// everybody may reach, their /run/user/UID (last).
+    pub own_mounts: Vec<MountSpec>,
     /// What only this caller sees, resolved on the host.
     pub personal: Personal,
     /// Where the caller was, most faithful first (logical `$PWD`, physical).
@@ -127,8 +139,10 @@ pub struct EntryPlan<'a> {
     pub caller_env: &'a [(OsString, OsString)],
 }
 
-/// The privileged sequence: namespace, binds, chroot, personality, identity
-/// drop and its verification, then — as the caller — directory and exec.
+/// The privileged sequence: the shared view (the pinned namespace joined, or
+/// made in a private one), what only the caller sees (in a private copy of
+/// a pin), chroot, personality, identity drop and its verification, then —
+/// as the caller — directory and exec.
 pub fn enter(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Error {
     match enter_steps(kernel, plan) {
         Ok(never) => match never {},
@@ -137,14 +151,31 @@ pub fn enter(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Error {
 }
 
 fn enter_steps(kernel: &mut impl Kernel, plan: &EntryPlan<'_>) -> Result<Infallible, Error> {
-    kernel.unshare_mount_namespace(plan.sysroot)?;
-    kernel.make_mounts_slave()?;
-    kernel.open_tree(plan.sysroot)?;
-    kernel.seal_tree()?;
-    for spec in &plan.mounts {
-        kernel.bind(spec, plan.caller)?;
+    let view =
+        kernel.join_pinned_view(plan.sysroot, &plan.shared_mounts, &plan.own_mounts, &plan.personal, plan.caller)?;
+    match view {
+        View::PerEntry => {
+            kernel.unshare_mount_namespace(plan.sysroot)?;
+            kernel.make_mounts_slave()?;
+            kernel.open_tree(plan.sysroot)?;
+            kernel.seal_tree()?;
+            for spec in &plan.shared_mounts {
+                kernel.bind(spec, plan.caller)?;
+            }
+        }
+        View::Pinned { private_copy: true } => {
+            kernel.unshare_mount_namespace(plan.sysroot)?;
+            kernel.make_mounts_slave()?;
+            kernel.open_tree(plan.sysroot)?;
+        }
+        View::Pinned { private_copy: false } => {}
     }
-    kernel.present_caller(&plan.personal, &plan.mounts, plan.caller)?;
+    if view != (View::Pinned { private_copy: false }) {
+        kernel.present_caller(&plan.personal, &plan.shared_mounts, plan.caller)?;
+        for spec in &plan.own_mounts {
+            kernel.bind(spec, plan.caller)?;
+        }
+    }
     kernel.chroot_into_tree()?;
     kernel.set_personality(plan.sysroot.personality)?;
     kernel.drop_privileges(plan.caller)?;
@@ -356,6 +387,10 @@ mod tests {
         /// (directory, the missing target of a link on the way)
         dangling: Vec<(PathBuf, PathBuf)>,
         executables: Vec<PathBuf>,
+        /// A pinned namespace is there to join.
+        pin: bool,
+        /// Host paths not everybody may reach.
+        private_paths: Vec<PathBuf>,
     }
 
     impl Recorder {
@@ -417,6 +452,25 @@ mod tests {
         fn say(&mut self, stream: Stream, line: &str) {
             let to = if stream == Stream::Out { "out" } else { "err" };
             self.said.push(format!("{to}: {line}"));
+        }
+        fn everybody_may_reach(&mut self, path: &Path) -> bool {
+            !self.private_paths.iter().any(|p| p == path)
+        }
+        fn join_pinned_view(
+            &mut self,
+            _sysroot: &Sysroot,
+            _shared: &[MountSpec],
+            own: &[MountSpec],
+            personal: &Personal,
+            _caller: &Caller,
+        ) -> Result<View, Error> {
+            if !self.pin {
+                self.step("no pin".into())?;
+                return Ok(View::PerEntry);
+            }
+            let detached: Vec<String> = own.iter().map(|s| s.target.display().to_string()).collect();
+            self.step(format!("join pin, detached {detached:?}"))?;
+            Ok(View::Pinned { private_copy: !own.is_empty() || personal.account.is_some() })
         }
         fn unshare_mount_namespace(&mut self, _sysroot: &Sysroot) -> Result<(), Error> {
             self.step("unshare".into())
@@ -503,15 +557,32 @@ mod tests {
         cwd_id: Option<DirId>,
         command: Command,
     ) -> Error {
-        let caller = caller();
+        run_plan_as(sysroot, recorder, cwd, cwd_id, command, caller())
+    }
+
+    /// [`run_plan_from`] for `caller`.
+    fn run_plan_as(
+        sysroot: &Sysroot,
+        recorder: &mut Recorder,
+        cwd: &[&str],
+        cwd_id: Option<DirId>,
+        command: Command,
+        caller: Caller,
+    ) -> Error {
         let env = vec![
             (OsString::from("PATH"), OsString::from("/usr/bin:/bin")),
             (OsString::from("PWD"), OsString::from("/from/the/caller")),
         ];
+        let private = recorder.private_paths.clone();
+        let (shared_mounts, own_mounts) =
+            pin::split(mounts::plan(sysroot, &crate::config::Defaults::default(), Some(&caller.home)), |p| {
+                !private.iter().any(|x| x == p)
+            });
         let plan = EntryPlan {
             sysroot,
             caller: &caller,
-            mounts: mounts::plan(sysroot, &crate::config::Defaults::default(), Some(&caller.home)),
+            shared_mounts,
+            own_mounts,
             personal: Personal { host_files: vec!["/etc/hosts".into()], ..Personal::default() },
             cwd: cwd.iter().map(PathBuf::from).collect(),
             cwd_id,
@@ -573,7 +644,8 @@ mod tests {
         let plan = EntryPlan {
             sysroot: &s,
             caller: &caller,
-            mounts: vec![],
+            shared_mounts: vec![],
+            own_mounts: vec![],
             cwd: vec!["/work".into()],
             cwd_id: None,
             require_cwd: false,
@@ -592,6 +664,58 @@ mod tests {
                 "chdir /work",
                 "script /spool/job",
                 "exec /bin/sh [\"/bin/sh\", \"/proc/self/fd/9\", \"x\"] env_ok=true PWD=/work"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_pinned_view_replaces_the_shared_steps_and_what_only_the_caller_sees_gets_a_private_copy() {
+        let s = sysroot("");
+        let tail = ["chroot", "personality Linux32", "drop uid=1000", "verify", "open /w", "chdir /w"];
+        let pinned = |private: &[&str]| Recorder {
+            pin: true,
+            existing_dirs: vec!["/w".into()],
+            private_paths: private.iter().map(PathBuf::from).collect(),
+            ..Default::default()
+        };
+        let mut rec = pinned(&[]);
+        run_plan(&s, &mut rec, &["/w"], Command::LoginShell);
+        assert_eq!(rec.steps[..7], [&["join pin, detached []"][..], &tail[..]].concat());
+
+        // A home outside the binds and a bind not everybody may reach.
+        let mut outside = caller();
+        outside.home = "/users/alice".into();
+        let mut rec = pinned(&["/data"]);
+        run_plan_as(&s, &mut rec, &["/w"], None, Command::LoginShell, outside.clone());
+        let head = [
+            "join pin, detached [\"/data\", \"/users/alice\"]",
+            "unshare",
+            "slave",
+            "open_tree /srv/sl5",
+            "present 1 host files",
+            "bind /data",
+            "bind /users/alice",
+        ];
+        assert_eq!(rec.steps[..13], [&head[..], &tail[..]].concat());
+
+        // Without a pin: the shared view first, what only the caller sees after it.
+        let mut rec = Recorder { pin: false, ..pinned(&["/data"]) };
+        run_plan_as(&s, &mut rec, &["/w"], None, Command::LoginShell, outside);
+        assert_eq!(rec.steps[..5], ["no pin", "unshare", "slave", "open_tree /srv/sl5", "seal"]);
+        let after_seal: Vec<&str> = rec.steps[5..].iter().take_while(|s| *s != "chroot").map(String::as_str).collect();
+        assert_eq!(
+            after_seal,
+            [
+                "bind /proc",
+                "bind /sys",
+                "bind /dev",
+                "bind /home",
+                "bind /tmp",
+                "bind /var/tmp",
+                "bind /dev/log",
+                "present 1 host files",
+                "bind /data",
+                "bind /users/alice"
             ]
         );
     }
@@ -759,6 +883,7 @@ mod tests {
                 "cwd",
                 "audit /dev/log Info user=alice uid=1000 sysroot=sl5 command=\"id -u\" cwd=/work/run1",
                 "prepare personal",
+                "no pin",
                 "unshare",
                 "slave",
                 "open_tree /srv/sl5",

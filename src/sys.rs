@@ -155,7 +155,17 @@ pub fn open_tree_clone(dirfd: impl AsFd, path: &CStr, recursive: bool) -> io::Re
 
 /// `mount_setattr(2)` on a detached mount: sets `attr_set`, recursively when asked.
 pub fn mount_setattr(mount: impl AsFd, attr_set: u64, recursive: bool) -> io::Result<()> {
-    let attr = libc::mount_attr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 };
+    setattr(mount, libc::mount_attr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 }, recursive)
+}
+
+/// `mount_setattr(2)` making `mount` (and its submounts when `recursive`) a
+/// slave: it still receives its peers' mount events, and sends none.
+pub fn mount_make_slave(mount: impl AsFd, recursive: bool) -> io::Result<()> {
+    let propagation = libc::MS_SLAVE;
+    setattr(mount, libc::mount_attr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 }, recursive)
+}
+
+fn setattr(mount: impl AsFd, attr: libc::mount_attr, recursive: bool) -> io::Result<()> {
     let mut flags = libc::AT_EMPTY_PATH as libc::c_uint;
     if recursive {
         flags |= libc::AT_RECURSIVE as libc::c_uint;
@@ -337,6 +347,16 @@ pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
     // SAFETY: all-zero is a valid `struct group` (integers and NULL
     // pointers), and `call` is getgrgid_r.
     unsafe { nss_entry(&mut call, read) }
+}
+
+/// `fork(2)`: the child's pid in the parent, `None` in the child.
+pub fn fork() -> io::Result<Option<libc::pid_t>> {
+    // SAFETY: the setuid binary never starts a thread, so the child is a copy
+    // of a single-threaded process and may run any code, allocation included.
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => Ok(Some(child.as_raw())),
+        nix::unistd::ForkResult::Child => Ok(None),
+    }
 }
 
 #[cfg(test)]

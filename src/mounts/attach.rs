@@ -96,6 +96,35 @@ fn shown(path: &Path) -> String {
 
 /// Makes one bind from `spec` onto the tree at `tree`.
 pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: Gid) -> Result<Outcome, MountError> {
+    bind_from(tree, tree_path, spec, uid, gid, None)
+}
+
+/// Copies the source of `spec` into a detached mount (with the caller's
+/// filesystem identity when the spec says so), for [`bind_from`] after the
+/// process has joined a pinned namespace, where the host path is out of
+/// reach. The copy is made a slave: a copy of a shared mount would be its
+/// peer, and mounts made under it inside would reach the host.
+/// Errors: as `open_tree(2)` (ENOSYS before Linux 5.12).
+pub fn detach_source(spec: &MountSpec, uid: Uid, gid: Gid) -> io::Result<OwnedFd> {
+    let source =
+        CString::new(spec.source.as_os_str().as_bytes()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let detached = with_fs_identity(spec.as_caller, uid, gid, || {
+        sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source, spec.recursive)
+    })?;
+    sys::mount_make_slave(&detached, spec.recursive)?;
+    Ok(detached)
+}
+
+/// [`bind`], with the source already detached by [`detach_source`] when
+/// `detached` is given.
+pub fn bind_from(
+    tree: &OwnedFd,
+    tree_path: &Path,
+    spec: &MountSpec,
+    uid: Uid,
+    gid: Gid,
+    detached: Option<io::Result<OwnedFd>>,
+) -> Result<Outcome, MountError> {
     let source_shown = shown(&spec.source);
     let target_shown = shown(&tree_path.join(spec.target.strip_prefix("/").unwrap_or(&spec.target)));
     let missing = |what: String, err: io::Error| -> Result<Outcome, MountError> {
@@ -152,11 +181,16 @@ pub fn bind(tree: &OwnedFd, tree_path: &Path, spec: &MountSpec, uid: Uid, gid: G
         ));
     }
 
-    let source_c = CString::new(spec.source.as_os_str().as_bytes())
-        .map_err(|_| fail(source_shown.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
-    let detached = with_fs_identity(spec.as_caller, uid, gid, || {
-        sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source_c, spec.recursive)
-    });
+    let detached = match detached {
+        Some(detached) => detached,
+        None => {
+            let source_c = CString::new(spec.source.as_os_str().as_bytes())
+                .map_err(|_| fail(source_shown.clone(), io::Error::from(io::ErrorKind::InvalidInput)))?;
+            with_fs_identity(spec.as_caller, uid, gid, || {
+                sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source_c, spec.recursive)
+            })
+        }
+    };
     let detached = match detached {
         Ok(fd) => fd,
         Err(err) if err.raw_os_error() == Some(libc::ENOSYS) => {

@@ -45,7 +45,7 @@ fn current_flags(fd: &OwnedFd) -> nix::Result<MsFlags> {
 }
 
 fn mount_ids() -> io::Result<Vec<u64>> {
-    Ok(mount_table()?.into_iter().map(|(id, _)| id).collect())
+    Ok(mount_table()?.into_iter().map(|m| m.id).collect())
 }
 
 /// Adds `attrs` to every mount that is not in `before` and lies at or
@@ -55,7 +55,7 @@ fn mount_ids() -> io::Result<Vec<u64>> {
 /// often is) stays covered: unreachable by path, and so unusable.
 fn flag_new_mounts(tree: &OwnedFd, tree_real: &Path, target: &Path, before: &[u64], attrs: u64) -> io::Result<()> {
     let target_real = tree_real.join(target.strip_prefix("/").unwrap_or(target));
-    for (_, point) in mount_table()?.into_iter().filter(|(id, _)| !before.contains(id)) {
+    for point in mount_table()?.into_iter().filter(|m| !before.contains(&m.id)).map(|m| m.point) {
         let Ok(inside) = point.strip_prefix(tree_real) else { continue };
         if !point.starts_with(&target_real) {
             continue;

@@ -47,12 +47,29 @@ pub trait Kernel {
     /// One line for the caller: a listing, a warning.
     fn say(&mut self, stream: Stream, line: &str);
 
-    /// A private mount namespace, for entering `sysroot` (later messages name it).
+    /// Whether everybody may reach `path` on the host (see [`crate::pin::is_public`]).
+    fn everybody_may_reach(&mut self, path: &Path) -> bool;
+
+    /// Joins the sysroot's pinned namespace (see [`crate::pin`]), built now
+    /// if need be, with what [`Kernel::bind`] and [`Kernel::present_caller`]
+    /// will need from the host prepared first; [`View::PerEntry`] when there
+    /// is none to use, and nothing has changed.
+    fn join_pinned_view(
+        &mut self,
+        sysroot: &Sysroot,
+        shared: &[MountSpec],
+        own: &[MountSpec],
+        personal: &Personal,
+        caller: &Caller,
+    ) -> Result<View, Error>;
+    /// A private mount namespace, for entering `sysroot` (later messages name
+    /// it); in a pinned namespace, a private copy of it.
     fn unshare_mount_namespace(&mut self, sysroot: &Sysroot) -> Result<(), Error>;
     /// Makes every mount a slave, so nothing we mount propagates to the host.
     fn make_mounts_slave(&mut self) -> Result<(), Error>;
     /// Opens the tree (inside the new namespace: binds must target its
-    /// mounts) and checks that it is root-owned all the way.
+    /// mounts) and checks that it is root-owned all the way; in a pinned
+    /// namespace, its root, which is the tree.
     fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error>;
     /// Binds the tree over itself nodev and nosuid.
     fn seal_tree(&mut self) -> Result<(), Error>;
@@ -78,6 +95,16 @@ pub trait Kernel {
     fn script_from_descriptor(&mut self, script: &Script) -> Option<OsString>;
     /// Replaces the process; returns only on failure.
     fn exec(&mut self, launch: &Launch, env: &[CString]) -> Error;
+}
+
+/// Where [`Kernel::join_pinned_view`] left the process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum View {
+    /// Still in the caller's namespace: the view is made per entry.
+    PerEntry,
+    /// In the pinned namespace; `private_copy` when something only this
+    /// caller sees is still to be made (in a private copy of it).
+    Pinned { private_copy: bool },
 }
 
 /// A directory opened inside the tree by [`Kernel::open_directory`].

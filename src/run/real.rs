@@ -9,16 +9,19 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 use nix::unistd::{chroot, fchdir};
 
-use super::kernel::{Kernel, Opened};
+use super::kernel::{Kernel, Opened, View};
 use crate::access::{Caller, host_group_gid, may_enter};
 use crate::carryover;
 use crate::config::{self, Access, CONFIG_PATH, Config, Defaults, Personality, Sysroot};
 use crate::error::{Error, Stream, say};
 use crate::exec::{Launch, Script};
 use crate::mounts::{self, IfMissing, MountSpec, Outcome, SharedSource};
-use crate::personal::{self, Personal};
+use crate::personal::{self, EtcFiles, Personal};
+use crate::pin;
 use crate::privileges::{self, CallerState};
 use crate::sys;
 use crate::syslog::{self, Severity};
@@ -32,12 +35,27 @@ pub struct Real {
     sysroot: String,
     tree: Option<OwnedFd>,
     tree_path: PathBuf,
+    /// In the pinned namespace, whose root is the tree.
+    pinned: bool,
+    /// What [`Kernel::present_caller`] shows under /etc, when resolved on
+    /// the host already.
+    etc: Option<EtcFiles>,
+    /// The caller's own bind sources, detached on the host before joining a pin.
+    detached: Vec<(PathBuf, std::io::Result<OwnedFd>)>,
 }
 
 impl Real {
     /// `caller_state`: what the caller had, given back at the exec.
     pub fn new(caller_state: CallerState) -> Self {
-        Real { caller_state, sysroot: String::new(), tree: None, tree_path: PathBuf::new() }
+        Real {
+            caller_state,
+            sysroot: String::new(),
+            tree: None,
+            tree_path: PathBuf::new(),
+            pinned: false,
+            etc: None,
+            detached: Vec::new(),
+        }
     }
 
     fn tree(&self) -> Result<&OwnedFd, Error> {
@@ -103,6 +121,49 @@ impl Kernel for Real {
         say(stream, line);
     }
 
+    fn everybody_may_reach(&mut self, path: &Path) -> bool {
+        pin::is_public(path)
+    }
+
+    fn join_pinned_view(
+        &mut self,
+        sysroot: &Sysroot,
+        shared: &[MountSpec],
+        own: &[MountSpec],
+        personal: &Personal,
+        caller: &Caller,
+    ) -> Result<View, Error> {
+        self.sysroot = sysroot.name.clone();
+        let (uid, gid) = (caller.uid, caller.gid);
+        // Any problem here is left to the per-entry path, which reports it.
+        let Ok(tree) = trusted::open_trusted(&sysroot.path, Kind::Directory) else { return Ok(View::PerEntry) };
+        if trusted::check_tree_entries(&tree).is_err() {
+            return Ok(View::PerEntry);
+        }
+        let Ok(etc) = personal::resolve_etc(&tree, &sysroot.name, personal, uid, gid) else {
+            return Ok(View::PerEntry);
+        };
+        let (host_files, made): (EtcFiles, EtcFiles) = etc.into_iter().partition(|(_, s)| s.is_host());
+        let everybody = host_files.iter().all(|(path, _)| pin::is_public(&Path::new("/etc").join(path)));
+        let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files };
+        let ns = everybody && personal::has_places(&tree, &made);
+        let Some(ns) = ns.then(|| pin::find_or_build(&request, uid, gid)).flatten() else {
+            self.etc = Some(host_files.into_iter().chain(made).collect());
+            return Ok(View::PerEntry);
+        };
+        let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
+        if !pin::detached_sources_work(&detached) || pin::join(&ns).is_err() {
+            self.etc = Some(host_files.into_iter().chain(made).collect());
+            return Ok(View::PerEntry);
+        }
+        self.pinned = true;
+        self.detached = detached;
+        let private_copy = !made.is_empty() || !own.is_empty();
+        self.etc = Some(made);
+        self.open_tree(sysroot)?;
+        Ok(View::Pinned { private_copy })
+    }
+
     fn unshare_mount_namespace(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
         self.sysroot = sysroot.name.clone();
         nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
@@ -116,6 +177,15 @@ impl Kernel for Real {
     }
 
     fn open_tree(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
+        if self.pinned {
+            // The pin's root is the tree, checked before it was joined.
+            let flags = OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC;
+            let root = nix::fcntl::open("/", flags, Mode::empty())
+                .map_err(|e| Error::mount(&self.sysroot, "opening the pinned tree", e.into()))?;
+            self.tree = Some(root);
+            self.tree_path = sysroot.path.clone();
+            return Ok(());
+        }
         let tree_error = |path: PathBuf, why: String| Error::Tree { sysroot: sysroot.name.clone(), path, why };
         let tree = trusted::open_trusted(&sysroot.path, Kind::Directory).map_err(|(c, why)| tree_error(c, why))?;
         trusted::check_tree_entries(&tree).map_err(|(entry, why)| tree_error(sysroot.path.join(entry), why))?;
@@ -132,8 +202,10 @@ impl Kernel for Real {
     }
 
     fn bind(&mut self, spec: &MountSpec, caller: &Caller) -> Result<(), Error> {
+        let detached =
+            self.detached.iter().position(|(t, _)| *t == spec.target).map(|i| self.detached.swap_remove(i).1);
         let tree = self.tree()?;
-        match mounts::bind(tree, &self.tree_path, spec, caller.uid, caller.gid) {
+        match mounts::bind_from(tree, &self.tree_path, spec, caller.uid, caller.gid, detached) {
             Ok(Outcome::Mounted) => Ok(()),
             Ok(Outcome::Missing(why)) => {
                 if spec.if_missing == IfMissing::Warn {
@@ -152,9 +224,14 @@ impl Kernel for Real {
     }
 
     fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec], caller: &Caller) -> Result<(), Error> {
+        let resolved = self.etc.take();
         let tree = self.tree()?;
-        personal::present(tree, &self.tree_path, &self.sysroot, personal, shared, caller.uid, caller.gid)
-            .map_err(|(what, why)| Error::mount(&self.sysroot, what, why))
+        let failed = |(what, why)| Error::mount(&self.sysroot, what, why);
+        let etc = match resolved {
+            Some(etc) => etc,
+            None => personal::resolve_etc(tree, &self.sysroot, personal, caller.uid, caller.gid).map_err(failed)?,
+        };
+        personal::present(tree, etc, personal.run_user.as_deref(), shared).map_err(failed)
     }
 
     fn chroot_into_tree(&mut self) -> Result<(), Error> {

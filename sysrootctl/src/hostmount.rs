@@ -25,7 +25,7 @@ use crate::decl::Declaration;
 use crate::util::Verbosity;
 
 fn mount_points() -> Result<Vec<PathBuf>> {
-    Ok(mounts::mount_table().context("reading /proc/self/mountinfo")?.into_iter().map(|(_, point)| point).collect())
+    Ok(mounts::mount_table().context("reading /proc/self/mountinfo")?.into_iter().map(|m| m.point).collect())
 }
 
 struct Tree {

@@ -246,7 +246,7 @@ fn seal_read_only(tree: &Path) -> Result<()> {
 fn seal_host_binds(tree: &Path) -> Result<()> {
     let table = imageswitch::mounts::mount_table().context("reading /proc/self/mountinfo")?;
     let (dev, sys) = (tree.join("dev"), tree.join("sys"));
-    for (_, point) in table.iter().filter(|(_, p)| p.starts_with(&dev) || p.starts_with(&sys)) {
+    for point in table.iter().map(|m| &m.point).filter(|p| p.starts_with(&dev) || p.starts_with(&sys)) {
         let kept = nix::sys::statvfs::statvfs(point).map(|s| s.flags()).unwrap_or(FsFlags::empty());
         let mut flags = MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY;
         for (has, flag) in [
@@ -300,7 +300,7 @@ fn code_of(status: std::process::ExitStatus) -> i32 {
 /// mount namespace.
 fn hide_mounts_below(dir: &Path) -> Result<()> {
     let table = imageswitch::mounts::mount_table().context("reading /proc/self/mountinfo")?;
-    for (_, point) in table.iter().rev().filter(|(_, p)| p.starts_with(dir)) {
+    for point in table.iter().rev().map(|m| &m.point).filter(|p| p.starts_with(dir)) {
         match nix::mount::umount2(point, nix::mount::MntFlags::MNT_DETACH) {
             Ok(()) | Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
             Err(e) => return Err(e).with_context(|| format!("hiding the mount on {}", point.display())),

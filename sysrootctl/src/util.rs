@@ -232,7 +232,7 @@ pub fn kill_rooted_in(dir: &Path) -> usize {
 /// library's mountinfo parser (escapes and all).
 pub fn mounts_below(dir: &Path) -> Vec<PathBuf> {
     imageswitch::mounts::mount_table()
-        .map(|table| table.into_iter().map(|(_, point)| point).filter(|p| p.starts_with(dir)).collect())
+        .map(|table| table.into_iter().map(|m| m.point).filter(|p| p.starts_with(dir)).collect())
         .unwrap_or_default()
 }
 

@@ -1,0 +1,469 @@
+//! The fast path: the caller-independent view of a sysroot built once, kept
+//! as a mount namespace pinned in a root-only directory, and entered with
+//! `setns(CLONE_NEWNS)`.
+//!
+//! The per-entry path copies the caller's whole mount table into a new
+//! namespace (and the kernel tears the copy down at exit), so its cost grows
+//! with the host's mount count. A pin holds what every caller sees alike:
+//! the sealed tree, `/proc`, `/sys`, `/dev`, the configured binds whose host
+//! path everybody may reach, `/dev/log`, and the host files (hosts,
+//! resolv.conf, the time zone) everybody may read; pivoted into the tree
+//! with the old root detached, so its mount table is small (about 20
+//! mounts), and entering it costs one `setns`.
+//!
+//! A pin is named by a hash of everything its content depends on (see
+//! [`key`]): this binary, the sysroot's configured view, the tree's
+//! identity (a new generation is a new directory), each bind source's and
+//! host file's identity, the caller's mount namespace and root. A change
+//! selects a new name, built on first use; the old pin of the same sysroot
+//! and namespace is removed then, and pins of namespaces that no longer
+//! exist with it.
+//!
+//! Building runs in a forked child, under a lock that is only ever tried
+//! (an entry that finds it held, by a concurrent first entry or by one its
+//! owner stopped, takes the per-entry path: nobody waits on another user's
+//! process). The child makes the namespace and hands it over only when
+//! complete; the parent publishes it with one bind mount of its nsfs file.
+//! A kill at any point leaves no pin, an empty file (not a namespace, never
+//! entered), or a whole pin.
+//!
+//! Host mounts made after the pin was built (autofs under `/home`, a job's
+//! tmpfs) reach it by slave propagation, which exists only when the caller's
+//! mounts are shared (systemd's default); when they are not, a marker
+//! records that this key takes the per-entry path. Nothing in a pin is
+//! shared, so nothing mounted in a private copy of it (made per entry for
+//! what only the caller sees) reaches it, and nobody inside holds the
+//! capabilities to change it.
+#![forbid(unsafe_code)]
+
+use std::fs::File;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::io::{self, Read, Write};
+use std::os::fd::OwnedFd;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
+use nix::mount::{MntFlags, MsFlags, mount, umount2};
+use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::unistd::{Gid, Uid, UnlinkatFlags, unlinkat};
+
+use crate::config::Sysroot;
+use crate::mounts::{self, BindKind, IfMissing, MountEntry, MountSpec, Outcome};
+use crate::personal::{self, EtcFiles, Shown};
+use crate::{filecache, sys, trusted};
+
+/// The pin directory: root's, mode 0700, a private mount of its own in each
+/// mount namespace pins are published from.
+pub const PIN_DIR: &str = "/run/imageswitch/pins";
+
+/// Changes whenever what a pin holds, or how, changes.
+const LAYOUT: u32 = 1;
+
+/// Lock file inside [`PIN_DIR`], tried while a pin is built.
+const LOCK: &str = "lock";
+
+/// Suffix of the marker saying "no pin for this key: the caller's mounts are
+/// not shared, or the view cannot be pinned" (see [`mark_per_entry`]).
+const PER_ENTRY: &str = ".perentry";
+
+/// The build child's exit status when the view cannot be pinned (a bind
+/// the per-entry path would report, or a file the tree has no place for).
+const CANNOT_PIN: i32 = 2;
+
+/// What a pin is built from, resolved on the host.
+pub struct Request<'a> {
+    pub sysroot: &'a Sysroot,
+    /// The tree, opened and checked as trusted on the host.
+    pub tree: &'a OwnedFd,
+    /// The binds every caller gets alike (see [`split`]).
+    pub shared: &'a [MountSpec],
+    /// The host files shown under /etc (all [`Shown::Host`]).
+    pub host_files: &'a EtcFiles,
+}
+
+/// Whether `spec` depends on who enters: their home or session directory,
+/// or a bind whose host path not everybody may reach (`public` says who may).
+pub fn is_caller_specific(spec: &MountSpec, public: impl FnOnce(&Path) -> bool) -> bool {
+    spec.caller_may_own_target || (spec.as_caller && !public(&spec.source))
+}
+
+/// Whether everybody may reach `path` on the host: every directory above it
+/// (links resolved) is root's and searchable by others. A bind of it then
+/// shows nobody anything they could not reach anyway, whoever built the pin;
+/// permissions below it apply inside as outside.
+pub fn is_public(path: &Path) -> bool {
+    let Ok(real) = std::fs::canonicalize(path) else { return false };
+    real.ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0))
+}
+
+/// Splits the view into the shared part (in the pin) and the caller-specific
+/// part (made per entry), each in its original order.
+pub fn split(specs: Vec<MountSpec>, mut public: impl FnMut(&Path) -> bool) -> (Vec<MountSpec>, Vec<MountSpec>) {
+    specs.into_iter().partition(|spec| !is_caller_specific(spec, &mut public))
+}
+
+fn dev_ino(meta: &std::fs::Metadata) -> (u64, u64) {
+    (meta.dev(), meta.ino())
+}
+
+/// A file's identity and its last change: a replaced file (a new inode) or
+/// one written in place (a new mtime or ctime) selects a new pin.
+fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
+    (st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec)
+}
+
+/// The pin's file name for this entry, `SYSROOT.NS.HASH` (NS: the caller's
+/// mount namespace's inode number, HASH: 16 hex digits), and the device of
+/// nsfs; `None` when something it depends on cannot be identified.
+fn key(req: &Request<'_>) -> Option<(String, u64)> {
+    let mut h = DefaultHasher::new();
+    (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
+    let exe = std::fs::metadata("/proc/self/exe").ok()?;
+    (exe.dev(), exe.ino(), exe.mtime(), exe.mtime_nsec(), exe.ctime(), exe.ctime_nsec()).hash(&mut h);
+    changes(&fstat(req.tree).ok()?).hash(&mut h);
+    for spec in req.shared {
+        format!("{spec:?}").hash(&mut h);
+        std::fs::metadata(&spec.source).ok().map(|m| dev_ino(&m)).hash(&mut h);
+    }
+    for (path, shown) in req.host_files {
+        let Shown::Host(file) = shown else { return None };
+        path.hash(&mut h);
+        changes(&fstat(file).ok()?).hash(&mut h);
+    }
+    dev_ino(&std::fs::metadata("/").ok()?).hash(&mut h);
+    let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
+    Some((format!("{}.{:x}.{:016x}", req.sysroot.name, ns.ino(), h.finish()), ns.dev()))
+}
+
+/// The pinned namespace for this entry, found or built now, or `None` for
+/// the per-entry path. Runs as root in the caller's namespace; nothing about
+/// the process changes (it joins with [`join`]).
+pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid) -> Option<OwnedFd> {
+    let dir = open_pin_dir()?;
+    let (name, nsfs) = key(req)?;
+    match open_pin(&dir, &name, nsfs) {
+        Found::Pin(fd) => return Some(fd),
+        Found::PerEntry => return None,
+        Found::Nothing => {}
+    }
+    let lock = create_root_file(&dir, LOCK).ok()?;
+    // Never waits: the holder may be stopped by its owner.
+    let _held = Flock::lock(File::from(lock), FlockArg::LockExclusiveNonblock).ok()?;
+    // Another entry may have built it just before.
+    match open_pin(&dir, &name, nsfs) {
+        Found::Pin(fd) => return Some(fd),
+        Found::PerEntry => return None,
+        Found::Nothing => {}
+    }
+    let table = mounts::mount_table().ok()?;
+    let sources: Vec<PathBuf> = req
+        .shared
+        .iter()
+        .filter(|s| s.kind == BindKind::Directory)
+        .map(|s| std::fs::canonicalize(&s.source))
+        .collect::<io::Result<_>>()
+        .ok()?;
+    remove_stale(&dir, &name);
+    make_pin_dir_private(&table).ok()?;
+    // Reopened: the directory may have just become a mount of its own.
+    let dir = open_pin_dir()?;
+    if !propagation_reaches(&table, &sources) {
+        let _ = mark_per_entry(&dir, &name);
+        return None;
+    }
+    match build(req, uid, gid) {
+        Built::Pin(ns) => publish(&dir, &name, &ns).ok().map(|()| ns),
+        Built::CannotPin => {
+            let _ = mark_per_entry(&dir, &name);
+            None
+        }
+        Built::Failed => None,
+    }
+}
+
+/// Joins the pinned namespace: the process's root and directory become the
+/// tree's root.
+pub fn join(ns: &OwnedFd) -> io::Result<()> {
+    nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNS).map_err(io::Error::from)
+}
+
+/// Opens [`PIN_DIR`] (creating it), trusting it only when it is root's and
+/// closed to everybody else: a pin's file is the namespace's, which anyone
+/// who reaches it may open.
+fn open_pin_dir() -> Option<OwnedFd> {
+    let dir = filecache::run_dir("pins").ok()?;
+    let st = fstat(&dir).ok()?;
+    (st.st_mode & 0o077 == 0).then_some(dir)
+}
+
+enum Found {
+    Pin(OwnedFd),
+    PerEntry,
+    Nothing,
+}
+
+/// A pin is a file on nsfs (the bind of a namespace); an empty file left by
+/// an interrupted build is not, and is never entered.
+fn open_pin(dir: &OwnedFd, name: &str, nsfs: u64) -> Found {
+    if let Ok(fd) = openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty()) {
+        if fstat(&fd).is_ok_and(|st| st.st_dev == nsfs) {
+            return Found::Pin(fd);
+        }
+    }
+    let marker = format!("{name}{PER_ENTRY}");
+    let at = fstatat(dir, marker.as_str(), AtFlags::AT_SYMLINK_NOFOLLOW);
+    if at.is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFCHR && st.st_rdev == DEV_NULL) {
+        return Found::PerEntry;
+    }
+    Found::Nothing
+}
+
+/// `/dev/null`'s device number, which a per-entry marker shows.
+const DEV_NULL: libc::dev_t = libc::makedev(1, 3);
+
+/// Records that entries with this key take the per-entry path: `/dev/null`
+/// bound onto the marker. Like a pin, a mount dies with the namespace it is
+/// in, so a later namespace that reuses this one's inode number (and so the
+/// name) finds only an empty file.
+fn mark_per_entry(dir: &OwnedFd, name: &str) -> nix::Result<()> {
+    let marker = format!("{name}{PER_ENTRY}");
+    drop(create_root_file(dir, &marker)?);
+    let target = format!("{}/{marker}", mounts::fd_path(dir));
+    mount(Some("/dev/null"), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+}
+
+/// Whether a mount made later at or under each of `sources` reaches a slave
+/// copy: the mount holding each source, and every mount under it, is shared.
+fn propagation_reaches(table: &[MountEntry], sources: &[PathBuf]) -> bool {
+    sources.iter().all(|source| {
+        let holder = table.iter().filter(|m| source.starts_with(&m.point)).max_by_key(|m| m.point.as_os_str().len());
+        holder.is_some_and(|m| m.shared) && table.iter().filter(|m| m.point.starts_with(source)).all(|m| m.shared)
+    })
+}
+
+/// A namespace's file may be bound only where the bind does not propagate:
+/// [`PIN_DIR`] becomes a private mount of its own in this namespace.
+fn make_pin_dir_private(table: &[MountEntry]) -> nix::Result<()> {
+    if !table.iter().any(|m| m.point == Path::new(PIN_DIR)) {
+        mount(Some(PIN_DIR), PIN_DIR, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
+    }
+    // Always: an entry killed between the two steps leaves a shared mount.
+    mount(None::<&str>, PIN_DIR, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+}
+
+enum Built {
+    Pin(OwnedFd),
+    /// The view cannot be pinned: the per-entry path makes (or reports) it.
+    CannotPin,
+    /// Killed or failed otherwise: tried again by a later entry.
+    Failed,
+}
+
+/// Builds the view in a forked child's new namespace; returns that namespace
+/// once it is complete.
+fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Built {
+    let Ok((ready_r, ready_w)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else { return Built::Failed };
+    let Ok((done_r, done_w)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else { return Built::Failed };
+    let child = match sys::fork() {
+        Ok(Some(child)) => child,
+        Ok(None) => {
+            drop((ready_r, done_w));
+            let code = match build_view(req, uid, gid) {
+                Ok(()) => {
+                    let _ = File::from(ready_w).write_all(b"y");
+                    // Stay (and keep the namespace alive) until the parent holds it.
+                    let _ = File::from(done_r).read(&mut [0]);
+                    0
+                }
+                Err(_) => CANNOT_PIN,
+            };
+            std::process::exit(code);
+        }
+        Err(_) => return Built::Failed,
+    };
+    drop((ready_w, done_r));
+    let mut answer = [0u8];
+    let ready = File::from(ready_r).read(&mut answer).is_ok_and(|n| n == 1);
+    let ns = ready
+        .then(|| {
+            let path = format!("/proc/{child}/ns/mnt");
+            openat(nix::fcntl::AT_FDCWD, path.as_str(), OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).ok()
+        })
+        .flatten();
+    drop(done_w);
+    let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
+    match (ns, status) {
+        (Some(ns), Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) => Built::Pin(ns),
+        (_, Ok(nix::sys::wait::WaitStatus::Exited(_, CANNOT_PIN))) => Built::CannotPin,
+        _ => Built::Failed,
+    }
+}
+
+/// The pin's content, made in a new namespace: everything a slave of the
+/// caller's, the tree sealed, the shared binds and host files, then the tree
+/// pivoted to be the root and the rest detached.
+fn build_view(req: &Request<'_>, uid: Uid, gid: Gid) -> io::Result<()> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)?;
+    let path = &req.sysroot.path;
+    // Opened again in this namespace: binds must target its mounts.
+    let tree = trusted::open_trusted(path, trusted::Kind::Directory).map_err(|(_, why)| io::Error::other(why))?;
+    trusted::check_tree_entries(&tree).map_err(|(_, why)| io::Error::other(why))?;
+    if fstat(&tree).map(|st| (st.st_dev, st.st_ino)) != fstat(req.tree).map(|st| (st.st_dev, st.st_ino)) {
+        return Err(io::Error::other("the tree changed while its pin was built"));
+    }
+    let host_files = personal::reopen_host_files(req.host_files, uid, gid)?;
+    let sealed = mounts::seal_tree(&tree)?;
+    for spec in req.shared {
+        match mounts::bind(&sealed, path, spec, uid, gid) {
+            Ok(Outcome::Mounted) => {}
+            // Only what may be absent may be left out; anything the
+            // per-entry path would warn about is left to it.
+            Ok(Outcome::Missing(_)) if spec.if_missing == IfMissing::Skip => {}
+            Ok(Outcome::Missing(why)) => return Err(io::Error::other(why)),
+            Err(err) => return Err(err.why),
+        }
+    }
+    if !personal::bind_etc(&sealed, &host_files) {
+        return Err(io::Error::other("a host file has no place in the tree"));
+    }
+    nix::unistd::fchdir(&sealed)?;
+    nix::unistd::pivot_root(".", ".")?;
+    umount2(".", MntFlags::MNT_DETACH)?;
+    nix::unistd::chdir("/")?;
+    // Nothing in a pin may be shared: a mount made in a copy of it (a
+    // caller-specific bind) must never come back into it.
+    if mounts::mount_table()?.iter().any(|m| m.shared) {
+        return Err(io::Error::other("a mount in the pinned view is shared"));
+    }
+    Ok(())
+}
+
+/// Opens (creating) `dir/name`, a file of root's group: our egid is the caller's.
+fn create_root_file(dir: &OwnedFd, name: &str) -> nix::Result<OwnedFd> {
+    let flags = OFlag::O_CREAT | OFlag::O_RDWR | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW;
+    let fd = openat(dir, name, flags, Mode::S_IRUSR | Mode::S_IWUSR)?;
+    nix::unistd::fchown(&fd, Some(Uid::from_raw(0)), Some(Gid::from_raw(0)))?;
+    Ok(fd)
+}
+
+/// Binds the namespace onto `PIN_DIR/name` in one step.
+fn publish(dir: &OwnedFd, name: &str, ns: &OwnedFd) -> nix::Result<()> {
+    drop(create_root_file(dir, name)?);
+    let target = format!("{}/{name}", mounts::fd_path(dir));
+    mount(Some(mounts::fd_path(ns).as_str()), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
+}
+
+/// `SYSROOT.NS.HASH` (or a marker's base name) split into (`SYSROOT.NS`, NS).
+fn prefix_and_ns(name: &str) -> Option<(&str, &str)> {
+    let (prefix, _hash) = name.rsplit_once('.')?;
+    let (_, ns) = prefix.rsplit_once('.')?;
+    Some((prefix, ns))
+}
+
+/// Removes, under the lock, the pins and markers `name` replaces (same
+/// sysroot, same caller namespace, another key) and those of namespaces that
+/// no longer exist.
+fn remove_stale(dir: &OwnedFd, name: &str) {
+    let Some((ours, _)) = prefix_and_ns(name) else { return };
+    let Ok(entries) = std::fs::read_dir(mounts::fd_path(dir)) else { return };
+    let mut live: Option<Vec<String>> = None;
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(file) = file.to_str() else { continue };
+        if file == LOCK || file == name {
+            continue;
+        }
+        let Some((prefix, ns)) = prefix_and_ns(file.strip_suffix(PER_ENTRY).unwrap_or(file)) else { continue };
+        let stale = prefix == ours || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
+        if stale {
+            let path = format!("{}/{file}", mounts::fd_path(dir));
+            let _ = umount2(path.as_str(), MntFlags::MNT_DETACH);
+            let _ = unlinkat(dir, file, UnlinkatFlags::NoRemoveDir);
+        }
+    }
+}
+
+/// The mount namespaces processes are in now, as hex inode numbers.
+fn live_namespaces() -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let mut out: Vec<String> = procs
+        .flatten()
+        .filter_map(|p| std::fs::metadata(p.path().join("ns/mnt")).ok())
+        .map(|m| format!("{:x}", m.ino()))
+        .collect();
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// Whether a detached source can be made before joining a pin (the new
+/// mount API; kernels before 5.12 take the per-entry path).
+pub fn detached_sources_work(detached: &[(PathBuf, io::Result<OwnedFd>)]) -> bool {
+    !detached.iter().any(|(_, d)| d.as_ref().is_err_and(|e| e.raw_os_error() == Some(libc::ENOSYS)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(source: &str, as_caller: bool, home: bool) -> MountSpec {
+        MountSpec {
+            source: source.into(),
+            target: source.into(),
+            recursive: true,
+            attrs: 0,
+            as_caller,
+            caller_may_own_target: home,
+            kind: BindKind::Directory,
+            if_missing: IfMissing::Fail,
+        }
+    }
+
+    #[test]
+    fn only_binds_everybody_may_reach_are_shared() {
+        let specs = vec![
+            spec("/proc", false, false),
+            spec("/home", true, false),
+            spec("/srv/private/data", true, false),
+            spec("/users/alice", true, true),
+        ];
+        let (shared, own) = split(specs, |p| p != Path::new("/srv/private/data"));
+        let targets = |v: &[MountSpec]| v.iter().map(|s| s.target.display().to_string()).collect::<Vec<_>>();
+        assert_eq!(targets(&shared), ["/proc", "/home"]);
+        assert_eq!(targets(&own), ["/srv/private/data", "/users/alice"]);
+    }
+
+    const TABLE: &str = "\
+20 1 8:1 / / rw shared:1 - ext4 /dev/sda1 rw
+21 20 0:5 / /proc rw shared:2 - proc proc rw
+22 20 0:6 / /home rw shared:3 - autofs auto rw
+23 22 0:7 / /home/alice rw shared:4 - nfs srv:/a rw
+24 20 0:8 / /data rw master:9 - nfs srv:/d rw
+25 20 0:9 / /scratch\\040x rw - tmpfs t rw
+";
+
+    #[test]
+    fn propagation_needs_every_mount_at_or_under_a_source_shared() {
+        let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
+        let table = mounts::parse_mountinfo(TABLE);
+        assert!(propagation_reaches(&table, &paths(&["/proc", "/home", "/tmp"])));
+        // Held by a slave that is not shared, or a private mount.
+        assert!(!propagation_reaches(&table, &paths(&["/data"])));
+        assert!(!propagation_reaches(&table, &paths(&["/scratch x/job"])));
+        // A private mount under an otherwise shared source.
+        let private_under = mounts::parse_mountinfo(&TABLE.replace("shared:4", ""));
+        assert!(!propagation_reaches(&private_under, &paths(&["/home"])));
+        assert!(propagation_reaches(&private_under, &paths(&["/tmp"])));
+    }
+
+    #[test]
+    fn names_split_from_the_right_whatever_dots_the_sysroot_has() {
+        assert_eq!(prefix_and_ns("deb.11.f0a1.0123456789abcdef"), Some(("deb.11.f0a1", "f0a1")));
+        assert_eq!(prefix_and_ns("sl5.f0.0123456789abcdef"), Some(("sl5.f0", "f0")));
+        assert_eq!(prefix_and_ns("lock"), None);
+    }
+}
