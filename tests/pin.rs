@@ -21,6 +21,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Mutex;
 
 use common::*;
 use test_support::Removed;
@@ -43,10 +44,31 @@ NS=$(printf %x $(stat -L -c %i /proc/self/ns/mnt))
 # Runs bash script $1 in a mount namespace of its own whose mounts are
 # shared, but not with this one's.
 own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshared /; . $LIB; $1"; }
-# The pins (and the per-entry markers) of sysroot $1 for this namespace.
-pins() { ls $PINS | grep -x "$1\.$NS\.[0-9a-f]\{16\}" || true; }
-markers() { ls $PINS | grep -x "$1\.$NS\.[0-9a-f]\{16\}\.perentry" || true; }
+# Sysroot $1's names in the pin directory for this namespace, its live pins
+# (a namespace bound there) and its live per-entry markers (/dev/null bound
+# there); a name whose namespace is gone is an empty file.
+names() { ls $PINS | grep -x "$1\.$NS\.[0-9a-f]\{16\}\(\.perentry\)\?" || true; }
+pins() { for f in $(names $1); do [ "$(stat -f -c %T $PINS/$f)" != nsfs ] || echo $f; done; }
+markers() { for f in $(names $1); do [ "$(stat -c %F:%t:%T $PINS/$f)" != "character special file:1:3" ] || echo $f; done; }
 count() { echo "$1: $(pins $1 | wc -l) pin, $(markers $1 | wc -l) marker"; }
+# What a whole view has, on one line, run as `sh -c "$FACTS" USER DIR`
+# inside or on the host: /proc, /sys, /dev, the log socket, USER's home,
+# DIR (under /tmp), who USER is, and the host files' contents.
+FACTS='echo $(test -e /proc/self/ns/mnt && echo proc) $(test -d /sys/kernel && echo sys) $(test -c /dev/null && echo dev) $(test -S /dev/log && echo log) $(test -d /home/$0 && echo home) $(test -d $1 && echo tmp) $(whoami) $(md5sum /etc/hosts /etc/resolv.conf /etc/timezone /etc/localtime | cut -c1-32)'
+# first USER SYSROOT ARGS...: USER's entry, again until SYSROOT has a pin or
+# a marker here, and the output of the last, which made it (an entry that
+# finds the builders' lock held, by an entry in any namespace, takes the
+# per-entry path and builds nothing; only entries in this namespace build
+# its pins).
+first() {
+    u=$1 s=$2; shift 2
+    for _ in $(seq 100); do
+        out=$($u $BIN $s "$@")
+        [ -z "$(pins $s)$(markers $s)" ] || break
+        sleep 0.05
+    done
+    [ -z "$out" ] || printf '%s\n' "$out"
+}
 # The namespace sysroot $1's pin holds, as readlink shows a process's.
 pin_ns() { echo "mnt:[$(stat -c %i $PINS/$(pins $1))]"; }
 # hold NAME USER SYSROOT: an entry kept running until the script ends, its
@@ -104,7 +126,7 @@ fn known_tree(tag: &str) -> Removed {
         write_root_file(&etc.join(file), "the tree's own\n");
     }
     sh(&format!(
-        "cd {t} && for a in whoami cut sort tr wc head mount umount unshare nsenter; do ln -s busybox bin/$a; done \
+        "cd {t} && for a in whoami cut sort tr wc head md5sum mount umount unshare nsenter; do ln -s busybox bin/$a; done \
          && for u in {ALICE} {BOB}; do mkdir home/$u && chown $u: home/$u; done",
         t = tree.0.display()
     ));
@@ -112,8 +134,13 @@ fn known_tree(tag: &str) -> Removed {
 }
 
 /// Runs `script` (after sourcing [`LIB`]) with bash as root in a new mount
-/// namespace with `propagation`, the configuration of `dir` in force.
+/// namespace with `propagation`, the configuration of `dir` in force. One
+/// at a time: every namespace's pins are built under one lock, which an
+/// entry only tries (finding it held, it takes the per-entry path), so the
+/// first entry of one test would not build its pin while another builds.
 fn in_ns(propagation: &str, dir: &Path, script: &str) -> Output {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     fixture();
     let script = format!(". {}/lib.sh\n{script}", dir.display());
     run(Command::new("unshare")
@@ -141,7 +168,7 @@ fn host_mounts_made_after_the_pin_appear_inside_pinned_when_shared_per_entry_whe
     let dir = test_dir("late", &sysroot("known", &tree, "binds = [\"/home\"]"));
     // A job's tmpfs under /tmp and an automounted home under /home, both
     // mounted after the first entry; then the job's tmpfs goes away again.
-    let script = r#"$A $BIN known true
+    let script = r#"first "$A" known true
 count known
 for m in $(markers known); do stat -c "marker: %F %t:%T" $PINS/$m; done
 mkdir $D/job && mount -t tmpfs job $D/job && echo job > $D/job/file
@@ -180,10 +207,9 @@ fn row31_users_cannot_list_open_join_or_replace_a_pin() {
     // The first entry builds the pin; no descriptor of it, of the pin
     // directory or of the lock reaches any kind of entry's command: only
     // the caller's standard streams and ls's own (3).
-    let script = r#"fds() { echo $($1 $BIN known ls /proc/self/fd/); }
-echo "building entry: $(fds "$A")"
-echo "joining entry: $(fds "$A")"
-echo "private copy: $(fds "$B")"
+    let script = r#"echo "building entry: $(echo $(first "$A" known ls /proc/self/fd/))"
+echo "joining entry: $(echo $($A $BIN known ls /proc/self/fd/))"
+echo "private copy: $(echo $($B $BIN known ls /proc/self/fd/))"
 pin=$(pins known)
 stat -c '%a %U %G' $PINS
 stat -f -c %T $PINS/$pin
@@ -242,7 +268,7 @@ fn row31_processes_inside_cannot_change_the_pinned_view_or_reach_another_callers
     // alice, in the pin itself, tries to change it: mount, unmount, remount,
     // with the tree's busybox and its setuid-root copy (no_new_privs and the
     // sealed tree keep it hers), and from a user namespace.
-    let script = r#"$A $BIN known true
+    let script = r#"first "$A" known true
 pin=$(pins known)
 table() { nsenter --mount=$PINS/$pin cat /proc/self/mountinfo | cut -d' ' -f4-6 | sort; }
 before=$(table)
@@ -261,12 +287,13 @@ umount -l /home
 /bin/suid-busybox umount -l /home
 unshare -m sh -c "mount -t tmpfs x /tmp"
 END
-$A $BIN known sh -c 'while read -r attack; do sh -c "$attack" </dev/null >/dev/null 2>&1 && echo "done: $attack"; done' < $D/attacks
+$A $BIN known sh -c 'while read -r attack; do ! sh -c "$attack" </dev/null >/dev/null 2>&1 || echo "done: $attack"; done' < $D/attacks
 # A user namespace of alice's may work, and mounts only in a copy of its own.
 $A $BIN known unshare -Urm sh -c "mount -t tmpfs x /tmp; umount -l /proc" >/dev/null 2>&1 || true
 [ "$before" = "$(table)" ] && echo pin unchanged
 # A mount made (as root) in alice's private copy, where her home outside the
 # binds is bound, never reaches the pin nor bob's copy.
+first "$A" nohome true
 hold copy "$A" nohome
 relation copy nohome
 p=$(cat $D/copy.pid)
@@ -292,9 +319,9 @@ fn row31_a_new_generation_a_changed_config_or_another_namespace_selects_another_
     fs::create_dir(&gens.0).expect("mkdir");
     fs::set_permissions(&gens.0, fs::Permissions::from_mode(0o755)).expect("chmod");
     for (n, text) in [(1, "one"), (2, "two")] {
-        let tree = scratch_tree("pin-gen");
+        let tree = known_tree("pin-gen");
         write_root_file(&tree.join("generation"), &format!("{text}\n"));
-        fs::rename(&tree, gens.0.join(format!("gen{n}"))).expect("move the generation");
+        fs::rename(&tree.0, gens.0.join(format!("gen{n}"))).expect("move the generation");
     }
     std::os::unix::fs::symlink("gen1", gens.0.join("current")).expect("current link");
     let current = gens.0.join("current");
@@ -315,28 +342,28 @@ fn row31_a_new_generation_a_changed_config_or_another_namespace_selects_another_
             .replace("binds = [\"/home\"]", &format!("binds = [\"/home\", \"{}\"]", extra.display())),
     );
     let script = format!(
-        r#"$A $BIN gen cat /generation
+        r#"first "$A" gen cat /generation
 p1=$(pins gen)
 ln -sfn gen2 {g}/current.new && mv -T {g}/current.new {g}/current
-$A $BIN gen cat /generation
+first "$A" gen cat /generation
 count gen
 p2=$(pins gen)
 [ "$p2" != "$p1" ] && echo "generation: another pin"
 [ -e $PINS/$p1 ] || echo "generation: the old pin removed"
 mount --bind {changed} $CONFIG
-$A $BIN gen cat /generation {e}/file
+first "$A" gen cat /generation {e}/file
 count gen
 p3=$(pins gen)
 [ "$p3" != "$p2" ] && echo "config: another pin"
 [ -e $PINS/$p2 ] || echo "config: the old pin removed"
-other=$(CONF={changed} own_ns '$A $BIN gen cat {e}/file >&2; pins gen')
+other=$(CONF={changed} own_ns 'first "$A" gen cat {e}/file >&2; pins gen')
 [ -n "$other" ] && [ "$other" != "$p3" ] && echo "namespace: another pin"
 [ "$(stat -f -c %T $PINS/$p3)" = nsfs ] && echo "namespace: ours kept"
 # A pin whose namespace is gone leaves an empty file under its name (after
 # a kill, or where a later namespace reuses the inode number): never entered.
 umount $PINS/$p3
 stat -c %F $PINS/$p3
-$A $BIN gen cat /generation {e}/file
+first "$A" gen cat /generation {e}/file
 count gen
 stat -f -c %T $PINS/$(pins gen)
 [ -e $PINS/$other ] || echo "the pin of a namespace that is gone removed"
@@ -380,27 +407,28 @@ fn row31_a_kill_at_any_moment_of_the_first_entry_leaves_nothing_a_later_entry_us
     let tree = known_tree("pin-kill");
     let dir = test_dir("kill", &sysroot("known", &tree, "binds = [\"/home\"]"));
     let kills = test_support::count_from_env("IMGSW_PIN_KILLS", 30);
-    // The view of a complete entry (its mount points, the host's /etc/hosts,
-    // alice's home), then first entries each in a namespace of its own,
-    // killed after 0, 0.5, 1, ... ms (every other one with the builder it
-    // forked, the others alone), each followed by another entry.
+    // First entries, each in a namespace of its own, killed after 0, 0.5,
+    // 1, ... ms (every other one with the builder it forked, the others
+    // alone); then the next entry, whichever path it takes, and an entry
+    // joining the pin then built have the whole view: the host's (FACTS).
     let script = format!(
-        r#"view() {{ $A $BIN known sh -c 'echo $(cut -d" " -f5 /proc/self/mountinfo | sort) $(md5sum /etc/hosts | cut -c1-32) $(ls -d /home/$0)' $ALICE; }}
-kill_first() {{
+        r#"kill_first() {{
     setsid $A $BIN known true </dev/null >/dev/null 2>&1 & p=$!
     sleep $(printf '0.%04d' $(($1 * 5)))
     if [ $(($1 % 2)) = 0 ]; then kill -9 -- -$p; else kill -9 $p; fi 2>/dev/null || true
     wait $p 2>/dev/null || true
-    left=nothing; for f in $(ls $PINS | grep "^known\.$NS\."); do left="$(stat -f -c %T $PINS/$f)"; done
+    left=nothing; for f in $(names known); do left="$(stat -c %F $PINS/$f)"; done
     echo "left after kill $1: $left"
     i=0; while pgrep -g $p >/dev/null && [ $i -lt 1000 ]; do i=$((i+1)); sleep 0.01; done
-    pgrep -g $p >/dev/null && echo "processes left behind"
-    view
+    ! pgrep -g $p >/dev/null || echo "processes left behind"
+    $A $BIN known sh -c "$FACTS" $ALICE $D
+    first "$A" known true
     count known
+    echo "$($A $BIN known sh -c "$FACTS; readlink /proc/self/ns/mnt" $ALICE $D | tr '\n' ' ')"
+    pin_ns known
 }}
-export -f view kill_first
-md5sum /etc/hosts | cut -c1-32
-view
+export -f kill_first
+$A sh -c "$FACTS" $ALICE $D
 for i in $(seq 0 {last}); do
     own_ns "kill_first $i"
 done
@@ -409,23 +437,21 @@ done
     );
     let out = in_ns("shared", &dir, &script);
     let got = lines(&out);
-    let (hosts, reference) = (&got[0], &got[1]);
+    let host = &got[0];
     // The log socket is bound where the host has a /dev/log (tests/run starts a syslog daemon).
-    let log = Path::new("/dev/log").exists().then_some(" /dev/log ");
-    for expected in [" /proc ", " /sys ", " /dev ", " /home ", " /tmp ", " /etc/hosts "].into_iter().chain(log) {
-        assert!(format!(" {reference} ").contains(expected), "{expected} missing from the view: {reference}");
-    }
-    assert!(reference.ends_with(&format!(" {hosts} {}", home_of(ALICE).display())), "{reference}");
+    let log = if Path::new("/dev/log").exists() { " log" } else { "" };
+    assert!(host.starts_with(&format!("proc sys dev{log} home tmp {ALICE} ")), "{host}");
     let mut moments = std::collections::BTreeMap::<&str, usize>::new();
-    let rest = &got[2..];
-    assert_eq!(rest.len(), 3 * kills, "{got:?}\n{}", stderr(&out));
-    for run in rest.chunks(3) {
+    let rest = &got[1..];
+    assert_eq!(rest.len(), 5 * kills, "{got:?}\n{}", stderr(&out));
+    for run in rest.chunks(5) {
         let left = run[0].split(": ").nth(1).expect("what the kill left");
         *moments.entry(left).or_default() += 1;
-        assert_eq!(run[1], *reference, "after {}", run[0]);
+        assert_eq!(run[1], *host, "the next entry after {}", run[0]);
         assert_eq!(run[2], "known: 1 pin, 0 marker", "after {}", run[0]);
+        assert_eq!(run[3], format!("{host} {} ", run[4]), "an entry into the pin after {}", run[0]);
     }
-    test_support::figure(&format!("pin kill test: what {kills} kills left behind: {moments:?}"));
+    test_support::figure(&format!("pin kill test: what {kills} kills left in the pin directory: {moments:?}"));
 }
 
 #[test]
@@ -433,29 +459,27 @@ fn concurrent_first_entries_all_succeed_and_build_one_pin() {
     require_root!();
     let tree = known_tree("pin-race");
     let dir = test_dir("race", &sysroot("known", &tree, "binds = [\"/home\"]"));
-    // Eight first entries released at once, alice's (which join the pin) and
-    // bob's (which copy it) in turn.
+    // Eight first entries released at once, alice's and bob's in turn: each
+    // has the whole view, whether it joined the pin, copied it (bob), or
+    // found another building it and took the per-entry path.
     let script = r#"for i in $(seq 8); do
-    if [ $((i % 2)) = 1 ]; then U=$A; else U=$B; fi
+    if [ $((i % 2)) = 1 ]; then U=$A u=$ALICE; else U=$B u=$BOB; fi
     (while [ ! -e $D/go ]; do sleep 0.001; done
-     $U $BIN known readlink /proc/self/ns/mnt > $D/out$i 2> $D/err$i; echo $? > $D/rc$i) &
+     $U $BIN known sh -c "$FACTS" $u $D > $D/out$i 2>&1; echo $? > $D/rc$i) &
 done
 touch $D/go
 wait
 count known
-pin=$(pin_ns known)
-for i in $(seq 8); do
-    where="a namespace of its own"; [ "$(cat $D/out$i)" = "$pin" ] && where="the pin"
-    echo "$i: exit $(cat $D/rc$i), in $where$(cat $D/err$i)"
-done
+for i in $(seq 8); do echo "$(cat $D/rc$i) $(cat $D/out$i)"; done
+$A sh -c "$FACTS" $ALICE $D
+$B sh -c "$FACTS" $BOB $D
 "#;
     let out = in_ns("shared", &dir, script);
+    let got = lines(&out);
+    let (alice, bob) = (&got[9], &got[10]);
     let mut expect = vec!["known: 1 pin, 0 marker".to_string()];
-    for i in 1..=8 {
-        let place = if i % 2 == 1 { "the pin" } else { "a namespace of its own" };
-        expect.push(format!("{i}: exit 0, in {place}"));
-    }
-    assert_eq!(lines(&out), expect, "{}", stderr(&out));
+    expect.extend((1..=8).map(|i| format!("0 {}", if i % 2 == 1 { alice } else { bob })));
+    assert_eq!(got[..9], expect, "{}", stderr(&out));
 }
 
 #[test]
@@ -470,6 +494,7 @@ fn callers_are_themselves_on_the_fast_path_and_see_nothing_of_each_other() {
 who='echo $(whoami; id -gn; id -Gn)'
 for U in "$A" "$B" "$N"; do $U $BIN known sh -c "$who"; done
 $N sh -c "$who"
+first "$A" known true
 hold b1 "$B" known
 hold b2 "$B" known
 hold a1 "$A" known
