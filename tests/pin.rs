@@ -113,8 +113,8 @@ fn getent(database: &str, key: &str) -> String {
 }
 
 /// A busybox tree that knows alice with all her groups, has a file at each
-/// host file's path (so the pin holds them) and a home for each user (for a
-/// sysroot that does not bind /home).
+/// host file's path (so the pin holds them), a /run as installed trees have,
+/// and a home for each user (for a sysroot that does not bind /home).
 fn known_tree(tag: &str) -> Removed {
     let tree = Removed(scratch_tree(tag));
     let etc = tree.0.join("etc");
@@ -127,7 +127,7 @@ fn known_tree(tag: &str) -> Removed {
     }
     sh(&format!(
         "cd {t} && for a in whoami cut sort tr wc head md5sum mount umount unshare nsenter; do ln -s busybox bin/$a; done \
-         && for u in {ALICE} {BOB}; do mkdir home/$u && chown $u: home/$u; done",
+         && mkdir -m 755 run && for u in {ALICE} {BOB}; do mkdir home/$u && chown $u: home/$u; done",
         t = tree.0.display()
     ));
     tree
@@ -529,4 +529,54 @@ echo "in the pin: $(nsenter --mount=$PINS/$(pins known) cat /etc/passwd /etc/gro
         "{}",
         stderr(&out)
     );
+}
+
+#[test]
+fn what_only_the_caller_sees_is_added_to_the_pinned_view_without_hiding_any_of_it_or_writing_the_tree() {
+    require_root!();
+    // Rows: an installed tree (with /run) and a hand-made one without /run.
+    let with_run = known_tree("pin-add");
+    let without_run = known_tree("pin-add-norun");
+    fs::remove_dir(without_run.0.join("run")).expect("rmdir run");
+    let dir = test_dir(
+        "add",
+        &(sysroot("withrun", &with_run, "binds = [\"/home\"]")
+            + &sysroot("norun", &without_run, "binds = [\"/home\"]")),
+    );
+    let before = [&with_run, &without_run].map(|t| test_support::tree_listing(t));
+    // alice builds each pin; bob and nobody, whom the trees do not know, get
+    // their passwd and group lines in a private copy of it: everything the
+    // pin shows stays (the host's files), and nothing is written in the tree.
+    let script = r#"N="setpriv --reuid=nobody --regid=nogroup --init-groups --"
+for s in withrun norun; do
+    first "$A" $s true
+    count $s
+    for u in $BOB nobody; do
+        if [ $u = nobody ]; then U=$N; else U=$B; fi
+        echo "$s $u host: $($U sh -c "$FACTS" $u $D)"
+        echo "$s $u inside: $($U $BIN $s sh -c "$FACTS; grep -c ^$u: /etc/passwd" $u $D 2>/dev/null | tr '\n' ' ')"
+    done
+done
+"#;
+    let out = in_ns("shared", &dir, script);
+    let got = lines(&out);
+    assert_eq!(got.len(), 10, "{got:?}\n{}", stderr(&out));
+    let mut wrong = Vec::new();
+    for sysroot in got.chunks(5) {
+        assert!(sysroot[0].ends_with(": 1 pin, 0 marker"), "{got:?}");
+        for pair in sysroot[1..].chunks(2) {
+            let host = pair[0].split_once(" host: ").expect("host facts").1;
+            let inside = pair[1].split_once(" inside: ").expect("facts inside").1;
+            if inside != format!("{host} 1 ") {
+                wrong.push(format!("{}\n{}", pair[0], pair[1]));
+            }
+        }
+    }
+    let after = [&with_run, &without_run].map(|t| test_support::tree_listing(t));
+    for ((before, after), tree) in before.iter().zip(&after).zip([&with_run, &without_run]) {
+        if before != after {
+            wrong.push(format!("{} was written:\n{}", tree.display(), test_support::diff_lines(before, after)));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
