@@ -412,13 +412,14 @@ fn row31_a_kill_at_any_moment_of_the_first_entry_leaves_nothing_a_later_entry_us
     // alone); then the next entry, whichever path it takes, and an entry
     // joining the pin then built have the whole view: the host's (FACTS).
     let script = format!(
-        r#"kill_first() {{
+        r#"state() {{ left=nothing; [ -z "$(names known)" ] || left="an empty file"; [ -z "$(pins known)" ] || left="a whole pin"; echo $left; }}
+kill_first() {{
+    before=$(state)
     setsid $A $BIN known true </dev/null >/dev/null 2>&1 & p=$!
     sleep $(printf '0.%04d' $(($1 * 5)))
     if [ $(($1 % 2)) = 0 ]; then kill -9 -- -$p; else kill -9 $p; fi 2>/dev/null || true
     wait $p 2>/dev/null || true
-    left=nothing; for f in $(names known); do left="$(stat -c %F $PINS/$f)"; done
-    echo "left after kill $1: $left"
+    echo "kill $1: $(state) (before: $before)"
     i=0; while pgrep -g $p >/dev/null && [ $i -lt 1000 ]; do i=$((i+1)); sleep 0.01; done
     ! pgrep -g $p >/dev/null || echo "processes left behind"
     $A $BIN known sh -c "$FACTS" $ALICE $D
@@ -427,7 +428,7 @@ fn row31_a_kill_at_any_moment_of_the_first_entry_leaves_nothing_a_later_entry_us
     echo "$($A $BIN known sh -c "$FACTS; readlink /proc/self/ns/mnt" $ALICE $D | tr '\n' ' ')"
     pin_ns known
 }}
-export -f kill_first
+export -f state kill_first
 $A sh -c "$FACTS" $ALICE $D
 for i in $(seq 0 {last}); do
     own_ns "kill_first $i"
@@ -445,7 +446,7 @@ done
     let rest = &got[1..];
     assert_eq!(rest.len(), 5 * kills, "{got:?}\n{}", stderr(&out));
     for run in rest.chunks(5) {
-        let left = run[0].split(": ").nth(1).expect("what the kill left");
+        let left = run[0].split_once(": ").expect("what the kill left").1;
         *moments.entry(left).or_default() += 1;
         assert_eq!(run[1], *host, "the next entry after {}", run[0]);
         assert_eq!(run[2], "known: 1 pin, 0 marker", "after {}", run[0]);
