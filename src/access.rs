@@ -20,6 +20,8 @@ pub struct Caller {
     pub shell: PathBuf,
     /// Supplementary groups the process had when it started.
     pub groups: Vec<Gid>,
+    /// The primary group in the caller's passwd entry.
+    pub passwd_gid: Gid,
 }
 
 impl Caller {
@@ -35,7 +37,8 @@ impl Caller {
         let mut groups = getgroups().map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
         groups.sort_by_key(|g| g.as_raw());
         groups.dedup();
-        Ok(Caller { uid, gid: getgid(), name: user.name, home: user.dir, shell: user.shell, groups })
+        let passwd_gid = user.gid;
+        Ok(Caller { uid, gid: getgid(), name: user.name, home: user.dir, shell: user.shell, groups, passwd_gid })
     }
 }
 
@@ -83,6 +86,7 @@ pub(crate) mod tests {
             home: "/home/x".into(),
             shell: "/bin/sh".into(),
             groups: groups.iter().map(|g| Gid::from_raw(*g)).collect(),
+            passwd_gid: Gid::from_raw(gid),
         }
     }
 

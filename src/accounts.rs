@@ -113,6 +113,13 @@ fn with_missing<'a>(db: &[u8], lines: impl IntoIterator<Item = (u32, &'a [u8])>)
     Some(out)
 }
 
+/// Whether the tree's `passwd` has an entry for `uid` and its `group` one
+/// for each of `gids`: then nothing of the caller's is added, and nothing
+/// needs to be looked up.
+pub fn knows(passwd: &[u8], group: &[u8], uid: u32, gids: &[u32]) -> bool {
+    has_id(passwd, uid) && gids.iter().all(|gid| has_id(group, *gid))
+}
+
 /// The tree's passwd and group with the caller's entries added where the tree
 /// has none for that id: (passwd, group), each `None` when unchanged.
 pub fn merged_databases(passwd: &[u8], group: &[u8], account: &Account) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
@@ -148,6 +155,17 @@ mod tests {
             _ => return Ok(None),
         };
         Ok(Some(sys::GroupEntry { name: name.to_vec(), gid }))
+    }
+
+    #[test]
+    fn a_tree_that_has_the_uid_and_every_gid_knows_the_caller() {
+        let (passwd, group) =
+            (b"root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/h:/bin/sh\n", b"alice:x:1000:\nphys:x:500:\n");
+        assert!(knows(passwd, group, 1000, &[500, 1000]));
+        assert!(!knows(passwd, group, 1000, &[500, 600, 1000]));
+        assert!(!knows(passwd, group, 1001, &[1000]));
+        // An id in another field is not an entry for it.
+        assert!(!knows(b"x:x:1:1000::/:/bin/sh\n", group, 1000, &[1000]));
     }
 
     #[test]

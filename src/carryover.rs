@@ -27,7 +27,8 @@ pub fn personality_for(domain: libc::c_ulong, current: libc::c_ulong) -> libc::c
 /// stay where the kernel put them, which /proc/self/environ shows. Without
 /// /proc, glibc's (shorter) view is all there is.
 pub fn caller_environment() -> Vec<(OsString, OsString)> {
-    match std::fs::read("/proc/self/environ") {
+    // Most environments fit in 16 KiB: one read, not one per doubling.
+    match crate::sys::read_generated("/proc/self/environ", 16 << 10) {
         Ok(block) => parse_environ(&block),
         Err(_) => std::env::vars_os().collect(),
     }

@@ -25,7 +25,7 @@ use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
 use nix::unistd::{Gid, Uid};
 
 use crate::access::Caller;
-use crate::accounts::{Account, account_lines, merged_databases};
+use crate::accounts::{Account, account_lines, knows, merged_databases};
 use crate::config::{Defaults, Sysroot};
 use crate::error::{Stream, say};
 use crate::filecache;
@@ -36,9 +36,11 @@ use crate::trusted::stat_type;
 /// What [`present`] shows, resolved on the host.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Personal {
-    /// `None` when the caller's entries cannot be shown faithfully: the
-    /// tree's own databases apply, whole.
-    pub account: Option<Account>,
+    /// The caller's uid and gids (real, supplementary and passwd's primary,
+    /// sorted), whose passwd and group entries are shown where the tree has
+    /// none for one of them; looked up through NSS only then (see
+    /// [`resolve_etc`]). `None`: the tree's own databases apply, whole.
+    pub ids: Option<(u32, Vec<u32>)>,
     /// Host files to show at the same paths (each under /etc, listed once).
     pub host_files: Vec<PathBuf>,
     /// The caller's own /run/user/UID on the host, when it exists.
@@ -58,22 +60,10 @@ fn read_limited(file: std::fs::File) -> io::Result<Vec<u8>> {
 /// are warnings: the entry goes on with the tree's own view of what could not
 /// be resolved.
 pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
-    let warn = |what: &str| warn(&sysroot.name, what);
-    let mut gids: Vec<u32> = caller.groups.iter().chain([&caller.gid]).map(|g| g.as_raw()).collect();
-    let account = match sys::passwd_by_uid(caller.uid.as_raw()) {
-        Ok(Some(pw)) => {
-            gids.push(pw.gid);
-            gids.sort_unstable();
-            gids.dedup();
-            account_lines(&pw, &gids, sys::group_by_gid)
-        }
-        Ok(None) => Err(format!("uid {} has no passwd entry", caller.uid)),
-        Err(e) => Err(format!("looking up uid {}: {}", caller.uid, crate::error::describe(&e))),
-    };
-    let account = account
-        .map_err(|why| warn(&format!("cannot show your account inside ({why}); the tree's passwd and group apply")))
-        .ok();
-
+    let mut gids: Vec<u32> =
+        caller.groups.iter().chain([&caller.gid, &caller.passwd_gid]).map(|g| g.as_raw()).collect();
+    gids.sort_unstable();
+    gids.dedup();
     let (uid, gid) = (caller.uid, caller.gid);
     let listed = sysroot.host_files(defaults);
     let host_files = listed.iter().enumerate().filter(|(i, path)| !listed[..*i].contains(path)).map(|(_, p)| p.clone());
@@ -82,7 +72,22 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
     let run_user = PathBuf::from(format!("/run/user/{uid}"));
     let owned = mounts::with_fs_identity(true, uid, gid, || std::fs::symlink_metadata(&run_user));
     let run_user = owned.is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw()).then_some(run_user);
-    Personal { account, host_files, run_user }
+    Personal { ids: Some((caller.uid.as_raw(), gids)), host_files, run_user }
+}
+
+/// The caller's entries as lines for the tree's databases, from NSS on the
+/// host; `None` (with a warning) when they cannot be shown faithfully.
+fn account(sysroot: &str, uid: u32, gids: &[u32]) -> Option<Account> {
+    let account = match sys::passwd_by_uid(uid) {
+        Ok(Some(pw)) => account_lines(&pw, gids, sys::group_by_gid),
+        Ok(None) => Err(format!("uid {uid} has no passwd entry")),
+        Err(e) => Err(format!("looking up uid {uid}: {}", crate::error::describe(&e))),
+    };
+    account
+        .map_err(|why| {
+            warn(sysroot, &format!("cannot show your account inside ({why}); the tree's passwd and group apply"))
+        })
+        .ok()
 }
 
 fn warn(sysroot: &str, what: &str) {
@@ -165,15 +170,17 @@ pub fn resolve_etc(
 ) -> Result<EtcFiles, Failure> {
     let etc = Path::new("/etc");
     let mut shown: EtcFiles = Vec::new();
-    if personal.account.is_none() && personal.host_files.is_empty() {
+    if personal.ids.is_none() && personal.host_files.is_empty() {
         return Ok(shown);
     }
     let dir = open_dir(tree, etc)?;
-    if let Some(account) = &personal.account {
-        let (passwd, group) =
-            merged_databases(&read_tree_file(&dir, "passwd")?, &read_tree_file(&dir, "group")?, account);
-        shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
-        shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
+    if let Some((uid, gids)) = &personal.ids {
+        let (passwd, group) = (read_tree_file(&dir, "passwd")?, read_tree_file(&dir, "group")?);
+        if let Some(account) = (!knows(&passwd, &group, *uid, gids)).then(|| account(sysroot, *uid, gids)).flatten() {
+            let (passwd, group) = merged_databases(&passwd, &group, &account);
+            shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
+            shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
+        }
     }
     for (path, file) in open_host_files(&personal.host_files, uid, gid) {
         match file {
@@ -322,7 +329,15 @@ pub enum Shown {
 impl Shown {
     /// Whether this is a host file (the same for every caller).
     pub fn is_host(&self) -> bool {
-        matches!(self, Shown::Host(_))
+        self.host_file().is_some()
+    }
+
+    /// The host file, opened.
+    pub fn host_file(&self) -> Option<&std::fs::File> {
+        match self {
+            Shown::Host(file) => Some(file),
+            Shown::Made(_) => None,
+        }
     }
 }
 

@@ -60,6 +60,10 @@ pub const PIN_DIR: &str = "/run/imageswitch/pins";
 /// Changes whenever what a pin holds, or how, changes.
 const LAYOUT: u32 = 1;
 
+/// Pins and markers kept in [`PIN_DIR`] before all but the one being built
+/// are removed (a pin holds about 20 mounts and a namespace).
+const MAX_PINS: usize = 256;
+
 /// Lock file inside [`PIN_DIR`], tried while a pin is built.
 const LOCK: &str = "lock";
 
@@ -88,15 +92,34 @@ pub fn is_caller_specific(spec: &MountSpec, public: impl FnOnce(&Path) -> bool) 
     spec.caller_may_own_target || (spec.as_caller && !public(&spec.source))
 }
 
-/// Whether everybody may reach `path` on the host: every directory above it
-/// (links resolved) is root's and searchable by others. A bind of it then
-/// shows nobody anything they could not reach anyway, whoever built the pin;
-/// permissions below it apply inside as outside.
-pub fn is_public(path: &Path) -> bool {
-    let Ok(real) = std::fs::canonicalize(path) else { return false };
-    real.ancestors()
-        .skip(1)
-        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0))
+/// Whether everybody may reach paths on the host: every directory above
+/// one (links resolved) is root's and searchable by others. A bind of such a
+/// path shows nobody anything they could not reach anyway, whoever built the
+/// pin; permissions below it apply inside as outside. Each directory is
+/// looked at once per entry.
+#[derive(Debug, Default)]
+pub struct Reach {
+    dirs: std::collections::HashMap<PathBuf, bool>,
+}
+
+impl Reach {
+    /// For `path` as the host resolves it now.
+    pub fn is_public(&mut self, path: &Path) -> bool {
+        std::fs::canonicalize(path).is_ok_and(|real| self.resolved_is_public(&real))
+    }
+
+    /// For the file open at `file` (its path as the kernel recorded it).
+    pub fn is_public_file(&mut self, file: &impl std::os::fd::AsFd) -> bool {
+        std::fs::read_link(mounts::fd_path(file)).is_ok_and(|real| real.is_absolute() && self.resolved_is_public(&real))
+    }
+
+    fn resolved_is_public(&mut self, real: &Path) -> bool {
+        real.ancestors().skip(1).all(|dir| {
+            *self.dirs.entry(dir.to_path_buf()).or_insert_with(|| {
+                std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0)
+            })
+        })
+    }
 }
 
 /// Splits the view into the shared part (in the pin) and the caller-specific
@@ -115,9 +138,11 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
     (st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec)
 }
 
-/// The pin's file name for this entry, `SYSROOT.NS.HASH` (NS: the caller's
-/// mount namespace's inode number, HASH: 16 hex digits), and the device of
-/// nsfs; `None` when something it depends on cannot be identified.
+/// The pin's file name for this entry, `SYSROOT.NS.EXE.HASH` (NS: the
+/// caller's mount namespace's inode number, EXE: this binary's, both in
+/// hex; HASH: 16 hex digits), and the device of nsfs; `None` when something
+/// it depends on cannot be identified. Two installed binaries (a test's,
+/// the system's) keep a pin each rather than replacing each other's.
 fn key(req: &Request<'_>) -> Option<(String, u64)> {
     let mut h = DefaultHasher::new();
     (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
@@ -135,7 +160,7 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
     }
     dev_ino(&std::fs::metadata("/").ok()?).hash(&mut h);
     let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
-    Some((format!("{}.{:x}.{:016x}", req.sysroot.name, ns.ino(), h.finish()), ns.dev()))
+    Some((format!("{}.{:x}.{:x}.{:016x}", req.sysroot.name, ns.ino(), exe.ino(), h.finish()), ns.dev()))
 }
 
 /// The pinned namespace for this entry, found or built now, or `None` for
@@ -357,32 +382,35 @@ fn publish(dir: &OwnedFd, name: &str, ns: &OwnedFd) -> nix::Result<()> {
     mount(Some(mounts::fd_path(ns).as_str()), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
 }
 
-/// `SYSROOT.NS.HASH` (or a marker's base name) split into (`SYSROOT.NS`, NS).
+/// `SYSROOT.NS.EXE.HASH` (or a marker's base name) split into
+/// (`SYSROOT.NS.EXE`, NS).
 fn prefix_and_ns(name: &str) -> Option<(&str, &str)> {
     let (prefix, _hash) = name.rsplit_once('.')?;
-    let (_, ns) = prefix.rsplit_once('.')?;
+    let (rest, _exe) = prefix.rsplit_once('.')?;
+    let (_, ns) = rest.rsplit_once('.')?;
     Some((prefix, ns))
 }
 
 /// Removes, under the lock, the pins and markers `name` replaces (same
-/// sysroot, same caller namespace, another key) and those of namespaces that
-/// no longer exist.
+/// sysroot, caller namespace and binary, another key), those of namespaces
+/// that no longer exist, and all others of this namespace once there are more
+/// than [`MAX_PINS`] (binaries replaced by upgrades leave theirs).
 fn remove_stale(dir: &OwnedFd, name: &str) {
     let Some((ours, _)) = prefix_and_ns(name) else { return };
     let Ok(entries) = std::fs::read_dir(mounts::fd_path(dir)) else { return };
+    let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
+    let crowded = names.len() > MAX_PINS;
     let mut live: Option<Vec<String>> = None;
-    for entry in entries.flatten() {
-        let file = entry.file_name();
-        let Some(file) = file.to_str() else { continue };
+    for file in &names {
         if file == LOCK || file == name {
             continue;
         }
         let Some((prefix, ns)) = prefix_and_ns(file.strip_suffix(PER_ENTRY).unwrap_or(file)) else { continue };
-        let stale = prefix == ours || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
+        let stale = crowded || prefix == ours || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
         if stale {
             let path = format!("{}/{file}", mounts::fd_path(dir));
             let _ = umount2(path.as_str(), MntFlags::MNT_DETACH);
-            let _ = unlinkat(dir, file, UnlinkatFlags::NoRemoveDir);
+            let _ = unlinkat(dir, file.as_str(), UnlinkatFlags::NoRemoveDir);
         }
     }
 }
@@ -462,8 +490,9 @@ mod tests {
 
     #[test]
     fn names_split_from_the_right_whatever_dots_the_sysroot_has() {
-        assert_eq!(prefix_and_ns("deb.11.f0a1.0123456789abcdef"), Some(("deb.11.f0a1", "f0a1")));
-        assert_eq!(prefix_and_ns("sl5.f0.0123456789abcdef"), Some(("sl5.f0", "f0")));
+        assert_eq!(prefix_and_ns("deb.11.f0a1.9c.0123456789abcdef"), Some(("deb.11.f0a1.9c", "f0a1")));
+        assert_eq!(prefix_and_ns("sl5.f0.9c.0123456789abcdef"), Some(("sl5.f0.9c", "f0")));
+        assert_eq!(prefix_and_ns("sl5.f0.0123456789abcdef"), None);
         assert_eq!(prefix_and_ns("lock"), None);
     }
 }

@@ -90,7 +90,9 @@ fn caller_stack_limit(state: &CallerState) -> Option<libc::rlim_t> {
 /// unmapped, the kernel ignores the bit, and "euid 0" is the namespace's own
 /// root: nothing imageswitch can work with.
 fn in_initial_user_namespace() -> bool {
-    std::fs::read_to_string("/proc/self/uid_map").is_ok_and(|map| map.split_whitespace().eq(["0", "0", "4294967295"]))
+    sys::read_generated("/proc/self/uid_map", 256).is_ok_and(|map| {
+        map.split(u8::is_ascii_whitespace).filter(|f| !f.is_empty()).eq([&b"0"[..], b"0", b"4294967295"])
+    })
 }
 
 /// Fails clearly when the binary cannot do its job: inside a user namespace,

@@ -470,7 +470,7 @@ mod tests {
             }
             let detached: Vec<String> = own.iter().map(|s| s.target.display().to_string()).collect();
             self.step(format!("join pin, detached {detached:?}"))?;
-            Ok(View::Pinned { private_copy: !own.is_empty() || personal.account.is_some() })
+            Ok(View::Pinned { private_copy: !own.is_empty() || personal.ids.is_some() })
         }
         fn unshare_mount_namespace(&mut self, _sysroot: &Sysroot) -> Result<(), Error> {
             self.step("unshare".into())

@@ -349,6 +349,16 @@ pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
     unsafe { nss_entry(&mut call, read) }
 }
 
+/// The whole of a file the kernel makes up as it is read (procfs): such
+/// files report no size, so a plain read grows its buffer from 32 bytes, one
+/// system call per doubling. One read of `capacity` bytes, then until the end.
+pub fn read_generated(path: &str, capacity: usize) -> io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut out = Vec::with_capacity(capacity);
+    std::fs::File::open(path)?.read_to_end(&mut out)?;
+    Ok(out)
+}
+
 /// `fork(2)`: the child's pid in the parent, `None` in the child.
 pub fn fork() -> io::Result<Option<libc::pid_t>> {
     // SAFETY: the setuid binary never starts a thread, so the child is a copy

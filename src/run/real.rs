@@ -42,6 +42,8 @@ pub struct Real {
     etc: Option<EtcFiles>,
     /// The caller's own bind sources, detached on the host before joining a pin.
     detached: Vec<(PathBuf, std::io::Result<OwnedFd>)>,
+    /// Which host directories everybody may reach, as looked at.
+    reach: pin::Reach,
 }
 
 impl Real {
@@ -55,6 +57,7 @@ impl Real {
             pinned: false,
             etc: None,
             detached: Vec::new(),
+            reach: pin::Reach::default(),
         }
     }
 
@@ -122,7 +125,7 @@ impl Kernel for Real {
     }
 
     fn everybody_may_reach(&mut self, path: &Path) -> bool {
-        pin::is_public(path)
+        self.reach.is_public(path)
     }
 
     fn join_pinned_view(
@@ -144,7 +147,8 @@ impl Kernel for Real {
             return Ok(View::PerEntry);
         };
         let (host_files, made): (EtcFiles, EtcFiles) = etc.into_iter().partition(|(_, s)| s.is_host());
-        let everybody = host_files.iter().all(|(path, _)| pin::is_public(&Path::new("/etc").join(path)));
+        let everybody =
+            host_files.iter().all(|(_, shown)| shown.host_file().is_some_and(|f| self.reach.is_public_file(f)));
         let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files };
         let ns = everybody && personal::has_places(&tree, &made);
         let Some(ns) = ns.then(|| pin::find_or_build(&request, uid, gid)).flatten() else {
@@ -302,9 +306,11 @@ fn load_config() -> Result<Config, Error> {
         Error::ConfigFile { path: path.to_path_buf(), why: format!("refusing configuration: {why}") }
     };
     let fd = trusted::open_trusted(path, Kind::File).map_err(|(c, why)| refused(c, why))?;
-    let mut text = String::new();
-    std::fs::File::from(fd)
-        .take(config::MAX_CONFIG_BYTES + 1)
+    let file = std::fs::File::from(fd);
+    // Sized beforehand: one read, not one per doubling of the buffer.
+    let size = file.metadata().map_or(0, |m| m.len()).min(config::MAX_CONFIG_BYTES + 1);
+    let mut text = String::with_capacity(size as usize + 1);
+    file.take(config::MAX_CONFIG_BYTES + 1)
         .read_to_string(&mut text)
         .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), why: format!("cannot read: {e}") })?;
     if text.len() as u64 > config::MAX_CONFIG_BYTES {
