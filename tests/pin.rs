@@ -169,22 +169,36 @@ fn host_mounts_made_after_the_pin_appear_inside_pinned_when_shared_per_entry_whe
     require_root!();
     let tree = known_tree("pin-late");
     let dir = test_dir("late", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    let euid = test_support::c_program("euid", &["-static"]);
     // A job's tmpfs under /tmp and an automounted home under /home, both
     // mounted after the first entry; then the job's tmpfs goes away again.
-    let script = r#"first "$A" known true
+    // The job's tmpfs allows setuid programs: one that prints its euid
+    // elevates on the host, and comes into the pin with the mount as it is,
+    // where no_new_privs still keeps it the user's (THREATS rows 8, 23).
+    let script = format!(
+        r#"first "$A" known true
 count known
 for m in $(markers known); do stat -c "marker: %F %t:%T" $PINS/$m; done
 mkdir $D/job && mount -t tmpfs job $D/job && echo job > $D/job/file
 mount -t tmpfs home /home/$BOB && echo home > /home/$BOB/file
 $A $BIN known cat $D/job/file /home/$BOB/file
+cp {euid} $D/job/euid && chmod 4755 $D/job/euid
+$A $D/job/euid
+$A $BIN known $D/job/euid
 hold late "$A" known
 if [ -n "$(pins known)" ]; then relation late known; else echo "late not pinned"; fi
 umount $D/job
 $A $BIN known ls $D/job
 count known
-"#;
+"#,
+        euid = euid.display()
+    );
+    let alice = test_support::uid_of(ALICE).to_string();
     for (propagation, expect) in [
-        ("shared", vec!["known: 1 pin, 0 marker", "job", "home", "late in the pin", "known: 1 pin, 0 marker"]),
+        (
+            "shared",
+            vec!["known: 1 pin, 0 marker", "job", "home", "0", &alice, "late in the pin", "known: 1 pin, 0 marker"],
+        ),
         (
             "private",
             vec![
@@ -192,12 +206,14 @@ count known
                 "marker: character special file 1:3",
                 "job",
                 "home",
+                "0",
+                &alice,
                 "late not pinned",
                 "known: 0 pin, 1 marker",
             ],
         ),
     ] {
-        let out = in_ns(propagation, &dir, script);
+        let out = in_ns(propagation, &dir, &script);
         assert_eq!(lines(&out), expect, "{propagation} host: {}", stderr(&out));
     }
 }
