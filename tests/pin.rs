@@ -30,7 +30,7 @@ const PINS: &str = "/run/imageswitch/pins";
 
 /// Sourced by every test script (and by scripts in namespaces it makes), as
 /// root in the test's namespace; `$BIN`, `$CONF`, `$CONFIG`, `$PINS`,
-/// `$ALICE` and `$BOB` come from the environment.
+/// `$ALICE`, `$ALICE_HOME` and `$BOB` come from the environment.
 const LIB: &str = r#"
 # Only the standard streams reach the entries (the callers' own descriptors).
 for fd in $(ls /proc/$$/fd); do [ $fd -gt 2 ] && eval "exec $fd>&-"; done
@@ -153,6 +153,7 @@ fn in_ns(propagation: &str, dir: &Path, script: &str) -> Output {
         .env("CONFIG", TEST_CONFIG)
         .env("PINS", PINS)
         .env("ALICE", ALICE)
+        .env("ALICE_HOME", home_of(ALICE))
         .env("BOB", BOB)
         .env("LIB", dir.join("lib.sh"))
         .current_dir("/tmp"))
@@ -316,11 +317,11 @@ first "$A" nohome true
 hold copy "$A" nohome
 relation copy nohome
 p=$(cat $D/copy.pid)
-grep -c " /home/$ALICE " /proc/$p/mountinfo
+grep -c " $ALICE_HOME " /proc/$p/mountinfo
 nsenter --mount=/proc/$p/ns/mnt mount -t tmpfs alice-only /tmp
 grep -c " alice-only " /proc/$p/mountinfo
-$B $BIN nohome cat /proc/self/mountinfo | grep -c " /home/$ALICE \| alice-only " || true
-nsenter --mount=$PINS/$(pins nohome) cat /proc/self/mountinfo | grep -c " /home/$ALICE \| alice-only " || true
+$B $BIN nohome cat /proc/self/mountinfo | grep -c " $ALICE_HOME \| alice-only " || true
+nsenter --mount=$PINS/$(pins nohome) cat /proc/self/mountinfo | grep -c " $ALICE_HOME \| alice-only " || true
 "#;
     let out = in_ns("shared", &dir, script);
     assert_eq!(
