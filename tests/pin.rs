@@ -37,7 +37,9 @@ for fd in $(ls /proc/$$/fd); do [ $fd -gt 2 ] && eval "exec $fd>&-"; done
 A="setpriv --reuid=$ALICE --regid=$ALICE --init-groups --"
 B="setpriv --reuid=$BOB --regid=$BOB --init-groups --"
 D=$(mktemp -d /tmp/imgsw-pin-XXXXXX); chmod 1777 $D
-trap 'for p in $D/*.pid; do [ -e "$p" ] && kill $(cat $p) 2>/dev/null; done; rm -rf $D' EXIT
+# Scripts prepend to $UNDO what puts the host back.
+UNDO=
+trap 'for p in $D/*.pid; do [ -e "$p" ] && kill $(cat $p) 2>/dev/null; done; eval "$UNDO"; rm -rf $D' EXIT
 # Bound once: namespaces made from this one have it already.
 cmp -s $CONF $CONFIG || mount --bind $CONF $CONFIG
 # Pins are named SYSROOT.NS.EXE.HASH: this namespace's and the binary's
@@ -322,11 +324,33 @@ nsenter --mount=/proc/$p/ns/mnt mount -t tmpfs alice-only /tmp
 grep -c " alice-only " /proc/$p/mountinfo
 $B $BIN nohome cat /proc/self/mountinfo | grep -c " $ALICE_HOME \| alice-only " || true
 nsenter --mount=$PINS/$(pins nohome) cat /proc/self/mountinfo | grep -c " $ALICE_HOME \| alice-only " || true
+# alice's session directory (made now when the host has none) is hers
+# alone: it puts her entries into a copy, and reaches neither the pin nor bob.
+ru=/run/user/$(id -u $ALICE)
+[ -e /run/user ] || { mkdir -m 755 /run/user; UNDO="rmdir /run/user; $UNDO"; }
+[ -e $ru ] || { install -d -m 700 -o $ALICE -g $ALICE $ru; UNDO="rmdir $ru; $UNDO"; }
+hold session "$A" known
+relation session known
+grep -c " $ru " /proc/$(cat $D/session.pid)/mountinfo
+$B $BIN known ls -d $ru 2>/dev/null || echo "not in bob's entry"
+nsenter --mount=$PINS/$pin ls -d $ru 2>/dev/null || echo "not in the pin"
 "#;
     let out = in_ns("shared", &dir, script);
     assert_eq!(
         lines(&out),
-        ["alice in the pin", "pin unchanged", "copy in a namespace of its own", "1", "1", "0", "0"],
+        [
+            "alice in the pin",
+            "pin unchanged",
+            "copy in a namespace of its own",
+            "1",
+            "1",
+            "0",
+            "0",
+            "session in a namespace of its own",
+            "1",
+            "not in bob's entry",
+            "not in the pin"
+        ],
         "{}",
         stderr(&out)
     );
