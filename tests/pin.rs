@@ -629,3 +629,33 @@ done
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
+
+#[test]
+fn row31_a_tree_changed_in_place_never_leaves_a_pin_showing_less_than_the_whole_view() {
+    require_root!();
+    let tree = known_tree("pin-inplace");
+    let dir = test_dir("inplace", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    // Rows: files under the pin's binds replaced in the tree as dpkg or an
+    // editor replaces them (a new file renamed over the old), and a
+    // directory a bind lands on made again. The kernel drops a mount whose
+    // mount point is replaced, in every namespace: in the pin too.
+    let script = format!(
+        r#"first "$A" known sh -c "$FACTS" $ALICE $D
+for f in hosts resolv.conf; do echo "the tree's new" > {t}/etc/$f.new; mv {t}/etc/$f.new {t}/etc/$f; done
+$A $BIN known sh -c "$FACTS" $ALICE $D
+mv {t}/home {t}/home.old && mkdir -m 755 {t}/home && mv {t}/home.old/* {t}/home/ && rmdir {t}/home.old
+$A $BIN known sh -c "$FACTS" $ALICE $D
+$A sh -c "$FACTS" $ALICE $D
+"#,
+        t = tree.display()
+    );
+    let out = in_ns("shared", &dir, &script);
+    let got = lines(&out);
+    assert_eq!(got.len(), 4, "{got:?}\n{}", stderr(&out));
+    let host = got[3].clone();
+    assert_eq!(
+        got[..3],
+        [host.clone(), host.clone(), host],
+        "before, after the files, after /home were replaced in the tree"
+    );
+}
