@@ -30,7 +30,8 @@ const PINS: &str = "/run/imageswitch/pins";
 
 /// Sourced by every test script (and by scripts in namespaces it makes), as
 /// root in the test's namespace; `$BIN`, `$CONF`, `$CONFIG`, `$PINS`,
-/// `$ALICE`, `$ALICE_HOME` and `$BOB` come from the environment.
+/// `$ALICE`, `$ALICE_HOME`, `$BOB` and `$LIB` (its own path) come from the
+/// environment.
 const LIB: &str = r#"
 # Only the standard streams reach the entries (the callers' own descriptors).
 for fd in $(ls /proc/$$/fd); do [ $fd -gt 2 ] && eval "exec $fd>&-"; done
@@ -49,9 +50,9 @@ EXE=$(printf %x $(stat -c %i $BIN))
 # Runs bash script $1 in a mount namespace of its own whose mounts are
 # shared, but not with this one's.
 own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshared /; . $LIB; $1"; }
-# Sysroot $1's names in the pin directory for this namespace and binary, its live pins
-# (a namespace bound there) and its live per-entry markers (/dev/null bound
-# there); a name whose namespace is gone is an empty file.
+# Sysroot $1's names in the pin directory for this namespace and binary,
+# its live pins (a namespace bound there) and its live per-entry markers
+# (/dev/null bound there); a name whose namespace is gone is an empty file.
 names() { ls $PINS | grep -x "$1\.$NS\.$EXE\.[0-9a-f]\{16\}\(\.perentry\)\?" || true; }
 pins() { for f in $(names $1); do [ "$(stat -f -c %T $PINS/$f)" != nsfs ] || echo $f; done; }
 markers() { for f in $(names $1); do [ "$(stat -c %F:%t:%T $PINS/$f)" != "character special file:1:3" ] || echo $f; done; }
@@ -66,7 +67,7 @@ FACTS='echo $(test -e /proc/self/ns/mnt && echo proc) $(test -d /sys/kernel && e
 # per-entry path and builds nothing; only entries in this namespace build
 # its pins).
 first() {
-    u=$1 s=$2; shift 2
+    local u=$1 s=$2 out; shift 2
     for _ in $(seq 100); do
         out=$($u $BIN $s "$@")
         [ -z "$(pins $s)$(markers $s)" ] || break
@@ -81,7 +82,7 @@ pin_ns() { echo "mnt:[$(stat -c %i $PINS/$(pins $1))]"; }
 hold() {
     $2 $BIN $3 sh -c "readlink /proc/self/ns/mnt > $D/$1.tmp; mv $D/$1.tmp $D/$1.ns; exec sleep 120" </dev/null >/dev/null &
     echo $! > $D/$1.pid
-    i=0; while [ ! -s $D/$1.ns ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done
+    local i=0; while [ ! -s $D/$1.ns ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done
 }
 # How entry NAME (see hold) relates to sysroot $2's pin.
 relation() {
