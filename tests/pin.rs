@@ -389,12 +389,16 @@ fn row31_a_new_generation_a_changed_config_or_another_namespace_selects_another_
     let script = format!(
         r#"first "$A" gen cat /generation
 p1=$(pins gen)
+# alice keeps the old pin's namespace alive, in an entry of hers.
+hold old "$A" gen
+relation old gen
 ln -sfn gen2 {g}/current.new && mv -T {g}/current.new {g}/current
 first "$A" gen cat /generation
 count gen
 p2=$(pins gen)
 [ "$p2" != "$p1" ] && echo "generation: another pin"
 [ -e $PINS/$p1 ] || echo "generation: the old pin removed"
+[ "$(cat $D/old.ns)" != "$(pin_ns gen)" ] && echo "generation: the old one kept alive is not entered"
 mount --bind {changed} $CONFIG
 first "$A" gen cat /generation {e}/file
 count gen
@@ -422,10 +426,12 @@ stat -f -c %T $PINS/$(pins gen)
         lines(&out),
         [
             "one",
+            "old in the pin",
             "two",
             "gen: 1 pin, 0 marker",
             "generation: another pin",
             "generation: the old pin removed",
+            "generation: the old one kept alive is not entered",
             "two",
             "extra",
             "gen: 1 pin, 0 marker",
