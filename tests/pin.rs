@@ -335,6 +335,9 @@ relation session known
 grep -c " $ru " /proc/$(cat $D/session.pid)/mountinfo
 $B $BIN known ls -d $ru 2>/dev/null || echo "not in bob's entry"
 nsenter --mount=$PINS/$pin ls -d $ru 2>/dev/null || echo "not in the pin"
+# Control: the first attack, made with root's capabilities, does change it.
+nsenter --mount=$PINS/$pin mount -t tmpfs x /tmp
+[ "$before" != "$(table)" ] && echo "control: root changes the pin"
 "#;
     let out = in_ns("shared", &dir, script);
     assert_eq!(
@@ -350,7 +353,8 @@ nsenter --mount=$PINS/$pin ls -d $ru 2>/dev/null || echo "not in the pin"
             "session in a namespace of its own",
             "1",
             "not in bob's entry",
-            "not in the pin"
+            "not in the pin",
+            "control: root changes the pin"
         ],
         "{}",
         stderr(&out)
