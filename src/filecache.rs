@@ -227,7 +227,11 @@ fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
         }
         Err(e) => return Err(e.into()),
     }
-    Ok(file.into())
+    // Reopened through its name: the O_TMPFILE descriptor's own stays
+    // nameless after the link, and the kernel attaches only a file reached
+    // through a name (a bind from it fails with ENOENT).
+    drop(file);
+    cached(dir, name, contents)?.ok_or_else(|| io::Error::other("a cached file changed as it was written"))
 }
 
 /// A descriptor of a cached file holding exactly `contents`, written if
@@ -263,18 +267,48 @@ pub fn bind_cached(file: OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Resu
     bind_file(&file, target)
 }
 
+/// Detached copies (`open_tree(2)`) of the cached files holding exactly
+/// each of `contents`, flagged as [`bind_file`] flags them and private (no
+/// mount event reaches them or comes from them), for attaching after the
+/// process has joined another mount namespace, where the cache is out of
+/// reach. The kernel refuses to attach a file that has lost its name, so
+/// every file still has one when this returns (the cache may be emptied
+/// while they are made: then they are made again). Errors: the cache cannot
+/// be used, or the kernel lacks the new mount API (ENOSYS before 5.12).
+pub fn detached(contents: &[&[u8]]) -> io::Result<Vec<OwnedFd>> {
+    for _ in 0..3 {
+        let files = files(contents)?;
+        let detached = files.iter().map(detach_file).collect::<io::Result<Vec<_>>>();
+        let named = files.iter().all(|f| fstat(f).is_ok_and(|st| st.st_nlink > 0));
+        match detached {
+            Ok(detached) if named => return Ok(detached),
+            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
+            _ => {}
+        }
+    }
+    Err(io::Error::other("the file cache was emptied three times while its files were being used"))
+}
+
+/// Read-only, nosuid, nodev, noexec: how a shown file is bound.
+const FILE_ATTRS: u64 =
+    libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
+
+/// A detached copy of `file`'s mount, flagged [`FILE_ATTRS`], private.
+fn detach_file(file: &impl AsFd) -> io::Result<OwnedFd> {
+    let detached = sys::open_tree_clone(file, c"", false)?;
+    sys::mount_setattr(&detached, FILE_ATTRS, false)?;
+    sys::mount_set_propagation(&detached, libc::MS_PRIVATE, false)?;
+    Ok(detached)
+}
+
 /// Binds `file` read-only, nosuid, nodev and noexec over `target`: a
 /// descriptor (`O_PATH`, not followed) of a regular file or a symbolic link
 /// inside the tree. With the mount(2) fallback (kernels before 5.12) only a
 /// regular file can be covered; a link gives ELOOP. Runs as root in the
 /// private namespace; `file` must be reached through this namespace.
 pub fn bind_file(file: &impl AsFd, target: &OwnedFd) -> io::Result<()> {
-    let attrs = libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
-    match sys::open_tree_clone(file, c"", false) {
-        Ok(detached) => {
-            sys::mount_setattr(&detached, attrs, false)?;
-            sys::move_mount_onto(&detached, target)
-        }
+    match detach_file(file) {
+        Ok(detached) => sys::move_mount_onto(&detached, target),
         Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
             if stat_type(&fstat(target)?) != SFlag::S_IFREG {
                 return Err(io::Error::from_raw_os_error(libc::ELOOP));

@@ -39,7 +39,7 @@ pub struct Personal {
     /// The caller's uid and gids (real, supplementary and passwd's primary,
     /// sorted), whose passwd and group entries are shown where the tree has
     /// none for one of them; looked up through NSS only then (see
-    /// [`resolve_etc`]). `None`: the tree's own databases apply, whole.
+    /// [`account_files`]). `None`: the tree's own databases apply, whole.
     pub ids: Option<(u32, Vec<u32>)>,
     /// Host files to show at the same paths (each under /etc, listed once).
     pub host_files: Vec<PathBuf>,
@@ -152,44 +152,67 @@ fn overlay(tree: &OwnedFd, point: &Path, layer: &OwnedFd, lower: &OwnedFd) -> Re
 }
 
 /// What is shown under /etc for one entry, each with its path relative to
-/// /etc: see [`resolve_etc`].
+/// /etc: see [`account_files`] and [`host_files`].
 pub type EtcFiles = Vec<(PathBuf, Shown)>;
 
-/// Resolves what `personal` shows under /etc in the tree at `tree`: the
-/// tree's passwd and group with the caller's lines added (only where they
-/// differ from the tree's), and the host files, opened with the caller's
-/// filesystem identity (a file the caller cannot read is not shown). Runs as
-/// root where the host's paths are still reachable; loads nothing from the
-/// tree. Errors: the tree's /etc or its databases cannot be read.
-pub fn resolve_etc(
-    tree: &OwnedFd,
-    sysroot: &str,
-    personal: &Personal,
-    uid: Uid,
-    gid: Gid,
-) -> Result<EtcFiles, Failure> {
-    let etc = Path::new("/etc");
+/// The tree's passwd and group (in the tree at `tree`) with the caller's
+/// lines added, where they differ from the tree's own. Runs as root where
+/// the host's NSS still answers; loads nothing from the tree. Errors: the
+/// tree's /etc or its databases cannot be read.
+pub fn account_files(tree: &OwnedFd, sysroot: &str, personal: &Personal) -> Result<EtcFiles, Failure> {
     let mut shown: EtcFiles = Vec::new();
-    if personal.ids.is_none() && personal.host_files.is_empty() {
-        return Ok(shown);
-    }
-    let dir = open_dir(tree, etc)?;
-    if let Some((uid, gids)) = &personal.ids {
-        let (passwd, group) = (read_tree_file(&dir, "passwd")?, read_tree_file(&dir, "group")?);
-        if let Some(account) = (!knows(&passwd, &group, *uid, gids)).then(|| account(sysroot, *uid, gids)).flatten() {
-            let (passwd, group) = merged_databases(&passwd, &group, &account);
-            shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
-            shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
-        }
-    }
-    for (path, file) in open_host_files(&personal.host_files, uid, gid) {
-        match file {
-            Ok(file) => shown.push((path.strip_prefix(etc).unwrap_or(path).to_path_buf(), Shown::Host(file))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => warn(sysroot, &format!("host file {} not shown: {}", path.display(), crate::error::describe(&e))),
-        }
+    let Some((uid, gids)) = &personal.ids else { return Ok(shown) };
+    let dir = open_dir(tree, Path::new("/etc"))?;
+    let (passwd, group) = (read_tree_file(&dir, "passwd")?, read_tree_file(&dir, "group")?);
+    if let Some(account) = (!knows(&passwd, &group, *uid, gids)).then(|| account(sysroot, *uid, gids)).flatten() {
+        let (passwd, group) = merged_databases(&passwd, &group, &account);
+        shown.extend(passwd.map(|db| (PathBuf::from("passwd"), Shown::Made(db))));
+        shown.extend(group.map(|db| (PathBuf::from("group"), Shown::Made(db))));
     }
     Ok(shown)
+}
+
+/// `shown`'s made files as detached mounts of their cached copies (see
+/// [`filecache::detached`]), for binding after joining a pinned namespace.
+/// Errors: the cache cannot be used, or one of `shown` is not a made file.
+pub fn detach_made(shown: &EtcFiles) -> io::Result<EtcFiles> {
+    let contents = shown
+        .iter()
+        .map(|(_, what)| match what {
+            Shown::Made(contents) => Ok(contents.as_slice()),
+            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
+        })
+        .collect::<io::Result<Vec<&[u8]>>>()?;
+    let mounts = filecache::detached(&contents)?;
+    Ok(shown
+        .iter()
+        .zip(mounts)
+        .zip(contents)
+        .map(|(((path, _), mount), contents)| (path.clone(), Shown::Detached { mount, contents: contents.to_vec() }))
+        .collect())
+}
+
+/// The host files `personal` shows, opened now with the caller's
+/// filesystem identity (a file the caller cannot read is not shown), and a
+/// warning for each that cannot be shown for another reason than being
+/// absent.
+pub fn host_files(personal: &Personal, uid: Uid, gid: Gid) -> (EtcFiles, Vec<String>) {
+    let (mut shown, mut warnings) = (EtcFiles::new(), Vec::new());
+    for (path, file) in open_host_files(&personal.host_files, uid, gid) {
+        match file {
+            Ok(file) => shown.push((path.strip_prefix("/etc").unwrap_or(path).to_path_buf(), Shown::Host(file))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => warnings.push(format!("host file {} not shown: {}", path.display(), crate::error::describe(&e))),
+        }
+    }
+    (shown, warnings)
+}
+
+/// Says each of `warnings` (from [`host_files`]) as a warning about `sysroot`.
+pub fn warn_all(sysroot: &str, warnings: &[String]) {
+    for what in warnings {
+        warn(sysroot, what);
+    }
 }
 
 /// Opens each of `paths` with the caller's filesystem identity, as a
@@ -228,12 +251,13 @@ pub fn bind_etc(tree: &OwnedFd, shown: &EtcFiles) -> bool {
     open_dir(tree, Path::new("/etc")).is_ok_and(|dir| bound_over_the_trees(tree, &dir, Path::new("/etc"), shown))
 }
 
-/// Shows `shown` (from [`resolve_etc`]) inside the tree at `tree`, and makes
-/// the mount point of the caller's `run_user` (bound afterwards with
-/// [`run_user_spec`]). `shared` are the binds already made: those under a
+/// Shows `shown` (from [`account_files`] and [`host_files`]) inside the
+/// tree at `tree`, and makes the mount point of the caller's `run_user`
+/// (bound afterwards with [`run_user_spec`]). `shared` are the targets of
+/// the binds already made (the pinned host files' among them): those under a
 /// directory an overlay covers are carried over onto it. Runs as root in a
 /// private namespace, before the chroot; loads nothing from the tree.
-pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared: &[MountSpec]) -> Result<(), Failure> {
+pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared: &[&Path]) -> Result<(), Failure> {
     let (etc, run) = (Path::new("/etc"), Path::new("/run"));
     let lower_etc = if shown.is_empty() { None } else { Some(open_dir(tree, etc)?) };
     let mut etc_layer: Vec<(PathBuf, Vec<u8>)> = Vec::new();
@@ -241,7 +265,7 @@ pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared:
     if !shown.is_empty() && !lower_etc.as_ref().is_some_and(bound) {
         for (relative, what) in shown {
             let contents = match what {
-                Shown::Made(contents) => contents,
+                Shown::Made(contents) | Shown::Detached { contents, .. } => contents,
                 Shown::Host(file) => {
                     read_limited(file).map_err(|e| (format!("reading the host's /etc/{}", relative.display()), e))?
                 }
@@ -281,8 +305,8 @@ pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared:
         let held_under = |point: &Path| -> Vec<(&Path, OwnedFd)> {
             shared
                 .iter()
-                .filter(|spec| spec.target.starts_with(point))
-                .filter_map(|spec| Some((spec.target.as_path(), mounts::open_target(tree, &spec.target).ok()?)))
+                .filter(|target| target.starts_with(point))
+                .filter_map(|target| Some((*target, mounts::open_target(tree, target).ok()?)))
                 .collect()
         };
         let carried = if etc_layer.is_empty() { Vec::new() } else { held_under(etc) };
@@ -324,6 +348,9 @@ pub enum Shown {
     Made(Vec<u8>),
     /// A host file, opened with the caller's identity, bound as it is.
     Host(std::fs::File),
+    /// [`Shown::Made`] as a detached mount of its cached file, made before
+    /// joining a pinned namespace (where the cache is out of reach).
+    Detached { mount: OwnedFd, contents: Vec<u8> },
 }
 
 impl Shown {
@@ -336,7 +363,7 @@ impl Shown {
     pub fn host_file(&self) -> Option<&std::fs::File> {
         match self {
             Shown::Host(file) => Some(file),
-            Shown::Made(_) => None,
+            _ => None,
         }
     }
 }
@@ -396,7 +423,7 @@ fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[
         .iter()
         .filter_map(|(_, what)| match what {
             Shown::Made(contents) => Some(contents.as_slice()),
-            Shown::Host(_) => None,
+            _ => None,
         })
         .collect();
     let Ok(cached) = filecache::files(&made) else { return false };
@@ -406,6 +433,7 @@ fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[
             cached.next().is_some_and(|(file, contents)| filecache::bind_cached(file, contents, target).is_ok())
         }
         Shown::Host(file) => filecache::bind_file(file, target).is_ok(),
+        Shown::Detached { mount, .. } => sys::move_mount_onto(mount, target).is_ok(),
     })
 }
 

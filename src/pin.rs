@@ -13,8 +13,9 @@
 //!
 //! A pin is named by a hash of everything its content depends on (see
 //! [`key`]): this binary, the sysroot's configured view, the tree's
-//! identity (a new generation is a new directory), each bind source's and
-//! host file's identity, the caller's mount namespace and root. A change
+//! identity (a new generation is a new directory) and that of each mount point
+//! in it, each bind source's and host file's identity, the caller's mount
+//! namespace and root. A change
 //! selects a new name, built on first use; the old pin of the same sysroot
 //! and namespace is removed then, and pins of namespaces that no longer
 //! exist with it.
@@ -149,14 +150,22 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
     let exe = std::fs::metadata("/proc/self/exe").ok()?;
     (exe.dev(), exe.ino(), exe.mtime(), exe.mtime_nsec(), exe.ctime(), exe.ctime_nsec()).hash(&mut h);
     changes(&fstat(req.tree).ok()?).hash(&mut h);
+    // Each mount point in the tree, too: a file or directory replaced there
+    // (by hand, in place) takes the pin's mount on it away.
+    let in_tree = |target: &Path| {
+        let relative = target.strip_prefix("/").unwrap_or(target);
+        fstatat(req.tree, relative, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| (st.st_dev, st.st_ino))
+    };
     for spec in req.shared {
         format!("{spec:?}").hash(&mut h);
         std::fs::metadata(&spec.source).ok().map(|m| dev_ino(&m)).hash(&mut h);
+        in_tree(&spec.target).hash(&mut h);
     }
     for (path, shown) in req.host_files {
         let Shown::Host(file) = shown else { return None };
         path.hash(&mut h);
         changes(&fstat(file).ok()?).hash(&mut h);
+        in_tree(&Path::new("etc").join(path)).hash(&mut h);
     }
     dev_ino(&std::fs::metadata("/").ok()?).hash(&mut h);
     let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
@@ -296,6 +305,10 @@ fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Built {
         Ok(Some(child)) => child,
         Ok(None) => {
             drop((ready_r, done_w));
+            // Without a namespace to publish, the next entry tries again.
+            if new_namespace_after_callers().is_err() {
+                std::process::exit(1);
+            }
             let code = match build_view(req, uid, gid) {
                 Ok(()) => {
                     let _ = File::from(ready_w).write_all(b"y");
@@ -331,7 +344,6 @@ fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Built {
 /// caller's, the tree sealed, the shared binds and host files, then the tree
 /// pivoted to be the root and the rest detached.
 fn build_view(req: &Request<'_>, uid: Uid, gid: Gid) -> io::Result<()> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_SLAVE, None::<&str>)?;
     let path = &req.sysroot.path;
     // Opened again in this namespace: binds must target its mounts.
@@ -365,6 +377,30 @@ fn build_view(req: &Request<'_>, uid: Uid, gid: Gid) -> io::Result<()> {
         return Err(io::Error::other("a mount in the pinned view is shared"));
     }
     Ok(())
+}
+
+/// A new mount namespace for this process whose id is larger than the
+/// caller's: the kernel binds a namespace's file only into a namespace with
+/// a smaller id, and hands ids out in batches per CPU (Linux 6.18), so a
+/// namespace made later on another CPU may have a smaller one. Each CPU this
+/// process may run on is tried in turn. Errors: none qualifies (the entry
+/// takes the per-entry path), or `unshare` fails.
+fn new_namespace_after_callers() -> io::Result<()> {
+    let ns_id = || File::open("/proc/self/ns/mnt").ok().and_then(sys::mount_namespace_id);
+    let callers = ns_id();
+    let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
+    let cpus = (0..nix::sched::CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false));
+    for cpu in cpus {
+        let mut one = nix::sched::CpuSet::new();
+        one.set(cpu)?;
+        nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), &one)?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)?;
+        match (callers, ns_id()) {
+            (Some(callers), Some(ours)) if ours <= callers => continue,
+            _ => return Ok(()),
+        }
+    }
+    Err(io::Error::other("no CPU this entry may use hands out a namespace id after the caller's"))
 }
 
 /// Opens (creating) `dir/name`, a file of root's group: our egid is the caller's.

@@ -158,10 +158,10 @@ pub fn mount_setattr(mount: impl AsFd, attr_set: u64, recursive: bool) -> io::Re
     setattr(mount, libc::mount_attr { attr_set, attr_clr: 0, propagation: 0, userns_fd: 0 }, recursive)
 }
 
-/// `mount_setattr(2)` making `mount` (and its submounts when `recursive`) a
-/// slave: it still receives its peers' mount events, and sends none.
-pub fn mount_make_slave(mount: impl AsFd, recursive: bool) -> io::Result<()> {
-    let propagation = libc::MS_SLAVE;
+/// `mount_setattr(2)` setting the propagation type of `mount` (and its
+/// submounts when `recursive`): `MS_SLAVE` (receives its peers' mount
+/// events, sends none) or `MS_PRIVATE` (neither).
+pub fn mount_set_propagation(mount: impl AsFd, propagation: libc::c_ulong, recursive: bool) -> io::Result<()> {
     setattr(mount, libc::mount_attr { attr_set: 0, attr_clr: 0, propagation, userns_fd: 0 }, recursive)
 }
 
@@ -357,6 +357,19 @@ pub fn read_generated(path: &str, capacity: usize) -> io::Result<Vec<u8>> {
     let mut out = Vec::with_capacity(capacity);
     std::fs::File::open(path)?.read_to_end(&mut out)?;
     Ok(out)
+}
+
+/// The id of the mount namespace `ns` (an nsfs descriptor), from
+/// `ioctl(NS_GET_MNTNS_ID)` (Linux 6.8 and later); `None` before that.
+/// The kernel refuses to bind a namespace's file into a namespace whose id
+/// is not smaller (`mnt_ns_loop`, "could cause a loop").
+pub fn mount_namespace_id(ns: impl AsFd) -> Option<u64> {
+    // _IOR(0xb7, 0x5, __u64), include/uapi/linux/nsfs.h.
+    const NS_GET_MNTNS_ID: libc::c_ulong = 0x8008_b705;
+    let mut id: u64 = 0;
+    // SAFETY: a valid descriptor, and a pointer to a u64 the ioctl fills.
+    let ret = unsafe { libc::ioctl(ns.as_fd().as_raw_fd(), NS_GET_MNTNS_ID as _, &mut id as *mut u64) };
+    (ret == 0).then_some(id)
 }
 
 /// `fork(2)`: the child's pid in the parent, `None` in the child.

@@ -174,9 +174,17 @@ fn enter_with(config: &str, who: &[String], cwd: &Path, env: &[(&str, &str)], ar
     let conf = dir.0.join("sysroots.toml");
     fs::write(&conf, config).expect("config");
     fs::set_permissions(&conf, fs::Permissions::from_mode(0o644)).expect("chmod");
-    let script = format!("mount --bind {} {TEST_CONFIG} && exec setpriv \"$@\"", conf.display());
+    // IMAGESWITCH_TEST_PINNED=1 (tests/run's second pass): the entry's
+    // namespace has shared mounts, as on a systemd host, so it goes through a
+    // pinned namespace (src/pin.rs) and every test here checks that view too.
+    // A slave first: nothing mounted here reaches the host, whatever it shares.
+    let (propagation, share) = match std::env::var("IMAGESWITCH_TEST_PINNED").as_deref() {
+        Ok("1") => ("--propagation=slave", "mount --make-rshared / && "),
+        _ => ("--propagation=private", ""),
+    };
+    let script = format!("{share}mount --bind {} {TEST_CONFIG} && exec setpriv \"$@\"", conf.display());
     let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation=private", "--", "sh", "-ec", &script, "sh"])
+    cmd.args(["--mount", propagation, "--", "sh", "-ec", &script, "sh"])
         .args(who)
         .arg("--")
         .arg(BIN)

@@ -111,7 +111,7 @@ pub fn detach_source(spec: &MountSpec, uid: Uid, gid: Gid) -> io::Result<OwnedFd
     let detached = with_fs_identity(spec.as_caller, uid, gid, || {
         sys::open_tree_clone(nix::fcntl::AT_FDCWD, &source, spec.recursive)
     })?;
-    sys::mount_make_slave(&detached, spec.recursive)?;
+    sys::mount_set_propagation(&detached, libc::MS_SLAVE, spec.recursive)?;
     Ok(detached)
 }
 

@@ -6,6 +6,7 @@ use std::ffi::{CString, OsString};
 use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -37,13 +38,15 @@ pub struct Real {
     tree_path: PathBuf,
     /// In the pinned namespace, whose root is the tree.
     pinned: bool,
-    /// What [`Kernel::present_caller`] shows under /etc, when resolved on
-    /// the host already.
-    etc: Option<EtcFiles>,
+    /// The caller's passwd and group as [`Kernel::present_caller`] shows
+    /// them, when resolved on the host already.
+    made: Option<EtcFiles>,
     /// The caller's own bind sources, detached on the host before joining a pin.
     detached: Vec<(PathBuf, std::io::Result<OwnedFd>)>,
     /// Which host directories everybody may reach, as looked at.
     reach: pin::Reach,
+    /// Where the pinned namespace shows host files.
+    pinned_files: Vec<PathBuf>,
 }
 
 impl Real {
@@ -55,9 +58,10 @@ impl Real {
             tree: None,
             tree_path: PathBuf::new(),
             pinned: false,
-            etc: None,
+            made: None,
             detached: Vec::new(),
             reach: pin::Reach::default(),
+            pinned_files: Vec::new(),
         }
     }
 
@@ -143,27 +147,39 @@ impl Kernel for Real {
         if trusted::check_tree_entries(&tree).is_err() {
             return Ok(View::PerEntry);
         }
-        let Ok(etc) = personal::resolve_etc(&tree, &sysroot.name, personal, uid, gid) else {
+        let Ok(made) = personal::account_files(&tree, &sysroot.name, personal) else { return Ok(View::PerEntry) };
+        // Host files opened here are for the pin only: a mount is copied
+        // only from the namespace it is in, so the per-entry path opens its own.
+        let (host_files, warnings) = personal::host_files(personal, uid, gid);
+        let everybody = host_files.iter().all(|(_, shown)| {
+            shown
+                .host_file()
+                .is_some_and(|f| f.metadata().is_ok_and(|m| m.mode() & 0o004 != 0) && self.reach.is_public_file(f))
+        });
+        let ns = (everybody && personal::has_places(&tree, &made))
+            .then(|| {
+                pin::find_or_build(&pin::Request { sysroot, tree: &tree, shared, host_files: &host_files }, uid, gid)
+            })
+            .flatten();
+        let prepared = ns.and_then(|ns| {
+            let made = personal::detach_made(&made).ok()?;
+            let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
+            pin::detached_sources_work(&detached).then_some((ns, made, detached))
+        });
+        let Some((ns, made_detached, detached)) = prepared else {
+            self.made = Some(made);
             return Ok(View::PerEntry);
         };
-        let (host_files, made): (EtcFiles, EtcFiles) = etc.into_iter().partition(|(_, s)| s.is_host());
-        let everybody =
-            host_files.iter().all(|(_, shown)| shown.host_file().is_some_and(|f| self.reach.is_public_file(f)));
-        let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files };
-        let ns = everybody && personal::has_places(&tree, &made);
-        let Some(ns) = ns.then(|| pin::find_or_build(&request, uid, gid)).flatten() else {
-            self.etc = Some(host_files.into_iter().chain(made).collect());
-            return Ok(View::PerEntry);
-        };
-        let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
-        if !pin::detached_sources_work(&detached) || pin::join(&ns).is_err() {
-            self.etc = Some(host_files.into_iter().chain(made).collect());
+        if pin::join(&ns).is_err() {
+            self.made = Some(made);
             return Ok(View::PerEntry);
         }
+        personal::warn_all(&sysroot.name, &warnings);
         self.pinned = true;
+        self.pinned_files = host_files.iter().map(|(path, _)| Path::new("/etc").join(path)).collect();
         self.detached = detached;
-        let private_copy = !made.is_empty() || !own.is_empty();
-        self.etc = Some(made);
+        let private_copy = !made_detached.is_empty() || !own.is_empty();
+        self.made = Some(made_detached);
         self.open_tree(sysroot)?;
         Ok(View::Pinned { private_copy })
     }
@@ -228,14 +244,25 @@ impl Kernel for Real {
     }
 
     fn present_caller(&mut self, personal: &Personal, shared: &[MountSpec], caller: &Caller) -> Result<(), Error> {
-        let resolved = self.etc.take();
+        let made = self.made.take();
         let tree = self.tree()?;
         let failed = |(what, why)| Error::mount(&self.sysroot, what, why);
-        let etc = match resolved {
-            Some(etc) => etc,
-            None => personal::resolve_etc(tree, &self.sysroot, personal, caller.uid, caller.gid).map_err(failed)?,
+        let mut etc = match made {
+            Some(made) => made,
+            None => personal::account_files(tree, &self.sysroot, personal).map_err(failed)?,
         };
-        personal::present(tree, etc, personal.run_user.as_deref(), shared).map_err(failed)
+        let mut carried: Vec<&Path> = shared.iter().map(|spec| spec.target.as_path()).collect();
+        // The pin holds the host files (carried over an overlay of /etc, the
+        // fallback if a file cannot be bound); per entry they are opened
+        // here, in the new namespace.
+        if self.pinned {
+            carried.extend(self.pinned_files.iter().map(PathBuf::as_path));
+        } else {
+            let (host_files, warnings) = personal::host_files(personal, caller.uid, caller.gid);
+            personal::warn_all(&self.sysroot, &warnings);
+            etc.extend(host_files);
+        }
+        personal::present(tree, etc, personal.run_user.as_deref(), &carried).map_err(failed)
     }
 
     fn chroot_into_tree(&mut self) -> Result<(), Error> {
