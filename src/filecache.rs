@@ -25,6 +25,7 @@
 //! removed from the cache (the mount holds it).
 #![forbid(unsafe_code)]
 
+use std::hash::Hasher;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::MetadataExt;
@@ -51,9 +52,31 @@ pub const MAX_BYTES: u64 = 64 << 20;
 /// length. Names only find a candidate; the contents are compared before a
 /// file is used, so a collision costs a rewrite, never a wrong file.
 fn name_for(contents: &[u8]) -> String {
-    let hash =
-        contents.iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}-{}", contents.len())
+    let mut hash = Fnv1a::default();
+    hash.write(contents);
+    format!("{:016x}-{}", hash.finish(), contents.len())
+}
+
+/// The 64-bit FNV-1a hash (Fowler, Noll and Vo; offset basis
+/// 0xcbf29ce484222325, prime 0x100000001b3) as a [`std::hash::Hasher`]: names
+/// for the cache and for pins ([`crate::pin`]), which only find a candidate
+/// that is then checked.
+pub struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Fnv1a(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        self.0 = bytes.iter().fold(self.0, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
 }
 
 const DIR_FLAGS: OFlag = OFlag::O_RDONLY.union(OFlag::O_DIRECTORY).union(OFlag::O_NOFOLLOW).union(OFlag::O_CLOEXEC);
@@ -267,33 +290,12 @@ pub fn bind_cached(file: OwnedFd, contents: &[u8], target: &OwnedFd) -> io::Resu
     bind_file(&file, target)
 }
 
-/// Detached copies (`open_tree(2)`) of the cached files holding exactly
-/// each of `contents`, flagged as [`bind_file`] flags them and private (no
-/// mount event reaches them or comes from them), for attaching after the
-/// process has joined another mount namespace, where the cache is out of
-/// reach. The kernel refuses to attach a file that has lost its name, so
-/// every file still has one when this returns (the cache may be emptied
-/// while they are made: then they are made again). Errors: the cache cannot
-/// be used, or the kernel lacks the new mount API (ENOSYS before 5.12).
-pub fn detached(contents: &[&[u8]]) -> io::Result<Vec<OwnedFd>> {
-    for _ in 0..3 {
-        let files = files(contents)?;
-        let detached = files.iter().map(detach_file).collect::<io::Result<Vec<_>>>();
-        let named = files.iter().all(|f| fstat(f).is_ok_and(|st| st.st_nlink > 0));
-        match detached {
-            Ok(detached) if named => return Ok(detached),
-            Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return Err(e),
-            _ => {}
-        }
-    }
-    Err(io::Error::other("the file cache was emptied three times while its files were being used"))
-}
-
 /// Read-only, nosuid, nodev, noexec: how a shown file is bound.
 const FILE_ATTRS: u64 =
     libc::MOUNT_ATTR_RDONLY | libc::MOUNT_ATTR_NOSUID | libc::MOUNT_ATTR_NODEV | libc::MOUNT_ATTR_NOEXEC;
 
-/// A detached copy of `file`'s mount, flagged [`FILE_ATTRS`], private.
+/// A detached copy of `file`'s mount, flagged [`FILE_ATTRS`], private (no
+/// mount event reaches it or comes from it).
 fn detach_file(file: &impl AsFd) -> io::Result<OwnedFd> {
     let detached = sys::open_tree_clone(file, c"", false)?;
     sys::mount_setattr(&detached, FILE_ATTRS, false)?;

@@ -172,26 +172,6 @@ pub fn account_files(tree: &OwnedFd, sysroot: &str, personal: &Personal) -> Resu
     Ok(shown)
 }
 
-/// `shown`'s made files as detached mounts of their cached copies (see
-/// [`filecache::detached`]), for binding after joining a pinned namespace.
-/// Errors: the cache cannot be used, or one of `shown` is not a made file.
-pub fn detach_made(shown: &EtcFiles) -> io::Result<EtcFiles> {
-    let contents = shown
-        .iter()
-        .map(|(_, what)| match what {
-            Shown::Made(contents) => Ok(contents.as_slice()),
-            _ => Err(io::Error::from_raw_os_error(libc::EINVAL)),
-        })
-        .collect::<io::Result<Vec<&[u8]>>>()?;
-    let mounts = filecache::detached(&contents)?;
-    Ok(shown
-        .iter()
-        .zip(mounts)
-        .zip(contents)
-        .map(|(((path, _), mount), contents)| (path.clone(), Shown::Detached { mount, contents: contents.to_vec() }))
-        .collect())
-}
-
 /// The host files `personal` shows, opened now with the caller's
 /// filesystem identity (a file the caller cannot read is not shown), and a
 /// warning for each that cannot be shown for another reason than being
@@ -265,7 +245,7 @@ pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared:
     if !shown.is_empty() && !lower_etc.as_ref().is_some_and(bound) {
         for (relative, what) in shown {
             let contents = match what {
-                Shown::Made(contents) | Shown::Detached { contents, .. } => contents,
+                Shown::Made(contents) => contents,
                 Shown::Host(file) => {
                     read_limited(file).map_err(|e| (format!("reading the host's /etc/{}", relative.display()), e))?
                 }
@@ -348,9 +328,6 @@ pub enum Shown {
     Made(Vec<u8>),
     /// A host file, opened with the caller's identity, bound as it is.
     Host(std::fs::File),
-    /// [`Shown::Made`] as a detached mount of its cached file, made before
-    /// joining a pinned namespace (where the cache is out of reach).
-    Detached { mount: OwnedFd, contents: Vec<u8> },
 }
 
 impl Shown {
@@ -363,7 +340,15 @@ impl Shown {
     pub fn host_file(&self) -> Option<&std::fs::File> {
         match self {
             Shown::Host(file) => Some(file),
-            _ => None,
+            Shown::Made(_) => None,
+        }
+    }
+
+    /// A made file's contents.
+    pub fn made(&self) -> Option<&[u8]> {
+        match self {
+            Shown::Made(contents) => Some(contents),
+            Shown::Host(_) => None,
         }
     }
 }
@@ -433,7 +418,6 @@ fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[
             cached.next().is_some_and(|(file, contents)| filecache::bind_cached(file, contents, target).is_ok())
         }
         Shown::Host(file) => filecache::bind_file(file, target).is_ok(),
-        Shown::Detached { mount, .. } => sys::move_mount_onto(mount, target).is_ok(),
     })
 }
 

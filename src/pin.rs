@@ -38,7 +38,7 @@
 #![forbid(unsafe_code)]
 
 use std::fs::File;
-use std::hash::{DefaultHasher, Hash, Hasher};
+use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
@@ -50,9 +50,10 @@ use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, unlinkat};
 
 use crate::config::Sysroot;
+use crate::filecache::{self, Fnv1a};
 use crate::mounts::{self, BindKind, IfMissing, MountEntry, MountSpec, Outcome};
 use crate::personal::{self, EtcFiles, Shown};
-use crate::{filecache, sys, trusted};
+use crate::{sys, trusted};
 
 /// The pin directory: root's, mode 0700, a private mount of its own in each
 /// mount namespace pins are published from.
@@ -85,6 +86,9 @@ pub struct Request<'a> {
     pub shared: &'a [MountSpec],
     /// The host files shown under /etc (all [`Shown::Host`]).
     pub host_files: &'a EtcFiles,
+    /// The caller's passwd and group where they differ from the tree's (all
+    /// [`Shown::Made`]; none for a caller the tree knows).
+    pub made: &'a EtcFiles,
 }
 
 /// Whether `spec` depends on who enters: their home or session directory,
@@ -100,7 +104,7 @@ pub fn is_caller_specific(spec: &MountSpec, public: impl FnOnce(&Path) -> bool) 
 /// looked at once per entry.
 #[derive(Debug, Default)]
 pub struct Reach {
-    dirs: std::collections::HashMap<PathBuf, bool>,
+    dirs: Vec<(PathBuf, bool)>,
 }
 
 impl Reach {
@@ -115,10 +119,13 @@ impl Reach {
     }
 
     fn resolved_is_public(&mut self, real: &Path) -> bool {
-        real.ancestors().skip(1).all(|dir| {
-            *self.dirs.entry(dir.to_path_buf()).or_insert_with(|| {
-                std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0)
-            })
+        real.ancestors().skip(1).all(|dir| match self.dirs.iter().find(|(seen, _)| seen == dir) {
+            Some((_, public)) => *public,
+            None => {
+                let public = std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0);
+                self.dirs.push((dir.to_path_buf(), public));
+                public
+            }
         })
     }
 }
@@ -139,13 +146,16 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
     (st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec)
 }
 
-/// The pin's file name for this entry, `SYSROOT.NS.EXE.HASH` (NS: the
-/// caller's mount namespace's inode number, EXE: this binary's, both in
-/// hex; HASH: 16 hex digits), and the device of nsfs; `None` when something
-/// it depends on cannot be identified. Two installed binaries (a test's,
-/// the system's) keep a pin each rather than replacing each other's.
+/// The pin's file name for this entry, `SYSROOT.NS.EXE.VIEW.ACCOUNT` (NS:
+/// the caller's mount namespace's inode number, EXE: this binary's, both in
+/// hex; VIEW: 16 hex digits hashing the view every caller shares; ACCOUNT:
+/// 16 hex digits hashing the caller's passwd and group as shown, or `0` for
+/// a caller the tree knows), and the device of nsfs; `None` when something
+/// it depends on cannot be identified. Two installed binaries (a test's, the
+/// system's) keep a pin each rather than replacing each other's, and so do
+/// callers the tree does not know.
 fn key(req: &Request<'_>) -> Option<(String, u64)> {
-    let mut h = DefaultHasher::new();
+    let mut h = Fnv1a::default();
     (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
     let exe = std::fs::metadata("/proc/self/exe").ok()?;
     (exe.dev(), exe.ino(), exe.mtime(), exe.mtime_nsec(), exe.ctime(), exe.ctime_nsec()).hash(&mut h);
@@ -162,14 +172,37 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
         in_tree(&spec.target).hash(&mut h);
     }
     for (path, shown) in req.host_files {
-        let Shown::Host(file) = shown else { return None };
         path.hash(&mut h);
-        changes(&fstat(file).ok()?).hash(&mut h);
         in_tree(&Path::new("etc").join(path)).hash(&mut h);
+        changes(&fstat(shown.host_file()?).ok()?).hash(&mut h);
     }
     dev_ino(&std::fs::metadata("/").ok()?).hash(&mut h);
+    // Apart: every caller the tree does not know has a pin of the same view.
+    let account = if req.made.is_empty() {
+        "0".to_string()
+    } else {
+        let mut a = Fnv1a::default();
+        for (path, shown) in req.made {
+            (path, shown.made()?, in_tree(&Path::new("etc").join(path))).hash(&mut a);
+        }
+        format!("{:016x}", a.finish())
+    };
     let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
-    Some((format!("{}.{:x}.{:x}.{:016x}", req.sysroot.name, ns.ino(), exe.ino(), h.finish()), ns.dev()))
+    let name = format!("{}.{:x}.{:x}.{:016x}.{account}", req.sysroot.name, ns.ino(), exe.ino(), h.finish());
+    Some((name, ns.dev()))
+}
+
+/// After joining a pin built with the caller's passwd and group: that it
+/// shows exactly `made` (the name is a hash, which only finds it). Errors:
+/// it shows anything else, or cannot be read.
+pub fn check_made(made: &EtcFiles) -> io::Result<()> {
+    for (path, shown) in made {
+        let contents = shown.made().ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
+        if std::fs::read(Path::new("/etc").join(path))? != contents {
+            return Err(io::Error::other(format!("/etc/{} is not the one this entry shows", path.display())));
+        }
+    }
+    Ok(())
 }
 
 /// The pinned namespace for this entry, found or built now, or `None` for
@@ -364,8 +397,10 @@ fn build_view(req: &Request<'_>, uid: Uid, gid: Gid) -> io::Result<()> {
             Err(err) => return Err(err.why),
         }
     }
-    if !personal::bind_etc(&sealed, &host_files) {
-        return Err(io::Error::other("a host file has no place in the tree"));
+    let mut shown = host_files;
+    shown.extend(req.made.iter().filter_map(|(path, s)| Some((path.clone(), Shown::Made(s.made()?.to_vec())))));
+    if !personal::bind_etc(&sealed, &shown) {
+        return Err(io::Error::other("a host file, or the caller's passwd or group, has no place in the tree"));
     }
     nix::unistd::fchdir(&sealed)?;
     nix::unistd::pivot_root(".", ".")?;
@@ -418,21 +453,23 @@ fn publish(dir: &OwnedFd, name: &str, ns: &OwnedFd) -> nix::Result<()> {
     mount(Some(mounts::fd_path(ns).as_str()), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
 }
 
-/// `SYSROOT.NS.EXE.HASH` (or a marker's base name) split into
-/// (`SYSROOT.NS.EXE`, NS).
-fn prefix_and_ns(name: &str) -> Option<(&str, &str)> {
-    let (prefix, _hash) = name.rsplit_once('.')?;
+/// `SYSROOT.NS.EXE.VIEW.ACCOUNT` (or a marker's base name) split into
+/// (`SYSROOT.NS.EXE`, NS, VIEW).
+fn parts(name: &str) -> Option<(&str, &str, &str)> {
+    let (rest, _account) = name.rsplit_once('.')?;
+    let (prefix, view) = rest.rsplit_once('.')?;
     let (rest, _exe) = prefix.rsplit_once('.')?;
     let (_, ns) = rest.rsplit_once('.')?;
-    Some((prefix, ns))
+    Some((prefix, ns, view))
 }
 
 /// Removes, under the lock, the pins and markers `name` replaces (same
-/// sysroot, caller namespace and binary, another key), those of namespaces
-/// that no longer exist, and all others of this namespace once there are more
-/// than [`MAX_PINS`] (binaries replaced by upgrades leave theirs).
+/// sysroot, caller namespace and binary, another view: other callers' pins
+/// of the same view stay), those of namespaces that no longer exist, and all
+/// others once there are more than [`MAX_PINS`] (binaries replaced by
+/// upgrades leave theirs).
 fn remove_stale(dir: &OwnedFd, name: &str) {
-    let Some((ours, _)) = prefix_and_ns(name) else { return };
+    let Some((ours, _, our_view)) = parts(name) else { return };
     let Ok(entries) = std::fs::read_dir(mounts::fd_path(dir)) else { return };
     let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
     let crowded = names.len() > MAX_PINS;
@@ -441,8 +478,9 @@ fn remove_stale(dir: &OwnedFd, name: &str) {
         if file == LOCK || file == name {
             continue;
         }
-        let Some((prefix, ns)) = prefix_and_ns(file.strip_suffix(PER_ENTRY).unwrap_or(file)) else { continue };
-        let stale = crowded || prefix == ours || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
+        let Some((prefix, ns, view)) = parts(file.strip_suffix(PER_ENTRY).unwrap_or(file)) else { continue };
+        let replaced = prefix == ours && view != our_view;
+        let stale = crowded || replaced || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
         if stale {
             let path = format!("{}/{file}", mounts::fd_path(dir));
             let _ = umount2(path.as_str(), MntFlags::MNT_DETACH);
@@ -526,9 +564,9 @@ mod tests {
 
     #[test]
     fn names_split_from_the_right_whatever_dots_the_sysroot_has() {
-        assert_eq!(prefix_and_ns("deb.11.f0a1.9c.0123456789abcdef"), Some(("deb.11.f0a1.9c", "f0a1")));
-        assert_eq!(prefix_and_ns("sl5.f0.9c.0123456789abcdef"), Some(("sl5.f0.9c", "f0")));
-        assert_eq!(prefix_and_ns("sl5.f0.0123456789abcdef"), None);
-        assert_eq!(prefix_and_ns("lock"), None);
+        assert_eq!(parts("deb.11.f0a1.9c.0123456789abcdef.0"), Some(("deb.11.f0a1.9c", "f0a1", "0123456789abcdef")));
+        assert_eq!(parts("sl5.f0.9c.0123456789abcdef.fedcba9876543210"), Some(("sl5.f0.9c", "f0", "0123456789abcdef")));
+        assert_eq!(parts("sl5.f0.0123456789abcdef.0"), None);
+        assert_eq!(parts("lock"), None);
     }
 }

@@ -461,7 +461,7 @@ mod tests {
             _sysroot: &Sysroot,
             _shared: &[MountSpec],
             own: &[MountSpec],
-            personal: &Personal,
+            _personal: &Personal,
             _caller: &Caller,
         ) -> Result<View, Error> {
             if !self.pin {
@@ -470,7 +470,7 @@ mod tests {
             }
             let detached: Vec<String> = own.iter().map(|s| s.target.display().to_string()).collect();
             self.step(format!("join pin, detached {detached:?}"))?;
-            Ok(View::Pinned { private_copy: !own.is_empty() || personal.ids.is_some() })
+            Ok(View::Pinned { private_copy: !own.is_empty() })
         }
         fn unshare_mount_namespace(&mut self, _sysroot: &Sysroot) -> Result<(), Error> {
             self.step("unshare".into())

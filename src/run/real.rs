@@ -45,8 +45,6 @@ pub struct Real {
     detached: Vec<(PathBuf, std::io::Result<OwnedFd>)>,
     /// Which host directories everybody may reach, as looked at.
     reach: pin::Reach,
-    /// Where the pinned namespace shows host files.
-    pinned_files: Vec<PathBuf>,
 }
 
 impl Real {
@@ -61,7 +59,6 @@ impl Real {
             made: None,
             detached: Vec::new(),
             reach: pin::Reach::default(),
-            pinned_files: Vec::new(),
         }
     }
 
@@ -156,32 +153,37 @@ impl Kernel for Real {
                 .host_file()
                 .is_some_and(|f| f.metadata().is_ok_and(|m| m.mode() & 0o004 != 0) && self.reach.is_public_file(f))
         });
-        let ns = (everybody && personal::has_places(&tree, &made))
-            .then(|| {
-                pin::find_or_build(&pin::Request { sysroot, tree: &tree, shared, host_files: &host_files }, uid, gid)
-            })
-            .flatten();
+        let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files, made: &made };
+        let ns =
+            (everybody && personal::has_places(&tree, &made)).then(|| pin::find_or_build(&request, uid, gid)).flatten();
         let prepared = ns.and_then(|ns| {
-            let made = personal::detach_made(&made).ok()?;
             let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
-            pin::detached_sources_work(&detached).then_some((ns, made, detached))
+            pin::detached_sources_work(&detached).then_some((ns, detached))
         });
-        let Some((ns, made_detached, detached)) = prepared else {
+        let Some((ns, detached)) = prepared else {
             self.made = Some(made);
             return Ok(View::PerEntry);
         };
-        if pin::join(&ns).is_err() {
+        // A pin with passwd and group lines is checked after joining (its
+        // name only finds it): on a mismatch the entry goes back to the
+        // caller's namespace and takes the per-entry path.
+        let home = if made.is_empty() { None } else { std::fs::File::open("/proc/self/ns/mnt").ok() };
+        if (!made.is_empty() && home.is_none()) || pin::join(&ns).is_err() {
             self.made = Some(made);
             return Ok(View::PerEntry);
         }
-        personal::warn_all(&sysroot.name, &warnings);
+        if let Some(home) = home.filter(|_| pin::check_made(&made).is_err()) {
+            pin::join(&home.into()).map_err(|e| Error::mount(&self.sysroot, "leaving a pinned namespace", e))?;
+            self.made = Some(made);
+            return Ok(View::PerEntry);
+        }
         self.pinned = true;
-        self.pinned_files = host_files.iter().map(|(path, _)| Path::new("/etc").join(path)).collect();
         self.detached = detached;
-        let private_copy = !made_detached.is_empty() || !own.is_empty();
-        self.made = Some(made_detached);
+        personal::warn_all(&sysroot.name, &warnings);
+        // The pin holds the host files and the caller's passwd and group.
+        self.made = Some(EtcFiles::new());
         self.open_tree(sysroot)?;
-        Ok(View::Pinned { private_copy })
+        Ok(View::Pinned { private_copy: !own.is_empty() })
     }
 
     fn unshare_mount_namespace(&mut self, sysroot: &Sysroot) -> Result<(), Error> {
@@ -251,13 +253,10 @@ impl Kernel for Real {
             Some(made) => made,
             None => personal::account_files(tree, &self.sysroot, personal).map_err(failed)?,
         };
-        let mut carried: Vec<&Path> = shared.iter().map(|spec| spec.target.as_path()).collect();
-        // The pin holds the host files (carried over an overlay of /etc, the
-        // fallback if a file cannot be bound); per entry they are opened
-        // here, in the new namespace.
-        if self.pinned {
-            carried.extend(self.pinned_files.iter().map(PathBuf::as_path));
-        } else {
+        let carried: Vec<&Path> = shared.iter().map(|spec| spec.target.as_path()).collect();
+        // The pin holds the host files; per entry they are opened here, in
+        // the new namespace.
+        if !self.pinned {
             let (host_files, warnings) = personal::host_files(personal, caller.uid, caller.gid);
             personal::warn_all(&self.sysroot, &warnings);
             etc.extend(host_files);

@@ -1,6 +1,7 @@
 //! The mount table, from `/proc/PID/mountinfo` (proc(5)).
 
 use std::fs;
+use std::path::Path;
 
 /// One line of a mountinfo table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,9 +71,26 @@ fn unescape(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// The test process's own mount table, as text (for comparing before and after).
+/// The test process's own mount table, as text (for comparing before and
+/// after), without the pins imageswitch publishes on purpose (see
+/// [`without_pins`]).
 pub fn own_text() -> String {
-    fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo")
+    without_pins(&fs::read_to_string("/proc/self/mountinfo").expect("/proc/self/mountinfo"))
+}
+
+/// Where imageswitch keeps its pinned namespaces and markers, mounts it makes
+/// in the caller's namespace on purpose (imageswitch(8), PINNED NAMESPACES).
+pub const PIN_DIR: &str = "/run/imageswitch/pins";
+
+/// `table` (mountinfo text) without the lines of [`PIN_DIR`] and what is
+/// mounted in it: the only mounts an entry leaves in the caller's namespace,
+/// root's alone, checked by tests/pin.rs.
+pub fn without_pins(table: &str) -> String {
+    table
+        .lines()
+        .filter(|line| line.split(' ').nth(4).is_none_or(|point| !Path::new(point).starts_with(PIN_DIR)))
+        .map(|line| format!("{line}\n"))
+        .collect()
 }
 
 /// The test process's own mount table.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 /// The host's mount table as seen from the test process, as text.
 #[allow(unused_imports)]
-pub use test_support::mountinfo::own_text as host_mounts;
+pub use test_support::mountinfo::{self, own_text as host_mounts};
 pub use test_support::{as_user, home_of, is_root, require_root};
 
 pub const TEST_CONFIG: &str = "/etc/imageswitch-test/sysroots.toml";
