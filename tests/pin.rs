@@ -10,10 +10,11 @@
 //! Each test has a configuration of its own (bound over the test
 //! configuration in its namespace) and trees of its own: a busybox tree that
 //! knows alice (her passwd line, her groups) and has the host files the pin
-//! holds, so alice enters with `setns` alone, while bob, whom it does not
-//! know, gets a private copy of the pin. An entry's `/proc/self/mountinfo`
-//! cannot tell these apart; its `/proc/self/ns/mnt` can: it is the pin's own
-//! namespace exactly when the entry only joined it.
+//! holds, so alice enters the pin of the callers it knows with `setns`
+//! alone, while bob, whom it does not know, enters a pin of his account
+//! (the view with his passwd and group lines). An entry's
+//! `/proc/self/mountinfo` cannot tell these apart; its `/proc/self/ns/mnt`
+//! can: it is a pin's own namespace exactly when the entry only joined it.
 
 mod common;
 
@@ -43,26 +44,28 @@ UNDO=
 trap 'for p in $D/*.pid; do [ -e "$p" ] && kill $(cat $p) 2>/dev/null; done; eval "$UNDO"; rm -rf $D' EXIT
 # Bound once: namespaces made from this one have it already.
 cmp -s $CONF $CONFIG || mount --bind $CONF $CONFIG
-# Pins are named SYSROOT.NS.EXE.HASH: this namespace's and the binary's
-# inode numbers, in hex.
+# Pins are named SYSROOT.NS.EXE.VIEW.ACCOUNT: this namespace's and the
+# binary's inode numbers in hex, a hash of the view, and one of the passwd
+# and group lines an entry adds (0: none, for callers the tree knows).
 NS=$(printf %x $(stat -L -c %i /proc/self/ns/mnt))
 EXE=$(printf %x $(stat -c %i $BIN))
 # Runs bash script $1 in a mount namespace of its own whose mounts are
 # shared, but not with this one's.
 own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshared /; . $LIB; $1"; }
-# Sysroot $1's names in the pin directory for this namespace and binary,
-# its live pins (a namespace bound there) and its live per-entry markers
-# (/dev/null bound there); a name whose namespace is gone is an empty file.
-names() { ls $PINS | grep -x "$1\.$NS\.$EXE\.[0-9a-f]\{16\}\(\.perentry\)\?" || true; }
-pins() { for f in $(names $1); do [ "$(stat -f -c %T $PINS/$f)" != nsfs ] || echo $f; done; }
-markers() { for f in $(names $1); do [ "$(stat -c %F:%t:%T $PINS/$f)" != "character special file:1:3" ] || echo $f; done; }
+# Sysroot $1's names in the pin directory for this namespace and binary
+# (of account $2 when given), its live pins (a namespace bound there) and its
+# live per-entry markers (/dev/null bound there); a name whose namespace is
+# gone is an empty file.
+names() { ls $PINS | grep -x "$1\.$NS\.$EXE\.[0-9a-f]\{16\}\.${2:-[0-9a-f]*}\(\.perentry\)\?" || true; }
+pins() { for f in $(names $1 $2); do [ "$(stat -f -c %T $PINS/$f)" != nsfs ] || echo $f; done; }
+markers() { for f in $(names $1 $2); do [ "$(stat -c %F:%t:%T $PINS/$f)" != "character special file:1:3" ] || echo $f; done; }
 count() { echo "$1: $(pins $1 | wc -l) pin, $(markers $1 | wc -l) marker"; }
 # What a whole view has, on one line, run as `sh -c "$FACTS" USER DIR`
 # inside or on the host: /proc, /sys, /dev, the log socket, USER's home,
 # DIR (under /tmp), who USER is, and the host files' contents.
 FACTS='echo $(test -e /proc/self/ns/mnt && echo proc) $(test -d /sys/kernel && echo sys) $(test -c /dev/null && echo dev) $(test -S /dev/log && echo log) $(test -d /home/$0 && echo home) $(test -d $1 && echo tmp) $(whoami) $(md5sum /etc/hosts /etc/resolv.conf /etc/timezone /etc/localtime | cut -c1-32)'
-# first USER SYSROOT ARGS...: USER's entry, again until SYSROOT has a pin or
-# a marker here, and the output of the last, which made it (an entry that
+# first USER SYSROOT ARGS...: USER's entry (one the tree knows), again until
+# SYSROOT has a pin or a marker here, and the output of the last, which made it (an entry that
 # finds the builders' lock held, by an entry in any namespace, takes the
 # per-entry path and builds nothing; only entries in this namespace build
 # its pins).
@@ -70,13 +73,14 @@ first() {
     local u=$1 s=$2 out; shift 2
     for _ in $(seq 100); do
         out=$($u $BIN $s "$@")
-        [ -z "$(pins $s)$(markers $s)" ] || break
+        [ -z "$(pins $s 0)$(markers $s 0)" ] || break
         sleep 0.05
     done
     [ -z "$out" ] || printf '%s\n' "$out"
 }
-# The namespace sysroot $1's pin holds, as readlink shows a process's.
-pin_ns() { echo "mnt:[$(stat -c %i $PINS/$(pins $1))]"; }
+# The namespace of sysroot $1's pin for the callers the tree knows, as
+# readlink shows a process's.
+pin_ns() { echo "mnt:[$(stat -c %i $PINS/$(pins $1 0))]"; }
 # hold NAME USER SYSROOT: an entry kept running until the script ends, its
 # mount namespace in $D/NAME.ns, its pid in $D/NAME.pid.
 hold() {
@@ -84,9 +88,12 @@ hold() {
     echo $! > $D/$1.pid
     local i=0; while [ ! -s $D/$1.ns ] && [ $i -lt 3000 ]; do i=$((i+1)); sleep 0.01; done
 }
-# How entry NAME (see hold) relates to sysroot $2's pin.
+# How entry NAME (see hold) relates to sysroot $2's pins.
 relation() {
-    if [ "$(cat $D/$1.ns)" = "$(pin_ns $2)" ]; then echo "$1 in the pin"; else echo "$1 in a namespace of its own"; fi
+    local ns=$(cat $D/$1.ns) where="a namespace of its own" f
+    for f in $(pins $2); do [ "$ns" != "mnt:[$(stat -c %i $PINS/$f)]" ] || where="an account's pin"; done
+    [ "$ns" != "$(pin_ns $2)" ] || where="the pin"
+    echo "$1 in $where"
 }
 "#;
 
@@ -228,15 +235,16 @@ fn row31_users_cannot_list_open_join_or_replace_a_pin() {
     let tree = known_tree("pin-row31");
     let dir = test_dir("row31", &sysroot("known", &tree, "binds = [\"/home\"]"));
     // The first entry builds the pin; no descriptor of it, of the pin
-    // directory or of the lock reaches any kind of entry's command: only
-    // the caller's standard streams and ls's own (3).
+    // directory or of the lock reaches any kind of entry's command (one
+    // joining it, bob's building the pin of his account): only the
+    // caller's standard streams and ls's own (3).
     let script = r#"echo "building entry: $(echo $(first "$A" known ls /proc/self/fd/))"
 echo "joining entry: $(echo $($A $BIN known ls /proc/self/fd/))"
-echo "private copy: $(echo $($B $BIN known ls /proc/self/fd/))"
-pin=$(pins known)
+echo "bob's entry: $(echo $($B $BIN known ls /proc/self/fd/))"
+pin=$(pins known 0)
 stat -c '%a %U %G' $PINS
 stat -f -c %T $PINS/$pin
-for U in "$A" "$B"; do
+for pin in $(pins known); do for U in "$A" "$B"; do
     $U ls $PINS >/dev/null 2>&1 && echo listed
     $U cat $PINS/$pin >/dev/null 2>&1 && echo opened
     $U stat $PINS/$pin >/dev/null 2>&1 && echo looked-up
@@ -245,8 +253,8 @@ for U in "$A" "$B"; do
     $U ln $PINS/$pin $D/x 2>/dev/null && echo linked
     $U nsenter --mount=$PINS/$pin true 2>/dev/null && echo entered-pin
     $U unshare -Ur nsenter --mount=$PINS/$pin true 2>/dev/null && echo entered-pin-from-userns
-done
-# alice's entry is in the pin itself, bob's in his copy of it: their
+done; done
+# alice's entry is in the pin itself, bob's in the pin of his account: their
 # namespace files are theirs to open, but joining needs CAP_SYS_ADMIN over
 # the namespace's owner, the initial user namespace, also from a user
 # namespace of their own.
@@ -271,11 +279,11 @@ echo done
         [
             "building entry: 0 1 2 3",
             "joining entry: 0 1 2 3",
-            "private copy: 0 1 2 3",
+            "bob's entry: 0 1 2 3",
             "700 root root",
             "nsfs",
             "alice in the pin",
-            "bob in a namespace of its own",
+            "bob in an account's pin",
             "done"
         ],
         "{}",
@@ -292,7 +300,7 @@ fn row31_processes_inside_cannot_change_the_pinned_view_or_reach_another_callers
     // with the tree's busybox and its setuid-root copy (no_new_privs and the
     // sealed tree keep it hers), and from a user namespace.
     let script = r#"first "$A" known true
-pin=$(pins known)
+pin=$(pins known 0)
 table() { nsenter --mount=$PINS/$pin cat /proc/self/mountinfo | cut -d' ' -f4-6 | sort; }
 before=$(table)
 hold alice "$A" known
@@ -324,7 +332,7 @@ grep -c " $ALICE_HOME " /proc/$p/mountinfo
 nsenter --mount=/proc/$p/ns/mnt mount -t tmpfs alice-only /tmp
 grep -c " alice-only " /proc/$p/mountinfo
 $B $BIN nohome cat /proc/self/mountinfo | grep -c " $ALICE_HOME \| alice-only " || true
-nsenter --mount=$PINS/$(pins nohome) cat /proc/self/mountinfo | grep -c " $ALICE_HOME \| alice-only " || true
+nsenter --mount=$PINS/$(pins nohome 0) cat /proc/self/mountinfo | grep -c " $ALICE_HOME \| alice-only " || true
 # alice's session directory (made now when the host has none) is hers
 # alone: it puts her entries into a copy, and reaches neither the pin nor bob.
 ru=/run/user/$(id -u $ALICE)
@@ -511,7 +519,7 @@ done
 }
 
 #[test]
-fn concurrent_first_entries_all_succeed_with_the_whole_view_and_build_at_most_one_pin() {
+fn concurrent_first_entries_all_succeed_with_the_whole_view_and_build_at_most_one_pin_each() {
     require_root!();
     let tree = known_tree("pin-race");
     let dir = test_dir("race", &sysroot("known", &tree, "binds = [\"/home\"]"));
@@ -527,9 +535,9 @@ touch $D/go
 wait
 # Usually one of them built it; all of them find the lock held when an
 # entry elsewhere (any namespace) builds, and a later entry builds it.
-[ $(pins known | wc -l) -le 1 ] && echo "at most one pin"
+[ $(pins known 0 | wc -l) -le 1 ] && [ $(pins known | wc -l) -le 2 ] && echo "at most one pin for each account"
 first "$A" known true
-count known
+echo "known: $(pins known 0 | wc -l) pin for the callers it knows"
 for i in $(seq 8); do echo "$(cat $D/rc$i) $(cat $D/out$i)"; done
 $A sh -c "$FACTS" $ALICE $D
 $B sh -c "$FACTS" $BOB $D
@@ -537,7 +545,8 @@ $B sh -c "$FACTS" $BOB $D
     let out = in_ns("shared", &dir, script);
     let got = lines(&out);
     let (alice, bob) = (&got[10], &got[11]);
-    let mut expect = vec!["at most one pin".to_string(), "known: 1 pin, 0 marker".to_string()];
+    let mut expect =
+        vec!["at most one pin for each account".to_string(), "known: 1 pin for the callers it knows".to_string()];
     expect.extend((1..=8).map(|i| format!("0 {}", if i % 2 == 1 { alice } else { bob })));
     assert_eq!(got[..10], expect, "{}", stderr(&out));
 }
@@ -547,9 +556,10 @@ fn callers_are_themselves_on_the_fast_path_and_see_nothing_of_each_other() {
     require_root!();
     let tree = known_tree("pin-who");
     let dir = test_dir("who", &sysroot("known", &tree, "binds = [\"/home\"]"));
-    // bob and nobody are not in the tree: their own lines are shown in a
-    // private copy each. alice is, with all her groups: she only joins the
-    // pin, so two of her entries at once share one namespace, the pin's.
+    // bob and nobody are not in the tree: their own lines are shown in a pin
+    // of their account each, which two of bob's entries at once share. alice
+    // is, with all her groups: she only joins the pin of the callers the
+    // tree knows, so two of her entries at once share its namespace.
     let script = r#"N="setpriv --reuid=nobody --regid=nogroup --init-groups --"
 who='echo $(whoami; id -gn; id -Gn)'
 for U in "$A" "$B" "$N"; do $U $BIN known sh -c "$who"; done
@@ -559,14 +569,14 @@ hold b1 "$B" known
 hold b2 "$B" known
 hold a1 "$A" known
 hold a2 "$A" known
-[ "$(cat $D/b1.ns)" != "$(cat $D/b2.ns)" ] && echo "bob's entries each in a copy of their own"
+[ "$(cat $D/b1.ns)" = "$(cat $D/b2.ns)" ] && echo "bob's entries share one namespace"
 relation b1 known
 [ "$(cat $D/a1.ns)" = "$(cat $D/a2.ns)" ] && echo "alice's entries share one namespace"
 relation a1 known
 echo "bob's lines seen by bob: $($B $BIN known cat /etc/passwd /etc/group | grep -c "^$BOB:")"
 echo "by alice: $($A $BIN known cat /etc/passwd /etc/group | grep -c "$BOB" || true)"
 echo "by nobody: $($N $BIN known cat /etc/passwd /etc/group | grep -c "$BOB" || true)"
-echo "in the pin: $(nsenter --mount=$PINS/$(pins known) cat /etc/passwd /etc/group | grep -c "$BOB\|nobody" || true)"
+echo "in the pin: $(nsenter --mount=$PINS/$(pins known 0) cat /etc/passwd /etc/group | grep -c "$BOB\|nobody" || true)"
 "#;
     let out = in_ns("shared", &dir, script);
     let got = lines(&out);
@@ -577,8 +587,8 @@ echo "in the pin: $(nsenter --mount=$PINS/$(pins known) cat /etc/passwd /etc/gro
     assert_eq!(
         got[4..],
         [
-            "bob's entries each in a copy of their own",
-            "b1 in a namespace of its own",
+            "bob's entries share one namespace",
+            "b1 in an account's pin",
             "alice's entries share one namespace",
             "a1 in the pin",
             "bob's lines seen by bob: 2",
@@ -605,8 +615,8 @@ fn what_only_the_caller_sees_is_added_to_the_pinned_view_without_hiding_any_of_i
     );
     let before = [&with_run, &without_run].map(|t| test_support::tree_listing(t));
     // alice builds each pin; bob and nobody, whom the trees do not know, get
-    // their passwd and group lines in a private copy of it: everything the
-    // pin shows stays (the host's files), and nothing is written in the tree.
+    // their passwd and group lines added to the view: everything the pin
+    // shows stays (the host's files), and nothing is written in the tree.
     let script = r#"N="setpriv --reuid=nobody --regid=nogroup --init-groups --"
 for s in withrun norun; do
     first "$A" $s true
