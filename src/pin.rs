@@ -73,10 +73,6 @@ const LOCK: &str = "lock";
 /// not shared, or the view cannot be pinned" (see [`mark_per_entry`]).
 const PER_ENTRY: &str = ".perentry";
 
-/// The build child's exit status when the view cannot be pinned (a bind
-/// the per-entry path would report, or a file the tree has no place for).
-const CANNOT_PIN: i32 = 2;
-
 /// What a pin is built from, resolved on the host.
 pub struct Request<'a> {
     pub sysroot: &'a Sysroot,
@@ -146,7 +142,8 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
     (st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec)
 }
 
-/// The pin's file name for this entry, `SYSROOT.NS.EXE.VIEW.ACCOUNT` (NS:
+/// The pin's file name for this entry, `SYSROOT.NS.EXE.VIEW.ACCOUNT` (SYSROOT:
+/// [`hidden_name`]; NS:
 /// the caller's mount namespace's inode number, EXE: this binary's, both in
 /// hex; VIEW: 16 hex digits hashing the view every caller shares; ACCOUNT:
 /// 16 hex digits hashing the caller's passwd and group as shown, or `0` for
@@ -188,8 +185,19 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
         format!("{:016x}", a.finish())
     };
     let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
-    let name = format!("{}.{:x}.{:x}.{:016x}.{account}", req.sysroot.name, ns.ino(), exe.ino(), h.finish());
+    let name =
+        format!("{}.{:x}.{:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), ns.ino(), exe.ino(), h.finish());
     Some((name, ns.dev()))
+}
+
+/// The sysroot's part of a pin's name: the 64-bit FNV-1a hash of its name,
+/// in hex. Mount points are listed in /proc/PID/mountinfo for every process
+/// in the namespace, and a user learns nothing there about sysroots they may
+/// not enter.
+pub fn hidden_name(sysroot: &str) -> String {
+    let mut h = Fnv1a::default();
+    h.write(sysroot.as_bytes());
+    format!("{:016x}", h.finish())
 }
 
 /// After joining a pin built with the caller's passwd and group: that it
@@ -237,18 +245,24 @@ pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid) -> Option<OwnedFd> {
     make_pin_dir_private(&table).ok()?;
     // Reopened: the directory may have just become a mount of its own.
     let dir = open_pin_dir()?;
-    if !propagation_reaches(&table, &sources) {
+    // Marked from what root sees of the host and the tree only: a build
+    // that fails (the caller's own limits apply to it) marks nothing.
+    if !propagation_reaches(&table, &sources) || !has_places(req) {
         let _ = mark_per_entry(&dir, &name);
         return None;
     }
-    match build(req, uid, gid) {
-        Built::Pin(ns) => publish(&dir, &name, &ns).ok().map(|()| ns),
-        Built::CannotPin => {
-            let _ = mark_per_entry(&dir, &name);
-            None
-        }
-        Built::Failed => None,
-    }
+    let ns = build(req, uid, gid)?;
+    publish(&dir, &name, &ns).ok().map(|()| ns)
+}
+
+/// Whether the tree has a place for everything the pin would show: a mount
+/// point for each shared bind that must be there (as [`mounts::bind`] wants
+/// it: no link on the way) and a file or link for each host and made file.
+fn has_places(req: &Request<'_>) -> bool {
+    let required = req.shared.iter().filter(|spec| spec.if_missing == IfMissing::Fail);
+    required.into_iter().all(|spec| mounts::open_target(req.tree, &spec.target).is_ok())
+        && personal::has_places(req.tree, req.host_files)
+        && personal::has_places(req.tree, req.made)
 }
 
 /// Joins the pinned namespace: the process's root and directory become the
@@ -321,39 +335,21 @@ fn make_pin_dir_private(table: &[MountEntry]) -> nix::Result<()> {
     mount(None::<&str>, PIN_DIR, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
 }
 
-enum Built {
-    Pin(OwnedFd),
-    /// The view cannot be pinned: the per-entry path makes (or reports) it.
-    CannotPin,
-    /// Killed or failed otherwise: tried again by a later entry.
-    Failed,
-}
-
 /// Builds the view in a forked child's new namespace; returns that namespace
-/// once it is complete.
-fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Built {
-    let Ok((ready_r, ready_w)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else { return Built::Failed };
-    let Ok((done_r, done_w)) = nix::unistd::pipe2(OFlag::O_CLOEXEC) else { return Built::Failed };
-    let child = match sys::fork() {
-        Ok(Some(child)) => child,
-        Ok(None) => {
-            drop((ready_r, done_w));
-            // Without a namespace to publish, the next entry tries again.
-            if new_namespace_after_callers().is_err() {
-                std::process::exit(1);
-            }
-            let code = match build_view(req, uid, gid) {
-                Ok(()) => {
-                    let _ = File::from(ready_w).write_all(b"y");
-                    // Stay (and keep the namespace alive) until the parent holds it.
-                    let _ = File::from(done_r).read(&mut [0]);
-                    0
-                }
-                Err(_) => CANNOT_PIN,
-            };
-            std::process::exit(code);
+/// once it is complete. `None` when the child failed or was killed: a later
+/// entry tries again.
+fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Option<OwnedFd> {
+    let (ready_r, ready_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+    let (done_r, done_w) = nix::unistd::pipe2(OFlag::O_CLOEXEC).ok()?;
+    let Some(child) = sys::fork().ok()? else {
+        drop((ready_r, done_w));
+        let built = new_namespace_after_callers().is_ok() && build_view(req, uid, gid).is_ok();
+        if built {
+            let _ = File::from(ready_w).write_all(b"y");
+            // Stay (and keep the namespace alive) until the parent holds it.
+            let _ = File::from(done_r).read(&mut [0]);
         }
-        Err(_) => return Built::Failed,
+        std::process::exit(if built { 0 } else { 1 });
     };
     drop((ready_w, done_r));
     let mut answer = [0u8];
@@ -366,11 +362,7 @@ fn build(req: &Request<'_>, uid: Uid, gid: Gid) -> Built {
         .flatten();
     drop(done_w);
     let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None);
-    match (ns, status) {
-        (Some(ns), Ok(nix::sys::wait::WaitStatus::Exited(_, 0))) => Built::Pin(ns),
-        (_, Ok(nix::sys::wait::WaitStatus::Exited(_, CANNOT_PIN))) => Built::CannotPin,
-        _ => Built::Failed,
-    }
+    ns.filter(|_| matches!(status, Ok(nix::sys::wait::WaitStatus::Exited(_, 0))))
 }
 
 /// The pin's content, made in a new namespace: everything a slave of the
@@ -560,6 +552,14 @@ mod tests {
         let private_under = mounts::parse_mountinfo(&TABLE.replace("shared:4", ""));
         assert!(!propagation_reaches(&private_under, &paths(&["/home"])));
         assert!(propagation_reaches(&private_under, &paths(&["/tmp"])));
+    }
+
+    #[test]
+    fn a_sysroot_is_named_in_pins_by_a_hash_only() {
+        // FNV-1a 64 of "a" (Fowler, Noll and Vo's published test vector).
+        assert_eq!(hidden_name("a"), "af63dc4c8601ec8c");
+        assert_ne!(hidden_name("deb11"), hidden_name("deb12"));
+        assert!(!hidden_name("secret").contains("secret"));
     }
 
     #[test]

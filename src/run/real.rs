@@ -154,8 +154,7 @@ impl Kernel for Real {
                 .is_some_and(|f| f.metadata().is_ok_and(|m| m.mode() & 0o004 != 0) && self.reach.is_public_file(f))
         });
         let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files, made: &made };
-        let ns =
-            (everybody && personal::has_places(&tree, &made)).then(|| pin::find_or_build(&request, uid, gid)).flatten();
+        let ns = everybody.then(|| pin::find_or_build(&request, uid, gid)).flatten();
         let prepared = ns.and_then(|ns| {
             let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
             pin::detached_sources_work(&detached).then_some((ns, detached))
