@@ -31,8 +31,8 @@ const PINS: &str = "/run/imageswitch/pins";
 
 /// Sourced by every test script (and by scripts in namespaces it makes), as
 /// root in the test's namespace; `$BIN`, `$CONF`, `$CONFIG`, `$PINS`,
-/// `$ALICE`, `$ALICE_HOME`, `$BOB` and `$LIB` (its own path) come from the
-/// environment.
+/// `$ALICE`, `$ALICE_HOME`, `$BOB`, `$PIN_NAMES` and `$LIB` (its own path)
+/// come from the environment.
 const LIB: &str = r#"
 # Only the standard streams reach the entries (the callers' own descriptors).
 for fd in $(ls /proc/$$/fd); do [ $fd -gt 2 ] && eval "exec $fd>&-"; done
@@ -44,9 +44,10 @@ UNDO=
 trap 'for p in $D/*.pid; do [ -e "$p" ] && kill $(cat $p) 2>/dev/null; done; eval "$UNDO"; rm -rf $D' EXIT
 # Bound once: namespaces made from this one have it already.
 cmp -s $CONF $CONFIG || mount --bind $CONF $CONFIG
-# Pins are named SYSROOT.NS.EXE.VIEW.ACCOUNT: this namespace's and the
-# binary's inode numbers in hex, a hash of the view, and one of the passwd
-# and group lines an entry adds (0: none, for callers the tree knows).
+# Pins are named SYSROOT.NS.EXE.VIEW.ACCOUNT: a hash of the sysroot's name
+# ($PIN_NAMES: NAME=HASH ...), this namespace's and the binary's inode
+# numbers in hex, a hash of the view, and one of the passwd and group lines
+# an entry adds (0: none, for callers the tree knows).
 NS=$(printf %x $(stat -L -c %i /proc/self/ns/mnt))
 EXE=$(printf %x $(stat -c %i $BIN))
 # Runs bash script $1 in a mount namespace of its own whose mounts are
@@ -56,7 +57,8 @@ own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshar
 # (of account $2 when given), its live pins (a namespace bound there) and its
 # live per-entry markers (/dev/null bound there); a name whose namespace is
 # gone is an empty file.
-names() { ls $PINS | grep -x "$1\.$NS\.$EXE\.[0-9a-f]\{16\}\.${2:-[0-9a-f]*}\(\.perentry\)\?" || true; }
+tag() { local p; for p in $PIN_NAMES; do [ "${p%%=*}" != "$1" ] || echo ${p#*=}; done; }
+names() { ls $PINS | grep -x "$(tag $1)\.$NS\.$EXE\.[0-9a-f]\{16\}\.${2:-[0-9a-f]*}\(\.perentry\)\?" || true; }
 pins() { for f in $(names $1 $2); do [ "$(stat -f -c %T $PINS/$f)" != nsfs ] || echo $f; done; }
 markers() { for f in $(names $1 $2); do [ "$(stat -c %F:%t:%T $PINS/$f)" != "character special file:1:3" ] || echo $f; done; }
 count() { echo "$1: $(pins $1 | wc -l) pin, $(markers $1 | wc -l) marker"; }
@@ -166,7 +168,17 @@ fn in_ns(propagation: &str, dir: &Path, script: &str) -> Output {
         .env("ALICE_HOME", home_of(ALICE))
         .env("BOB", BOB)
         .env("LIB", dir.join("lib.sh"))
+        .env("PIN_NAMES", pin_names())
         .current_dir("/tmp"))
+}
+
+/// The sysroots the tests configure, each with the hash of its name that
+/// names its pins (src/pin.rs `hidden_name`: the FNV-1a hash, so that the
+/// mount table shows nobody the names of sysroots they may not enter).
+fn pin_names() -> String {
+    ["known", "nohome", "gen", "withrun", "norun"]
+        .map(|name| format!("{name}={:016x}", test_support::fnv1a(name)))
+        .join(" ")
 }
 
 /// The script's output lines, once it has succeeded.
