@@ -692,3 +692,31 @@ $A sh -c "$FACTS" $ALICE $D
         "before, after the files, after /home were replaced in the tree"
     );
 }
+
+#[test]
+fn row31_a_pin_whose_passwd_is_not_the_one_an_entry_shows_is_never_used() {
+    require_root!();
+    let tree = known_tree("pin-mismatch");
+    let dir = test_dir("mismatch", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    // bob is not in the tree: his lines are in a pin of his account's,
+    // found by a hash of them. Root changes the file that pin shows (as a
+    // name collision would give another caller's): bob's entries see it is
+    // not what they would show, leave it, and take the per-entry path.
+    let script = r#"for _ in $(seq 100); do $B $BIN known true; [ -z "$(pins known | grep -v '\.0$')" ] || break; sleep 0.05; done
+account=$(pins known | grep -v '\.0$')
+echo "bob's pin: $(echo $account | wc -w)"
+f=$(nsenter --mount=$PINS/$account cat /proc/self/mountinfo | awk '$5 == "/etc/passwd" { print $4 }')
+echo "bob's lines in it: $(grep -c "^$BOB:" $f)"
+echo "evil:x:0:0::/:/bin/sh" >> $f
+hold b1 "$B" known
+relation b1 known
+$B $BIN known sh -c 'whoami; grep -c "^evil:" /etc/passwd || true'
+"#;
+    let out = in_ns("shared", &dir, script);
+    assert_eq!(
+        lines(&out),
+        ["bob's pin: 1", "bob's lines in it: 1", "b1 in a namespace of its own", BOB, "0"],
+        "{}",
+        stderr(&out)
+    );
+}
