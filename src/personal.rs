@@ -331,11 +331,6 @@ pub enum Shown {
 }
 
 impl Shown {
-    /// Whether this is a host file (the same for every caller).
-    pub fn is_host(&self) -> bool {
-        self.host_file().is_some()
-    }
-
     /// The host file, opened.
     pub fn host_file(&self) -> Option<&std::fs::File> {
         match self {
