@@ -2,9 +2,11 @@
 //! they may enter a sysroot. Never from `$USER`, `$HOME` or any variable.
 #![forbid(unsafe_code)]
 
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
 use std::path::PathBuf;
 
-use nix::unistd::{Gid, Group, Uid, User, getgid, getgroups, getuid};
+use nix::unistd::{Gid, Group, Uid, getgid, getuid};
 
 use crate::config::{Access, Config};
 use crate::error::Error;
@@ -31,15 +33,33 @@ impl Caller {
     /// caller's session had dropped (newgrp, a scheduler's cgroup of groups).
     pub fn resolve() -> Result<Caller, Error> {
         let uid = getuid();
-        let user = User::from_uid(uid)
-            .map_err(|e| Error::Caller(format!("uid {uid}: {e}")))?
+        let entry = crate::nss_files::passwd_by_uid(uid.as_raw())
+            .map_err(|e| Error::Caller(format!("uid {uid}: {}", crate::error::describe(&e))))?
             .ok_or_else(|| Error::Caller(format!("uid {uid} has no passwd entry")))?;
-        let mut groups = getgroups().map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
+        let user = User {
+            name: String::from_utf8_lossy(&entry.name).into_owned(),
+            dir: PathBuf::from(OsStr::from_bytes(&entry.dir)),
+            shell: PathBuf::from(OsStr::from_bytes(&entry.shell)),
+            gid: Gid::from_raw(entry.gid),
+        };
+        let mut groups: Vec<Gid> = crate::sys::supplementary_groups()
+            .map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?
+            .into_iter()
+            .map(Gid::from_raw)
+            .collect();
         groups.sort_by_key(|g| g.as_raw());
         groups.dedup();
         let passwd_gid = user.gid;
         Ok(Caller { uid, gid: getgid(), name: user.name, home: user.dir, shell: user.shell, groups, passwd_gid })
     }
+}
+
+/// The fields of the caller's passwd entry kept.
+struct User {
+    name: String,
+    dir: PathBuf,
+    shell: PathBuf,
+    gid: Gid,
 }
 
 /// Whether `caller` may enter a sysroot with `access`: the union of `users`

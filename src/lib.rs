@@ -19,6 +19,7 @@ pub mod escape;
 pub mod exec;
 pub mod filecache;
 pub mod mounts;
+pub mod nss_files;
 pub mod personal;
 pub mod pin;
 pub mod privileges;

@@ -29,8 +29,8 @@ use crate::accounts::{Account, account_lines, knows, merged_databases};
 use crate::config::{Defaults, Sysroot};
 use crate::error::{Stream, say};
 use crate::filecache;
+use crate::nss_files;
 use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID};
-use crate::sys;
 use crate::trusted::stat_type;
 
 /// What [`present`] shows, resolved on the host.
@@ -78,8 +78,8 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Perso
 /// The caller's entries as lines for the tree's databases, from NSS on the
 /// host; `None` (with a warning) when they cannot be shown faithfully.
 fn account(sysroot: &str, uid: u32, gids: &[u32]) -> Option<Account> {
-    let account = match sys::passwd_by_uid(uid) {
-        Ok(Some(pw)) => account_lines(&pw, gids, sys::group_by_gid),
+    let account = match nss_files::passwd_by_uid(uid) {
+        Ok(Some(pw)) => account_lines(&pw, gids, nss_files::group_by_gid),
         Ok(None) => Err(format!("uid {uid} has no passwd entry")),
         Err(e) => Err(format!("looking up uid {uid}: {}", crate::error::describe(&e))),
     };
@@ -198,6 +198,9 @@ pub fn warn_all(sysroot: &str, warnings: &[String]) {
 /// Opens each of `paths` with the caller's filesystem identity, as a
 /// regular file the kernel does not make up.
 fn open_host_files(paths: &[PathBuf], uid: Uid, gid: Gid) -> Vec<(&PathBuf, io::Result<std::fs::File>)> {
+    if paths.is_empty() {
+        return Vec::new();
+    }
     mounts::with_fs_identity(true, uid, gid, || {
         // Non-blocking: a FIFO at the end of a link must not hold the entry.
         let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);

@@ -47,8 +47,17 @@ pub fn reopen_missing_stdio() -> io::Result<()> {
     Ok(())
 }
 
-/// `prctl(PR_CAPBSET_DROP)` for every capability the kernel knows.
-pub fn drop_bounding_set() -> io::Result<()> {
+/// `prctl(PR_CAPBSET_DROP)` for every capability the kernel knows, in
+/// order from 0 until the kernel answers `EINVAL` (past its last one,
+/// `/proc/sys/kernel/cap_last_cap`). Returns how many were dropped.
+///
+/// This is also the verification that the bounding set is empty: the kernel
+/// returns 0 only after committing credentials without that capability
+/// (`cap_prctl_drop` in security/commoncap.c; `commit_creds` cannot fail), so
+/// every capability from 0 to the first `EINVAL` is gone, which is all of
+/// them. Reading each one back with `PR_CAPBSET_READ` would ask the kernel
+/// the same question again, 41 more system calls per entry.
+pub fn drop_bounding_set() -> io::Result<u32> {
     for cap in 0..64 {
         // SAFETY: PR_CAPBSET_DROP takes an integer capability number, no pointers.
         let ret = unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
@@ -56,19 +65,44 @@ pub fn drop_bounding_set() -> io::Result<()> {
             let err = io::Error::last_os_error();
             // EINVAL: past the last capability this kernel knows.
             if err.raw_os_error() == Some(libc::EINVAL) && cap > 0 {
-                return Ok(());
+                return Ok(cap);
             }
             return Err(err);
         }
     }
-    Ok(())
+    Err(io::Error::other("the kernel knows more than 64 capabilities"))
 }
 
 /// Whether capability `cap` is still in the bounding set (`None` past the last).
+#[cfg(test)]
 pub fn bounding_set_has(cap: u32) -> Option<bool> {
     // SAFETY: PR_CAPBSET_READ takes an integer capability number, no pointers.
     let ret = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
     if ret < 0 { None } else { Some(ret == 1) }
+}
+
+/// The supplementary groups, from `getgroups(2)` asked twice (the count, then
+/// the list): glibc's `sysconf(_SC_NGROUPS_MAX)`, which nix sizes its buffer
+/// by, reads `/proc/sys/kernel/ngroups_max` each time.
+pub fn supplementary_groups() -> io::Result<Vec<libc::gid_t>> {
+    loop {
+        // SAFETY: a zero size asks only for the count; the pointer is not used.
+        let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        check(count.into())?;
+        let mut groups: Vec<libc::gid_t> = vec![0; count as usize];
+        // SAFETY: `groups` has room for `count` gids, the size passed.
+        let got = unsafe { libc::getgroups(count, groups.as_mut_ptr()) };
+        match check(got.into()) {
+            Ok(got) => {
+                groups.truncate(got as usize);
+                return Ok(groups);
+            }
+            // The list grew in between (another thread cannot change ours,
+            // but be exact): ask again.
+            Err(err) if err.raw_os_error() == Some(libc::EINVAL) => continue,
+            Err(err) => return Err(err),
+        }
+    }
 }
 
 /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
@@ -353,9 +387,33 @@ pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
 /// files report no size, so a plain read grows its buffer from 32 bytes, one
 /// system call per doubling. One read of `capacity` bytes, then until the end.
 pub fn read_generated(path: &str, capacity: usize) -> io::Result<Vec<u8>> {
+    read_all(&std::fs::File::open(path)?, capacity, usize::MAX)
+}
+
+/// Reads `file` to its end, or to just past `max` bytes (the caller tells a
+/// file larger than `max` by the length), into a buffer of `capacity` bytes
+/// to start with (doubled when full). Unlike `Read::read_to_end`, asks the
+/// kernel for no size (`statx`) or position (`lseek`) first: procfs files
+/// have no size, and the configuration's was seen by the trusted walk.
+pub fn read_all(file: &std::fs::File, capacity: usize, max: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut out = Vec::with_capacity(capacity);
-    std::fs::File::open(path)?.read_to_end(&mut out)?;
+    let mut out = vec![0; capacity.clamp(64, max.saturating_add(1))];
+    let mut len = 0;
+    loop {
+        if len > max {
+            break;
+        }
+        if len == out.len() {
+            out.resize(len.saturating_mul(2).min(max.saturating_add(1)), 0);
+        }
+        match (&mut &*file).read(&mut out[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    out.truncate(len);
     Ok(out)
 }
 

@@ -112,7 +112,8 @@ pub fn walk(
     judged(&mut judge, &root, Path::new("/"))?;
 
     let mut pending: VecDeque<OsString> = components(path);
-    let mut current = root.try_clone().map_err(|e| (PathBuf::from("/"), stop_io(e)))?;
+    // `None` is the root itself: no duplicate of its descriptor is made.
+    let mut current: Option<OwnedFd> = None;
     let mut shown = PathBuf::from("/");
     let mut links = 0;
     while let Some(part) = pending.pop_front() {
@@ -127,10 +128,11 @@ pub fn walk(
         } else {
             dir_flags
         };
-        let next = match openat(&current, part.as_os_str(), flags, Mode::empty()) {
+        let dir = current.as_ref().unwrap_or(&root);
+        let next = match openat(dir, part.as_os_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             // O_NOFOLLOW on a symlink without O_PATH gives ELOOP: reopen it as a path to read the link.
-            Err(Errno::ELOOP) if want_file => openat(&current, part.as_os_str(), dir_flags, Mode::empty())
+            Err(Errno::ELOOP) if want_file => openat(dir, part.as_os_str(), dir_flags, Mode::empty())
                 .map_err(|e| (shown.clone(), Stop::Errno(e)))?,
             Err(e) => return Err((shown, Stop::Errno(e))),
         };
@@ -148,12 +150,12 @@ pub fn walk(
                 pending = spliced;
                 shown.pop();
                 if target.is_absolute() {
-                    current = root.try_clone().map_err(|e| (shown.clone(), stop_io(e)))?;
+                    current = None;
                     shown = PathBuf::from("/");
                 }
             }
             SFlag::S_IFDIR if !want_file => {
-                current = next;
+                current = Some(next);
             }
             SFlag::S_IFREG if want_file => {
                 return Ok(next);
@@ -169,7 +171,7 @@ pub fn walk(
     if kind == Kind::File {
         return Err((shown, Stop::Errno(Errno::EISDIR)));
     }
-    Ok(current)
+    Ok(current.unwrap_or(root))
 }
 
 fn judged(
@@ -180,10 +182,6 @@ fn judged(
     let st = fstat(fd).map_err(|e| (shown.to_path_buf(), Stop::Errno(e)))?;
     judge(shown, &st).map_err(|why| (shown.to_path_buf(), Stop::Refused(why)))?;
     Ok(st)
-}
-
-fn stop_io(err: std::io::Error) -> Stop {
-    Stop::Errno(Errno::from_raw(err.raw_os_error().unwrap_or(libc::EIO)))
 }
 
 fn components(path: &Path) -> VecDeque<OsString> {

@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::{CString, OsString};
-use std::io::Read;
 use std::os::fd::OwnedFd;
 use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
@@ -332,14 +331,13 @@ fn load_config() -> Result<Config, Error> {
     };
     let fd = trusted::open_trusted(path, Kind::File).map_err(|(c, why)| refused(c, why))?;
     let file = std::fs::File::from(fd);
-    // Sized beforehand: one read, not one per doubling of the buffer.
-    let size = file.metadata().map_or(0, |m| m.len()).min(config::MAX_CONFIG_BYTES + 1);
-    let mut text = String::with_capacity(size as usize + 1);
-    file.take(config::MAX_CONFIG_BYTES + 1)
-        .read_to_string(&mut text)
+    let max = config::MAX_CONFIG_BYTES as usize;
+    let bytes = sys::read_all(&file, 8 << 10, max)
         .map_err(|e| Error::ConfigFile { path: path.to_path_buf(), why: format!("cannot read: {e}") })?;
-    if text.len() as u64 > config::MAX_CONFIG_BYTES {
+    if bytes.len() > max {
         return Err(Error::ConfigFile { path: path.to_path_buf(), why: "larger than 1 MiB".into() });
     }
+    let text = String::from_utf8(bytes)
+        .map_err(|_| Error::ConfigFile { path: path.to_path_buf(), why: "cannot read: not valid UTF-8".into() })?;
     config::parse(CONFIG_PATH, &text).map_err(Error::Config)
 }

@@ -1,0 +1,222 @@
+//! The host's passwd and group entries for one id, read from `/etc/passwd`
+//! and `/etc/group` directly when NSS would answer from those files anyway,
+//! and through NSS (`getpwuid_r`, `getgrgid_r`) otherwise.
+//!
+//! A first NSS lookup in a new process costs more than the whole of the rest
+//! of an entry's identity work (about 60 µs here: nscd's socket tried twice,
+//! `nsswitch.conf` parsed, the "files" service set up), and imageswitch is a
+//! new process every time. When `nsswitch.conf` lists `files` first for the
+//! database, with no action after it, NSS returns the first entry of that
+//! file with the id whenever there is one (nsswitch.conf(5): services are
+//! asked in order, and the default action for SUCCESS is `return`). This
+//! module gives that answer itself, and only when every line up to the one
+//! it returns has the plain shape of passwd(5) or group(5): anything it
+//! would have to read the way glibc's parser does (a name starting with `+`
+//! or `-`, a number with a sign or spaces, a line of another shape) sends the
+//! lookup through NSS, which then decides, as it does for ids not in the file
+//! and for every other `nsswitch.conf`.
+#![forbid(unsafe_code)]
+
+use std::io;
+use std::sync::OnceLock;
+
+use crate::sys::{self, GroupEntry, PasswdEntry};
+
+const NSSWITCH: &str = "/etc/nsswitch.conf";
+const PASSWD: &str = "/etc/passwd";
+const GROUP: &str = "/etc/group";
+
+/// Largest `nsswitch.conf`, passwd or group file read here; a larger one is
+/// left to NSS.
+const MAX_BYTES: usize = 4 << 20;
+
+/// `getpwuid(3)`'s answer for `uid`.
+pub fn passwd_by_uid(uid: u32) -> io::Result<Option<PasswdEntry>> {
+    match files_first().0.then(|| in_file(PASSWD, |line| parse_passwd(line, uid))).flatten() {
+        Some(entry) => Ok(Some(entry)),
+        None => sys::passwd_by_uid(uid),
+    }
+}
+
+/// `getgrgid(3)`'s answer for `gid` (name and id).
+pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
+    match files_first().1.then(|| in_file(GROUP, |line| parse_group(line, gid))).flatten() {
+        Some(entry) => Ok(Some(entry)),
+        None => sys::group_by_gid(gid),
+    }
+}
+
+/// Whether `passwd` and `group` each start with a plain `files` service.
+fn files_first() -> (bool, bool) {
+    static ANSWER: OnceLock<(bool, bool)> = OnceLock::new();
+    *ANSWER.get_or_init(|| match read(NSSWITCH) {
+        Some(text) => (starts_with_files(&text, b"passwd"), starts_with_files(&text, b"group")),
+        None => (false, false),
+    })
+}
+
+fn read(path: &str) -> Option<Vec<u8>> {
+    let file = std::fs::File::open(path).ok()?;
+    let bytes = sys::read_all(&file, 8 << 10, MAX_BYTES).ok()?;
+    (bytes.len() <= MAX_BYTES).then_some(bytes)
+}
+
+/// Whether the one line for `database` in `nsswitch.conf` text lists
+/// `files` first with no `[...]` action after it. Two lines for it, or none
+/// (glibc's built-in default then applies), say no.
+fn starts_with_files(text: &[u8], database: &[u8]) -> bool {
+    let mut found = None;
+    for line in text.split(|&b| b == b'\n') {
+        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
+        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
+        if line[..colon].trim_ascii() != database {
+            continue;
+        }
+        if found.is_some() {
+            return false;
+        }
+        let mut services = line[colon + 1..].split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+        let first = services.next() == Some(b"files".as_slice());
+        let plain = services.next().is_none_or(|next| !next.starts_with(b"["));
+        found = Some(first && plain);
+    }
+    found.unwrap_or(false)
+}
+
+/// What a line says about the id looked up.
+#[derive(Debug, PartialEq, Eq)]
+enum Line<T> {
+    /// The entry with the id.
+    Match(T),
+    /// A plain entry for another id, or a comment or empty line (which glibc
+    /// skips).
+    Other,
+    /// A line this module does not read exactly as glibc does.
+    Unsure,
+}
+
+/// The first entry of `path` `parse` matches, or `None` when there is none
+/// or a line before it (or it) is one `parse` is unsure of.
+fn in_file<T>(path: &str, parse: impl Fn(&[u8]) -> Line<T>) -> Option<T> {
+    let bytes = read(path)?;
+    for line in bytes.split(|&b| b == b'\n') {
+        match parse(line) {
+            Line::Match(entry) => return Some(entry),
+            Line::Other => {}
+            Line::Unsure => return None,
+        }
+    }
+    None
+}
+
+/// A decimal id as passwd(5) and group(5) write it: digits only, no sign,
+/// no spaces, within 32 bits, and not `u32::MAX` ((uid_t) -1).
+fn plain_id(field: &[u8]) -> Option<u32> {
+    if field.is_empty() || field.len() > 10 || !field.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(field).ok()?.parse::<u32>().ok().filter(|&id| id != u32::MAX)
+}
+
+/// Comments and empty lines, as glibc's "files" service skips them (after
+/// leading blanks); `None` for any other line.
+fn skipped(line: &[u8]) -> bool {
+    matches!(line.trim_ascii_start().first(), None | Some(b'#'))
+}
+
+fn plain_name(name: &[u8]) -> bool {
+    !name.is_empty() && !matches!(name[0], b'+' | b'-') && !name.iter().any(|b| b.is_ascii_whitespace())
+}
+
+fn parse_passwd(line: &[u8], uid: u32) -> Line<PasswdEntry> {
+    if skipped(line) {
+        return Line::Other;
+    }
+    let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+    let [name, passwd, uid_field, gid_field, gecos, dir, shell] = fields[..] else { return Line::Unsure };
+    let (Some(found), Some(gid)) = (plain_id(uid_field), plain_id(gid_field)) else { return Line::Unsure };
+    if !plain_name(name) {
+        return Line::Unsure;
+    }
+    if found != uid {
+        return Line::Other;
+    }
+    Line::Match(PasswdEntry {
+        name: name.to_vec(),
+        passwd: passwd.to_vec(),
+        uid,
+        gid,
+        gecos: gecos.to_vec(),
+        dir: dir.to_vec(),
+        shell: shell.to_vec(),
+    })
+}
+
+fn parse_group(line: &[u8], gid: u32) -> Line<GroupEntry> {
+    if skipped(line) {
+        return Line::Other;
+    }
+    let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+    let [name, _passwd, gid_field, _members] = fields[..] else { return Line::Unsure };
+    let Some(found) = plain_id(gid_field) else { return Line::Unsure };
+    if !plain_name(name) {
+        return Line::Unsure;
+    }
+    if found != gid {
+        return Line::Other;
+    }
+    Line::Match(GroupEntry { name: name.to_vec(), gid })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_plain_files_first_line_counts() {
+        assert!(starts_with_files(b"passwd:         files systemd\ngroup: files\n", b"passwd"));
+        assert!(starts_with_files(b"# c\npasswd: files\n", b"passwd"));
+        assert!(starts_with_files(b"passwd: files # ldap\n", b"passwd"));
+        assert!(!starts_with_files(b"passwd: sss files\n", b"passwd"));
+        assert!(!starts_with_files(b"passwd: compat\n", b"passwd"));
+        assert!(!starts_with_files(b"passwd: files [SUCCESS=continue] ldap\n", b"passwd"));
+        assert!(!starts_with_files(b"passwd: files\npasswd: ldap\n", b"passwd"));
+        assert!(!starts_with_files(b"group: files\n", b"passwd"));
+        assert!(!starts_with_files(b"#passwd: files\n", b"passwd"));
+        assert!(starts_with_files(b"passwd: files ldap\ngroup:files\n", b"group"));
+    }
+
+    #[test]
+    fn passwd_lines_match_by_uid_and_odd_ones_defer_to_nss() {
+        let alice = parse_passwd(b"alice:x:1001:1001:Alice,,,:/home/alice:/bin/bash", 1001);
+        let Line::Match(pw) = alice else { panic!("no match: {alice:?}") };
+        assert_eq!((pw.name.as_slice(), pw.gid, pw.dir.as_slice()), (&b"alice"[..], 1001, &b"/home/alice"[..]));
+        assert_eq!(parse_passwd(b"bob:x:1002:1002::/home/bob:/bin/sh", 1001), Line::Other);
+        assert_eq!(parse_passwd(b"  # comment", 1001), Line::Other);
+        assert_eq!(parse_passwd(b"", 1001), Line::Other);
+        for odd in [
+            &b"+alice:x:1001:1001::/home/alice:/bin/sh"[..],
+            b"+",
+            b"alice:x: 1001:1001::/home/alice:/bin/sh",
+            b"alice:x:+1001:1001::/home/alice:/bin/sh",
+            b"alice:x:1001:1001::/home/alice:/bin/sh:extra",
+            b"alice:x:1001:1001::/home/alice",
+            b"alice:x:4294967295:1001::/:/bin/sh",
+            b"alice:x:99999999999:1001::/:/bin/sh",
+            b" alice:x:1001:1001::/home/alice:/bin/sh",
+        ] {
+            assert_eq!(parse_passwd(odd, 1001), Line::Unsure, "{}", String::from_utf8_lossy(odd));
+        }
+    }
+
+    #[test]
+    fn group_lines_match_by_gid() {
+        assert_eq!(
+            parse_group(b"staff:x:50:alice,bob", 50),
+            Line::Match(GroupEntry { name: b"staff".to_vec(), gid: 50 })
+        );
+        assert_eq!(parse_group(b"users:x:100:", 50), Line::Other);
+        assert_eq!(parse_group(b"+:::", 50), Line::Unsure);
+        assert_eq!(parse_group(b"users:x:100", 50), Line::Unsure);
+    }
+}
