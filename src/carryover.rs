@@ -24,9 +24,14 @@ pub fn personality_for(domain: libc::c_ulong, current: libc::c_ulong) -> libc::c
 /// The caller's environment as the kernel handed it over. For a set-uid
 /// program glibc's loader removes variables (`TMPDIR`, `TZDIR`, `LOCPATH`...,
 /// its `UNSECURE_ENVVARS`) from `environ` before `main`, but their strings
-/// stay where the kernel put them, which /proc/self/environ shows. Without
-/// /proc, glibc's (shorter) view is all there is.
-pub fn caller_environment() -> Vec<(OsString, OsString)> {
+/// stay where the kernel put them: read there in memory
+/// ([`crate::sys::exec_environment_block`], `args` being this process's
+/// arguments), else as /proc/self/environ shows them. Without /proc, glibc's
+/// (shorter) view is all there is.
+pub fn caller_environment(args: &[OsString]) -> Vec<(OsString, OsString)> {
+    if let Some(block) = crate::sys::exec_environment_block(args) {
+        return parse_environ(block);
+    }
     // Most environments fit in 16 KiB: one read, not one per doubling.
     match crate::sys::read_generated("/proc/self/environ", 16 << 10) {
         Ok(block) => parse_environ(&block),

@@ -162,7 +162,9 @@ pub type EtcFiles = Vec<(PathBuf, Shown)>;
 pub fn account_files(tree: &OwnedFd, sysroot: &str, personal: &Personal) -> Result<EtcFiles, Failure> {
     let mut shown: EtcFiles = Vec::new();
     let Some((uid, gids)) = &personal.ids else { return Ok(shown) };
-    let dir = open_dir(tree, Path::new("/etc"))?;
+    // One step, no link followed: the tree's own /etc, as open_dir finds it.
+    let flags = OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+    let dir = openat(tree, "etc", flags, Mode::empty()).map_err(failed("opening /etc in the tree"))?;
     let (passwd, group) = (read_tree_file(&dir, "passwd")?, read_tree_file(&dir, "group")?);
     if let Some(account) = (!knows(&passwd, &group, *uid, gids)).then(|| account(sysroot, *uid, gids)).flatten() {
         let (passwd, group) = merged_databases(&passwd, &group, &account);

@@ -144,8 +144,8 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
 
 /// The pin's file name for this entry, `SYSROOT.NS.EXE.VIEW.ACCOUNT` (SYSROOT:
 /// [`hidden_name`]; NS:
-/// the caller's mount namespace's inode number, EXE: this binary's, both in
-/// hex; VIEW: 16 hex digits hashing the view every caller shares; ACCOUNT:
+/// the caller's mount namespace's inode number, EXE: [`this_binary`], both
+/// in hex; VIEW: 16 hex digits hashing the view every caller shares; ACCOUNT:
 /// 16 hex digits hashing the caller's passwd and group as shown, or `0` for
 /// a caller the tree knows), and the device of nsfs; `None` when something
 /// it depends on cannot be identified. Two installed binaries (a test's, the
@@ -154,8 +154,7 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
 fn key(req: &Request<'_>) -> Option<(String, u64)> {
     let mut h = Fnv1a::default();
     (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
-    let exe = std::fs::metadata("/proc/self/exe").ok()?;
-    (exe.dev(), exe.ino(), exe.mtime(), exe.mtime_nsec(), exe.ctime(), exe.ctime_nsec()).hash(&mut h);
+    let exe = this_binary(&mut h)?;
     changes(&fstat(req.tree).ok()?).hash(&mut h);
     // Each mount point in the tree, too: a file or directory replaced there
     // (by hand, in place) takes the pin's mount on it away.
@@ -164,7 +163,7 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
         fstatat(req.tree, relative, AtFlags::AT_SYMLINK_NOFOLLOW).ok().map(|st| (st.st_dev, st.st_ino))
     };
     for spec in req.shared {
-        format!("{spec:?}").hash(&mut h);
+        spec.hash(&mut h);
         std::fs::metadata(&spec.source).ok().map(|m| dev_ino(&m)).hash(&mut h);
         in_tree(&spec.target).hash(&mut h);
     }
@@ -186,8 +185,23 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
     };
     let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
     let name =
-        format!("{}.{:x}.{:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), ns.ino(), exe.ino(), h.finish());
+        format!("{}.{:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), ns.ino(), h.finish());
     Some((name, ns.dev()))
+}
+
+/// This binary, for a pin's name: the FNV-1a hash of its GNU build ID, read
+/// in memory (the same build installed twice shares its pins; any other
+/// build has pins of its own); without a build ID, the inode number of
+/// /proc/self/exe, with its every change hashed into `view`.
+fn this_binary(view: &mut Fnv1a) -> Option<u64> {
+    if let Some(id) = crate::sys::build_id() {
+        let mut h = Fnv1a::default();
+        h.write(&id);
+        return Some(h.finish());
+    }
+    let exe = std::fs::metadata("/proc/self/exe").ok()?;
+    (exe.dev(), exe.ino(), exe.mtime(), exe.mtime_nsec(), exe.ctime(), exe.ctime_nsec()).hash(view);
+    Some(exe.ino())
 }
 
 /// The sysroot's part of a pin's name: the 64-bit FNV-1a hash of its name,

@@ -6,7 +6,7 @@
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use nix::unistd::{Gid, Uid, geteuid, getresgid, getresuid, setgroups, setresgid, setresuid};
+use nix::unistd::{Gid, Uid, geteuid, getresgid, getuid, getresuid, setgroups, setresgid, setresuid};
 
 use crate::access::Caller;
 use crate::error::Error;
@@ -99,7 +99,12 @@ fn in_initial_user_namespace() -> bool {
 /// not setuid root, or started under no_new_privs (which also means: already
 /// inside a sysroot).
 pub fn check_setuid_root() -> Result<(), Error> {
-    if !in_initial_user_namespace() {
+    // The uid map is read only when the effective uid is the real one (root
+    // ran us, or the kernel ignored the set-uid bit). Two different ids mean
+    // the set-uid exec took effect, so root, the file's owner, is mapped in
+    // the caller's user namespace: the initial one, or one only root can have
+    // made. Every namespace a user makes leaves root out of its map.
+    if getuid() == geteuid() && !in_initial_user_namespace() {
         return Err(Error::SelfCheck(
             "imageswitch must be run from the initial user namespace (this process is in a user namespace, \
              where a setuid program cannot work)"

@@ -39,7 +39,7 @@ pub fn main() -> i32 {
         // No size limits of our own: the kernel accepted these for our
         // execve, and bounds them (a quarter of the stack limit, at most 6 MiB).
         let argv: Vec<OsString> = std::env::args_os().collect();
-        let caller_env = carryover::caller_environment();
+        let caller_env = carryover::caller_environment(&argv);
         sys::clear_environment().map_err(|e| Error::SelfCheck(format!("cannot clear the environment: {e}")))?;
         run(&mut Real::new(caller_state), &argv, &caller_env)
     });

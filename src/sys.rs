@@ -249,6 +249,112 @@ pub fn exec_filename() -> Option<std::ffi::OsString> {
     Some(std::os::unix::ffi::OsStringExt::from_vec(name.to_bytes().to_vec()))
 }
 
+/// The environment strings the kernel placed for this process at exec, as
+/// `/proc/self/environ` would read them (`mm->env_start..env_end`, NUL after
+/// each), before the dynamic loader removed anything from `environ` (in a
+/// set-uid process it drops `LD_*`, `TMPDIR` and others): read in memory,
+/// with no system call. `args` are the arguments as the process got them.
+///
+/// The kernel lays out the top of the initial stack as the argument strings,
+/// then the environment strings, then the executed file name that
+/// `AT_EXECFN` points at (fs/exec.c copies them in the reverse order,
+/// downwards; fs/binfmt_elf.c `create_elf_tables` records the bounds). So the
+/// block starts after the last argument string, found from `argv[0]`
+/// (glibc's `program_invocation_name`) and the arguments' lengths, each
+/// compared with the string in memory, and ends at `AT_EXECFN`. `None` when
+/// anything does not fit that layout: the caller then reads procfs.
+pub fn exec_environment_block(args: &[std::ffi::OsString]) -> Option<&'static [u8]> {
+    use std::os::unix::ffi::OsStrExt;
+    unsafe extern "C" {
+        static program_invocation_name: *const libc::c_char;
+    }
+    // SAFETY: glibc sets this pointer once at start-up, before main, to
+    // argv[0] as the kernel passed it; nothing writes it afterwards.
+    let first = unsafe { program_invocation_name } as usize;
+    // SAFETY: getauxval only reads the auxiliary vector.
+    let end = unsafe { libc::getauxval(libc::AT_EXECFN) } as usize;
+    if first == 0 || end == 0 || end <= first || end - first > MAX_EXEC_STRINGS {
+        return None;
+    }
+    // SAFETY: [first, end) is the top of the initial stack, from argv[0]'s
+    // string up to the executed file name's: mapped, readable and never freed
+    // for the life of the process (the kernel's layout, above); checked to be
+    // a sane range just before. Only read.
+    let strings = unsafe { std::slice::from_raw_parts(first as *const u8, end - first) };
+    let mut at = 0;
+    for arg in args {
+        let arg = arg.as_bytes();
+        let here = strings.get(at..at + arg.len() + 1)?;
+        if here[..arg.len()] != *arg || here[arg.len()] != 0 {
+            return None;
+        }
+        at += arg.len() + 1;
+    }
+    let block = &strings[at..];
+    (block.is_empty() || block.last() == Some(&0)).then_some(block)
+}
+
+/// Most bytes of argument and environment strings the kernel passes to a
+/// program: `MAX_ARG_STRLEN` bounds each string, and the total is at most a
+/// quarter of the stack limit, capped at 6 MiB (fs/exec.c `get_arg_page`).
+const MAX_EXEC_STRINGS: usize = 6 << 20;
+
+/// The GNU build ID of this program (the `NT_GNU_BUILD_ID` note the linker
+/// writes, `ld --build-id`), read from its program headers in memory; `None`
+/// when it has none.
+pub fn build_id() -> Option<Vec<u8>> {
+    let mut found: Option<Vec<u8>> = None;
+    unsafe extern "C" fn first_object(
+        info: *mut libc::dl_phdr_info,
+        _size: libc::size_t,
+        data: *mut libc::c_void,
+    ) -> libc::c_int {
+        // SAFETY: dl_iterate_phdr passes a valid info for the program itself
+        // first, and `data` is the `found` of build_id, alive during the call.
+        let (info, found) = unsafe { (&*info, &mut *(data as *mut Option<Vec<u8>>)) };
+        for i in 0..usize::from(info.dlpi_phnum) {
+            // SAFETY: dlpi_phdr points at dlpi_phnum program headers.
+            let ph = unsafe { &*info.dlpi_phdr.add(i) };
+            if ph.p_type != libc::PT_NOTE {
+                continue;
+            }
+            let start = (info.dlpi_addr + ph.p_vaddr) as *const u8;
+            // SAFETY: a PT_NOTE segment lies inside a loaded segment of the
+            // program, mapped and readable at its load address.
+            let notes = unsafe { std::slice::from_raw_parts(start, ph.p_memsz as usize) };
+            if let Some(id) = gnu_build_id(notes) {
+                *found = Some(id.to_vec());
+            }
+        }
+        1 // the program itself only
+    }
+    // SAFETY: the callback keeps to dl_iterate_phdr's contract and `found`
+    // outlives the call.
+    unsafe { libc::dl_iterate_phdr(Some(first_object), &mut found as *mut Option<Vec<u8>> as *mut libc::c_void) };
+    found
+}
+
+/// The descriptor of the `NT_GNU_BUILD_ID` note among `notes` (ELF note
+/// entries: namesz, descsz, type, then name and descriptor, each padded to
+/// 4 bytes).
+fn gnu_build_id(mut notes: &[u8]) -> Option<&[u8]> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let word = |b: &[u8], i: usize| b.get(i..i + 4).map(|w| u32::from_ne_bytes([w[0], w[1], w[2], w[3]]) as usize);
+    let padded = |n: usize| n.checked_add(3).map(|n| n & !3);
+    while notes.len() >= 12 {
+        let (namesz, descsz, kind) = (word(notes, 0)?, word(notes, 4)?, word(notes, 8)?);
+        let desc_at = 12 + padded(namesz)?;
+        let next = desc_at.checked_add(padded(descsz)?)?;
+        let name = notes.get(12..12 + namesz)?;
+        let desc = notes.get(desc_at..desc_at + descsz)?;
+        if kind as u32 == NT_GNU_BUILD_ID && name == b"GNU\0" {
+            return Some(desc);
+        }
+        notes = notes.get(next..)?;
+    }
+    None
+}
+
 /// Whether `signal` is pending for this thread or process (it is blocked).
 pub fn signal_pending(signal: libc::c_int) -> bool {
     // SAFETY: sigset_t is plain data that sigemptyset initialises before use.
@@ -392,28 +498,16 @@ pub fn read_generated(path: &str, capacity: usize) -> io::Result<Vec<u8>> {
 
 /// Reads `file` to its end, or to just past `max` bytes (the caller tells a
 /// file larger than `max` by the length), into a buffer of `capacity` bytes
-/// to start with (doubled when full). Unlike `Read::read_to_end`, asks the
-/// kernel for no size (`statx`) or position (`lseek`) first: procfs files
-/// have no size, and the configuration's was seen by the trusted walk.
+/// to start with (grown when full). Unlike `File`'s own `read_to_end`, asks
+/// the kernel for no size (`statx`) or position (`lseek`) first: procfs
+/// files have no size, and the configuration's was seen by the trusted walk.
 pub fn read_all(file: &std::fs::File, capacity: usize, max: usize) -> io::Result<Vec<u8>> {
     use std::io::Read;
-    let mut out = vec![0; capacity.clamp(64, max.saturating_add(1))];
-    let mut len = 0;
-    loop {
-        if len > max {
-            break;
-        }
-        if len == out.len() {
-            out.resize(len.saturating_mul(2).min(max.saturating_add(1)), 0);
-        }
-        match (&mut &*file).read(&mut out[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    out.truncate(len);
+    // Through `Take`: `File`'s own read_to_end asks for the size and the
+    // position first. The buffer is not zeroed: pages it never uses are
+    // never touched.
+    let mut out = Vec::with_capacity(capacity.min(max.saturating_add(1)));
+    file.take(u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1)).read_to_end(&mut out)?;
     Ok(out)
 }
 
@@ -443,6 +537,33 @@ pub fn fork() -> io::Result<Option<libc::pid_t>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_exec_environment_in_memory_is_what_procfs_reads() {
+        let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+        let procfs = std::fs::read("/proc/self/environ").expect("/proc/self/environ");
+        assert_eq!(exec_environment_block(&args), Some(procfs.as_slice()));
+        // Arguments that are not this process's: not found, procfs is read.
+        assert_eq!(exec_environment_block(&["another-program".into()]), None);
+    }
+
+    #[test]
+    fn the_build_id_is_read_from_the_notes() {
+        let mut note = Vec::new();
+        for (name, kind, desc) in [(&b"stapsdt\0"[..], 3u32, &[9u8; 5][..]), (b"GNU\0", 1, &[7; 16]), (b"GNU\0", 3, &[1, 2, 3, 4, 5])] {
+            note.extend((name.len() as u32).to_ne_bytes());
+            note.extend((desc.len() as u32).to_ne_bytes());
+            note.extend(kind.to_ne_bytes());
+            note.extend(name);
+            note.resize(note.len().next_multiple_of(4), 0);
+            note.extend(desc);
+            note.resize(note.len().next_multiple_of(4), 0);
+        }
+        assert_eq!(gnu_build_id(&note), Some(&[1u8, 2, 3, 4, 5][..]));
+        assert_eq!(gnu_build_id(&note[..note.len() - 8]), None);
+        // The test binary is linked like imageswitch: with a build ID (SHA-1, 20 bytes).
+        assert_eq!(build_id().map(|id| id.len()), Some(20));
+    }
 
     #[test]
     fn nss_lookups_find_root_and_nobody_for_an_unused_id() {
