@@ -32,7 +32,9 @@ const MAX_BYTES: usize = 4 << 20;
 
 /// `getpwuid(3)`'s answer for `uid`.
 pub fn passwd_by_uid(uid: u32) -> io::Result<Option<PasswdEntry>> {
-    match files_first().0.then(|| in_file(PASSWD, |line| parse_passwd(line, uid))).flatten() {
+    static FILE: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    let file = || FILE.get_or_init(|| read(PASSWD)).as_deref();
+    match files_first().0.then(|| in_file(file(), |line| parse_passwd(line, uid))).flatten() {
         Some(entry) => Ok(Some(entry)),
         None => sys::passwd_by_uid(uid),
     }
@@ -40,7 +42,9 @@ pub fn passwd_by_uid(uid: u32) -> io::Result<Option<PasswdEntry>> {
 
 /// `getgrgid(3)`'s answer for `gid` (name and id).
 pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
-    match files_first().1.then(|| in_file(GROUP, |line| parse_group(line, gid))).flatten() {
+    static FILE: OnceLock<Option<Vec<u8>>> = OnceLock::new();
+    let file = || FILE.get_or_init(|| read(GROUP)).as_deref();
+    match files_first().1.then(|| in_file(file(), |line| parse_group(line, gid))).flatten() {
         Some(entry) => Ok(Some(entry)),
         None => sys::group_by_gid(gid),
     }
@@ -95,11 +99,11 @@ enum Line<T> {
     Unsure,
 }
 
-/// The first entry of `path` `parse` matches, or `None` when there is none
+/// The first entry of `bytes` (a file's, read once per process: an entry
+/// lasts about a millisecond) `parse` matches, or `None` when there is none
 /// or a line before it (or it) is one `parse` is unsure of.
-fn in_file<T>(path: &str, parse: impl Fn(&[u8]) -> Line<T>) -> Option<T> {
-    let bytes = read(path)?;
-    for line in bytes.split(|&b| b == b'\n') {
+fn in_file<T>(bytes: Option<&[u8]>, parse: impl Fn(&[u8]) -> Line<T>) -> Option<T> {
+    for line in bytes?.split(|&b| b == b'\n') {
         match parse(line) {
             Line::Match(entry) => return Some(entry),
             Line::Other => {}
@@ -206,6 +210,24 @@ mod tests {
             b" alice:x:1001:1001::/home/alice:/bin/sh",
         ] {
             assert_eq!(parse_passwd(odd, 1001), Line::Unsure, "{}", String::from_utf8_lossy(odd));
+        }
+    }
+
+    /// Against glibc on this host: for every id in its files, the answer
+    /// given here (files first, or NSS) is NSS's own.
+    #[test]
+    fn every_answer_for_this_hosts_accounts_is_nss_own() {
+        let ids = |path: &str, field: usize| -> Vec<u32> {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            text.lines().filter_map(|l| l.split(':').nth(field)?.parse().ok()).collect()
+        };
+        let uids = ids(PASSWD, 2);
+        assert!(uids.contains(&0), "no root in {PASSWD}");
+        for uid in uids.into_iter().chain([65_000, 4_000_000]) {
+            assert_eq!(passwd_by_uid(uid).ok(), sys::passwd_by_uid(uid).ok(), "uid {uid}");
+        }
+        for gid in ids(GROUP, 2).into_iter().chain([65_000]) {
+            assert_eq!(group_by_gid(gid).ok(), sys::group_by_gid(gid).ok(), "gid {gid}");
         }
     }
 

@@ -47,6 +47,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, unlinkat};
 
 use crate::config::Sysroot;
@@ -147,11 +148,11 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
 /// the caller's mount namespace's inode number, EXE: [`this_binary`], both
 /// in hex; VIEW: 16 hex digits hashing the view every caller shares; ACCOUNT:
 /// 16 hex digits hashing the caller's passwd and group as shown, or `0` for
-/// a caller the tree knows), and the device of nsfs; `None` when something
+/// a caller the tree knows); `None` when something
 /// it depends on cannot be identified. Two installed binaries (a test's, the
 /// system's) keep a pin each rather than replacing each other's, and so do
 /// callers the tree does not know.
-fn key(req: &Request<'_>) -> Option<(String, u64)> {
+fn key(req: &Request<'_>) -> Option<String> {
     let mut h = Fnv1a::default();
     (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
     let exe = this_binary(&mut h)?;
@@ -183,10 +184,16 @@ fn key(req: &Request<'_>) -> Option<(String, u64)> {
         }
         format!("{:016x}", a.finish())
     };
-    let ns = std::fs::metadata("/proc/self/ns/mnt").ok()?;
-    let name =
-        format!("{}.{:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), ns.ino(), h.finish());
-    Some((name, ns.dev()))
+    let ns = caller_namespace()?;
+    Some(format!("{}.{ns:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), h.finish()))
+}
+
+/// The inode number of the caller's mount namespace, from the link
+/// /proc/self/ns/mnt, `mnt:[INODE]` (proc(5)): reading the link, unlike a
+/// stat of it, makes the kernel set up no nsfs inode.
+fn caller_namespace() -> Option<u64> {
+    let link = std::fs::read_link("/proc/self/ns/mnt").ok()?;
+    link.to_str()?.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// This binary, for a pin's name: the FNV-1a hash of its GNU build ID, read
@@ -232,8 +239,8 @@ pub fn check_made(made: &EtcFiles) -> io::Result<()> {
 /// the process changes (it joins with [`join`]).
 pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid) -> Option<OwnedFd> {
     let dir = open_pin_dir()?;
-    let (name, nsfs) = key(req)?;
-    match open_pin(&dir, &name, nsfs) {
+    let name = key(req)?;
+    match open_pin(&dir, &name) {
         Found::Pin(fd) => return Some(fd),
         Found::PerEntry => return None,
         Found::Nothing => {}
@@ -242,7 +249,7 @@ pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid) -> Option<OwnedFd> {
     // Never waits: the holder may be stopped by its owner.
     let _held = Flock::lock(File::from(lock), FlockArg::LockExclusiveNonblock).ok()?;
     // Another entry may have built it just before.
-    match open_pin(&dir, &name, nsfs) {
+    match open_pin(&dir, &name) {
         Found::Pin(fd) => return Some(fd),
         Found::PerEntry => return None,
         Found::Nothing => {}
@@ -302,9 +309,9 @@ enum Found {
 
 /// A pin is a file on nsfs (the bind of a namespace); an empty file left by
 /// an interrupted build is not, and is never entered.
-fn open_pin(dir: &OwnedFd, name: &str, nsfs: u64) -> Found {
+fn open_pin(dir: &OwnedFd, name: &str) -> Found {
     if let Ok(fd) = openat(dir, name, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty()) {
-        if fstat(&fd).is_ok_and(|st| st.st_dev == nsfs) {
+        if fstatfs(&fd).is_ok_and(|fs| fs.filesystem_type() == NSFS_MAGIC) {
             return Found::Pin(fd);
         }
     }
@@ -566,6 +573,12 @@ mod tests {
         let private_under = mounts::parse_mountinfo(&TABLE.replace("shared:4", ""));
         assert!(!propagation_reaches(&private_under, &paths(&["/home"])));
         assert!(propagation_reaches(&private_under, &paths(&["/tmp"])));
+    }
+
+    #[test]
+    fn the_namespace_link_names_the_namespace_a_stat_finds() {
+        let stat = std::fs::metadata("/proc/self/ns/mnt").expect("/proc/self/ns/mnt");
+        assert_eq!(caller_namespace(), Some(stat.ino()));
     }
 
     #[test]
