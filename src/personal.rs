@@ -59,20 +59,26 @@ fn read_limited(file: std::fs::File) -> io::Result<Vec<u8>> {
 /// of themselves inside `sysroot`, and which host files are shown. Problems
 /// are warnings: the entry goes on with the tree's own view of what could not
 /// be resolved.
-pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
+/// `run_user` is [`own_run_user`]'s answer, looked at as the caller.
+pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults, run_user: Option<PathBuf>) -> Personal {
     let mut gids: Vec<u32> =
         caller.groups.iter().chain([&caller.gid, &caller.passwd_gid]).map(|g| g.as_raw()).collect();
     gids.sort_unstable();
     gids.dedup();
-    let (uid, gid) = (caller.uid, caller.gid);
     let listed = sysroot.host_files(defaults);
     let host_files = listed.iter().enumerate().filter(|(i, path)| !listed[..*i].contains(path)).map(|(_, p)| p.clone());
     let host_files = host_files.collect();
-    // From the real uid, never the environment; only a directory the caller owns.
-    let run_user = PathBuf::from(format!("/run/user/{uid}"));
-    let owned = mounts::with_fs_identity(true, uid, gid, || std::fs::symlink_metadata(&run_user));
-    let run_user = owned.is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw()).then_some(run_user);
     Personal { ids: Some((caller.uid.as_raw(), gids)), host_files, run_user }
+}
+
+/// The caller's own /run/user/UID on the host: from the real uid, never the
+/// environment; only a directory (no link) the caller owns. Call it with the
+/// caller's identity (their filesystem uid at least), so that it is one
+/// they reach themselves.
+pub fn own_run_user(uid: Uid) -> Option<PathBuf> {
+    let run_user = PathBuf::from(format!("/run/user/{uid}"));
+    let owned = std::fs::symlink_metadata(&run_user);
+    owned.is_ok_and(|m| m.is_dir() && m.uid() == uid.as_raw()).then_some(run_user)
 }
 
 /// The caller's entries as lines for the tree's databases, from NSS on the

@@ -44,6 +44,9 @@ pub struct Real {
     detached: Vec<(PathBuf, std::io::Result<OwnedFd>)>,
     /// Which host directories everybody may reach, as looked at.
     reach: pin::Reach,
+    /// The caller's /run/user/UID, looked at as the caller with their
+    /// working directory (one identity switch for both).
+    run_user: Option<Option<PathBuf>>,
 }
 
 impl Real {
@@ -58,6 +61,7 @@ impl Real {
             made: None,
             detached: Vec::new(),
             reach: pin::Reach::default(),
+            run_user: None,
         }
     }
 
@@ -98,7 +102,10 @@ impl Kernel for Real {
         caller: &Caller,
         caller_env: &[(OsString, OsString)],
     ) -> Result<Whereabouts, Error> {
-        let (paths, id) = privileges::as_caller(caller, || workdir::resolve(caller_env))?;
+        let ((paths, id), run_user) = privileges::as_caller(caller, || {
+            (workdir::resolve(caller_env), personal::own_run_user(caller.uid))
+        })?;
+        self.run_user = Some(run_user);
         let physical = nix::unistd::getcwd().map_or_else(|_| b"?".to_vec(), |c| c.into_os_string().into_vec());
         Ok(Whereabouts { paths, id, physical })
     }
@@ -117,7 +124,10 @@ impl Kernel for Real {
     }
 
     fn prepare_personal(&mut self, caller: &Caller, sysroot: &Sysroot, defaults: &Defaults) -> Personal {
-        personal::prepare(caller, sysroot, defaults)
+        let run_user = self.run_user.take().unwrap_or_else(|| {
+            mounts::with_fs_identity(true, caller.uid, caller.gid, || personal::own_run_user(caller.uid))
+        });
+        personal::prepare(caller, sysroot, defaults, run_user)
     }
 
     fn say(&mut self, stream: Stream, line: &str) {
