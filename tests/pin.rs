@@ -45,11 +45,11 @@ trap 'for p in $D/*.pid; do [ -e "$p" ] && kill $(cat $p) 2>/dev/null; done; eva
 # Bound once: namespaces made from this one have it already.
 cmp -s $CONF $CONFIG || mount --bind $CONF $CONFIG
 # Pins are named SYSROOT.NS.EXE.VIEW.ACCOUNT: a hash of the sysroot's name
-# ($PIN_NAMES: NAME=HASH ...), this namespace's and the binary's inode
-# numbers in hex, a hash of the view, and one of the passwd and group lines
-# an entry adds (0: none, for callers the tree knows).
+# ($PIN_NAMES: NAME=HASH ...), this namespace's inode number in hex, a hash
+# of the binary's build ID ($PIN_EXE, in hex), a hash of the view, and one of
+# the passwd and group lines an entry adds (0: none, for callers the tree knows).
 NS=$(printf %x $(stat -L -c %i /proc/self/ns/mnt))
-EXE=$(printf %x $(stat -c %i $BIN))
+EXE=$PIN_EXE
 # Runs bash script $1 in a mount namespace of its own whose mounts are
 # shared, but not with this one's.
 own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshared /; . $LIB; $1"; }
@@ -169,6 +169,7 @@ fn in_ns(propagation: &str, dir: &Path, script: &str) -> Output {
         .env("BOB", BOB)
         .env("LIB", dir.join("lib.sh"))
         .env("PIN_NAMES", pin_names())
+        .env("PIN_EXE", pin_exe())
         .current_dir("/tmp"))
 }
 
@@ -179,6 +180,13 @@ fn pin_names() -> String {
     ["known", "nohome", "gen", "withrun", "norun"]
         .map(|name| format!("{name}={:016x}", test_support::fnv1a(name)))
         .join(" ")
+}
+
+/// The binary's part of its pins' names: the FNV-1a hash of its GNU build
+/// ID, in hex (src/pin.rs `this_binary`).
+fn pin_exe() -> String {
+    let id = test_support::build_id(Path::new(BIN)).expect("the installed imageswitch has a GNU build ID");
+    format!("{:x}", test_support::fnv1a(id))
 }
 
 /// The script's output lines, once it has succeeded.

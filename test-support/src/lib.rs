@@ -12,7 +12,7 @@ pub mod programs;
 pub mod report;
 
 pub use programs::{c_program, imageswitch_built_for};
-pub use report::{Removed, Rng, Unmounted, count_from_env, diff_lines, figure, fnv1a, tree_listing};
+pub use report::{Removed, Rng, Unmounted, build_id, count_from_env, diff_lines, figure, fnv1a, tree_listing};
 
 use std::ffi::OsStr;
 use std::io::Write;

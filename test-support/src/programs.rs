@@ -28,7 +28,7 @@ fn profile_dir() -> PathBuf {
 pub fn c_program(name: &str, flags: &[&str]) -> PathBuf {
     let source = workspace().join("tests/support").join(format!("{name}.c"));
     let text = fs::read_to_string(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
-    let key = fnv1a(&format!("{text}\0{}", flags.join("\0")));
+    let key = fnv1a(format!("{text}\0{}", flags.join("\0")));
     let dir = profile_dir().join("test-support-c");
     let program = dir.join(format!("{name}-{key:016x}"));
     if program.is_file() {

@@ -115,9 +115,20 @@ fn stamp(meta: &fs::Metadata) -> String {
     )
 }
 
-/// FNV-1a, 64 bits: a short, stable name for a long text in a figure.
-pub fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+/// FNV-1a, 64 bits: a short, stable name for a long text in a figure (and
+/// the hash imageswitch names pins with).
+pub fn fnv1a(bytes: impl AsRef<[u8]>) -> u64 {
+    bytes.as_ref().iter().fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// The GNU build ID of the ELF file at `path` (the descriptor of its
+/// `NT_GNU_BUILD_ID` note, found by the note's header: name size 4,
+/// descriptor size 20, type 3, name "GNU"), or `None`.
+pub fn build_id(path: &std::path::Path) -> Option<Vec<u8>> {
+    const HEADER: [u8; 16] = [4, 0, 0, 0, 20, 0, 0, 0, 3, 0, 0, 0, b'G', b'N', b'U', 0];
+    let bytes = fs::read(path).ok()?;
+    let at = bytes.windows(HEADER.len()).position(|w| w == HEADER)? + HEADER.len();
+    bytes.get(at..at + 20).map(<[u8]>::to_vec)
 }
 
 /// The lines only in `before` ("gone") and only in `after` ("new").
