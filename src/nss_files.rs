@@ -12,7 +12,8 @@
 //! module gives that answer itself, and only when every line up to the one
 //! it returns has the plain shape of passwd(5) or group(5): anything it
 //! would have to read the way glibc's parser does (a name starting with `+`
-//! or `-`, a number with a sign or spaces, a line of another shape) sends the
+//! or `-`, a number with a sign or spaces, a leading blank, a NUL, a line of
+//! another shape) sends the
 //! lookup through NSS, which then decides, as it does for ids not in the file
 //! and for every other `nsswitch.conf`.
 #![forbid(unsafe_code)]
@@ -122,17 +123,32 @@ fn plain_id(field: &[u8]) -> Option<u32> {
     std::str::from_utf8(field).ok()?.parse::<u32>().ok().filter(|&id| id != u32::MAX)
 }
 
+/// C's `isspace` in the C locale, which glibc skips at the start of a line:
+/// unlike `u8::is_ascii_whitespace`, it includes the vertical tab.
+fn c_space(b: &u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\n' | 0x0b | 0x0c | b'\r')
+}
+
 /// Comments and empty lines, as glibc's "files" service skips them (after
-/// leading blanks); `None` for any other line.
+/// leading blanks).
 fn skipped(line: &[u8]) -> bool {
-    matches!(line.trim_ascii_start().first(), None | Some(b'#'))
+    matches!(line.iter().find(|b| !c_space(b)), None | Some(b'#'))
+}
+
+/// A line glibc reads as C strings: a NUL ends it there, and the rest of
+/// the line is not what this module would read.
+fn has_nul(line: &[u8]) -> bool {
+    line.contains(&0)
 }
 
 fn plain_name(name: &[u8]) -> bool {
-    !name.is_empty() && !matches!(name[0], b'+' | b'-') && !name.iter().any(|b| b.is_ascii_whitespace())
+    !name.is_empty() && !matches!(name[0], b'+' | b'-') && !name.iter().any(c_space)
 }
 
 fn parse_passwd(line: &[u8], uid: u32) -> Line<PasswdEntry> {
+    if has_nul(line) {
+        return Line::Unsure;
+    }
     if skipped(line) {
         return Line::Other;
     }
@@ -157,6 +173,9 @@ fn parse_passwd(line: &[u8], uid: u32) -> Line<PasswdEntry> {
 }
 
 fn parse_group(line: &[u8], gid: u32) -> Line<GroupEntry> {
+    if has_nul(line) {
+        return Line::Unsure;
+    }
     if skipped(line) {
         return Line::Other;
     }
@@ -208,6 +227,11 @@ mod tests {
             b"alice:x:4294967295:1001::/:/bin/sh",
             b"alice:x:99999999999:1001::/:/bin/sh",
             b" alice:x:1001:1001::/home/alice:/bin/sh",
+            // glibc's isspace skips a vertical tab (the name would be "alice").
+            b"\x0balice:x:1001:1001::/home/alice:/bin/sh",
+            // glibc stops at a NUL (the home and shell would be empty).
+            b"alice:x:1001:1001:a\0b:/home/alice:/bin/sh",
+            b"# comment\0alice",
         ] {
             assert_eq!(parse_passwd(odd, 1001), Line::Unsure, "{}", String::from_utf8_lossy(odd));
         }
@@ -240,5 +264,8 @@ mod tests {
         assert_eq!(parse_group(b"users:x:100:", 50), Line::Other);
         assert_eq!(parse_group(b"+:::", 50), Line::Unsure);
         assert_eq!(parse_group(b"users:x:100", 50), Line::Unsure);
+        assert_eq!(parse_group(b"\x0bstaff:x:50:", 50), Line::Unsure);
+        assert_eq!(parse_group(b"staff:x:50:a\0b", 50), Line::Unsure);
+        assert_eq!(parse_group(b"\x0b# comment", 50), Line::Other);
     }
 }

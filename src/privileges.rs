@@ -6,7 +6,7 @@
 use nix::sys::prctl;
 use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
-use nix::unistd::{Gid, Uid, geteuid, getresgid, getuid, getresuid, setgroups, setresgid, setresuid};
+use nix::unistd::{Gid, Uid, geteuid, getresgid, getresuid, setgroups, setresgid, setresuid};
 
 use crate::access::Caller;
 use crate::error::Error;
@@ -85,26 +85,23 @@ fn caller_stack_limit(state: &CallerState) -> Option<libc::rlim_t> {
     (still_parent && parent_soft > STACK_CLAMP).then(|| parent_soft.min(state.stack_hard))
 }
 
-/// Whether this process is in the initial user namespace, whose uid map is
-/// the identity over every uid. In any other, a setuid-root file's owner is
-/// unmapped, the kernel ignores the bit, and "euid 0" is the namespace's own
-/// root: nothing imageswitch can work with.
+/// Whether this process is in the initial user namespace: the link
+/// /proc/self/ns/user names the initial one's inode, `PROC_USER_INIT_INO`
+/// (0xEFFFFFFD, include/linux/proc_ns.h; fixed since Linux 3.8). Reading the
+/// link sets up no nsfs inode (a stat would). In any other namespace, a
+/// setuid-root file's owner is unmapped and the kernel ignores the bit, or
+/// "euid 0" is the namespace's own root: nothing imageswitch can work with.
 fn in_initial_user_namespace() -> bool {
-    sys::read_generated("/proc/self/uid_map", 256).is_ok_and(|map| {
-        map.split(u8::is_ascii_whitespace).filter(|f| !f.is_empty()).eq([&b"0"[..], b"0", b"4294967295"])
-    })
+    const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
+    std::fs::read_link("/proc/self/ns/user")
+        .is_ok_and(|link| link.as_os_str().as_encoded_bytes() == format!("user:[{PROC_USER_INIT_INO}]").as_bytes())
 }
 
 /// Fails clearly when the binary cannot do its job: inside a user namespace,
 /// not setuid root, or started under no_new_privs (which also means: already
 /// inside a sysroot).
 pub fn check_setuid_root() -> Result<(), Error> {
-    // The uid map is read only when the effective uid is the real one (root
-    // ran us, or the kernel ignored the set-uid bit). Two different ids mean
-    // the set-uid exec took effect, so root, the file's owner, is mapped in
-    // the caller's user namespace: the initial one, or one only root can have
-    // made. Every namespace a user makes leaves root out of its map.
-    if getuid() == geteuid() && !in_initial_user_namespace() {
+    if !in_initial_user_namespace() {
         return Err(Error::SelfCheck(
             "imageswitch must be run from the initial user namespace (this process is in a user namespace, \
              where a setuid program cannot work)"
@@ -209,4 +206,22 @@ pub fn verify_dropped(caller: &Caller) -> Result<(), Error> {
         return Err(Error::privilege("verify gids", "setresgid(0) still succeeds"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_test_runs_in_the_initial_user_namespace_and_a_new_one_is_not() {
+        assert!(in_initial_user_namespace());
+        // The same link read in a user namespace of its own, by unshare(1).
+        let out = std::process::Command::new("unshare")
+            .args(["--user", "readlink", "/proc/self/ns/user"])
+            .output()
+            .expect("unshare");
+        if out.status.success() {
+            assert_ne!(String::from_utf8_lossy(&out.stdout).trim(), "user:[4026531837]");
+        }
+    }
 }
