@@ -1672,6 +1672,14 @@ fn row28_a_user_namespace_is_refused_in_one_line() {
             assert_clean_failure(&out, 125, "imageswitch must be run from the initial user namespace");
         }
     }
+    // A namespace of alice's own whose map also holds a subordinate range
+    // (as newuidmap writes it from /etc/subuid; root writes it here), in
+    // which her process's real and effective ids differ (1 and 0): still
+    // refused before the configuration is read.
+    let helper = c_program("subuid-userns", &[]);
+    let (alice, alice_gid) = (uid(ALICE).to_string(), gid(ALICE).to_string());
+    let out = run(Command::new(&helper).args([&alice, &alice_gid, BIN, "--list"]).current_dir("/tmp"));
+    assert_clean_failure(&out, 125, "imageswitch must be run from the initial user namespace");
 }
 
 // ---------------------------------------------------------------------------
