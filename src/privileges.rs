@@ -151,7 +151,16 @@ pub fn drop_to(caller: &Caller) -> Result<(), Error> {
     // Verified as it is done: see sys::drop_bounding_set.
     sys::drop_bounding_set().map_err(|e| Error::privilege("capability bounding set", e))?;
     sys::clear_ambient_caps().map_err(|e| Error::privilege("ambient capabilities", e))?;
-    setgroups(&caller.groups).map_err(|e| Error::privilege("setgroups", e))?;
+    // The set-uid exec kept the caller's supplementary groups, which is what
+    // caller.groups was read from: set them only when they differ now (each
+    // setgroups commits new credentials). verify_dropped checks them after.
+    let current = sys::supplementary_groups().map_err(|e| Error::privilege("getgroups", e))?;
+    let mut current: Vec<Gid> = current.into_iter().map(Gid::from_raw).collect();
+    current.sort_by_key(|g| g.as_raw());
+    current.dedup();
+    if current != caller.groups {
+        setgroups(&caller.groups).map_err(|e| Error::privilege("setgroups", e))?;
+    }
     setresgid(caller.gid, caller.gid, caller.gid).map_err(|e| Error::privilege("setresgid", e))?;
     setresuid(caller.uid, caller.uid, caller.uid).map_err(|e| Error::privilege("setresuid", e))?;
     // setresuid away from root empties permitted/effective, but not inheritable,

@@ -4,7 +4,7 @@
 #![forbid(unsafe_code)]
 
 use std::ffi::OsString;
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -29,11 +29,11 @@ pub struct Whereabouts {
     pub physical: Vec<u8>,
 }
 
-/// The paths and id of [`Whereabouts`], from the caller's `$PWD` and this
-/// process's directory. All of it comes from the caller: call it as the
-/// caller, so that a `$PWD` through `/root` or another user's
-/// `/proc/PID/cwd` tells them nothing.
-pub fn resolve(caller_env: &[(OsString, OsString)]) -> (Vec<PathBuf>, Option<DirId>) {
+/// [`Whereabouts`], from the caller's `$PWD` and this process's directory.
+/// All of it comes from the caller: call it as the caller, so that a `$PWD`
+/// through `/root` or another user's `/proc/PID/cwd` tells them nothing.
+/// The physical path is the same for root (getcwd(3) checks no permission).
+pub fn resolve(caller_env: &[(OsString, OsString)]) -> Whereabouts {
     let mut out = Vec::new();
     let here = std::fs::metadata(".").ok();
     if let (Some(pwd), Some(here)) = (lookup(caller_env, "PWD"), here.as_ref()) {
@@ -46,12 +46,17 @@ pub fn resolve(caller_env: &[(OsString, OsString)]) -> (Vec<PathBuf>, Option<Dir
             }
         }
     }
-    if let Ok(physical) = nix::unistd::getcwd() {
-        if !out.contains(&physical) {
-            out.push(physical);
+    let physical = nix::unistd::getcwd().ok();
+    if let Some(physical) = &physical {
+        if !out.contains(physical) {
+            out.push(physical.clone());
         }
     }
-    (out, here.map(|here| (here.dev(), here.ino())))
+    Whereabouts {
+        paths: out,
+        id: here.map(|here| (here.dev(), here.ino())),
+        physical: physical.map_or_else(|| b"?".to_vec(), |c| c.into_os_string().into_vec()),
+    }
 }
 
 /// Why a directory cannot be where the command starts.
@@ -155,16 +160,17 @@ mod tests {
     fn pwd_comes_first_only_when_it_names_this_very_directory() {
         let here = nix::unistd::getcwd().expect("cwd");
         let env = |pwd: &Path| vec![(OsString::from("PWD"), pwd.as_os_str().to_owned())];
-        let (paths, id) = resolve(&env(Path::new("/")));
-        assert_eq!(paths, std::slice::from_ref(&here), "a $PWD naming another directory is ignored");
+        let whereabouts = resolve(&env(Path::new("/")));
+        assert_eq!(whereabouts.paths, std::slice::from_ref(&here), "a $PWD naming another directory is ignored");
         let meta = std::fs::metadata(".").expect("cwd");
-        assert_eq!(id, Some((meta.dev(), meta.ino())));
-        assert_eq!(resolve(&env(Path::new("relative"))).0, std::slice::from_ref(&here));
+        assert_eq!(whereabouts.id, Some((meta.dev(), meta.ino())));
+        assert_eq!(whereabouts.physical, here.as_os_str().as_bytes(), "the physical path, for the audit record");
+        assert_eq!(resolve(&env(Path::new("relative"))).paths, std::slice::from_ref(&here));
         // A logical path through a link (/home -> /export/home) is kept, first.
         let link = std::env::temp_dir().join(format!("imageswitch-pwd-link-{}", std::process::id()));
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&here, &link).expect("link");
-        assert_eq!(resolve(&env(&link)).0, [link.clone(), here]);
+        assert_eq!(resolve(&env(&link)).paths, [link.clone(), here]);
         let _ = std::fs::remove_file(&link);
     }
 }

@@ -4,7 +4,6 @@
 
 use std::ffi::{CString, OsString};
 use std::os::fd::OwnedFd;
-use std::os::unix::ffi::OsStringExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -102,12 +101,11 @@ impl Kernel for Real {
         caller: &Caller,
         caller_env: &[(OsString, OsString)],
     ) -> Result<Whereabouts, Error> {
-        let ((paths, id), run_user) = privileges::as_caller(caller, || {
+        let (whereabouts, run_user) = privileges::as_caller(caller, || {
             (workdir::resolve(caller_env), personal::own_run_user(caller.uid))
         })?;
         self.run_user = Some(run_user);
-        let physical = nix::unistd::getcwd().map_or_else(|_| b"?".to_vec(), |c| c.into_os_string().into_vec());
-        Ok(Whereabouts { paths, id, physical })
+        Ok(whereabouts)
     }
 
     fn audit(&mut self, socket: &Path, severity: Severity, message: &str) {
