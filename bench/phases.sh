@@ -8,7 +8,9 @@
 # tree RUNS times through a pin as a user the tree knows (`bench`, no host
 # files) and as one it does not (`bench-login`, the per-entry view), and
 # prints each step's median in microseconds. The marks cost about 0.1 us
-# each; the steps before main (exec, the dynamic loader) are not seen.
+# each; the steps before main (exec, the dynamic loader) are not seen. The
+# instrumented set-uid build is removed when this ends; the pins its entries
+# built are imageswitch's own (removed as stale pins are).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-500}
@@ -22,13 +24,14 @@ fi
 mount --make-rshared /
 
 SCRATCH=$(mktemp -d)
-trap 'rm -rf "$SCRATCH"' EXIT
+BIN=/var/lib/imageswitch-bench/phases/imageswitch
+# The scratch copy and the instrumented set-uid build go when this ends.
+trap 'rm -rf "$SCRATCH"; rm -f $BIN' EXIT
 # The workspace as it is checked out, without its build output.
 git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$SCRATCH"
 python3 bench/phases.py "$SCRATCH/src"
 ISW_PHASES=1 IMAGESWITCH_CONFIG_PATH=$CONF cargo build --release -q --bin imageswitch \
     --manifest-path "$SCRATCH/Cargo.toml" --target-dir target/phases
-BIN=/var/lib/imageswitch-bench/phases/imageswitch
 install -d -m 755 "$(dirname $BIN)"
 install -m 4755 -o root target/phases/release/imageswitch $BIN
 

@@ -67,20 +67,26 @@ fn read(path: &str) -> Option<Vec<u8>> {
 }
 
 /// Whether the one line for `database` in `nsswitch.conf` text lists
-/// `files` first with no `[...]` action after it. Two lines for it, or none
-/// (glibc's built-in default then applies), say no.
+/// `files` first with no `[...]` action after it. Lines are read as glibc
+/// reads them (nss/nss_database.c `process_line`): a comment from `#`,
+/// leading blanks skipped, the database name ending at a blank or a colon.
+/// Two lines for it (glibc keeps the last), or none (glibc's built-in
+/// default then applies), say no.
 fn starts_with_files(text: &[u8], database: &[u8]) -> bool {
     let mut found = None;
     for line in text.split(|&b| b == b'\n') {
         let line = line.split(|&b| b == b'#').next().unwrap_or_default();
-        let Some(colon) = line.iter().position(|&b| b == b':') else { continue };
-        if line[..colon].trim_ascii() != database {
+        let Some(start) = line.iter().position(|b| !c_space(b)) else { continue };
+        let line = &line[start..];
+        let end = line.iter().position(|b| c_space(b) || *b == b':').unwrap_or(line.len());
+        if &line[..end] != database {
             continue;
         }
         if found.is_some() {
             return false;
         }
-        let mut services = line[colon + 1..].split(u8::is_ascii_whitespace).filter(|w| !w.is_empty());
+        let rest = line.get(end + 1..).unwrap_or_default();
+        let mut services = rest.split(c_space).filter(|w| !w.is_empty());
         let first = services.next() == Some(b"files".as_slice());
         let plain = services.next().is_none_or(|next| !next.starts_with(b"["));
         found = Some(first && plain);
@@ -207,6 +213,11 @@ mod tests {
         assert!(!starts_with_files(b"group: files\n", b"passwd"));
         assert!(!starts_with_files(b"#passwd: files\n", b"passwd"));
         assert!(starts_with_files(b"passwd: files ldap\ngroup:files\n", b"group"));
+        // glibc ends the name at a blank too: this line is passwd's, not a comment.
+        assert!(!starts_with_files(b"passwd: files\npasswd bogus\n", b"passwd"));
+        assert!(!starts_with_files(b"passwd bogus\n", b"passwd"));
+        assert!(starts_with_files(b"\x0b passwd:\tfiles\n", b"passwd"));
+        assert!(!starts_with_files(b"PASSWD: files\n", b"passwd"));
     }
 
     #[test]

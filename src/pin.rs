@@ -188,10 +188,14 @@ fn key(req: &Request<'_>) -> Option<String> {
     Some(format!("{}.{ns:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), h.finish()))
 }
 
-/// The inode number of the caller's mount namespace, from the link
-/// /proc/self/ns/mnt, `mnt:[INODE]` (proc(5)): reading the link, unlike a
-/// stat of it, makes the kernel set up no nsfs inode.
+/// The inode number of the caller's mount namespace, asked of the kernel
+/// through a pidfd ([`crate::sys::own_namespace_inode`], Linux 6.11), else
+/// from the link /proc/self/ns/mnt, `mnt:[INODE]` (proc(5)): reading the
+/// link, unlike a stat of it, sets up no nsfs inode.
 fn caller_namespace() -> Option<u64> {
+    if let Some(inode) = crate::sys::own_namespace_inode(crate::sys::OwnNamespace::Mount) {
+        return inode.ok();
+    }
     let link = std::fs::read_link("/proc/self/ns/mnt").ok()?;
     link.to_str()?.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }

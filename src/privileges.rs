@@ -85,16 +85,23 @@ fn caller_stack_limit(state: &CallerState) -> Option<libc::rlim_t> {
     (still_parent && parent_soft > STACK_CLAMP).then(|| parent_soft.min(state.stack_hard))
 }
 
-/// Whether this process is in the initial user namespace: the link
-/// /proc/self/ns/user names the initial one's inode, `PROC_USER_INIT_INO`
-/// (0xEFFFFFFD, include/linux/proc_ns.h; fixed since Linux 3.8). Reading the
-/// link sets up no nsfs inode (a stat would). In any other namespace, a
+/// Whether this process is in the initial user namespace, whose nsfs inode
+/// is `PROC_USER_INIT_INO` (0xEFFFFFFD, include/linux/proc_ns.h; fixed since
+/// Linux 3.8). Asked of the kernel through a pidfd
+/// ([`sys::own_namespace_inode`]), which no mount can stand in for;
+/// before Linux 6.11, from the link /proc/self/ns/user, which a user can
+/// mount over in a mount namespace of their own (and then meets the kernel's
+/// own refusal: it ignores the set-uid bit there). In any other namespace, a
 /// setuid-root file's owner is unmapped and the kernel ignores the bit, or
 /// "euid 0" is the namespace's own root: nothing imageswitch can work with.
 fn in_initial_user_namespace() -> bool {
     const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
-    std::fs::read_link("/proc/self/ns/user")
-        .is_ok_and(|link| link.as_os_str().as_encoded_bytes() == format!("user:[{PROC_USER_INIT_INO}]").as_bytes())
+    match sys::own_namespace_inode(sys::OwnNamespace::User) {
+        Some(inode) => inode.is_ok_and(|inode| inode == PROC_USER_INIT_INO),
+        None => std::fs::read_link("/proc/self/ns/user").is_ok_and(|link| {
+            link.as_os_str().as_encoded_bytes() == format!("user:[{PROC_USER_INIT_INO}]").as_bytes()
+        }),
+    }
 }
 
 /// Fails clearly when the binary cannot do its job: inside a user namespace,
@@ -224,6 +231,10 @@ mod tests {
     #[test]
     fn this_test_runs_in_the_initial_user_namespace_and_a_new_one_is_not() {
         assert!(in_initial_user_namespace());
+        // Where the kernel answers through a pidfd (Linux 6.11), it names the initial one.
+        if let Some(inode) = sys::own_namespace_inode(sys::OwnNamespace::User) {
+            assert_eq!(inode.expect("the pidfd answer"), 0xEFFF_FFFD);
+        }
         // The same link read in a user namespace of its own, by unshare(1).
         let out = std::process::Command::new("unshare")
             .args(["--user", "readlink", "/proc/self/ns/user"])

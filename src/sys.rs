@@ -511,6 +511,55 @@ pub fn read_all(file: &std::fs::File, capacity: usize, max: usize) -> io::Result
     Ok(out)
 }
 
+/// A namespace of this process, asked of the kernel with no path.
+#[derive(Debug, Clone, Copy)]
+pub enum OwnNamespace {
+    User,
+    Mount,
+}
+
+/// The inode number of this process's user or mount namespace, asked of
+/// the kernel with no path: `pidfd_open(2)` of itself, then
+/// `ioctl(PIDFD_GET_USER_NAMESPACE)` or `ioctl(PIDFD_GET_MNT_NAMESPACE)`
+/// (Linux 6.11) for the namespace's nsfs descriptor, checked to be on nsfs
+/// (`fstatfs`). A path such as /proc/self/ns/user can be mounted over in a
+/// mount namespace a user makes with a user namespace of their own; this
+/// answer cannot. `None` when the kernel has no such ioctl (or pidfd); the
+/// caller then has only procfs.
+pub fn own_namespace_inode(which: OwnNamespace) -> Option<io::Result<u64>> {
+    // _IO(PIDFS_IOCTL_MAGIC 0xFF, 9 and 3), include/uapi/linux/pidfd.h.
+    let request: libc::c_ulong = match which {
+        OwnNamespace::User => 0xFF09,
+        OwnNamespace::Mount => 0xFF03,
+    };
+    // SAFETY: pidfd_open takes a pid and flags, no pointers.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    if pidfd < 0 {
+        let err = io::Error::last_os_error();
+        return (err.raw_os_error() != Some(libc::ENOSYS)).then_some(Err(err));
+    }
+    // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
+    // SAFETY: a valid pidfd and an ioctl that takes no argument.
+    let ns = unsafe { libc::ioctl(pidfd.as_raw_fd(), request as _, 0) };
+    if ns < 0 {
+        let err = io::Error::last_os_error();
+        // Before Linux 6.11 the ioctl is unknown.
+        return (!matches!(err.raw_os_error(), Some(libc::ENOTTY | libc::EINVAL))).then_some(Err(err));
+    }
+    // SAFETY: the ioctl returned a new descriptor that nothing else owns.
+    let ns = unsafe { OwnedFd::from_raw_fd(ns) };
+    let on_nsfs = nix::sys::statfs::fstatfs(&ns)
+        .map(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
+        .map_err(io::Error::from);
+    Some(on_nsfs.and_then(|on_nsfs| {
+        if !on_nsfs {
+            return Err(io::Error::other("the namespace descriptor is not on nsfs"));
+        }
+        Ok(nix::sys::stat::fstat(&ns)?.st_ino)
+    }))
+}
+
 /// The id of the mount namespace `ns` (an nsfs descriptor), from
 /// `ioctl(NS_GET_MNTNS_ID)` (Linux 6.8 and later); `None` before that.
 /// The kernel refuses to bind a namespace's file into a namespace whose id

@@ -1680,6 +1680,17 @@ fn row28_a_user_namespace_is_refused_in_one_line() {
     let (alice, alice_gid) = (uid(ALICE).to_string(), gid(ALICE).to_string());
     let out = run(Command::new(&helper).args([&alice, &alice_gid, BIN, "--list"]).current_dir("/tmp"));
     assert_clean_failure(&out, 125, "imageswitch must be run from the initial user namespace");
+    // The link /proc/self/ns/user forged: in a user and mount namespace of
+    // her own, alice binds a directory holding a link that names the initial
+    // namespace over her /proc/PID/ns, checks it reads so, and execs the
+    // binary (the same pid). The kernel's own answer (a pidfd) is not a path.
+    let forge = format!(
+        r#"d=$(mktemp -d); ln -s "user:[4026531837]" $d/user
+        mount --bind $d /proc/$$/ns && [ "$(readlink /proc/$$/ns/user)" = "user:[4026531837]" ] || exit 99
+        exec {BIN} --list"#
+    );
+    let out = run(as_user(ALICE, "unshare").args(["-Urm", "sh", "-c", &forge]).current_dir("/tmp"));
+    assert_clean_failure(&out, 125, "imageswitch must be run from the initial user namespace");
 }
 
 // ---------------------------------------------------------------------------
