@@ -6,7 +6,8 @@
 //! of an entry's identity work (about 60 µs here: nscd's socket tried twice,
 //! `nsswitch.conf` parsed, the "files" service set up), and imageswitch is a
 //! new process every time. When `nsswitch.conf` lists `files` first for the
-//! database, with no action after it, NSS returns the first entry of that
+//! database, with no action after it, and the whole file has the plain shape
+//! read here exactly as glibc reads it ([`files_first_in`]), NSS returns the first entry of that
 //! file with the id whenever there is one (nsswitch.conf(5): services are
 //! asked in order, and the default action for SUCCESS is `return`). This
 //! module gives that answer itself, and only when every line up to the one
@@ -54,10 +55,7 @@ pub fn group_by_gid(gid: u32) -> io::Result<Option<GroupEntry>> {
 /// Whether `passwd` and `group` each start with a plain `files` service.
 fn files_first() -> (bool, bool) {
     static ANSWER: OnceLock<(bool, bool)> = OnceLock::new();
-    *ANSWER.get_or_init(|| match read(NSSWITCH) {
-        Some(text) => (starts_with_files(&text, b"passwd"), starts_with_files(&text, b"group")),
-        None => (false, false),
-    })
+    *ANSWER.get_or_init(|| read(NSSWITCH).map_or((false, false), |text| files_first_in(&text)))
 }
 
 fn read(path: &str) -> Option<Vec<u8>> {
@@ -66,32 +64,90 @@ fn read(path: &str) -> Option<Vec<u8>> {
     (bytes.len() <= MAX_BYTES).then_some(bytes)
 }
 
-/// Whether the one line for `database` in `nsswitch.conf` text lists
-/// `files` first with no `[...]` action after it. Lines are read as glibc
-/// reads them (nss/nss_database.c `process_line`): a comment from `#`,
-/// leading blanks skipped, the database name ending at a blank or a colon.
-/// Two lines for it (glibc keeps the last), or none (glibc's built-in
-/// default then applies), say no.
-fn starts_with_files(text: &[u8], database: &[u8]) -> bool {
-    let mut found = None;
+/// Whether `passwd` and `group` each list `files` first, with no action
+/// after it, in `nsswitch.conf` text: `(false, false)` unless the whole file
+/// has the plain shape this reads exactly as glibc does (nss/nss_database.c:
+/// a database name, a colon, services that are plain words, each optionally
+/// followed by well-formed `[STATUS=ACTION]` items; lines that start with
+/// `#` after blanks). glibc reads a `#` inside a line as part of a word, a
+/// name may end at a blank instead of a colon, and one malformed line for
+/// any database makes it drop the whole file: none of that is guessed at
+/// here. A database named twice, or not at all (glibc's built-in default),
+/// says no for it.
+fn files_first_in(text: &[u8]) -> (bool, bool) {
+    let (mut passwd, mut group) = (None, None);
     for line in text.split(|&b| b == b'\n') {
-        let line = line.split(|&b| b == b'#').next().unwrap_or_default();
         let Some(start) = line.iter().position(|b| !c_space(b)) else { continue };
         let line = &line[start..];
-        let end = line.iter().position(|b| c_space(b) || *b == b':').unwrap_or(line.len());
-        if &line[..end] != database {
+        if line[0] == b'#' {
             continue;
         }
-        if found.is_some() {
-            return false;
+        let Some(colon) = line.iter().position(|&b| b == b':') else { return (false, false) };
+        let (name, services) = (&line[..colon], &line[colon + 1..]);
+        if name.is_empty() || !name.iter().all(plain) {
+            return (false, false);
         }
-        let rest = line.get(end + 1..).unwrap_or_default();
-        let mut services = rest.split(c_space).filter(|w| !w.is_empty());
-        let first = services.next() == Some(b"files".as_slice());
-        let plain = services.next().is_none_or(|next| !next.starts_with(b"["));
-        found = Some(first && plain);
+        let Some(first_is_files) = first_service_is_plain_files(services) else { return (false, false) };
+        let slot = match name {
+            b"passwd" => &mut passwd,
+            b"group" => &mut group,
+            _ => continue,
+        };
+        if slot.replace(first_is_files).is_some() {
+            return (false, false);
+        }
     }
-    found.unwrap_or(false)
+    (passwd == Some(true), group == Some(true))
+}
+
+/// A byte of a database or service name.
+fn plain(b: &u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Whether a services list (after the colon) starts with `files` and no
+/// action item right after it; `None` when the list is not one of plain
+/// words and well-formed `[[!]STATUS=ACTION ...]` items (nsswitch.conf(5)).
+fn first_service_is_plain_files(services: &[u8]) -> Option<bool> {
+    let mut words: Vec<&[u8]> = Vec::new();
+    let mut action_after: Vec<bool> = Vec::new();
+    let mut rest = services;
+    while let Some(start) = rest.iter().position(|b| !c_space(b)) {
+        rest = &rest[start..];
+        if rest[0] == b'[' {
+            let close = rest.iter().position(|&b| b == b']')?;
+            let items = &rest[1..close];
+            let mut any = false;
+            for item in items.split(c_space).filter(|i| !i.is_empty()) {
+                let item = item.strip_prefix(b"!").unwrap_or(item);
+                let eq = item.iter().position(|&b| b == b'=')?;
+                let (status, action) = (&item[..eq], &item[eq + 1..]);
+                let known = |word: &[u8], among: &[&str]| among.iter().any(|w| word.eq_ignore_ascii_case(w.as_bytes()));
+                if !known(status, &["success", "notfound", "unavail", "tryagain"])
+                    || !known(action, &["return", "continue", "merge"])
+                {
+                    return None;
+                }
+                any = true;
+            }
+            if !any || words.is_empty() {
+                return None;
+            }
+            *action_after.last_mut()? = true;
+            rest = &rest[close + 1..];
+            continue;
+        }
+        let end = rest.iter().position(c_space).unwrap_or(rest.len());
+        let word = &rest[..end];
+        if !word.iter().all(plain) {
+            return None;
+        }
+        words.push(word);
+        action_after.push(false);
+        rest = &rest[end..];
+    }
+    let first = *words.first()?;
+    Some(first == b"files" && !action_after[0])
 }
 
 /// What a line says about the id looked up.
@@ -203,21 +259,27 @@ mod tests {
 
     #[test]
     fn only_a_plain_files_first_line_counts() {
-        assert!(starts_with_files(b"passwd:         files systemd\ngroup: files\n", b"passwd"));
-        assert!(starts_with_files(b"# c\npasswd: files\n", b"passwd"));
-        assert!(starts_with_files(b"passwd: files # ldap\n", b"passwd"));
-        assert!(!starts_with_files(b"passwd: sss files\n", b"passwd"));
-        assert!(!starts_with_files(b"passwd: compat\n", b"passwd"));
-        assert!(!starts_with_files(b"passwd: files [SUCCESS=continue] ldap\n", b"passwd"));
-        assert!(!starts_with_files(b"passwd: files\npasswd: ldap\n", b"passwd"));
-        assert!(!starts_with_files(b"group: files\n", b"passwd"));
-        assert!(!starts_with_files(b"#passwd: files\n", b"passwd"));
-        assert!(starts_with_files(b"passwd: files ldap\ngroup:files\n", b"group"));
-        // glibc ends the name at a blank too: this line is passwd's, not a comment.
-        assert!(!starts_with_files(b"passwd: files\npasswd bogus\n", b"passwd"));
-        assert!(!starts_with_files(b"passwd bogus\n", b"passwd"));
-        assert!(starts_with_files(b"\x0b passwd:\tfiles\n", b"passwd"));
-        assert!(!starts_with_files(b"PASSWD: files\n", b"passwd"));
+        let passwd = |text: &[u8]| files_first_in(text).0;
+        assert_eq!(files_first_in(b"passwd:         files systemd\ngroup: files\n"), (true, true));
+        assert!(passwd(b"# c\n  # indented comment [x\npasswd: files\n"));
+        assert!(passwd(b"\x0b passwd:\tfiles\n"));
+        assert!(passwd(b"passwd: files\nhosts: files mdns4_minimal [NOTFOUND=return] dns\n"));
+        assert!(passwd(b"passwd: files\nhosts: files [!UNAVAIL=return notfound=Continue] dns\n"));
+        assert!(!passwd(b"passwd: sss files\n"));
+        assert!(!passwd(b"passwd: compat\n"));
+        assert!(!passwd(b"passwd: files [SUCCESS=continue] ldap\n"));
+        assert!(!passwd(b"passwd: files\npasswd: ldap\n"), "named twice");
+        assert!(!passwd(b"group: files\n"), "not named: glibc's default");
+        assert!(!passwd(b"#passwd: files\n"));
+        assert!(!passwd(b"PASSWD: files\n"));
+        // What glibc reads otherwise, or drops the whole file for: not guessed at.
+        assert!(!passwd(b"passwd: files # ldap\n"), "a '#' inside a line is part of a word to glibc");
+        assert!(!passwd(b"passwd: files#X systemd\n"));
+        assert!(!passwd(b"passwd: files\npasswd bogus\n"), "a name ends at a blank too");
+        assert!(!passwd(b"passwd: files systemd\nhosts: files [NOTFOUND=bogus]\n"), "one bad line drops the file");
+        assert!(!passwd(b"passwd: files\ngroup: files ldap [\n"));
+        assert!(!passwd(b"passwd: files\nhosts: files []\n"));
+        assert!(files_first_in(b"passwd: files ldap\ngroup:files\n").1);
     }
 
     #[test]
