@@ -203,18 +203,27 @@ fn has_nul(line: &[u8]) -> bool {
     line.contains(&0)
 }
 
+/// A line's `:`-separated fields, or what it is when it has none to read:
+/// a comment or empty line, or one with a NUL.
+fn fields<T>(line: &[u8]) -> Result<Vec<&[u8]>, Line<T>> {
+    if has_nul(line) {
+        return Err(Line::Unsure);
+    }
+    if skipped(line) {
+        return Err(Line::Other);
+    }
+    Ok(line.split(|&b| b == b':').collect())
+}
+
 fn plain_name(name: &[u8]) -> bool {
     !name.is_empty() && !matches!(name[0], b'+' | b'-') && !name.iter().any(c_space)
 }
 
 fn parse_passwd(line: &[u8], uid: u32) -> Line<PasswdEntry> {
-    if has_nul(line) {
-        return Line::Unsure;
-    }
-    if skipped(line) {
-        return Line::Other;
-    }
-    let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+    let fields = match fields(line) {
+        Ok(fields) => fields,
+        Err(skip) => return skip,
+    };
     let [name, passwd, uid_field, gid_field, gecos, dir, shell] = fields[..] else { return Line::Unsure };
     let (Some(found), Some(gid)) = (plain_id(uid_field), plain_id(gid_field)) else { return Line::Unsure };
     if !plain_name(name) {
@@ -235,13 +244,10 @@ fn parse_passwd(line: &[u8], uid: u32) -> Line<PasswdEntry> {
 }
 
 fn parse_group(line: &[u8], gid: u32) -> Line<GroupEntry> {
-    if has_nul(line) {
-        return Line::Unsure;
-    }
-    if skipped(line) {
-        return Line::Other;
-    }
-    let fields: Vec<&[u8]> = line.split(|&b| b == b':').collect();
+    let fields = match fields(line) {
+        Ok(fields) => fields,
+        Err(skip) => return skip,
+    };
     let [name, _passwd, gid_field, _members] = fields[..] else { return Line::Unsure };
     let Some(found) = plain_id(gid_field) else { return Line::Unsure };
     if !plain_name(name) {

@@ -29,8 +29,8 @@ use crate::accounts::{Account, account_lines, knows, merged_databases};
 use crate::config::{Defaults, Sysroot};
 use crate::error::{Stream, say};
 use crate::filecache;
-use crate::nss_files;
 use crate::mounts::{self, BindKind, IfMissing, MountSpec, NODEV, NOSUID};
+use crate::nss_files;
 use crate::trusted::stat_type;
 
 /// What [`present`] shows, resolved on the host.

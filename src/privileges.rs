@@ -98,9 +98,8 @@ fn in_initial_user_namespace() -> bool {
     const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
     match sys::own_namespace_inode(sys::OwnNamespace::User) {
         Some(inode) => inode.is_ok_and(|inode| inode == PROC_USER_INIT_INO),
-        None => std::fs::read_link("/proc/self/ns/user").is_ok_and(|link| {
-            link.as_os_str().as_encoded_bytes() == format!("user:[{PROC_USER_INIT_INO}]").as_bytes()
-        }),
+        None => std::fs::read_link("/proc/self/ns/user")
+            .is_ok_and(|link| link.as_os_str().as_encoded_bytes() == format!("user:[{PROC_USER_INIT_INO}]").as_bytes()),
     }
 }
 

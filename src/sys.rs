@@ -599,7 +599,9 @@ mod tests {
     #[test]
     fn the_build_id_is_read_from_the_notes() {
         let mut note = Vec::new();
-        for (name, kind, desc) in [(&b"stapsdt\0"[..], 3u32, &[9u8; 5][..]), (b"GNU\0", 1, &[7; 16]), (b"GNU\0", 3, &[1, 2, 3, 4, 5])] {
+        for (name, kind, desc) in
+            [(&b"stapsdt\0"[..], 3u32, &[9u8; 5][..]), (b"GNU\0", 1, &[7; 16]), (b"GNU\0", 3, &[1, 2, 3, 4, 5])]
+        {
             note.extend((name.len() as u32).to_ne_bytes());
             note.extend((desc.len() as u32).to_ne_bytes());
             note.extend(kind.to_ne_bytes());

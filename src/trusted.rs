@@ -120,7 +120,8 @@ fn open_trusted_without_links(path: &Path, kind: Kind) -> Option<OwnedFd> {
         ),
         Kind::Directory => (OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY, SFlag::S_IFDIR),
     };
-    let how = OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let how =
+        OpenHow::new().flags(flags).resolve(ResolveFlag::RESOLVE_NO_SYMLINKS | ResolveFlag::RESOLVE_NO_MAGICLINKS);
     let fd = openat2(nix::fcntl::AT_FDCWD, path, how).ok()?;
     let st = fstat(&fd).ok()?;
     (stat_type(&st) == want && untrusted_reason(&st).is_none()).then_some(fd)
@@ -182,8 +183,9 @@ pub fn walk(
         let next = match openat(dir, part.as_os_str(), flags, Mode::empty()) {
             Ok(fd) => fd,
             // O_NOFOLLOW on a symlink without O_PATH gives ELOOP: reopen it as a path to read the link.
-            Err(Errno::ELOOP) if want_file => openat(dir, part.as_os_str(), dir_flags, Mode::empty())
-                .map_err(|e| (shown.clone(), Stop::Errno(e)))?,
+            Err(Errno::ELOOP) if want_file => {
+                openat(dir, part.as_os_str(), dir_flags, Mode::empty()).map_err(|e| (shown.clone(), Stop::Errno(e)))?
+            }
             Err(e) => return Err((shown, Stop::Errno(e))),
         };
         let st = judged(&mut judge, &next, &shown)?;

@@ -101,9 +101,8 @@ impl Kernel for Real {
         caller: &Caller,
         caller_env: &[(OsString, OsString)],
     ) -> Result<Whereabouts, Error> {
-        let (whereabouts, run_user) = privileges::as_caller(caller, || {
-            (workdir::resolve(caller_env), personal::own_run_user(caller.uid))
-        })?;
+        let (whereabouts, run_user) =
+            privileges::as_caller(caller, || (workdir::resolve(caller_env), personal::own_run_user(caller.uid)))?;
         self.run_user = Some(run_user);
         Ok(whereabouts)
     }
