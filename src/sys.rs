@@ -73,14 +73,6 @@ pub fn drop_bounding_set() -> io::Result<u32> {
     Err(io::Error::other("the kernel knows more than 64 capabilities"))
 }
 
-/// Whether capability `cap` is still in the bounding set (`None` past the last).
-#[cfg(test)]
-pub fn bounding_set_has(cap: u32) -> Option<bool> {
-    // SAFETY: PR_CAPBSET_READ takes an integer capability number, no pointers.
-    let ret = unsafe { libc::prctl(libc::PR_CAPBSET_READ, cap as libc::c_ulong, 0, 0, 0) };
-    if ret < 0 { None } else { Some(ret == 1) }
-}
-
 /// The supplementary groups, from `getgroups(2)` asked twice (the count, then
 /// the list): glibc's `sysconf(_SC_NGROUPS_MAX)`, which nix sizes its buffer
 /// by, reads `/proc/sys/kernel/ngroups_max` each time.
