@@ -42,16 +42,19 @@ impl Caller {
             shell: PathBuf::from(OsStr::from_bytes(&entry.shell)),
             gid: Gid::from_raw(entry.gid),
         };
-        let mut groups: Vec<Gid> = crate::sys::supplementary_groups()
-            .map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?
-            .into_iter()
-            .map(Gid::from_raw)
-            .collect();
-        groups.sort_by_key(|g| g.as_raw());
-        groups.dedup();
+        let groups = process_groups().map_err(|e| Error::Caller(format!("groups of {}: {e}", user.name)))?;
         let passwd_gid = user.gid;
         Ok(Caller { uid, gid: getgid(), name: user.name, home: user.dir, shell: user.shell, groups, passwd_gid })
     }
+}
+
+/// This process's supplementary groups, sorted and without duplicates: as
+/// [`Caller::groups`] holds them, and as the identity drop compares them.
+pub fn process_groups() -> std::io::Result<Vec<Gid>> {
+    let mut groups: Vec<Gid> = crate::sys::supplementary_groups()?.into_iter().map(Gid::from_raw).collect();
+    groups.sort_by_key(|g| g.as_raw());
+    groups.dedup();
+    Ok(groups)
 }
 
 /// The fields of the caller's passwd entry kept.

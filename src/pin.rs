@@ -184,20 +184,8 @@ fn key(req: &Request<'_>) -> Option<String> {
         }
         format!("{:016x}", a.finish())
     };
-    let ns = caller_namespace()?;
+    let ns = sys::namespace_inode(sys::OwnNamespace::Mount)?;
     Some(format!("{}.{ns:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), h.finish()))
-}
-
-/// The inode number of the caller's mount namespace, asked of the kernel
-/// through a pidfd ([`crate::sys::own_namespace_inode`], Linux 6.11), else
-/// from the link /proc/self/ns/mnt, `mnt:[INODE]` (proc(5)): reading the
-/// link, unlike a stat of it, sets up no nsfs inode.
-fn caller_namespace() -> Option<u64> {
-    if let Some(inode) = crate::sys::own_namespace_inode(crate::sys::OwnNamespace::Mount) {
-        return inode.ok();
-    }
-    let link = std::fs::read_link("/proc/self/ns/mnt").ok()?;
-    link.to_str()?.strip_prefix("mnt:[")?.strip_suffix(']')?.parse().ok()
 }
 
 /// This binary, for a pin's name: the FNV-1a hash of its GNU build ID, read
@@ -582,7 +570,7 @@ mod tests {
     #[test]
     fn the_namespace_link_names_the_namespace_a_stat_finds() {
         let stat = std::fs::metadata("/proc/self/ns/mnt").expect("/proc/self/ns/mnt");
-        assert_eq!(caller_namespace(), Some(stat.ino()));
+        assert_eq!(sys::namespace_inode(sys::OwnNamespace::Mount), Some(stat.ino()));
     }
 
     #[test]

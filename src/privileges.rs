@@ -8,7 +8,7 @@ use nix::sys::resource::{Resource, getrlimit, setrlimit};
 use nix::sys::signal::{SigSet, SigmaskHow, sigprocmask};
 use nix::unistd::{Gid, Uid, geteuid, getresgid, getresuid, setgroups, setresgid, setresuid};
 
-use crate::access::Caller;
+use crate::access::{Caller, process_groups};
 use crate::error::Error;
 use crate::sys;
 
@@ -88,7 +88,7 @@ fn caller_stack_limit(state: &CallerState) -> Option<libc::rlim_t> {
 /// Whether this process is in the initial user namespace, whose nsfs inode
 /// is `PROC_USER_INIT_INO` (0xEFFFFFFD, include/linux/proc_ns.h; fixed since
 /// Linux 3.8). Asked of the kernel through a pidfd
-/// ([`sys::own_namespace_inode`]), which no mount can stand in for;
+/// ([`sys::namespace_inode`]), which no mount can stand in for;
 /// before Linux 6.11, from the link /proc/self/ns/user, which a user can
 /// mount over in a mount namespace of their own (and then meets the kernel's
 /// own refusal: it ignores the set-uid bit there). In any other namespace, a
@@ -96,11 +96,7 @@ fn caller_stack_limit(state: &CallerState) -> Option<libc::rlim_t> {
 /// "euid 0" is the namespace's own root: nothing imageswitch can work with.
 fn in_initial_user_namespace() -> bool {
     const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
-    match sys::own_namespace_inode(sys::OwnNamespace::User) {
-        Some(inode) => inode.is_ok_and(|inode| inode == PROC_USER_INIT_INO),
-        None => std::fs::read_link("/proc/self/ns/user")
-            .is_ok_and(|link| link.as_os_str().as_encoded_bytes() == format!("user:[{PROC_USER_INIT_INO}]").as_bytes()),
-    }
+    sys::namespace_inode(sys::OwnNamespace::User) == Some(PROC_USER_INIT_INO)
 }
 
 /// Fails clearly when the binary cannot do its job: inside a user namespace,
@@ -160,11 +156,7 @@ pub fn drop_to(caller: &Caller) -> Result<(), Error> {
     // The set-uid exec kept the caller's supplementary groups, which is what
     // caller.groups was read from: set them only when they differ now (each
     // setgroups commits new credentials). verify_dropped checks them after.
-    let current = sys::supplementary_groups().map_err(|e| Error::privilege("getgroups", e))?;
-    let mut current: Vec<Gid> = current.into_iter().map(Gid::from_raw).collect();
-    current.sort_by_key(|g| g.as_raw());
-    current.dedup();
-    if current != caller.groups {
+    if process_groups().map_err(|e| Error::privilege("getgroups", e))? != caller.groups {
         setgroups(&caller.groups).map_err(|e| Error::privilege("setgroups", e))?;
     }
     setresgid(caller.gid, caller.gid, caller.gid).map_err(|e| Error::privilege("setresgid", e))?;
@@ -188,14 +180,7 @@ pub fn verify_dropped(caller: &Caller) -> Result<(), Error> {
     if [gids.real, gids.effective, gids.saved] != [caller.gid; 3] {
         return Err(Error::privilege("verify gids", "a gid is not the caller's"));
     }
-    let mut groups: Vec<Gid> = sys::supplementary_groups()
-        .map_err(|e| Error::privilege("verify groups", e))?
-        .into_iter()
-        .map(Gid::from_raw)
-        .collect();
-    groups.sort_by_key(|g| g.as_raw());
-    groups.dedup();
-    if groups != caller.groups {
+    if process_groups().map_err(|e| Error::privilege("verify groups", e))? != caller.groups {
         return Err(Error::privilege("verify groups", "supplementary groups differ from the caller's"));
     }
     let sets = sys::capability_sets().map_err(|e| Error::privilege("verify capabilities", e))?;
@@ -226,14 +211,15 @@ pub fn verify_dropped(caller: &Caller) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::MetadataExt;
 
     #[test]
     fn this_test_runs_in_the_initial_user_namespace_and_a_new_one_is_not() {
         assert!(in_initial_user_namespace());
-        // Where the kernel answers through a pidfd (Linux 6.11), it names the initial one.
-        if let Some(inode) = sys::own_namespace_inode(sys::OwnNamespace::User) {
-            assert_eq!(inode.expect("the pidfd answer"), 0xEFFF_FFFD);
-        }
+        // The answer (a pidfd's where the kernel has one) is the initial one's inode, as stat sees it.
+        let link = std::fs::metadata("/proc/self/ns/user").expect("/proc/self/ns/user");
+        assert_eq!(sys::namespace_inode(sys::OwnNamespace::User), Some(link.ino()));
+        assert_eq!(link.ino(), 0xEFFF_FFFD);
         // The same link read in a user namespace of its own, by unshare(1).
         let out = std::process::Command::new("unshare")
             .args(["--user", "readlink", "/proc/self/ns/user"])

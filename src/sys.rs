@@ -510,15 +510,33 @@ pub enum OwnNamespace {
     Mount,
 }
 
+/// The inode number of this process's namespace `which`: the kernel's
+/// answer through a pidfd ([`own_namespace_inode`]); on a kernel without
+/// one, the link /proc/self/ns/user or /proc/self/ns/mnt, `NAME:[INODE]`
+/// (proc(5)), read without a stat (which would set up an nsfs inode). `None`
+/// when the pidfd call fails otherwise (no fallback then) or the link cannot
+/// be read.
+pub fn namespace_inode(which: OwnNamespace) -> Option<u64> {
+    if let Some(inode) = own_namespace_inode(which) {
+        return inode.ok();
+    }
+    let name = match which {
+        OwnNamespace::User => "user",
+        OwnNamespace::Mount => "mnt",
+    };
+    let link = std::fs::read_link(format!("/proc/self/ns/{name}")).ok()?;
+    link.to_str()?.strip_prefix(name)?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
+}
+
 /// The inode number of this process's user or mount namespace, asked of
 /// the kernel with no path: `pidfd_open(2)` of itself, then
 /// `ioctl(PIDFD_GET_USER_NAMESPACE)` or `ioctl(PIDFD_GET_MNT_NAMESPACE)`
 /// (Linux 6.11) for the namespace's nsfs descriptor, checked to be on nsfs
 /// (`fstatfs`). A path such as /proc/self/ns/user can be mounted over in a
 /// mount namespace a user makes with a user namespace of their own; this
-/// answer cannot. `None` when the kernel has no such ioctl (or pidfd); the
-/// caller then has only procfs.
-pub fn own_namespace_inode(which: OwnNamespace) -> Option<io::Result<u64>> {
+/// answer cannot. `None` when the kernel has no such ioctl (or pidfd):
+/// [`namespace_inode`] then reads procfs.
+fn own_namespace_inode(which: OwnNamespace) -> Option<io::Result<u64>> {
     // _IO(PIDFS_IOCTL_MAGIC 0xFF, 9 and 3), include/uapi/linux/pidfd.h.
     let request: libc::c_ulong = match which {
         OwnNamespace::User => 0xFF09,
