@@ -69,12 +69,18 @@ check "it is a Terminal=true application" grep -qx 'Terminal=true' "$launcher"
 exec_line=$(sed -n 's/^Exec=//p' "$launcher" | head -1)
 check_eq "its Exec line runs imageswitch on the sysroot" "$BASE/bin/imageswitch desk" "$exec_line"
 
-display=:$((90 + RANDOM % 9))
 home=$(getent passwd "$USER_NAME" | cut -d: -f6)
 marker="$home/desktop-marker"
-Xvfb "$display" -screen 0 800x500x24 -nolisten tcp >/dev/null 2>&1 &
+# Xvfb picks a free display itself and writes its number to -displayfd once
+# it accepts connections: no guessed number that another server holds, and no
+# fixed wait that a loaded machine outlasts.
+displayfile=$(mktemp)
+Xvfb -displayfd 3 -screen 0 800x500x24 -nolisten tcp 3>"$displayfile" >/dev/null 2>&1 &
 xvfb=$!
-for _ in $(seq 50); do DISPLAY=$display xwininfo -root >/dev/null 2>&1 && break; sleep 0.1; done
+for _ in $(seq 600); do [ -s "$displayfile" ] && break; kill -0 "$xvfb" 2>/dev/null || break; sleep 0.1; done
+display=:$(tr -dc 0-9 <"$displayfile")
+rm -f "$displayfile"
+must "Xvfb started on $display" env DISPLAY="$display" xwininfo -root
 
 # Started as the user, exactly as a desktop runs a Terminal=true entry's Exec.
 # shellcheck disable=SC2086
@@ -82,7 +88,7 @@ for _ in $(seq 50); do DISPLAY=$display xwininfo -root >/dev/null 2>&1 && break;
     env DISPLAY="$display" HOME="$home" xterm -geometry 90x20+0+0 -fa Monospace -fs 11 -e $exec_line) &
 term=$!
 win=""
-for _ in $(seq 100); do
+for _ in $(seq 300); do
     win=$(DISPLAY=$display xdotool search --class xterm 2>/dev/null | head -1)
     [ -n "$win" ] && break
     sleep 0.1
@@ -94,7 +100,7 @@ DISPLAY=$display xdotool windowfocus --sync "$win" 2>/dev/null
 DISPLAY=$display xdotool type --delay 15 \
     "echo in \$IMAGESWITCH_SYSROOT: \$(cat /etc/debian_version) \$(uname -m) \$(id -un) | tee $marker" 2>/dev/null
 DISPLAY=$display xdotool key Return 2>/dev/null
-for _ in $(seq 100); do [ -s "$marker" ] && break; sleep 0.1; done
+for _ in $(seq 300); do [ -s "$marker" ] && break; sleep 0.1; done
 sleep 0.5
 mkdir -p "$ARTIFACTS"
 DISPLAY=$display import -window root "$ARTIFACTS/desktop-launcher.png" 2>/dev/null

@@ -80,7 +80,12 @@ fuzz_target!(|data: &[u8]| {
         "{argv:?} ({exec_path:?}) entered {sysroot} by no configured name"
     );
     if via_program {
-        let named = if argv[1].as_bytes() == b"--" { &argv[2] } else { &argv[1] };
+        // imageswitch [--require-cwd] [--] NAME [CMD...]
+        let mut rest = &argv[1..];
+        if rest[0].as_bytes() == b"--require-cwd" {
+            rest = &rest[1..];
+        }
+        let named = if rest[0].as_bytes() == b"--" { &rest[1] } else { &rest[0] };
         let named = named.to_str().expect("names are UTF-8");
         assert!(entered.name == named || entered.aliases.iter().any(|a| a == named), "{argv:?} → {sysroot}");
     } else if via_bin_dir || (via_path_bin_dir && matches!(command, Command::Program { .. })) {
