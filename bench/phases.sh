@@ -10,7 +10,8 @@
 # prints each step's median in microseconds. The marks cost about 0.1 us
 # each; the steps before main (exec, the dynamic loader) are not seen. The
 # instrumented set-uid build is removed when this ends; the pins its entries
-# built are imageswitch's own (removed as stale pins are).
+# built are imageswitch's own (removed as stale pins are). PHASES_EXTRA (see
+# below) adds marks of your own.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-500}
@@ -30,6 +31,9 @@ trap 'rm -rf "$SCRATCH"; rm -f $BIN' EXIT
 # The workspace as it is checked out, without its build output.
 git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t "$SCRATCH"
 python3 bench/phases.py "$SCRATCH/src"
+# PHASES_EXTRA=FILE.py: a script of your own that adds finer marks to the
+# scratch copy (called with its src/ directory, after bench/phases.py).
+[ -z "${PHASES_EXTRA:-}" ] || python3 "$PHASES_EXTRA" "$SCRATCH/src"
 ISW_PHASES=1 IMAGESWITCH_CONFIG_PATH=$CONF cargo build --release -q --bin imageswitch \
     --manifest-path "$SCRATCH/Cargo.toml" --target-dir target/phases
 install -d -m 755 "$(dirname $BIN)"

@@ -426,7 +426,7 @@ fn build_view(req: &Request<'_>, uid: Uid, gid: Gid) -> io::Result<()> {
 /// process may run on is tried in turn. Errors: none qualifies (the entry
 /// takes the per-entry path), or `unshare` fails.
 fn new_namespace_after_callers() -> io::Result<()> {
-    let ns_id = || File::open("/proc/self/ns/mnt").ok().and_then(sys::mount_namespace_id);
+    let ns_id = || sys::own_namespace(sys::OwnNamespace::Mount).and_then(sys::mount_namespace_id);
     let callers = ns_id();
     let allowed = nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0))?;
     let cpus = (0..nix::sched::CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false));

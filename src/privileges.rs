@@ -34,7 +34,12 @@ pub const STACK_CLAMP: libc::rlim_t = 8 << 20;
 /// dump a half-switched process — a pending signal is delivered at the end,
 /// when nothing privileged is left.
 pub fn harden_process() -> Result<CallerState, Error> {
-    sys::reopen_missing_stdio().map_err(|e| Error::SelfCheck(format!("cannot reopen standard streams: {e}")))?;
+    // Under AT_SECURE (a set-uid exec) the dynamic loader has already done
+    // this, or aborted: glibc's __libc_check_standard_fds (csu/check_fds.c).
+    let secure_exec = sys::secure_exec();
+    if !secure_exec {
+        sys::reopen_missing_stdio().map_err(|e| Error::SelfCheck(format!("cannot reopen standard streams: {e}")))?;
+    }
     let mut signal_mask = SigSet::empty();
     sigprocmask(SigmaskHow::SIG_BLOCK, Some(&SigSet::all()), Some(&mut signal_mask))
         .map_err(|e| Error::SelfCheck(format!("sigprocmask: {e}")))?;
@@ -49,7 +54,7 @@ pub fn harden_process() -> Result<CallerState, Error> {
         core_hard,
         stack_soft,
         stack_hard,
-        secure_exec: sys::secure_exec(),
+        secure_exec,
         parent: nix::unistd::getppid(),
         signal_mask,
     })

@@ -511,47 +511,83 @@ pub enum OwnNamespace {
 }
 
 /// The inode number of this process's namespace `which`: the kernel's
-/// answer through a pidfd ([`own_namespace_inode`]); on a kernel without
-/// one, the link /proc/self/ns/user or /proc/self/ns/mnt, `NAME:[INODE]`
-/// (proc(5)), read without a stat (which would set up an nsfs inode). `None`
-/// when the pidfd call fails otherwise (no fallback then) or the link cannot
-/// be read.
+/// answer through a pidfd ([`own_namespace`]); on a kernel without one, the
+/// link /proc/self/ns/user or /proc/self/ns/mnt, `NAME:[INODE]` (proc(5)),
+/// read without a stat (which would set up an nsfs inode). `None` when the
+/// pidfd call fails otherwise (no fallback then) or the link cannot be read.
 pub fn namespace_inode(which: OwnNamespace) -> Option<u64> {
-    if let Some(inode) = own_namespace_inode(which) {
-        return inode.ok();
+    if let Some(ns) = own_namespace_by_pidfd(which) {
+        return nix::sys::stat::fstat(&ns.ok()?).ok().map(|st| st.st_ino);
     }
-    let name = match which {
-        OwnNamespace::User => "user",
-        OwnNamespace::Mount => "mnt",
-    };
-    let link = std::fs::read_link(format!("/proc/self/ns/{name}")).ok()?;
-    link.to_str()?.strip_prefix(name)?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
+    let link = std::fs::read_link(format!("/proc/self/ns/{}", which.proc_name())).ok()?;
+    link.to_str()?.strip_prefix(which.proc_name())?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
 }
 
-/// The inode number of this process's user or mount namespace, asked of
-/// the kernel with no path: `pidfd_open(2)` of itself, then
-/// `ioctl(PIDFD_GET_USER_NAMESPACE)` or `ioctl(PIDFD_GET_MNT_NAMESPACE)`
-/// (Linux 6.11) for the namespace's nsfs descriptor, checked to be on nsfs
-/// (`fstatfs`). A path such as /proc/self/ns/user can be mounted over in a
-/// mount namespace a user makes with a user namespace of their own; this
-/// answer cannot. `None` when the kernel has no such ioctl (or pidfd):
-/// [`namespace_inode`] then reads procfs.
-fn own_namespace_inode(which: OwnNamespace) -> Option<io::Result<u64>> {
-    // _IO(PIDFS_IOCTL_MAGIC 0xFF, 9 and 3), include/uapi/linux/pidfd.h.
-    let request: libc::c_ulong = match which {
-        OwnNamespace::User => 0xFF09,
-        OwnNamespace::Mount => 0xFF03,
-    };
+/// An nsfs descriptor of this process's namespace `which`, for `setns(2)`
+/// back into it: through a pidfd ([`own_namespace_by_pidfd`]); on a kernel
+/// without one, /proc/self/ns/NAME opened. `None` when neither works.
+pub fn own_namespace(which: OwnNamespace) -> Option<OwnedFd> {
+    match own_namespace_by_pidfd(which) {
+        Some(ns) => ns.ok(),
+        None => std::fs::File::open(format!("/proc/self/ns/{}", which.proc_name())).ok().map(OwnedFd::from),
+    }
+}
+
+impl OwnNamespace {
+    fn proc_name(self) -> &'static str {
+        match self {
+            OwnNamespace::User => "user",
+            OwnNamespace::Mount => "mnt",
+        }
+    }
+}
+
+/// This process's own pidfd (`pidfd_open(2)`, always close-on-exec),
+/// opened once and kept: the self-check and the pin's key both ask it. It is
+/// kept with the pid it was opened for, so a forked child (the pin's
+/// builder) opens its own rather than asking about its parent. `None` when
+/// the kernel has no pidfd_open (before Linux 5.3).
+fn own_pidfd() -> Option<io::Result<RawFd>> {
+    use std::sync::Mutex;
+    static OWN: Mutex<Option<(libc::pid_t, OwnedFd)>> = Mutex::new(None);
+    let mut own = OWN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    // SAFETY: getpid takes no arguments and cannot fail.
+    let pid = unsafe { libc::getpid() };
+    if let Some((_, fd)) = own.as_ref().filter(|(opened_for, _)| *opened_for == pid) {
+        return Some(Ok(fd.as_raw_fd()));
+    }
     // SAFETY: pidfd_open takes a pid and flags, no pointers.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, libc::getpid(), 0) };
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if pidfd < 0 {
         let err = io::Error::last_os_error();
         return (err.raw_os_error() != Some(libc::ENOSYS)).then_some(Err(err));
     }
     // SAFETY: pidfd_open returned a new descriptor that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) };
-    // SAFETY: a valid pidfd and an ioctl that takes no argument.
-    let ns = unsafe { libc::ioctl(pidfd.as_raw_fd(), request as _, 0) };
+    let raw = pidfd.as_raw_fd();
+    *own = Some((pid, pidfd));
+    Some(Ok(raw))
+}
+
+/// This process's user or mount namespace, asked of the kernel with no
+/// path: `ioctl(PIDFD_GET_USER_NAMESPACE)` or `ioctl(PIDFD_GET_MNT_NAMESPACE)`
+/// (Linux 6.11) on [`own_pidfd`] for the namespace's nsfs descriptor,
+/// checked to be on nsfs (`fstatfs`). A path such as /proc/self/ns/user can
+/// be mounted over in a mount namespace a user makes with a user namespace
+/// of their own; this answer cannot. `None` when the kernel has no such
+/// ioctl (or pidfd): callers then use procfs.
+fn own_namespace_by_pidfd(which: OwnNamespace) -> Option<io::Result<OwnedFd>> {
+    // _IO(PIDFS_IOCTL_MAGIC 0xFF, 9 and 3), include/uapi/linux/pidfd.h.
+    let request: libc::c_ulong = match which {
+        OwnNamespace::User => 0xFF09,
+        OwnNamespace::Mount => 0xFF03,
+    };
+    let pidfd = match own_pidfd()? {
+        Ok(fd) => fd,
+        Err(err) => return Some(Err(err)),
+    };
+    // SAFETY: a pidfd this process keeps open, and an ioctl that takes no argument.
+    let ns = unsafe { libc::ioctl(pidfd, request as _, 0) };
     if ns < 0 {
         let err = io::Error::last_os_error();
         // Before Linux 6.11 the ioctl is unknown.
@@ -563,10 +599,7 @@ fn own_namespace_inode(which: OwnNamespace) -> Option<io::Result<u64>> {
         .map(|fs| fs.filesystem_type() == nix::sys::statfs::NSFS_MAGIC)
         .map_err(io::Error::from);
     Some(on_nsfs.and_then(|on_nsfs| {
-        if !on_nsfs {
-            return Err(io::Error::other("the namespace descriptor is not on nsfs"));
-        }
-        Ok(nix::sys::stat::fstat(&ns)?.st_ino)
+        if on_nsfs { Ok(ns) } else { Err(io::Error::other("the namespace descriptor is not on nsfs")) }
     }))
 }
 

@@ -91,28 +91,7 @@ pub fn open_trusted(path: &Path, kind: Kind) -> Result<OwnedFd, (PathBuf, String
 /// without openat2): the component walk then decides, and says why.
 fn open_trusted_without_links(path: &Path, kind: Kind) -> Option<OwnedFd> {
     use nix::fcntl::{OpenHow, ResolveFlag, openat2};
-    use std::path::Component;
-    let mut parts = Vec::new();
-    for component in path.components() {
-        match component {
-            Component::RootDir if parts.is_empty() => {}
-            Component::Normal(part) => parts.push(part),
-            _ => return None,
-        }
-    }
-    if !path.is_absolute() {
-        return None;
-    }
-    let trusted_dir = |at: &Path| {
-        let st = fstatat(nix::fcntl::AT_FDCWD, at, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
-        (stat_type(&st) == SFlag::S_IFDIR && untrusted_reason(&st).is_none()).then_some(())
-    };
-    let mut dir = PathBuf::from("/");
-    trusted_dir(&dir)?;
-    for part in parts.iter().take(parts.len().saturating_sub(1)) {
-        dir.push(part);
-        trusted_dir(&dir)?;
-    }
+    trusted_parents_without_links(path)?;
     let (flags, want) = match kind {
         Kind::File => (
             OFlag::O_RDONLY | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC | OFlag::O_NONBLOCK | OFlag::O_NOCTTY,
@@ -127,6 +106,42 @@ fn open_trusted_without_links(path: &Path, kind: Kind) -> Option<OwnedFd> {
     (stat_type(&st) == want && untrusted_reason(&st).is_none()).then_some(fd)
 }
 
+/// `Some` when `path` is absolute, has only plain components (no `..`, no
+/// `.`), and every directory from `/` down to its parent, stat'ed by path
+/// without following links, is a directory that is root's and closed to
+/// everybody else; `None` on anything else (a link among them, an error, a
+/// refusal), for the component walk to decide and say why. Once each is
+/// judged, top down, only root can change what the path leads to.
+fn trusted_parents_without_links(path: &Path) -> Option<()> {
+    use std::path::Component;
+    let mut parts = Vec::new();
+    for component in path.components() {
+        match component {
+            Component::RootDir if parts.is_empty() => {}
+            Component::Normal(part) => parts.push(part),
+            _ => return None,
+        }
+    }
+    if !path.is_absolute() {
+        return None;
+    }
+    let trusted_dir = |at: &Path| {
+        let st = lstat(at)?;
+        (stat_type(&st) == SFlag::S_IFDIR && untrusted_reason(&st).is_none()).then_some(())
+    };
+    let mut dir = PathBuf::from("/");
+    trusted_dir(&dir)?;
+    for part in parts.iter().take(parts.len().saturating_sub(1)) {
+        dir.push(part);
+        trusted_dir(&dir)?;
+    }
+    Some(())
+}
+
+fn lstat(path: &Path) -> Option<FileStat> {
+    fstatat(nix::fcntl::AT_FDCWD, path, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+}
+
 /// The directory above `path` (links followed as [`open_trusted`] does) that
 /// someone other than root may change, with why: whoever may write there can
 /// remove, replace or plant `path`. `None` when every one is root-only, or
@@ -135,6 +150,16 @@ fn open_trusted_without_links(path: &Path, kind: Kind) -> Option<OwnedFd> {
 /// what is there. Only root decides the answer: the first such directory is
 /// below root-only ones, so root made it what it is.
 pub fn shared_ancestor(path: &Path) -> Option<(PathBuf, String)> {
+    // Without a link on the way, the directories above, judged by path,
+    // answer alone (as in open_trusted_without_links).
+    if trusted_parents_without_links(path).is_some() && lstat(path).is_some_and(|st| stat_type(&st) != SFlag::S_IFLNK) {
+        return None;
+    }
+    shared_ancestor_by_walk(path)
+}
+
+/// [`shared_ancestor`] decided by the component walk alone.
+fn shared_ancestor_by_walk(path: &Path) -> Option<(PathBuf, String)> {
     let judge = |shown: &Path, st: &FileStat| {
         let the_source_itself = shown == path && stat_type(st) != SFlag::S_IFLNK;
         match untrusted_reason(st) {
@@ -321,15 +346,36 @@ mod tests {
         }
 
         // /tmp is writable by everybody: refused, and the walk says where.
-        let dir = tempfile_in_tmp();
+        let dir = tempfile_in_tmp("direct");
         assert!(open_trusted_without_links(&dir, Kind::Directory).is_none());
         let (at, why) = open_trusted(&dir, Kind::Directory).expect_err("under /tmp");
         assert_eq!(at, Path::new("/tmp"), "{why}");
         std::fs::remove_dir(&dir).expect("remove");
     }
 
-    fn tempfile_in_tmp() -> PathBuf {
-        let dir = Path::new("/tmp").join(format!("trusted-test-{}", std::process::id()));
+    /// The answer by path and the walk's agree wherever the first applies,
+    /// and the walk still answers where it does not: a directory others may
+    /// write above the source, a link on the way, a missing source.
+    #[test]
+    fn shared_ancestor_by_path_is_the_walks_answer() {
+        let dir = tempfile_in_tmp("shared");
+        let below = dir.join("below");
+        std::fs::create_dir_all(&below).expect("mkdir");
+        for path in ["/", "/etc", "/usr/bin", "/tmp", "/home", "/bin/sh", "/etc/no-such-dir/x", "/proc/self"]
+            .iter()
+            .map(PathBuf::from)
+            .chain([dir.clone(), below.clone()])
+        {
+            assert_eq!(shared_ancestor(&path), shared_ancestor_by_walk(&path), "{}", path.display());
+        }
+        let (at, _) = shared_ancestor(&below).expect("/tmp is writable by everybody");
+        assert_eq!(at, Path::new("/tmp"));
+        assert_eq!(shared_ancestor(Path::new("/tmp")), None, "the source itself may be anybody's");
+        std::fs::remove_dir_all(&dir).expect("remove");
+    }
+
+    fn tempfile_in_tmp(test: &str) -> PathBuf {
+        let dir = Path::new("/tmp").join(format!("trusted-test-{test}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("mkdir");
         dir
     }

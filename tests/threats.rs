@@ -1043,15 +1043,16 @@ fn row13_closed_stdio_lands_nothing_on_fds_0_to_2() {
     let out = run(as_user(ALICE, "sh").args(["-c", &script]));
     assert_eq!(stdout(&out), "ok=0\nunknown=125\nrefused=125\n", "{}", stderr(&out));
     let listing = fs::read_to_string(&fds).expect("child wrote its fds");
-    // fd 1 is the redirection to the file; 0 and 2 must be harmless
-    // placeholders (glibc's secure-mode start-up puts /dev/full on 0 and
-    // /dev/null on 1 and 2), never something imageswitch opened.
-    for fd in [0, 2] {
+    // fd 1 is the redirection to the file; 0 and 2 must be the harmless
+    // placeholders imageswitch(8) promises (glibc's secure-mode start-up:
+    // /dev/full write-only on 0, /dev/null read-only on 1 and 2), never
+    // something imageswitch opened.
+    for (fd, mode, placeholder) in [(0, "l-wx", "/dev/full"), (2, "lr-x", "/dev/null")] {
         let line = listing
             .lines()
             .find(|l| l.contains(&format!(" {fd} -> ")))
             .unwrap_or_else(|| panic!("fd {fd} not open in the child:\n{listing}"));
-        assert!(line.ends_with("-> /dev/null") || line.ends_with("-> /dev/full"), "fd {fd}: {line}");
+        assert!(line.starts_with(mode) && line.ends_with(&format!("-> {placeholder}")), "fd {fd}: {line}");
     }
     for leak in ["sysroots.toml", "socket:", "/trees/", "anon_inode", "log.sock"] {
         assert!(!listing.contains(leak), "{leak} on a descriptor of the child:\n{listing}");

@@ -172,13 +172,13 @@ impl Kernel for Real {
         // A pin with passwd and group lines is checked after joining (its
         // name only finds it): on a mismatch the entry goes back to the
         // caller's namespace and takes the per-entry path.
-        let home = if made.is_empty() { None } else { std::fs::File::open("/proc/self/ns/mnt").ok() };
+        let home = if made.is_empty() { None } else { sys::own_namespace(sys::OwnNamespace::Mount) };
         if (!made.is_empty() && home.is_none()) || pin::join(&ns).is_err() {
             self.made = Some(made);
             return Ok(View::PerEntry);
         }
         if let Some(home) = home.filter(|_| pin::check_made(&made).is_err()) {
-            pin::join(&home.into()).map_err(|e| Error::mount(&self.sysroot, "leaving a pinned namespace", e))?;
+            pin::join(&home).map_err(|e| Error::mount(&self.sysroot, "leaving a pinned namespace", e))?;
             self.made = Some(made);
             return Ok(View::PerEntry);
         }
