@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{OFlag, openat};
 use nix::mount::{MsFlags, mount};
-use nix::sys::stat::{Mode, SFlag, fstat, mkdirat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, mkdirat};
 use nix::sys::statfs::{PROC_SUPER_MAGIC, SYSFS_MAGIC, fstatfs};
 use nix::unistd::{Gid, Uid};
 
@@ -188,7 +188,9 @@ pub fn host_files(personal: &Personal, uid: Uid, gid: Gid) -> (EtcFiles, Vec<Str
     let (mut shown, mut warnings) = (EtcFiles::new(), Vec::new());
     for (path, file) in open_host_files(&personal.host_files, uid, gid) {
         match file {
-            Ok(file) => shown.push((path.strip_prefix("/etc").unwrap_or(path).to_path_buf(), Shown::Host(file))),
+            Ok((file, st)) => {
+                shown.push((path.strip_prefix("/etc").unwrap_or(path).to_path_buf(), Shown::Host(file, st)))
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => warnings.push(format!("host file {} not shown: {}", path.display(), crate::error::describe(&e))),
         }
@@ -205,7 +207,7 @@ pub fn warn_all(sysroot: &str, warnings: &[String]) {
 
 /// Opens each of `paths` with the caller's filesystem identity, as a
 /// regular file the kernel does not make up.
-fn open_host_files(paths: &[PathBuf], uid: Uid, gid: Gid) -> Vec<(&PathBuf, io::Result<std::fs::File>)> {
+fn open_host_files(paths: &[PathBuf], uid: Uid, gid: Gid) -> Vec<(&PathBuf, io::Result<(std::fs::File, FileStat)>)> {
     if paths.is_empty() {
         return Vec::new();
     }
@@ -223,12 +225,11 @@ pub fn reopen_host_files(shown: &EtcFiles, uid: Uid, gid: Gid) -> io::Result<Etc
     let paths: Vec<PathBuf> = shown.iter().map(|(rel, _)| Path::new("/etc").join(rel)).collect();
     let mut out = EtcFiles::new();
     for ((rel, before), (_, now)) in shown.iter().zip(open_host_files(&paths, uid, gid)) {
-        let (Shown::Host(before), now) = (before, now?) else { return Err(io::Error::other("not a host file")) };
-        let (a, b) = (before.metadata()?, now.metadata()?);
-        if (a.dev(), a.ino()) != (b.dev(), b.ino()) {
+        let (Shown::Host(_, a), (now, b)) = (before, now?) else { return Err(io::Error::other("not a host file")) };
+        if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
             return Err(io::Error::other("a host file was replaced"));
         }
-        out.push((rel.clone(), Shown::Host(now)));
+        out.push((rel.clone(), Shown::Host(now, b)));
     }
     Ok(out)
 }
@@ -257,7 +258,7 @@ pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared:
         for (relative, what) in shown {
             let contents = match what {
                 Shown::Made(contents) => contents,
-                Shown::Host(file) => {
+                Shown::Host(file, _) => {
                     read_limited(file).map_err(|e| (format!("reading the host's /etc/{}", relative.display()), e))?
                 }
             };
@@ -337,15 +338,24 @@ pub enum Shown {
     /// Contents made for this entry (the tree's passwd or group with the
     /// caller's lines), bound from the root-only cache ([`filecache`]).
     Made(Vec<u8>),
-    /// A host file, opened with the caller's identity, bound as it is.
-    Host(std::fs::File),
+    /// A host file, opened with the caller's identity, bound as it is, and
+    /// its `fstat` when opened.
+    Host(std::fs::File, FileStat),
 }
 
 impl Shown {
     /// The host file, opened.
     pub fn host_file(&self) -> Option<&std::fs::File> {
         match self {
-            Shown::Host(file) => Some(file),
+            Shown::Host(file, _) => Some(file),
+            Shown::Made(_) => None,
+        }
+    }
+
+    /// The host file's `fstat` when it was opened.
+    pub fn host_stat(&self) -> Option<&FileStat> {
+        match self {
+            Shown::Host(_, st) => Some(st),
             Shown::Made(_) => None,
         }
     }
@@ -354,7 +364,7 @@ impl Shown {
     pub fn made(&self) -> Option<&[u8]> {
         match self {
             Shown::Made(contents) => Some(contents),
-            Shown::Host(_) => None,
+            Shown::Host(..) => None,
         }
     }
 }
@@ -377,15 +387,16 @@ pub fn has_places(tree: &OwnedFd, shown: &EtcFiles) -> bool {
 /// `file` if it is a regular file, and not one the kernel makes up (procfs,
 /// sysfs: what those hold depends on who reads them, and a host file is
 /// shown to the command, not to imageswitch).
-fn regular(file: std::fs::File) -> io::Result<std::fs::File> {
-    if !file.metadata()?.is_file() {
+fn regular(file: std::fs::File) -> io::Result<(std::fs::File, FileStat)> {
+    let st = fstat(&file)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(io::Error::other("not a regular file"));
     }
     let kind = fstatfs(&file)?.filesystem_type();
     if kind == PROC_SUPER_MAGIC || kind == SYSFS_MAGIC {
         return Err(io::Error::other("a file the kernel makes up (procfs or sysfs)"));
     }
-    Ok(file)
+    Ok((file, st))
 }
 
 /// Binds each of `shown` (paths under `etc`) read-only over the tree's own
@@ -423,7 +434,7 @@ fn bound_over_the_trees(tree: &OwnedFd, etc_dir: &OwnedFd, etc: &Path, shown: &[
         Shown::Made(_) => {
             cached.next().is_some_and(|(file, contents)| filecache::bind_cached(file, contents, target).is_ok())
         }
-        Shown::Host(file) => filecache::bind_file(file, target).is_ok(),
+        Shown::Host(file, _) => filecache::bind_file(file, target).is_ok(),
     })
 }
 

@@ -42,9 +42,9 @@ use std::hash::{Hash, Hasher};
 use std::io::{self, Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
+use nix::fcntl::{AT_FDCWD, AtFlags, Flock, FlockArg, OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
@@ -94,11 +94,11 @@ pub fn is_caller_specific(spec: &MountSpec, public: impl FnOnce(&Path) -> bool) 
     spec.caller_may_own_target || (spec.as_caller && !public(&spec.source))
 }
 
-/// Whether everybody may reach paths on the host: every directory above
-/// one (links resolved) is root's and searchable by others. A bind of such a
-/// path shows nobody anything they could not reach anyway, whoever built the
-/// pin; permissions below it apply inside as outside. Each directory is
-/// looked at once per entry.
+/// Whether everybody may reach paths on the host: every directory on the
+/// way to one (links followed) is root's and searchable by others. A bind
+/// of such a path shows nobody anything they could not reach anyway, whoever
+/// built the pin; permissions below it apply inside as outside. Each
+/// directory is looked at once per entry.
 #[derive(Debug, Default)]
 pub struct Reach {
     dirs: Vec<(PathBuf, bool)>,
@@ -107,25 +107,77 @@ pub struct Reach {
 impl Reach {
     /// For `path` as the host resolves it now.
     pub fn is_public(&mut self, path: &Path) -> bool {
-        std::fs::canonicalize(path).is_ok_and(|real| self.resolved_is_public(&real))
+        self.resolve(path).is_some()
     }
 
-    /// For the file open at `file` (its path as the kernel recorded it).
-    pub fn is_public_file(&mut self, file: &impl std::os::fd::AsFd) -> bool {
-        std::fs::read_link(mounts::fd_path(file)).is_ok_and(|real| real.is_absolute() && self.resolved_is_public(&real))
+    /// For the file `st` (a descriptor's `fstat`) at `path`: every directory
+    /// on the way public, and `path` leads to that very file (device and
+    /// inode) now.
+    pub fn is_public_file(&mut self, path: &Path, st: &FileStat) -> bool {
+        self.resolve(path).is_some_and(|end| (end.st_dev, end.st_ino) == (st.st_dev, st.st_ino))
     }
 
-    fn resolved_is_public(&mut self, real: &Path) -> bool {
-        real.ancestors().skip(1).all(|dir| match self.dirs.iter().find(|(seen, _)| seen == dir) {
-            Some((_, public)) => *public,
-            None => {
-                let public = std::fs::metadata(dir).is_ok_and(|m| m.is_dir() && m.uid() == 0 && m.mode() & 0o001 != 0);
-                self.dirs.push((dir.to_path_buf(), public));
-                public
+    /// `path` resolved from `/` by hand (`lstat` and `readlink`, at most
+    /// [`MAX_LINKS`] links, no procfs), judging each directory passed
+    /// through, links' own directories included: what `path` ends at, or
+    /// `None` when a directory on the way is not public or anything fails.
+    fn resolve(&mut self, path: &Path) -> Option<FileStat> {
+        let mut pending: std::collections::VecDeque<std::ffi::OsString> =
+            path.components().filter(|c| c != &Component::RootDir).map(|c| c.as_os_str().to_owned()).collect();
+        if !path.is_absolute() || pending.is_empty() {
+            return None;
+        }
+        let mut at = PathBuf::from("/");
+        let mut links = 0;
+        while let Some(part) = pending.pop_front() {
+            if part == "." {
+                continue;
             }
-        })
+            if !self.judged(&at) {
+                return None;
+            }
+            if part == ".." {
+                at.pop();
+                continue;
+            }
+            let next = at.join(&part);
+            let st = fstatat(AT_FDCWD, &next, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
+            if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+                if pending.is_empty() {
+                    return Some(st);
+                }
+                at = next;
+                continue;
+            }
+            links += 1;
+            let target = std::fs::read_link(&next).ok().filter(|_| links <= MAX_LINKS)?;
+            if target.is_absolute() {
+                at = PathBuf::from("/");
+            }
+            for part in target.components().rev().filter(|c| c != &Component::RootDir) {
+                pending.push_front(part.as_os_str().to_owned());
+            }
+        }
+        // Ended at a directory by `..` or `.`: look at it.
+        fstatat(AT_FDCWD, &at, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+    }
+
+    /// Whether the directory `dir` (no links in its path) is root's, a
+    /// directory, and searchable by others.
+    fn judged(&mut self, dir: &Path) -> bool {
+        if let Some((_, public)) = self.dirs.iter().find(|(seen, _)| seen == dir) {
+            return *public;
+        }
+        let public = fstatat(AT_FDCWD, dir, AtFlags::AT_SYMLINK_NOFOLLOW)
+            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == 0 && st.st_mode & 0o001 != 0);
+        self.dirs.push((dir.to_path_buf(), public));
+        public
     }
 }
+
+/// Most symbolic links [`Reach`] follows on one path (as the kernel's
+/// `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
 
 /// Splits the view into the shared part (in the pin) and the caller-specific
 /// part (made per entry), each in its original order.
@@ -171,7 +223,7 @@ fn key(req: &Request<'_>) -> Option<String> {
     for (path, shown) in req.host_files {
         path.hash(&mut h);
         in_tree(&Path::new("etc").join(path)).hash(&mut h);
-        changes(&fstat(shown.host_file()?).ok()?).hash(&mut h);
+        changes(shown.host_stat()?).hash(&mut h);
     }
     dev_ino(&std::fs::metadata("/").ok()?).hash(&mut h);
     // Apart: every caller the tree does not know has a pin of the same view.
@@ -219,7 +271,8 @@ pub fn hidden_name(sysroot: &str) -> String {
 pub fn check_made(made: &EtcFiles) -> io::Result<()> {
     for (path, shown) in made {
         let contents = shown.made().ok_or_else(|| io::Error::from_raw_os_error(libc::EINVAL))?;
-        if std::fs::read(Path::new("/etc").join(path))? != contents {
+        let file = File::open(Path::new("/etc").join(path))?;
+        if sys::read_all(&file, contents.len() + 1, contents.len())? != contents {
             return Err(io::Error::other(format!("/etc/{} is not the one this entry shows", path.display())));
         }
     }
@@ -516,6 +569,44 @@ pub fn detached_sources_work(detached: &[(PathBuf, io::Result<OwnedFd>)]) -> boo
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{PermissionsExt, symlink};
+
+    /// Links are followed by hand to the very file opened; a directory
+    /// others may not search anywhere on the way (a link's own included),
+    /// another file at the path, or a link loop answer no.
+    #[test]
+    fn reach_follows_links_by_hand_to_the_file_opened() {
+        let opened = |path: &Path| fstat(File::open(path).expect("open")).expect("fstat");
+        let mut reach = Reach::default();
+        for path in ["/etc/passwd", "/usr/bin/env", "/usr/bin/../bin/sh", "/etc/./hostname"] {
+            let path = Path::new(path);
+            if path.exists() {
+                assert!(reach.is_public_file(path, &opened(path)), "{}", path.display());
+            }
+        }
+        assert!(reach.is_public(Path::new("/usr/bin")));
+        assert!(!reach.is_public_file(Path::new("/etc/passwd"), &opened(Path::new("/etc/group"))));
+        assert!(!reach.is_public(Path::new("usr/bin")), "relative");
+
+        let root = nix::unistd::geteuid().is_root();
+        let dir = std::env::temp_dir().join(format!("reach-test-{}", std::process::id()));
+        let secret = dir.join("secret");
+        std::fs::create_dir_all(&secret).expect("mkdir");
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        std::fs::write(secret.join("file"), "x").expect("write");
+        std::fs::write(dir.join("open"), "x").expect("write");
+        symlink("secret/file", dir.join("to-secret")).expect("symlink");
+        symlink("open", dir.join("to-open")).expect("symlink");
+        symlink("loop", dir.join("loop")).expect("symlink");
+        let file = opened(&secret.join("file"));
+        // Under a root-owned /tmp, a directory is public only when it is root's.
+        assert_eq!(reach.is_public_file(&dir.join("to-open"), &opened(&dir.join("open"))), root);
+        assert!(!reach.is_public_file(&dir.join("to-secret"), &file), "through a directory others may not search");
+        assert!(!reach.is_public_file(&secret.join("file"), &file));
+        assert!(!reach.is_public(&dir.join("loop")), "a link loop");
+        std::fs::remove_dir_all(&dir).expect("remove");
+    }
 
     fn spec(source: &str, as_caller: bool, home: bool) -> MountSpec {
         MountSpec {

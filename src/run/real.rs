@@ -4,7 +4,6 @@
 
 use std::ffi::{CString, OsString};
 use std::os::fd::OwnedFd;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
@@ -154,10 +153,10 @@ impl Kernel for Real {
         // Host files opened here are for the pin only: a mount is copied
         // only from the namespace it is in, so the per-entry path opens its own.
         let (host_files, warnings) = personal::host_files(personal, uid, gid);
-        let everybody = host_files.iter().all(|(_, shown)| {
-            shown
-                .host_file()
-                .is_some_and(|f| f.metadata().is_ok_and(|m| m.mode() & 0o004 != 0) && self.reach.is_public_file(f))
+        let everybody = host_files.iter().all(|(path, shown)| {
+            shown.host_stat().is_some_and(|st| {
+                st.st_mode & 0o004 != 0 && self.reach.is_public_file(&Path::new("/etc").join(path), st)
+            })
         });
         let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files, made: &made };
         let ns = everybody.then(|| pin::find_or_build(&request, uid, gid)).flatten();
