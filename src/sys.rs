@@ -73,10 +73,20 @@ pub fn drop_bounding_set() -> io::Result<u32> {
     Err(io::Error::other("the kernel knows more than 64 capabilities"))
 }
 
-/// The supplementary groups, from `getgroups(2)` asked twice (the count, then
-/// the list): glibc's `sysconf(_SC_NGROUPS_MAX)`, which nix sizes its buffer
-/// by, reads `/proc/sys/kernel/ngroups_max` each time.
+/// The supplementary groups, from `getgroups(2)`: once into room for 32
+/// (most users' count), else asked twice (the count, then the list).
+/// glibc's `sysconf(_SC_NGROUPS_MAX)`, which nix sizes its buffer by, reads
+/// `/proc/sys/kernel/ngroups_max` each time.
 pub fn supplementary_groups() -> io::Result<Vec<libc::gid_t>> {
+    let mut first = [0 as libc::gid_t; 32];
+    // SAFETY: `first` has room for the 32 gids the size says; the kernel
+    // writes at most that many, or fails with EINVAL when there are more.
+    let got = unsafe { libc::getgroups(first.len() as libc::c_int, first.as_mut_ptr()) };
+    match check(got.into()) {
+        Ok(got) => return Ok(first[..got as usize].to_vec()),
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {}
+        Err(err) => return Err(err),
+    }
     loop {
         // SAFETY: a zero size asks only for the count; the pointer is not used.
         let count = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
@@ -95,6 +105,17 @@ pub fn supplementary_groups() -> io::Result<Vec<libc::gid_t>> {
             Err(err) => return Err(err),
         }
     }
+}
+
+/// An unbound, non-blocking, close-on-exec Unix datagram socket, made in
+/// one `socket(2)` call (std's `UnixDatagram::unbound` and
+/// `set_nonblocking` take two).
+pub fn nonblocking_datagram_socket() -> io::Result<std::os::unix::net::UnixDatagram> {
+    // SAFETY: integer arguments only.
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK, 0) };
+    check(fd.into())?;
+    // SAFETY: socket(2) returned a new descriptor that nothing else owns.
+    Ok(unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(fd) })
 }
 
 /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
@@ -629,6 +650,26 @@ pub fn fork() -> io::Result<Option<libc::pid_t>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The list is the kernel's whether it fits the first buffer or not: in
+    /// a forked child (as root) with 5 and then 40 groups.
+    #[test]
+    fn supplementary_groups_are_the_kernels_however_many() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to set groups");
+            return;
+        }
+        let Some(child) = fork().expect("fork") else {
+            let ok = [5u32, 40].iter().all(|&n| {
+                let want: Vec<libc::gid_t> = (70_000..70_000 + n).collect();
+                let set: Vec<nix::unistd::Gid> = want.iter().map(|&g| nix::unistd::Gid::from_raw(g)).collect();
+                nix::unistd::setgroups(&set).is_ok() && supplementary_groups().ok() == Some(want)
+            });
+            std::process::exit(if ok { 0 } else { 1 });
+        };
+        let status = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(child), None).expect("waitpid");
+        assert_eq!(status, nix::sys::wait::WaitStatus::Exited(nix::unistd::Pid::from_raw(child), 0));
+    }
 
     #[test]
     fn the_exec_environment_in_memory_is_what_procfs_reads() {

@@ -6,7 +6,6 @@
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 use crate::escape::needs_escape;
@@ -59,10 +58,7 @@ pub enum Delivery {
 /// Sends one record to `socket`, never waiting: a stalled receiver must not
 /// hang an entry (with every signal held, nobody could interrupt it).
 pub fn send(socket: &Path, severity: Severity, message: &str) -> Delivery {
-    let Ok(sock) = UnixDatagram::unbound() else { return Delivery::NoReceiver };
-    if sock.set_nonblocking(true).is_err() {
-        return Delivery::NoReceiver;
-    }
+    let Ok(sock) = crate::sys::nonblocking_datagram_socket() else { return Delivery::NoReceiver };
     match sock.send_to(&format_record(severity, std::process::id(), message), socket) {
         Ok(_) => Delivery::Sent,
         Err(err) if matches!(err.raw_os_error(), Some(libc::EAGAIN | libc::ENOBUFS)) => Delivery::Full,
@@ -161,12 +157,12 @@ mod tests {
     use super::*;
 
     /// A scratch directory for `test`, and a datagram socket listening in it.
-    fn listening(test: &str) -> (std::path::PathBuf, std::path::PathBuf, UnixDatagram) {
+    fn listening(test: &str) -> (std::path::PathBuf, std::path::PathBuf, std::os::unix::net::UnixDatagram) {
         let dir = std::env::temp_dir().join(format!("imageswitch-syslog-{test}-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("log");
         let _ = std::fs::remove_file(&path);
-        let listener = UnixDatagram::bind(&path).expect("bind");
+        let listener = std::os::unix::net::UnixDatagram::bind(&path).expect("bind");
         (dir, path, listener)
     }
 

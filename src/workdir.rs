@@ -36,9 +36,11 @@ pub struct Whereabouts {
 pub fn resolve(caller_env: &[(OsString, OsString)]) -> Whereabouts {
     let mut out = Vec::new();
     let here = std::fs::metadata(".").ok();
+    let physical = nix::unistd::getcwd().ok();
     if let (Some(pwd), Some(here)) = (lookup(caller_env, "PWD"), here.as_ref()) {
         let pwd = Path::new(pwd);
-        if pwd.is_absolute() {
+        // The physical path itself needs no second look (it is pushed below).
+        if pwd.is_absolute() && physical.as_deref() != Some(pwd) {
             if let Ok(meta) = std::fs::metadata(pwd) {
                 if meta.dev() == here.dev() && meta.ino() == here.ino() {
                     out.push(pwd.to_path_buf());
@@ -46,7 +48,6 @@ pub fn resolve(caller_env: &[(OsString, OsString)]) -> Whereabouts {
             }
         }
     }
-    let physical = nix::unistd::getcwd().ok();
     if let Some(physical) = &physical {
         if !out.contains(physical) {
             out.push(physical.clone());
