@@ -6,8 +6,9 @@
 # step of the entry sequence (bench/phases.py; nothing is changed in the
 # checkout, and the marks exist only in that build), then enters the bench's
 # tree RUNS times through a pin as a user the tree knows (`bench`, no host
-# files) and as one it does not (`bench-login`, the per-entry view), and
-# prints each step's median in microseconds. The marks cost about 0.1 us
+# files), as one it does not (`bench-login`, the per-entry view) and with
+# the caller's home bound per entry in a private copy of the pin
+# (`bench-home`), and prints each step's median in microseconds. The marks cost about 0.1 us
 # each; the steps before main (exec, the dynamic loader) are not seen. The
 # instrumented set-uid build is removed when this ends; the pins its entries
 # built are imageswitch's own (removed as stale pins are). PHASES_EXTRA (see
@@ -41,7 +42,7 @@ install -m 4755 -o root target/phases/release/imageswitch $BIN
 
 export LANG=C.UTF-8
 cd /tmp
-for row in "imgsw-bench bench" "imgsw-bench-new bench-login"; do
+for row in "imgsw-bench bench" "imgsw-bench-new bench-login" "imgsw-bench bench-home"; do
     set -- $row
     as=(setpriv --reuid="$1" --regid="$1" --init-groups --)
     log=$SCRATCH/$2.log
