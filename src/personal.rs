@@ -65,10 +65,14 @@ pub fn prepare(caller: &Caller, sysroot: &Sysroot, defaults: &Defaults, run_user
         caller.groups.iter().chain([&caller.gid, &caller.passwd_gid]).map(|g| g.as_raw()).collect();
     gids.sort_unstable();
     gids.dedup();
+    Personal { ids: Some((caller.uid.as_raw(), gids)), host_files: host_file_paths(sysroot, defaults), run_user }
+}
+
+/// The host files `sysroot` shows, each once, in the configured order.
+pub fn host_file_paths(sysroot: &Sysroot, defaults: &Defaults) -> Vec<PathBuf> {
     let listed = sysroot.host_files(defaults);
-    let host_files = listed.iter().enumerate().filter(|(i, path)| !listed[..*i].contains(path)).map(|(_, p)| p.clone());
-    let host_files = host_files.collect();
-    Personal { ids: Some((caller.uid.as_raw(), gids)), host_files, run_user }
+    let once = listed.iter().enumerate().filter(|(i, path)| !listed[..*i].contains(path)).map(|(_, p)| p.clone());
+    once.collect()
 }
 
 /// The caller's own /run/user/UID on the host: from the real uid, never the
@@ -184,9 +188,21 @@ pub fn account_files(tree: &OwnedFd, sysroot: &str, personal: &Personal) -> Resu
 /// filesystem identity (a file the caller cannot read is not shown), and a
 /// warning for each that cannot be shown for another reason than being
 /// absent.
-pub fn host_files(personal: &Personal, uid: Uid, gid: Gid) -> (EtcFiles, Vec<String>) {
+pub fn host_files(personal: &Personal, uid: Uid, gid: Gid) -> OpenedHostFiles {
+    if personal.host_files.is_empty() {
+        return (EtcFiles::new(), Vec::new());
+    }
+    mounts::with_fs_identity(true, uid, gid, || host_files_as_caller(&personal.host_files))
+}
+
+/// Host files opened, and a warning for each that could not be.
+pub type OpenedHostFiles = (EtcFiles, Vec<String>);
+
+/// [`host_files`] for `paths`, in the caller's identity already (called
+/// inside [`crate::privileges::as_caller`] or [`mounts::with_fs_identity`]).
+pub fn host_files_as_caller(paths: &[PathBuf]) -> OpenedHostFiles {
     let (mut shown, mut warnings) = (EtcFiles::new(), Vec::new());
-    for (path, file) in open_host_files(&personal.host_files, uid, gid) {
+    for (path, file) in open_host_files(paths) {
         match file {
             Ok((file, st)) => {
                 shown.push((path.strip_prefix("/etc").unwrap_or(path).to_path_buf(), Shown::Host(file, st)))
@@ -205,17 +221,12 @@ pub fn warn_all(sysroot: &str, warnings: &[String]) {
     }
 }
 
-/// Opens each of `paths` with the caller's filesystem identity, as a
-/// regular file the kernel does not make up.
-fn open_host_files(paths: &[PathBuf], uid: Uid, gid: Gid) -> Vec<(&PathBuf, io::Result<(std::fs::File, FileStat)>)> {
-    if paths.is_empty() {
-        return Vec::new();
-    }
-    mounts::with_fs_identity(true, uid, gid, || {
-        // Non-blocking: a FIFO at the end of a link must not hold the entry.
-        let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
-        paths.iter().map(|path| (path, open(path).and_then(regular))).collect()
-    })
+/// Opens each of `paths` as a regular file the kernel does not make up,
+/// with the identity this process has (the caller's: see the callers).
+fn open_host_files(paths: &[PathBuf]) -> Vec<(&PathBuf, io::Result<(std::fs::File, FileStat)>)> {
+    // Non-blocking: a FIFO at the end of a link must not hold the entry.
+    let open = |path| std::fs::OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK).open(path);
+    paths.iter().map(|path| (path, open(path).and_then(regular))).collect()
 }
 
 /// The host files of `shown` opened again in this mount namespace (a mount
@@ -224,7 +235,8 @@ fn open_host_files(paths: &[PathBuf], uid: Uid, gid: Gid) -> Vec<(&PathBuf, io::
 pub fn reopen_host_files(shown: &EtcFiles, uid: Uid, gid: Gid) -> io::Result<EtcFiles> {
     let paths: Vec<PathBuf> = shown.iter().map(|(rel, _)| Path::new("/etc").join(rel)).collect();
     let mut out = EtcFiles::new();
-    for ((rel, before), (_, now)) in shown.iter().zip(open_host_files(&paths, uid, gid)) {
+    let opened = mounts::with_fs_identity(true, uid, gid, || open_host_files(&paths));
+    for ((rel, before), (_, now)) in shown.iter().zip(opened) {
         let (Shown::Host(_, a), (now, b)) = (before, now?) else { return Err(io::Error::other("not a host file")) };
         if (a.st_dev, a.st_ino) != (b.st_dev, b.st_ino) {
             return Err(io::Error::other("a host file was replaced"));

@@ -82,7 +82,7 @@ pub fn run(kernel: &mut impl Kernel, argv: &[OsString], caller_env: &[(OsString,
         return Err(Error::Config(err));
     }
 
-    let cwd = kernel.current_directory(&caller, caller_env)?;
+    let cwd = kernel.current_directory(&caller, caller_env, &personal::host_file_paths(sysroot, &config.defaults))?;
     if let Some(socket) = &config.defaults.log_socket {
         kernel.audit(socket, Severity::Info, &audit::entry(&caller, &sysroot.name, &command, &cwd.physical));
     }
@@ -434,7 +434,12 @@ mod tests {
                 Some((dir.clone(), "writable by group or others (mode 1777)".into()))
             })
         }
-        fn current_directory(&mut self, _caller: &Caller, _env: &[(OsString, OsString)]) -> Result<Whereabouts, Error> {
+        fn current_directory(
+            &mut self,
+            _caller: &Caller,
+            _env: &[(OsString, OsString)],
+            _host_files: &[PathBuf],
+        ) -> Result<Whereabouts, Error> {
             self.step("cwd".into())?;
             let physical = self.cwd.last().map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_default();
             Ok(Whereabouts { paths: self.cwd.clone(), id: None, physical })

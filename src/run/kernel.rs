@@ -35,9 +35,14 @@ pub trait Kernel {
     /// The first of `sysroot`'s binds whose source users other than root may
     /// change (see [`crate::mounts::shared_source`]).
     fn shared_source(&mut self, sysroot: &Sysroot, defaults: &Defaults) -> Option<SharedSource>;
-    /// As the caller: where they are on the host.
-    fn current_directory(&mut self, caller: &Caller, caller_env: &[(OsString, OsString)])
-    -> Result<Whereabouts, Error>;
+    /// As the caller: where they are on the host (and, in the same identity
+    /// switch, the sysroot's `host_files` opened for [`Kernel::join_pinned_view`]).
+    fn current_directory(
+        &mut self,
+        caller: &Caller,
+        caller_env: &[(OsString, OsString)],
+        host_files: &[PathBuf],
+    ) -> Result<Whereabouts, Error>;
     /// One audit record to `socket`; never blocks.
     fn audit(&mut self, socket: &Path, severity: Severity, message: &str);
     /// As the caller: opens the `#!BIN_DIR/...` script that started us.

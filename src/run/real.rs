@@ -45,6 +45,9 @@ pub struct Real {
     /// The caller's /run/user/UID, looked at as the caller with their
     /// working directory (one identity switch for both).
     run_user: Option<Option<PathBuf>>,
+    /// The host files (their paths; opened, and warnings) opened as the
+    /// caller with the working directory, for the pin.
+    host_files: Option<(Vec<PathBuf>, personal::OpenedHostFiles)>,
 }
 
 impl Real {
@@ -60,6 +63,7 @@ impl Real {
             detached: Vec::new(),
             reach: pin::Reach::default(),
             run_user: None,
+            host_files: None,
         }
     }
 
@@ -99,10 +103,14 @@ impl Kernel for Real {
         &mut self,
         caller: &Caller,
         caller_env: &[(OsString, OsString)],
+        host_files: &[PathBuf],
     ) -> Result<Whereabouts, Error> {
-        let (whereabouts, run_user) =
-            privileges::as_caller(caller, || (workdir::resolve(caller_env), personal::own_run_user(caller.uid)))?;
+        let (whereabouts, run_user, opened) = privileges::as_caller(caller, || {
+            let opened = personal::host_files_as_caller(host_files);
+            (workdir::resolve(caller_env), personal::own_run_user(caller.uid), opened)
+        })?;
         self.run_user = Some(run_user);
+        self.host_files = Some((host_files.to_vec(), opened));
         Ok(whereabouts)
     }
 
@@ -152,7 +160,10 @@ impl Kernel for Real {
         let Ok(made) = personal::account_files(&tree, &sysroot.name, personal) else { return Ok(View::PerEntry) };
         // Host files opened here are for the pin only: a mount is copied
         // only from the namespace it is in, so the per-entry path opens its own.
-        let (host_files, warnings) = personal::host_files(personal, uid, gid);
+        let (host_files, warnings) = match self.host_files.take() {
+            Some((paths, opened)) if paths == personal.host_files => opened,
+            _ => personal::host_files(personal, uid, gid),
+        };
         let everybody = host_files.iter().all(|(path, shown)| {
             shown.host_stat().is_some_and(|st| {
                 st.st_mode & 0o004 != 0 && self.reach.is_public_file(&Path::new("/etc").join(path), st)
