@@ -99,16 +99,21 @@ fn caller_stack_limit(state: &CallerState) -> Option<libc::rlim_t> {
 /// own refusal: it ignores the set-uid bit there). In any other namespace, a
 /// setuid-root file's owner is unmapped and the kernel ignores the bit, or
 /// "euid 0" is the namespace's own root: nothing imageswitch can work with.
-fn in_initial_user_namespace() -> bool {
+/// Errors: the kernel's, when it cannot be asked (`EMFILE` with no
+/// descriptor left, say).
+fn in_initial_user_namespace() -> std::io::Result<bool> {
     const PROC_USER_INIT_INO: u64 = 0xEFFF_FFFD;
-    sys::namespace_inode(sys::OwnNamespace::User) == Some(PROC_USER_INIT_INO)
+    sys::namespace_inode(sys::OwnNamespace::User).map(|ino| ino == PROC_USER_INIT_INO)
 }
 
 /// Fails clearly when the binary cannot do its job: inside a user namespace,
 /// not setuid root, or started under no_new_privs (which also means: already
 /// inside a sysroot).
 pub fn check_setuid_root() -> Result<(), Error> {
-    if !in_initial_user_namespace() {
+    let initial = in_initial_user_namespace().map_err(|e| {
+        Error::SelfCheck(format!("cannot tell which user namespace this process is in: {}", crate::error::describe(&e)))
+    })?;
+    if !initial {
         return Err(Error::SelfCheck(
             "imageswitch must be run from the initial user namespace (this process is in a user namespace, \
              where a setuid program cannot work)"
@@ -220,10 +225,10 @@ mod tests {
 
     #[test]
     fn this_test_runs_in_the_initial_user_namespace_and_a_new_one_is_not() {
-        assert!(in_initial_user_namespace());
+        assert!(in_initial_user_namespace().expect("the kernel answers"));
         // The answer (a pidfd's where the kernel has one) is the initial one's inode, as stat sees it.
         let link = std::fs::metadata("/proc/self/ns/user").expect("/proc/self/ns/user");
-        assert_eq!(sys::namespace_inode(sys::OwnNamespace::User), Some(link.ino()));
+        assert_eq!(sys::namespace_inode(sys::OwnNamespace::User).ok(), Some(link.ino()));
         assert_eq!(link.ino(), 0xEFFF_FFFD);
         // The same link read in a user namespace of its own, by unshare(1).
         let out = std::process::Command::new("unshare")

@@ -534,14 +534,16 @@ pub enum OwnNamespace {
 /// The inode number of this process's namespace `which`: the kernel's
 /// answer through a pidfd ([`own_namespace`]); on a kernel without one, the
 /// link /proc/self/ns/user or /proc/self/ns/mnt, `NAME:[INODE]` (proc(5)),
-/// read without a stat (which would set up an nsfs inode). `None` when the
-/// pidfd call fails otherwise (no fallback then) or the link cannot be read.
-pub fn namespace_inode(which: OwnNamespace) -> Option<u64> {
+/// read without a stat (which would set up an nsfs inode). Errors: the
+/// pidfd call fails otherwise (no fallback then: `EMFILE`, say), or the link
+/// cannot be read or is not of that shape.
+pub fn namespace_inode(which: OwnNamespace) -> io::Result<u64> {
     if let Some(ns) = own_namespace_by_pidfd(which) {
-        return nix::sys::stat::fstat(&ns.ok()?).ok().map(|st| st.st_ino);
+        return Ok(nix::sys::stat::fstat(&ns?)?.st_ino);
     }
-    let link = std::fs::read_link(format!("/proc/self/ns/{}", which.proc_name())).ok()?;
-    link.to_str()?.strip_prefix(which.proc_name())?.strip_prefix(":[")?.strip_suffix(']')?.parse().ok()
+    let link = std::fs::read_link(format!("/proc/self/ns/{}", which.proc_name()))?;
+    let inode = link.to_str().and_then(|l| l.strip_prefix(which.proc_name())?.strip_prefix(":[")?.strip_suffix(']'));
+    inode.and_then(|i| i.parse().ok()).ok_or_else(|| io::Error::other(format!("{}: not NAME:[INODE]", link.display())))
 }
 
 /// An nsfs descriptor of this process's namespace `which`, for `setns(2)`

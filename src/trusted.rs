@@ -106,8 +106,10 @@ fn open_trusted_without_links(path: &Path, kind: Kind) -> Option<OwnedFd> {
     (stat_type(&st) == want && untrusted_reason(&st).is_none()).then_some(fd)
 }
 
-/// `Some` when `path` is absolute, has only plain components (no `..`, no
-/// `.`), and every directory from `/` down to its parent, stat'ed by path
+/// `Some` when `path` is absolute and exactly its plain components (no
+/// `..`, no `.`, no trailing or repeated `/`, which `Path::components`
+/// would drop while a system call still reads them), and every directory
+/// from `/` down to its parent, stat'ed by path
 /// without following links, is a directory that is root's and closed to
 /// everybody else; `None` on anything else (a link among them, an error, a
 /// refusal), for the component walk to decide and say why. Once each is
@@ -122,7 +124,13 @@ fn trusted_parents_without_links(path: &Path) -> Option<()> {
             _ => return None,
         }
     }
-    if !path.is_absolute() {
+    let rebuilt = parts.iter().fold(Vec::new(), |mut out, part| {
+        out.push(b'/');
+        out.extend_from_slice(part.as_bytes());
+        out
+    });
+    let exact = path.as_os_str().as_bytes() == if rebuilt.is_empty() { b"/".as_slice() } else { &rebuilt };
+    if !path.is_absolute() || !exact {
         return None;
     }
     let trusted_dir = |at: &Path| {
@@ -371,6 +379,22 @@ mod tests {
         let (at, _) = shared_ancestor(&below).expect("/tmp is writable by everybody");
         assert_eq!(at, Path::new("/tmp"));
         assert_eq!(shared_ancestor(Path::new("/tmp")), None, "the source itself may be anybody's");
+
+        // A root-owned link in a root-only directory, into /tmp: with a
+        // trailing `/` or `/.` (which Path::components drops, while lstat
+        // follows the link) the answer is still the walk's, /tmp.
+        if nix::unistd::geteuid().is_root() {
+            let holder = Path::new("/run").join(format!("trusted-test-{}", std::process::id()));
+            std::fs::create_dir_all(&holder).expect("mkdir under /run");
+            std::os::unix::fs::symlink(&below, holder.join("link")).expect("symlink");
+            for tail in ["link", "link/", "link/.", "link//"] {
+                let path = PathBuf::from(format!("{}/{tail}", holder.display()));
+                let (at, _) = shared_ancestor(&path).unwrap_or_else(|| panic!("{}: no answer", path.display()));
+                assert_eq!(at, Path::new("/tmp"), "{}", path.display());
+                assert_eq!(shared_ancestor(&path), shared_ancestor_by_walk(&path), "{}", path.display());
+            }
+            std::fs::remove_dir_all(&holder).expect("remove");
+        }
         std::fs::remove_dir_all(&dir).expect("remove");
     }
 

@@ -1692,6 +1692,10 @@ fn row28_a_user_namespace_is_refused_in_one_line() {
     );
     let out = run(as_user(ALICE, "unshare").args(["-Urm", "sh", "-c", &forge]).current_dir("/tmp"));
     assert_clean_failure(&out, 125, "imageswitch must be run from the initial user namespace");
+    // With no descriptor left for the kernel's answer (fds 0-3 only), the
+    // refusal says so rather than blame a user namespace.
+    let out = run(as_user(ALICE, "sh").args(["-c", &format!("ulimit -n 4; exec {BIN} bb true")]).current_dir("/tmp"));
+    assert_clean_failure(&out, 125, "cannot tell which user namespace this process is in");
 }
 
 // ---------------------------------------------------------------------------
