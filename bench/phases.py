@@ -61,7 +61,8 @@ for anchor, step in [
     ("let caller = kernel.resolve_caller()?;", "caller (NSS)"),
     ("let config = kernel.load_config()?;", "configuration"),
     ("let sysroot = config.sysroot(&name).ok_or_else(|| Error::UnknownName(name.clone()))?;", "dispatch, access"),
-    ("let cwd = kernel.current_directory(&caller, caller_env)?;", "working directory (as caller)"),
+    ("let cwd = kernel.current_directory(&caller, caller_env, &personal::host_file_paths(sysroot, &config.defaults))?;",
+     "working directory, host files (as caller)"),
     ("let personal = kernel.prepare_personal(&caller, sysroot, &config.defaults);", "script, personal view"),
     ("own_mounts.extend(personal.run_user.as_deref().map(personal::run_user_spec));", "split shared/own binds"),
     ("kernel.chroot_into_tree()?;", "private copy, own binds, chroot"),
@@ -87,7 +88,7 @@ for anchor, step in [
      "pin: tree's entries checked"),
     ("let Ok(made) = personal::account_files(&tree, &sysroot.name, personal) else { return Ok(View::PerEntry) };",
      "pin: tree's passwd, group (and caller's lines)"),
-    ("        let (host_files, warnings) = personal::host_files(personal, uid, gid);", "pin: host files opened"),
+    ("            _ => personal::host_files(personal, uid, gid),\n        };", "pin: host files taken"),
     ("        let ns = everybody.then(|| pin::find_or_build(&request, uid, gid)).flatten();", "pin: found"),
     ("        if (!made.is_empty() && home.is_none()) || pin::join(&ns).is_err() {\n"
      "            self.made = Some(made);\n            return Ok(View::PerEntry);\n        }", "pin: joined (setns)"),
