@@ -95,7 +95,8 @@ pub fn is_caller_specific(spec: &MountSpec, public: impl FnOnce(&Path) -> bool) 
 }
 
 /// Whether everybody may reach paths on the host: every directory on the
-/// way to one (links followed) is root's and searchable by others. A bind
+/// way to one (links followed) is root's and searchable by its group and by
+/// others, with no access ACL (see [`Reach::judged`]). A bind
 /// of such a path shows nobody anything they could not reach anyway, whoever
 /// built the pin; permissions below it apply inside as outside. Each
 /// directory is looked at once per entry.
@@ -163,13 +164,17 @@ impl Reach {
     }
 
     /// Whether the directory `dir` (no links in its path) is root's, a
-    /// directory, and searchable by others.
+    /// directory, and searchable by every user: by its group's members as
+    /// by others (the kernel applies the group bits, not the others', to a
+    /// member: `root:g 0705` shuts g out), with no access ACL (acl(5): a
+    /// named user or group entry may shut someone out whatever the mode).
     fn judged(&mut self, dir: &Path) -> bool {
         if let Some((_, public)) = self.dirs.iter().find(|(seen, _)| seen == dir) {
             return *public;
         }
-        let public = fstatat(AT_FDCWD, dir, AtFlags::AT_SYMLINK_NOFOLLOW)
-            .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == 0 && st.st_mode & 0o001 != 0);
+        let public = fstatat(AT_FDCWD, dir, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
+            st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == 0 && st.st_mode & 0o011 == 0o011
+        }) && !sys::has_access_acl(dir);
         self.dirs.push((dir.to_path_buf(), public));
         public
     }

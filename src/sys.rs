@@ -118,6 +118,19 @@ pub fn nonblocking_datagram_socket() -> io::Result<std::os::unix::net::UnixDatag
     Ok(unsafe { std::os::unix::net::UnixDatagram::from_raw_fd(fd) })
 }
 
+/// Whether `path` (a link itself, not followed) carries a POSIX access ACL
+/// (the `system.posix_acl_access` attribute, acl(5)), whose entries may deny
+/// a named user or group what the mode bits allow others. Any answer but
+/// "no such attribute" or "not supported here" counts as one.
+pub fn has_access_acl(path: &std::path::Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else { return true };
+    // SAFETY: both names are NUL-terminated strings; a zero size with a null
+    // buffer asks only for the value's length, and nothing is written.
+    let ret = unsafe { libc::lgetxattr(path.as_ptr(), c"system.posix_acl_access".as_ptr(), std::ptr::null_mut(), 0) };
+    ret >= 0 || !matches!(io::Error::last_os_error().raw_os_error(), Some(libc::ENODATA | libc::EOPNOTSUPP))
+}
+
 /// `prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL)`.
 pub fn clear_ambient_caps() -> io::Result<()> {
     // SAFETY: integer arguments only.

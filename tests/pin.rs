@@ -571,6 +571,64 @@ $B sh -c "$FACTS" $BOB $D
     assert_eq!(got[..10], expect, "{}", stderr(&out));
 }
 
+/// A bind under a directory whose mode lets others search it but not its
+/// own group's members (`root:BOB 0705`), or whose ACL shuts bob out
+/// (`u:BOB:---` on a 0755 directory): alice may read the files below on the
+/// host, bob may not. The tree knows both, so both join the pin of the
+/// callers it knows; neither bind is in it, so after alice's entries (the
+/// pin built) bob still reads neither inside.
+#[test]
+fn row31_a_bind_some_users_may_not_reach_through_group_bits_or_an_acl_is_never_in_the_shared_pin() {
+    require_root!();
+    let tree = known_tree("pin-deny");
+    let etc = tree.0.join("etc");
+    for (database, key) in [("passwd", BOB), ("group", BOB)] {
+        let mut text = fs::read_to_string(etc.join(database)).expect("read");
+        text.push_str(&format!("{}\n", getent(database, key)));
+        write_root_file(&etc.join(database), &text);
+    }
+    let host = Removed(PathBuf::from(format!("{PREFIX}/pin-deny-host-{}-{}", std::process::id(), unique())));
+    let (by_group, by_acl) = (host.0.join("by-group"), host.0.join("by-acl"));
+    sh(&format!(
+        "mkdir -m 755 {h} && for d in {g} {a}; do mkdir -p $d/data && echo secret-behind-$(basename $d) > $d/data/secret \
+         && chmod 644 $d/data/secret && mkdir -p {t}$d/data; done \
+         && chown root:{BOB} {g} && chmod 705 {g} && chmod 755 {a} && setfacl -m u:{BOB}:--- {a}",
+        h = host.0.display(),
+        g = by_group.display(),
+        a = by_acl.display(),
+        t = tree.0.display()
+    ));
+    let binds = format!("binds = [\"/home\", \"{}/data\", \"{}/data\"]", by_group.display(), by_acl.display());
+    let dir = test_dir("deny", &sysroot("known", &tree, &binds));
+    let script = format!(
+        r#"for d in {g} {a}; do $B cat $d/data/secret 2>/dev/null || echo "bob cannot read $(basename $d) on the host"; done
+first "$A" known true
+for d in {g} {a}; do $A $BIN known cat $d/data/secret; done
+for d in {g} {a}; do $B $BIN known cat $d/data/secret 2>/dev/null || echo "bob cannot read $(basename $d) inside"; done
+[ -n "$(pins known 0)" ] && echo "one pin for the callers the tree knows"
+echo "in the pin: $(nsenter --mount=$PINS/$(pins known 0) sh -c "cat {g}/data/secret {a}/data/secret" 2>/dev/null || true)"
+"#,
+        g = by_group.display(),
+        a = by_acl.display()
+    );
+    let out = in_ns("shared", &dir, &script);
+    assert_eq!(
+        lines(&out),
+        [
+            "bob cannot read by-group on the host",
+            "bob cannot read by-acl on the host",
+            "secret-behind-by-group",
+            "secret-behind-by-acl",
+            "bob cannot read by-group inside",
+            "bob cannot read by-acl inside",
+            "one pin for the callers the tree knows",
+            "in the pin: ",
+        ],
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn callers_are_themselves_on_the_fast_path_and_see_nothing_of_each_other() {
     require_root!();
