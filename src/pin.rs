@@ -7,7 +7,8 @@
 //! with the host's mount count. A pin holds what every caller sees alike:
 //! the sealed tree, `/proc`, `/sys`, `/dev`, the configured binds whose host
 //! path everybody may reach, `/dev/log`, and the host files (hosts,
-//! resolv.conf, the time zone) everybody may read; pivoted into the tree
+//! resolv.conf, the time zone) as the caller opened them (the key names each
+//! file, so only callers who opened that very file join); pivoted into the tree
 //! with the old root detached, so its mount table is small (about 20
 //! mounts), and entering it costs one `setns`.
 //!
@@ -286,14 +287,20 @@ pub fn check_made(made: &EtcFiles) -> io::Result<()> {
 
 /// The pinned namespace for this entry, found or built now, or `None` for
 /// the per-entry path. Runs as root in the caller's namespace; nothing about
-/// the process changes (it joins with [`join`]).
-pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid) -> Option<OwnedFd> {
+/// the process changes (it joins with [`join`]). `shareable` is asked only
+/// before building: whether this view should be a pin at all (its host
+/// files readable by everybody; else entries with it stay per entry, and
+/// build nothing that would replace other callers' pin).
+pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid, shareable: impl FnOnce() -> bool) -> Option<OwnedFd> {
     let dir = open_pin_dir()?;
     let name = key(req)?;
     match open_pin(&dir, &name) {
         Found::Pin(fd) => return Some(fd),
         Found::PerEntry => return None,
         Found::Nothing => {}
+    }
+    if !shareable() {
+        return None;
     }
     let lock = create_root_file(&dir, LOCK).ok()?;
     // Never waits: the holder may be stopped by its owner.
@@ -576,39 +583,45 @@ mod tests {
     use super::*;
     use std::os::unix::fs::{PermissionsExt, symlink};
 
-    /// Links are followed by hand to the very file opened; a directory
-    /// others may not search anywhere on the way (a link's own included),
-    /// another file at the path, or a link loop answer no.
+    /// Links are followed by hand; a directory others, or its group, may
+    /// not search anywhere on the way (a link's own included), one with an
+    /// access ACL, or a link loop answer no.
     #[test]
-    fn reach_follows_links_by_hand_to_the_file_opened() {
-        let opened = |path: &Path| fstat(File::open(path).expect("open")).expect("fstat");
+    fn reach_follows_links_by_hand_and_judges_every_directory_passed() {
         let mut reach = Reach::default();
-        for path in ["/etc/passwd", "/usr/bin/env", "/usr/bin/../bin/sh", "/etc/./hostname"] {
+        for path in ["/etc/passwd", "/usr/bin/env", "/usr/bin/../bin/sh", "/etc/./hostname", "/usr/bin"] {
             let path = Path::new(path);
             if path.exists() {
-                assert!(reach.is_public_file(path, &opened(path)), "{}", path.display());
+                assert!(reach.is_public(path), "{}", path.display());
             }
         }
-        assert!(reach.is_public(Path::new("/usr/bin")));
-        assert!(!reach.is_public_file(Path::new("/etc/passwd"), &opened(Path::new("/etc/group"))));
         assert!(!reach.is_public(Path::new("usr/bin")), "relative");
+        let opened = |path: &str| fstat(File::open(path).expect("open")).expect("fstat");
+        assert!(reach.is_public_file(Path::new("/etc/passwd"), &opened("/etc/passwd")));
+        assert!(!reach.is_public_file(Path::new("/etc/passwd"), &opened("/etc/group")), "another file there");
 
         let root = nix::unistd::geteuid().is_root();
         let dir = std::env::temp_dir().join(format!("reach-test-{}", std::process::id()));
-        let secret = dir.join("secret");
-        std::fs::create_dir_all(&secret).expect("mkdir");
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).expect("chmod");
-        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o700)).expect("chmod");
-        std::fs::write(secret.join("file"), "x").expect("write");
-        std::fs::write(dir.join("open"), "x").expect("write");
+        let (secret, grouped, acl) = (dir.join("secret"), dir.join("grouped"), dir.join("acl"));
+        for (d, mode) in [(&dir, 0o755), (&secret, 0o700), (&grouped, 0o705), (&acl, 0o755)] {
+            std::fs::create_dir_all(d).expect("mkdir");
+            std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        for d in [&dir, &secret, &grouped, &acl] {
+            std::fs::write(d.join("file"), "x").expect("write");
+        }
+        let acl_set = std::process::Command::new("setfacl").args(["-m", "u:nobody:---"]).arg(&acl).status();
         symlink("secret/file", dir.join("to-secret")).expect("symlink");
-        symlink("open", dir.join("to-open")).expect("symlink");
+        symlink("file", dir.join("to-open")).expect("symlink");
         symlink("loop", dir.join("loop")).expect("symlink");
-        let file = opened(&secret.join("file"));
         // Under a root-owned /tmp, a directory is public only when it is root's.
-        assert_eq!(reach.is_public_file(&dir.join("to-open"), &opened(&dir.join("open"))), root);
-        assert!(!reach.is_public_file(&dir.join("to-secret"), &file), "through a directory others may not search");
-        assert!(!reach.is_public_file(&secret.join("file"), &file));
+        assert_eq!(reach.is_public(&dir.join("to-open")), root);
+        assert!(!reach.is_public(&dir.join("to-secret")), "through a directory others may not search");
+        assert!(!reach.is_public(&secret.join("file")));
+        assert!(!reach.is_public(&grouped.join("file")), "through a directory its group may not search");
+        if acl_set.is_ok_and(|s| s.success()) {
+            assert!(!reach.is_public(&acl.join("file")), "through a directory with an access ACL");
+        }
         assert!(!reach.is_public(&dir.join("loop")), "a link loop");
         std::fs::remove_dir_all(&dir).expect("remove");
     }

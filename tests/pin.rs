@@ -629,6 +629,62 @@ echo "in the pin: $(nsenter --mount=$PINS/$(pins known 0) sh -c "cat {g}/data/se
     );
 }
 
+/// A host file only a group may read (`root:PHYSICS 0640`, alice in it,
+/// bob not): alice sees it, per entry (a view not everybody may have builds
+/// no pin, which would replace other callers'); bob sees the tree's own
+/// file, with a warning, from a pin that alice's entries leave in place.
+#[test]
+fn row31_a_host_file_only_some_callers_may_read_is_shown_to_them_alone_and_replaces_no_pin() {
+    require_root!();
+    let tree = known_tree("pin-hostfile");
+    let etc = tree.0.join("etc");
+    for (database, key) in [("passwd", BOB), ("group", BOB)] {
+        let mut text = fs::read_to_string(etc.join(database)).expect("read");
+        text.push_str(&format!("{}\n", getent(database, key)));
+        write_root_file(&etc.join(database), &text);
+    }
+    let name = format!("imgsw-pin-group-only-{}", std::process::id());
+    let host_file = Removed(PathBuf::from(format!("/etc/{name}")));
+    sh(&format!(
+        "echo the-physics-group-file > {h} && chown root:{PHYSICS} {h} && chmod 640 {h} && echo the-trees-own > {t}/etc/{name}",
+        h = host_file.0.display(),
+        t = tree.0.display()
+    ));
+    let extra = format!("binds = [\"/home\"]\nhost_files = [\"{}\"]", host_file.0.display());
+    let dir = test_dir("hostfile", &sysroot("known", &tree, &extra));
+    let script = format!(
+        r#"$A $BIN known cat {h}
+$B $BIN known cat {h} 2>$D/bob.err
+grep -c "not shown: permission denied" $D/bob.err
+first "$B" known true
+before=$(pins known 0)
+echo "$(echo $before | wc -w) pin for the callers the tree knows"
+for _ in 1 2 3; do $A $BIN known true; done
+[ "$(pins known 0)" = "$before" ] && echo "alice's entries leave it in place"
+hold a "$A" known
+hold b "$B" known
+relation a known
+relation b known
+"#,
+        h = host_file.0.display()
+    );
+    let out = in_ns("shared", &dir, &script);
+    assert_eq!(
+        lines(&out),
+        [
+            "the-physics-group-file",
+            "the-trees-own",
+            "1",
+            "1 pin for the callers the tree knows",
+            "alice's entries leave it in place",
+            "a in a namespace of its own",
+            "b in the pin",
+        ],
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn callers_are_themselves_on_the_fast_path_and_see_nothing_of_each_other() {
     require_root!();

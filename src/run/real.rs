@@ -164,13 +164,21 @@ impl Kernel for Real {
             Some((paths, opened)) if paths == personal.host_files => opened,
             _ => personal::host_files(personal, uid, gid),
         };
-        let everybody = host_files.iter().all(|(path, shown)| {
-            shown.host_stat().is_some_and(|st| {
-                st.st_mode & 0o004 != 0 && self.reach.is_public_file(&Path::new("/etc").join(path), st)
-            })
-        });
+        // Each host file is one this caller opened themselves, and the key
+        // names it (device, inode, size, times): a pin holding it is joined
+        // only by callers who opened that very file. Whether everybody may
+        // read them decides only whether to build one: callers who see
+        // different host files would otherwise replace each other's pins.
         let request = pin::Request { sysroot, tree: &tree, shared, host_files: &host_files, made: &made };
-        let ns = everybody.then(|| pin::find_or_build(&request, uid, gid)).flatten();
+        let reach = &mut self.reach;
+        let everybody = || {
+            host_files.iter().all(|(path, shown)| {
+                shown.host_stat().is_some_and(|st| {
+                    st.st_mode & 0o044 == 0o044 && reach.is_public_file(&Path::new("/etc").join(path), st)
+                })
+            })
+        };
+        let ns = pin::find_or_build(&request, uid, gid, everybody);
         let prepared = ns.and_then(|ns| {
             let detached: Vec<_> = own.iter().map(|s| (s.target.clone(), mounts::detach_source(s, uid, gid))).collect();
             pin::detached_sources_work(&detached).then_some((ns, detached))
