@@ -148,6 +148,17 @@ fn known_tree(tag: &str) -> Removed {
     tree
 }
 
+/// Adds bob's passwd line and his group's line to a [`known_tree`], so
+/// that he too joins the pin of the callers the tree knows.
+fn knows_bob_too(tree: &Path) {
+    let etc = tree.join("etc");
+    for database in ["passwd", "group"] {
+        let mut text = fs::read_to_string(etc.join(database)).expect("read");
+        text.push_str(&format!("{}\n", getent(database, BOB)));
+        write_root_file(&etc.join(database), &text);
+    }
+}
+
 /// Runs `script` (after sourcing [`LIB`]) with bash as root in a new mount
 /// namespace with `propagation`, the configuration of `dir` in force. One
 /// at a time: every namespace's pins are built under one lock, which an
@@ -581,12 +592,7 @@ $B sh -c "$FACTS" $BOB $D
 fn row31_a_bind_some_users_may_not_reach_through_group_bits_or_an_acl_is_never_in_the_shared_pin() {
     require_root!();
     let tree = known_tree("pin-deny");
-    let etc = tree.0.join("etc");
-    for (database, key) in [("passwd", BOB), ("group", BOB)] {
-        let mut text = fs::read_to_string(etc.join(database)).expect("read");
-        text.push_str(&format!("{}\n", getent(database, key)));
-        write_root_file(&etc.join(database), &text);
-    }
+    knows_bob_too(&tree.0);
     let host = Removed(PathBuf::from(format!("{PREFIX}/pin-deny-host-{}-{}", std::process::id(), unique())));
     let (by_group, by_acl) = (host.0.join("by-group"), host.0.join("by-acl"));
     sh(&format!(
@@ -637,12 +643,7 @@ echo "in the pin: $(nsenter --mount=$PINS/$(pins known 0) sh -c "cat {g}/data/se
 fn row31_a_host_file_only_some_callers_may_read_is_shown_to_them_alone_and_replaces_no_pin() {
     require_root!();
     let tree = known_tree("pin-hostfile");
-    let etc = tree.0.join("etc");
-    for (database, key) in [("passwd", BOB), ("group", BOB)] {
-        let mut text = fs::read_to_string(etc.join(database)).expect("read");
-        text.push_str(&format!("{}\n", getent(database, key)));
-        write_root_file(&etc.join(database), &text);
-    }
+    knows_bob_too(&tree.0);
     let name = format!("imgsw-pin-group-only-{}", std::process::id());
     let host_file = Removed(PathBuf::from(format!("/etc/{name}")));
     sh(&format!(
