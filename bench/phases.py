@@ -89,11 +89,10 @@ for anchor, step in [
     ("let Ok(made) = personal::account_files(&tree, &sysroot.name, personal) else { return Ok(View::PerEntry) };",
      "pin: tree's passwd, group (and caller's lines)"),
     ("            _ => personal::host_files(personal, uid, gid),\n        };", "pin: host files taken"),
-    ("        let ns = everybody.then(|| pin::find_or_build(&request, uid, gid)).flatten();", "pin: found"),
+    ("        let ns = pin::find_or_build(&request, uid, gid, everybody);", "pin: found"),
     ("        if (!made.is_empty() && home.is_none()) || pin::join(&ns).is_err() {\n"
      "            self.made = Some(made);\n            return Ok(View::PerEntry);\n        }", "pin: joined (setns)"),
 ]:
     after(real, anchor, step, "        ")
-before(real, "        let request = pin::Request {", "pin: host files readable by all", "        ")
 after("pin.rs", "    let dir = open_pin_dir()?;", "pin: directory opened")
 after("pin.rs", "    let name = key(req)?;", "pin: key")
