@@ -19,6 +19,7 @@ pub use mountinfo::{MountEntry, mount_table, parse_mountinfo};
 pub const NOSUID: u64 = libc::MOUNT_ATTR_NOSUID;
 pub const NODEV: u64 = libc::MOUNT_ATTR_NODEV;
 pub const NOEXEC: u64 = libc::MOUNT_ATTR_NOEXEC;
+pub const RDONLY: u64 = libc::MOUNT_ATTR_RDONLY;
 
 /// What a bind joins: the source and the destination must both be one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -686,6 +686,29 @@ relation b known
     );
 }
 
+/// The tree is read-only in a pin as in a private copy of it: a directory
+/// of the tree's own that alice's group may write (`root:PHYSICS 2775`, as a
+/// tree's /var/mail or /var/local are for mail or staff) takes nothing of
+/// hers into the generation every caller shares.
+#[test]
+fn row31_nobody_writes_the_tree_through_a_pin_even_where_their_group_may() {
+    require_root!();
+    let tree = known_tree("pin-readonly");
+    sh(&format!(
+        "mkdir -p {t}/var/shared && chown root:{PHYSICS} {t}/var/shared && chmod 2775 {t}/var/shared",
+        t = tree.display()
+    ));
+    let dir = test_dir("readonly", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    let script = r#"first "$A" known true
+$A $BIN known sh -c 'touch /var/shared/x' 2>&1 | grep -o "Read-only file system"
+hold a "$A" known
+relation a known
+"#;
+    let out = in_ns("shared", &dir, script);
+    assert_eq!(lines(&out), ["Read-only file system", "a in the pin"], "{}", stderr(&out));
+    assert!(!tree.join("var/shared/x").exists(), "alice's file is in the tree");
+}
+
 #[test]
 fn callers_are_themselves_on_the_fast_path_and_see_nothing_of_each_other() {
     require_root!();

@@ -908,11 +908,12 @@ fn row11_cwd_tricks_land_inside_the_tree_as_the_user() {
     );
 }
 
-/// The tree's own world-writable directories (its /run/lock here; its /tmp or
-/// /var/tmp when they are not bound) let any user make a path there. A
-/// directory reached through another user's directory or link is theirs to
-/// choose, so it is never where someone else's command starts — unless it is
-/// the very directory the caller was in on the host.
+/// The tree is read-only in every view, so no user plants anything in it
+/// through imageswitch; a tree made with another user's files in it (its
+/// /run/lock here, as a tree unpacked or written by hand may have) is
+/// another matter. A directory reached through another user's directory or
+/// link is theirs to choose, so it is never where someone else's command
+/// starts — unless it is the very directory the caller was in on the host.
 #[test]
 fn row11_a_directory_another_user_planted_in_the_tree_is_never_the_start() {
     require_root!();
@@ -942,7 +943,15 @@ fn row11_a_directory_another_user_planted_in_the_tree_is_never_the_start() {
     .expect("plant script");
     let setup = format!("mount --bind {} {BB_TREE}", tree.display());
     let planted = in_namespace("private", &setup, BOB, Path::new("/"), &[BIN, "bb", "sh", &script.to_string_lossy()]);
-    assert_ok(&planted.out);
+    assert_ne!(planted.out.status.code(), Some(0), "bob planted through imageswitch: {}", stderr(&planted.out));
+    assert!(stderr(&planted.out).contains("Read-only file system"), "{}", stderr(&planted.out));
+    assert!(!tree.join(job.trim_start_matches('/')).exists(), "bob's directory is in the tree");
+    // Planted in the tree itself, with bob's ownership.
+    sh(&format!(
+        "cd {t} && mkdir .{job} && printf '#!/bin/sh\\necho planted by bob\\n' > .{job}/run && chmod 755 .{job}/run \
+         && ln -s /bin .{link} && chown -h {BOB}: .{job} .{job}/run .{link}",
+        t = tree.display()
+    ));
     // (case, alice's directory, her arguments, status, stdout, stderr)
     let refused = |dir: &str| format!("{dir} in bb is not the directory you are in, and another user owns {dir} there");
     let cases = [
@@ -1692,9 +1701,12 @@ fn row28_a_user_namespace_is_refused_in_one_line() {
     );
     let out = run(as_user(ALICE, "unshare").args(["-Urm", "sh", "-c", &forge]).current_dir("/tmp"));
     assert_clean_failure(&out, 125, "imageswitch must be run from the initial user namespace");
-    // With no descriptor left for the kernel's answer (fds 0-3 only), the
-    // refusal says so rather than blame a user namespace.
-    let out = run(as_user(ALICE, "sh").args(["-c", &format!("ulimit -n 4; exec {BIN} bb true")]).current_dir("/tmp"));
+    // With no descriptor left for the kernel's answer (fds 0-3 only: the
+    // loader's files closed again, the pidfd on 3), the refusal says so
+    // rather than blame a user namespace.
+    let only_stdio = r#"for fd in $(ls /proc/$$/fd); do [ $fd -gt 2 ] && eval "exec $fd>&-"; done"#;
+    let script = format!("{only_stdio}; ulimit -n 4; exec {BIN} bb true");
+    let out = run(as_user(ALICE, "bash").args(["-c", &script]).current_dir("/tmp"));
     assert_clean_failure(&out, 125, "cannot tell which user namespace this process is in");
 }
 

@@ -17,7 +17,7 @@ use nix::fcntl::{OFlag, openat};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat};
 use nix::unistd::{Gid, Uid, setfsgid, setfsuid};
 
-use super::{BindKind, IfMissing, MountSpec, NODEV, NOSUID, classic};
+use super::{BindKind, IfMissing, MountSpec, NODEV, NOSUID, RDONLY, classic};
 use crate::sys;
 use crate::trusted::stat_type;
 
@@ -212,11 +212,14 @@ pub fn bind_from(
     Ok(Outcome::Mounted)
 }
 
-/// Binds the tree over itself nodev and nosuid, so device nodes and setuid
-/// files in the tree do nothing; returns a descriptor of the new mount's
-/// root, which every later step uses instead of `tree`.
+/// Binds the tree over itself nodev, nosuid and read-only, so device nodes
+/// and setuid files in the tree do nothing and nobody writes it through the
+/// view (a group-writable directory of the tree's own, such as /var/mail,
+/// would otherwise take a group member's files into a generation every
+/// caller shares); returns a descriptor of the new mount's root, which every
+/// later step uses instead of `tree`. Binds, layers and overlays go on top.
 pub fn seal_tree(tree: &OwnedFd) -> io::Result<OwnedFd> {
-    let attrs = NODEV | NOSUID;
+    let attrs = NODEV | NOSUID | RDONLY;
     match sys::open_tree_clone(tree, c"", true) {
         Ok(sealed) => {
             sys::mount_setattr(&sealed, attrs, true)?;

@@ -16,13 +16,14 @@ use nix::sys::statvfs::{FsFlags, fstatvfs};
 use nix::unistd::{Gid, Uid};
 
 use super::attach::{fd_path, open_target, with_fs_identity};
-use super::{MountSpec, NODEV, NOEXEC, NOSUID, Outcome, mount_table};
+use super::{MountSpec, NODEV, NOEXEC, NOSUID, Outcome, RDONLY, mount_table};
 
 fn ms_flags(attrs: u64) -> MsFlags {
     let mut flags = MsFlags::empty();
     flags.set(MsFlags::MS_NOSUID, attrs & NOSUID != 0);
     flags.set(MsFlags::MS_NODEV, attrs & NODEV != 0);
     flags.set(MsFlags::MS_NOEXEC, attrs & NOEXEC != 0);
+    flags.set(MsFlags::MS_RDONLY, attrs & RDONLY != 0);
     flags
 }
 
@@ -127,5 +128,6 @@ mod tests {
         assert_eq!(ms_flags(0), MsFlags::empty());
         assert_eq!(ms_flags(NOSUID), MsFlags::MS_NOSUID);
         assert_eq!(ms_flags(NOSUID | NODEV | NOEXEC), MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC);
+        assert_eq!(ms_flags(NODEV | RDONLY), MsFlags::MS_NODEV | MsFlags::MS_RDONLY);
     }
 }
