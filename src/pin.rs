@@ -205,12 +205,14 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
 /// [`hidden_name`]; NS:
 /// the caller's mount namespace's inode number, EXE: [`this_binary`], both
 /// in hex; VIEW: 16 hex digits hashing the view every caller shares; ACCOUNT:
-/// 16 hex digits hashing the caller's passwd and group as shown, or `0` for
-/// a caller the tree knows); `None` when something
-/// it depends on cannot be identified. Two installed binaries (a test's, the
-/// system's) keep a pin each rather than replacing each other's, and so do
-/// callers the tree does not know.
-fn key(req: &Request<'_>) -> Option<String> {
+/// `0` for a caller the tree knows, else `LINES-OWNER`, 16 hex digits
+/// hashing the caller's passwd and group as shown and 16 hashing their uid
+/// `uid`); `None` when something it depends on cannot be identified. Two
+/// installed binaries (a test's, the system's) keep a pin each rather than
+/// replacing each other's, and so do callers the tree does not know; a
+/// caller's new lines (their gecos changed with chfn, say) replace their
+/// own old pin only.
+fn key(req: &Request<'_>, uid: Uid) -> Option<String> {
     let mut h = Fnv1a::default();
     (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
     let exe = this_binary(&mut h)?;
@@ -240,7 +242,9 @@ fn key(req: &Request<'_>) -> Option<String> {
         for (path, shown) in req.made {
             (path, shown.made()?, in_tree(&Path::new("etc").join(path))).hash(&mut a);
         }
-        format!("{:016x}", a.finish())
+        let mut owner = Fnv1a::default();
+        owner.write(&uid.as_raw().to_le_bytes());
+        format!("{:016x}-{:016x}", a.finish(), owner.finish())
     };
     let ns = sys::namespace_inode(sys::OwnNamespace::Mount).ok()?;
     Some(format!("{}.{ns:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), h.finish()))
@@ -293,7 +297,7 @@ pub fn check_made(made: &EtcFiles) -> io::Result<()> {
 /// build nothing that would replace other callers' pin).
 pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid, shareable: impl FnOnce() -> bool) -> Option<OwnedFd> {
     let dir = open_pin_dir()?;
-    let name = key(req)?;
+    let name = key(req, uid)?;
     match open_pin(&dir, &name) {
         Found::Pin(fd) => return Some(fd),
         Found::PerEntry => return None,
@@ -524,22 +528,27 @@ fn publish(dir: &OwnedFd, name: &str, ns: &OwnedFd) -> nix::Result<()> {
 }
 
 /// `SYSROOT.NS.EXE.VIEW.ACCOUNT` (or a marker's base name) split into
-/// (`SYSROOT.NS.EXE`, NS, VIEW).
-fn parts(name: &str) -> Option<(&str, &str, &str)> {
-    let (rest, _account) = name.rsplit_once('.')?;
+/// (`SYSROOT.NS.EXE`, NS, VIEW, ACCOUNT).
+fn parts(name: &str) -> Option<(&str, &str, &str, &str)> {
+    let (rest, account) = name.rsplit_once('.')?;
     let (prefix, view) = rest.rsplit_once('.')?;
     let (rest, _exe) = prefix.rsplit_once('.')?;
     let (_, ns) = rest.rsplit_once('.')?;
-    Some((prefix, ns, view))
+    Some((prefix, ns, view, account))
+}
+
+/// An account's OWNER part (see [`key`]); `None` for `0`.
+fn owner(account: &str) -> Option<&str> {
+    account.split_once('-').map(|(_, owner)| owner)
 }
 
 /// Removes, under the lock, the pins and markers `name` replaces (same
-/// sysroot, caller namespace and binary, another view: other callers' pins
-/// of the same view stay), those of namespaces that no longer exist, and all
-/// others once there are more than [`MAX_PINS`] (binaries replaced by
-/// upgrades leave theirs).
+/// sysroot, caller namespace and binary, and another view, or the same
+/// caller's other lines: other callers' pins of the same view stay), those
+/// of namespaces that no longer exist, and all others once there are more
+/// than [`MAX_PINS`] (binaries replaced by upgrades leave theirs).
 fn remove_stale(dir: &OwnedFd, name: &str) {
-    let Some((ours, _, our_view)) = parts(name) else { return };
+    let Some((ours, _, our_view, our_account)) = parts(name) else { return };
     let Ok(entries) = std::fs::read_dir(mounts::fd_path(dir)) else { return };
     let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
     let crowded = names.len() > MAX_PINS;
@@ -548,8 +557,9 @@ fn remove_stale(dir: &OwnedFd, name: &str) {
         if file == LOCK || file == name {
             continue;
         }
-        let Some((prefix, ns, view)) = parts(file.strip_suffix(PER_ENTRY).unwrap_or(file)) else { continue };
-        let replaced = prefix == ours && view != our_view;
+        let Some((prefix, ns, view, account)) = parts(file.strip_suffix(PER_ENTRY).unwrap_or(file)) else { continue };
+        let same_caller = account != our_account && owner(account).is_some() && owner(account) == owner(our_account);
+        let replaced = prefix == ours && (view != our_view || same_caller);
         let stale = crowded || replaced || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
         if stale {
             let path = format!("{}/{file}", mounts::fd_path(dir));
@@ -692,8 +702,17 @@ mod tests {
 
     #[test]
     fn names_split_from_the_right_whatever_dots_the_sysroot_has() {
-        assert_eq!(parts("deb.11.f0a1.9c.0123456789abcdef.0"), Some(("deb.11.f0a1.9c", "f0a1", "0123456789abcdef")));
-        assert_eq!(parts("sl5.f0.9c.0123456789abcdef.fedcba9876543210"), Some(("sl5.f0.9c", "f0", "0123456789abcdef")));
+        assert_eq!(
+            parts("deb.11.f0a1.9c.0123456789abcdef.0"),
+            Some(("deb.11.f0a1.9c", "f0a1", "0123456789abcdef", "0"))
+        );
+        let account = "fedcba9876543210-00000000000003e8";
+        assert_eq!(
+            parts(&format!("sl5.f0.9c.0123456789abcdef.{account}")),
+            Some(("sl5.f0.9c", "f0", "0123456789abcdef", account))
+        );
+        assert_eq!(owner(account), Some("00000000000003e8"));
+        assert_eq!(owner("0"), None);
         assert_eq!(parts("sl5.f0.0123456789abcdef.0"), None);
         assert_eq!(parts("lock"), None);
     }

@@ -47,7 +47,8 @@ cmp -s $CONF $CONFIG || mount --bind $CONF $CONFIG
 # Pins are named SYSROOT.NS.EXE.VIEW.ACCOUNT: a hash of the sysroot's name
 # ($PIN_NAMES: NAME=HASH ...), this namespace's inode number in hex, a hash
 # of the binary's build ID ($PIN_EXE, in hex), a hash of the view, and one of
-# the passwd and group lines an entry adds (0: none, for callers the tree knows).
+# the passwd and group lines an entry adds with one of the caller's uid,
+# LINES-OWNER (0: none, for callers the tree knows).
 NS=$(printf %x $(stat -L -c %i /proc/self/ns/mnt))
 EXE=$PIN_EXE
 # Runs bash script $1 in a mount namespace of its own whose mounts are
@@ -58,7 +59,7 @@ own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshar
 # live per-entry markers (/dev/null bound there); a name whose namespace is
 # gone is an empty file.
 tag() { local p; for p in $PIN_NAMES; do [ "${p%%=*}" != "$1" ] || echo ${p#*=}; done; }
-names() { ls $PINS | grep -x "$(tag $1)\.$NS\.$EXE\.[0-9a-f]\{16\}\.${2:-[0-9a-f]*}\(\.perentry\)\?" || true; }
+names() { ls $PINS | grep -x "$(tag $1)\.$NS\.$EXE\.[0-9a-f]\{16\}\.${2:-[0-9a-f-]*}\(\.perentry\)\?" || true; }
 pins() { for f in $(names $1 $2); do [ "$(stat -f -c %T $PINS/$f)" != nsfs ] || echo $f; done; }
 markers() { for f in $(names $1 $2); do [ "$(stat -c %F:%t:%T $PINS/$f)" != "character special file:1:3" ] || echo $f; done; }
 count() { echo "$1: $(pins $1 | wc -l) pin, $(markers $1 | wc -l) marker"; }
@@ -707,6 +708,29 @@ relation a known
     let out = in_ns("shared", &dir, script);
     assert_eq!(lines(&out), ["Read-only file system", "a in the pin"], "{}", stderr(&out));
     assert!(!tree.join("var/shared/x").exists(), "alice's file is in the tree");
+}
+
+/// A caller's new passwd line (their gecos changed, as `chfn` lets a user do)
+/// replaces their own account's pin only: however often bob changes it, he
+/// holds one pin, and alice's stays (one user cannot crowd the others out).
+#[test]
+fn row31_a_callers_new_lines_replace_their_own_pin_only() {
+    require_root!();
+    let tree = known_tree("pin-chfn");
+    let dir = test_dir("chfn", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    let script = r#"UNDO="usermod -c '$(getent passwd $BOB | cut -d: -f5)' $BOB; $UNDO"
+first "$A" known true
+alices=$(pins known 0)
+for i in 1 2 3 4 5 6; do
+    usermod -c "room $i" $BOB
+    for _ in $(seq 20); do $B $BIN known true; [ -n "$(pins known | grep -v '\.0$' | xargs -r -n1 sh -c 'nsenter --mount=$0/$1 cat /etc/passwd' $PINS | grep "room $i")" ] && break; done
+done
+echo "bob's pins: $(pins known | grep -vc '\.0$')"
+echo "bob's lines there: $(nsenter --mount=$PINS/$(pins known | grep -v '\.0$') grep -c "^$BOB:.*room 6" /etc/passwd)"
+[ "$(pins known 0)" = "$alices" ] && echo "alice's pin stays"
+"#;
+    let out = in_ns("shared", &dir, script);
+    assert_eq!(lines(&out), ["bob's pins: 1", "bob's lines there: 1", "alice's pin stays"], "{}", stderr(&out));
 }
 
 #[test]
