@@ -95,4 +95,4 @@ for anchor, step in [
 ]:
     after(real, anchor, step, "        ")
 after("pin.rs", "    let dir = open_pin_dir()?;", "pin: directory opened")
-after("pin.rs", "    let name = key(req)?;", "pin: key")
+after("pin.rs", "    let name = key(req, uid)?;", "pin: key")

@@ -12,7 +12,8 @@
 # each; the steps before main (exec, the dynamic loader) are not seen. The
 # instrumented set-uid build is removed when this ends; the pins its entries
 # built are imageswitch's own (removed as stale pins are). PHASES_EXTRA (see
-# below) adds marks of your own.
+# below) adds marks of your own; PHASES_MOUNTS=N measures with N extra host
+# mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${1:-500}
@@ -24,6 +25,12 @@ if [ -z "${IMGSW_PHASES_NS:-}" ]; then
 fi
 # Shared mounts, as on a systemd host: entries join a pin.
 mount --make-rshared /
+# PHASES_MOUNTS=N: N extra tmpfs mounts on the host first, outside the tree
+# (as bench/enter.sh makes them); they vanish with this namespace.
+if [ "${PHASES_MOUNTS:-0}" -gt 0 ]; then
+    many=/var/lib/imageswitch-bench/many
+    for i in $(seq "$PHASES_MOUNTS"); do mkdir -p $many/$i; mount -t tmpfs -o size=64k tmpfs $many/$i; done
+fi
 
 SCRATCH=$(mktemp -d)
 BIN=/var/lib/imageswitch-bench/phases/imageswitch
