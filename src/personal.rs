@@ -356,14 +356,6 @@ pub enum Shown {
 }
 
 impl Shown {
-    /// The host file, opened.
-    pub fn host_file(&self) -> Option<&std::fs::File> {
-        match self {
-            Shown::Host(file, _) => Some(file),
-            Shown::Made(_) => None,
-        }
-    }
-
     /// The host file's `fstat` when it was opened.
     pub fn host_stat(&self) -> Option<&FileStat> {
         match self {
@@ -401,7 +393,7 @@ pub fn has_places(tree: &OwnedFd, shown: &EtcFiles) -> bool {
 /// shown to the command, not to imageswitch).
 fn regular(file: std::fs::File) -> io::Result<(std::fs::File, FileStat)> {
     let st = fstat(&file)?;
-    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+    if stat_type(&st) != SFlag::S_IFREG {
         return Err(io::Error::other("not a regular file"));
     }
     let kind = fstatfs(&file)?.filesystem_type();

@@ -45,9 +45,9 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
-use nix::fcntl::{AT_FDCWD, AtFlags, Flock, FlockArg, OFlag, openat};
+use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
-use nix::sys::stat::{FileStat, Mode, fstat, fstatat};
+use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
 use nix::sys::statfs::{NSFS_MAGIC, fstatfs};
 use nix::unistd::{Gid, Uid, UnlinkatFlags, unlinkat};
 
@@ -55,6 +55,7 @@ use crate::config::Sysroot;
 use crate::filecache::{self, Fnv1a};
 use crate::mounts::{self, BindKind, IfMissing, MountEntry, MountSpec, Outcome};
 use crate::personal::{self, EtcFiles, Shown};
+use crate::trusted::stat_type;
 use crate::{sys, trusted};
 
 /// The pin directory: root's, mode 0700, a private mount of its own in each
@@ -143,8 +144,8 @@ impl Reach {
                 continue;
             }
             let next = at.join(&part);
-            let st = fstatat(AT_FDCWD, &next, AtFlags::AT_SYMLINK_NOFOLLOW).ok()?;
-            if st.st_mode & libc::S_IFMT != libc::S_IFLNK {
+            let st = trusted::lstat(&next)?;
+            if stat_type(&st) != SFlag::S_IFLNK {
                 if pending.is_empty() {
                     return Some(st);
                 }
@@ -161,7 +162,7 @@ impl Reach {
             }
         }
         // Ended at a directory by `..` or `.`: look at it.
-        fstatat(AT_FDCWD, &at, AtFlags::AT_SYMLINK_NOFOLLOW).ok()
+        trusted::lstat(&at)
     }
 
     /// Whether the directory `dir` (no links in its path) is root's, a
@@ -173,9 +174,9 @@ impl Reach {
         if let Some((_, public)) = self.dirs.iter().find(|(seen, _)| seen == dir) {
             return *public;
         }
-        let public = fstatat(AT_FDCWD, dir, AtFlags::AT_SYMLINK_NOFOLLOW).is_ok_and(|st| {
-            st.st_mode & libc::S_IFMT == libc::S_IFDIR && st.st_uid == 0 && st.st_mode & 0o011 == 0o011
-        }) && !sys::has_access_acl(dir);
+        let public = trusted::lstat(dir)
+            .is_some_and(|st| stat_type(&st) == SFlag::S_IFDIR && st.st_uid == 0 && st.st_mode & 0o011 == 0o011)
+            && !sys::has_access_acl(dir);
         self.dirs.push((dir.to_path_buf(), public));
         public
     }

@@ -146,7 +146,8 @@ fn trusted_parents_without_links(path: &Path) -> Option<()> {
     Some(())
 }
 
-fn lstat(path: &Path) -> Option<FileStat> {
+/// `lstat(2)`: `path`'s own status, a link not followed.
+pub(crate) fn lstat(path: &Path) -> Option<FileStat> {
     fstatat(nix::fcntl::AT_FDCWD, path, nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW).ok()
 }
 
