@@ -676,13 +676,13 @@ mod tests {
     #[test]
     fn propagation_needs_every_mount_at_or_under_a_source_shared() {
         let paths = |v: &[&str]| v.iter().map(PathBuf::from).collect::<Vec<_>>();
-        let table = mounts::parse_mountinfo(TABLE);
+        let table = mounts::parse_mountinfo(TABLE.as_bytes());
         assert!(propagation_reaches(&table, &paths(&["/proc", "/home", "/tmp"])));
         // Held by a slave that is not shared, or a private mount.
         assert!(!propagation_reaches(&table, &paths(&["/data"])));
         assert!(!propagation_reaches(&table, &paths(&["/scratch x/job"])));
         // A private mount under an otherwise shared source.
-        let private_under = mounts::parse_mountinfo(&TABLE.replace("shared:4", ""));
+        let private_under = mounts::parse_mountinfo(TABLE.replace("shared:4", "").as_bytes());
         assert!(!propagation_reaches(&private_under, &paths(&["/home"])));
         assert!(propagation_reaches(&private_under, &paths(&["/tmp"])));
     }

@@ -261,6 +261,23 @@ count known
     }
 }
 
+/// Mount points are bytes, not text: a host mount whose name is not UTF-8
+/// (a Latin-1 directory name, say) must not keep every entry off the pin.
+#[test]
+fn host_mount_points_whose_names_are_not_utf8_leave_the_pin_in_use() {
+    require_root!();
+    let tree = known_tree("pin-bytes");
+    let dir = test_dir("bytes", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    let script = r#"odd=$D/caf$(printf '\351')
+mkdir "$odd" && mount -t tmpfs odd "$odd" && UNDO="umount '$odd'; $UNDO"
+first "$A" known true
+count known
+$A $BIN known whoami
+"#;
+    let out = in_ns("shared", &dir, script);
+    assert_eq!(lines(&out), ["known: 1 pin, 0 marker", ALICE], "{}", stderr(&out));
+}
+
 #[test]
 fn row31_users_cannot_list_open_join_or_replace_a_pin() {
     require_root!();
