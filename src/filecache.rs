@@ -129,7 +129,7 @@ pub(crate) fn run_dir(name: &str) -> io::Result<OwnedFd> {
 }
 
 /// Runs `f` with root's filesystem ids.
-fn as_root<T>(f: impl FnOnce() -> T) -> T {
+pub(crate) fn as_root<T>(f: impl FnOnce() -> T) -> T {
     crate::mounts::with_fs_identity(true, Uid::from_raw(0), Gid::from_raw(0), f)
 }
 
@@ -216,26 +216,39 @@ fn keep_within_limits(adding: usize) -> io::Result<()> {
     Ok(())
 }
 
-/// Writes `contents` as `name` in `dir`: made 0644 whatever the umask,
-/// without a name until complete, then linked (or renamed) into place.
-fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
-    // The kernel applies the caller's file-size limit to root too, and a
-    // write past it would raise SIGXFSZ: refuse before writing.
+/// A new file in `dir` holding `contents`, mode `mode` whatever the umask,
+/// with no name yet (`O_TMPFILE`): a writer killed or stopped (by the
+/// caller, whose process this is) at any point leaves nothing behind and
+/// holds nothing another entry waits for. Errors: EFBIG, before writing,
+/// when the caller's file-size limit is smaller (the kernel applies it to
+/// root too, and a write past it would raise SIGXFSZ); a failed open or write.
+pub(crate) fn nameless(dir: &OwnedFd, contents: &[u8], mode: Mode) -> io::Result<std::fs::File> {
     let fsize = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_FSIZE).map_or(0, |(soft, _)| soft);
     if contents.len() as u64 > fsize {
         return Err(io::Error::from_raw_os_error(libc::EFBIG));
     }
-    keep_within_limits(contents.len())?;
-    // Written without a name, so a writer killed or stopped (by the caller,
-    // whose process this is) at any point leaves nothing behind and holds
-    // nothing another entry waits for; named only when complete.
     let flags = OFlag::O_TMPFILE | OFlag::O_RDWR | OFlag::O_CLOEXEC;
-    let fd = openat(dir, ".", flags, Mode::from_bits_truncate(0o644))?;
-    fchmod(&fd, Mode::from_bits_truncate(0o644))?;
+    let fd = openat(dir, ".", flags, mode)?;
+    fchmod(&fd, mode)?;
     let mut file = std::fs::File::from(fd);
     file.write_all(contents)?;
-    let unnamed = crate::mounts::fd_path(&file);
-    match linkat(AT_FDCWD, unnamed.as_str(), dir, name, AtFlags::AT_SYMLINK_FOLLOW) {
+    Ok(file)
+}
+
+/// Names `file` (from [`nameless`]) `name` in `dir`. Errors: EEXIST when
+/// the name is taken.
+pub(crate) fn link_nameless(file: &std::fs::File, dir: &OwnedFd, name: &str) -> nix::Result<()> {
+    let unnamed = crate::mounts::fd_path(file);
+    linkat(AT_FDCWD, unnamed.as_str(), dir, name, AtFlags::AT_SYMLINK_FOLLOW)
+}
+
+/// Writes `contents` as `name` in `dir`: made 0644 whatever the umask,
+/// without a name until complete ([`nameless`]), then linked (or renamed)
+/// into place.
+fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
+    let file = nameless(dir, contents, Mode::from_bits_truncate(0o644))?;
+    keep_within_limits(contents.len())?;
+    match link_nameless(&file, dir, name) {
         Ok(()) => {}
         Err(Errno::EEXIST) => {
             // Another entry named the same contents first, or the file
@@ -245,7 +258,7 @@ fn write(dir: &OwnedFd, name: &str, contents: &[u8]) -> io::Result<OwnedFd> {
             }
             let temporary = format!("{name}.{}.tmp", std::process::id());
             let _ = unlinkat(dir, temporary.as_str(), UnlinkatFlags::NoRemoveDir);
-            linkat(AT_FDCWD, unnamed.as_str(), dir, temporary.as_str(), AtFlags::AT_SYMLINK_FOLLOW)?;
+            link_nameless(&file, dir, &temporary)?;
             renameat2(dir, temporary.as_str(), dir, name, RenameFlags::empty())?;
         }
         Err(e) => return Err(e.into()),

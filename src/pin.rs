@@ -45,6 +45,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
 use nix::fcntl::{AtFlags, Flock, FlockArg, OFlag, openat};
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sys::stat::{FileStat, Mode, SFlag, fstat, fstatat};
@@ -71,6 +72,11 @@ const MAX_PINS: usize = 256;
 
 /// Lock file inside [`PIN_DIR`], tried while a pin is built.
 const LOCK: &str = "lock";
+
+/// File inside [`PIN_DIR`] holding the key of the hashes in pins' names
+/// (see [`NameKey`]): 16 random bytes, root's alone, made by the first entry
+/// that finds none.
+const NAME_KEY: &str = "key";
 
 /// Suffix of the marker saying "no pin for this key: the caller's mounts are
 /// not shared, or the view cannot be pinned" (see [`mark_per_entry`]).
@@ -213,8 +219,8 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
 /// replacing each other's, and so do callers the tree does not know; a
 /// caller's new lines (their gecos changed with chfn, say) replace their
 /// own old pin only.
-fn key(req: &Request<'_>, uid: Uid) -> Option<String> {
-    let mut h = Fnv1a::default();
+fn key(req: &Request<'_>, uid: Uid, keyed: &NameKey) -> Option<String> {
+    let mut h = keyed.hasher();
     (LAYOUT, env!("CARGO_PKG_VERSION"), &req.sysroot.name, &req.sysroot.path).hash(&mut h);
     let exe = this_binary(&mut h)?;
     changes(&fstat(req.tree).ok()?).hash(&mut h);
@@ -239,23 +245,23 @@ fn key(req: &Request<'_>, uid: Uid) -> Option<String> {
     let account = if req.made.is_empty() {
         "0".to_string()
     } else {
-        let mut a = Fnv1a::default();
+        let mut a = keyed.hasher();
         for (path, shown) in req.made {
             (path, shown.made()?, in_tree(&Path::new("etc").join(path))).hash(&mut a);
         }
-        let mut owner = Fnv1a::default();
+        let mut owner = keyed.hasher();
         owner.write(&uid.as_raw().to_le_bytes());
         format!("{:016x}-{:016x}", a.finish(), owner.finish())
     };
     let ns = sys::namespace_inode(sys::OwnNamespace::Mount).ok()?;
-    Some(format!("{}.{ns:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name), h.finish()))
+    Some(format!("{}.{ns:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name, keyed), h.finish()))
 }
 
 /// This binary, for a pin's name: the FNV-1a hash of its GNU build ID, read
 /// in memory (the same build installed twice shares its pins; any other
 /// build has pins of its own); without a build ID, the inode number of
 /// /proc/self/exe, with its every change hashed into `view`.
-fn this_binary(view: &mut Fnv1a) -> Option<u64> {
+fn this_binary(view: &mut impl Hasher) -> Option<u64> {
     if let Some(id) = crate::sys::build_id() {
         let mut h = Fnv1a::default();
         h.write(&id);
@@ -266,14 +272,67 @@ fn this_binary(view: &mut Fnv1a) -> Option<u64> {
     Some(exe.ino())
 }
 
-/// The sysroot's part of a pin's name: the 64-bit FNV-1a hash of its name,
-/// in hex. Mount points are listed in /proc/PID/mountinfo for every process
-/// in the namespace, and a user learns nothing there about sysroots they may
-/// not enter.
-pub fn hidden_name(sysroot: &str) -> String {
-    let mut h = Fnv1a::default();
+/// The sysroot's part of a pin's name: the keyed hash of its name, in hex.
+/// Mount points are listed in /proc/PID/mountinfo for every process in the
+/// namespace; without the key, a user can neither tell which sysroot a name
+/// stands for nor confirm a guess.
+pub fn hidden_name(sysroot: &str, keyed: &NameKey) -> String {
+    let mut h = keyed.hasher();
     h.write(sysroot.as_bytes());
     format!("{:016x}", h.finish())
+}
+
+/// The key of every hash in a pin's name but the binary's ([`key`]):
+/// SipHash-2-4 (Aumasson and Bernstein, 2012), a keyed pseudorandom
+/// function, as std implements it, so that names said in the mount table
+/// everybody reads give away neither sysroot names, views, passwd lines nor
+/// uids. An unkeyed hash (FNV-1a) did: guesses could be hashed and matched.
+/// The key is [`NAME_KEY`] in the pin directory; a new one (after a reboot,
+/// or removed by hand) only names new pins, and the old ones are removed as
+/// stale.
+pub struct NameKey(u64, u64);
+
+impl NameKey {
+    /// The key from `bytes`, the key file's 16 bytes.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        let (k0, k1) = bytes.split_at(8);
+        let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
+        NameKey(word(k0), word(k1))
+    }
+
+    /// A hasher keyed with this key.
+    #[allow(deprecated)] // SipHasher: std's only keyed SipHash; no crate is added to the set-uid binary.
+    pub fn hasher(&self) -> std::hash::SipHasher {
+        std::hash::SipHasher::new_with_keys(self.0, self.1)
+    }
+}
+
+/// The key of pins' names, from `dir`'s [`NAME_KEY`], which the first entry
+/// that finds none makes: 16 bytes from /dev/urandom, written with root's
+/// filesystem ids into a file with no name and linked into place
+/// ([`filecache::nameless`]), so that no entry reads half a key, a kill
+/// leaves nothing, and concurrent first entries agree on one. `None`: it
+/// cannot be read or made.
+fn name_key(dir: &OwnedFd) -> Option<NameKey> {
+    let read = || -> nix::Result<NameKey> {
+        let fd = openat(dir, NAME_KEY, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+        let mut bytes = [0u8; 17];
+        match nix::unistd::read(&fd, &mut bytes)? {
+            16 => Ok(NameKey::from_bytes(bytes[..16].try_into().unwrap_or_default())),
+            _ => Err(Errno::EINVAL),
+        }
+    };
+    match read() {
+        Err(Errno::ENOENT) => {}
+        other => return other.ok(),
+    }
+    let mut bytes = [0u8; 16];
+    File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes)).ok()?;
+    let made = filecache::as_root(|| {
+        let file = filecache::nameless(dir, &bytes, Mode::S_IRUSR | Mode::S_IWUSR).ok()?;
+        matches!(filecache::link_nameless(&file, dir, NAME_KEY), Ok(()) | Err(Errno::EEXIST)).then_some(())
+    });
+    made.and_then(|()| read().ok())
 }
 
 /// After joining a pin built with the caller's passwd and group: that it
@@ -298,7 +357,7 @@ pub fn check_made(made: &EtcFiles) -> io::Result<()> {
 /// build nothing that would replace other callers' pin).
 pub fn find_or_build(req: &Request<'_>, uid: Uid, gid: Gid, shareable: impl FnOnce() -> bool) -> Option<OwnedFd> {
     let dir = open_pin_dir()?;
-    let name = key(req, uid)?;
+    let name = key(req, uid, &name_key(&dir)?)?;
     match open_pin(&dir, &name) {
         Found::Pin(fd) => return Some(fd),
         Found::PerEntry => return None,
@@ -696,9 +755,17 @@ mod tests {
     #[test]
     fn a_sysroot_is_named_in_pins_by_a_hash_only() {
         // FNV-1a 64 of "a" (Fowler, Noll and Vo's published test vector).
-        assert_eq!(hidden_name("a"), "af63dc4c8601ec8c");
-        assert_ne!(hidden_name("deb11"), hidden_name("deb12"));
-        assert!(!hidden_name("secret").contains("secret"));
+        let key = NameKey::from_bytes(*b"0123456789abcdef");
+        assert_ne!(hidden_name("deb11", &key), hidden_name("deb12", &key));
+        assert!(!hidden_name("secret", &key).contains("secret"));
+        // Keyed: another key names the same sysroot otherwise, and no key
+        // gives the unkeyed FNV-1a hash a user could compute.
+        let other = NameKey::from_bytes(*b"0123456789abcdeg");
+        assert_ne!(hidden_name("deb11", &key), hidden_name("deb11", &other));
+        assert_ne!(hidden_name("a", &key), "af63dc4c8601ec8c");
+        // SipHash-2-4's published test vector (key 00..0f, empty input).
+        let vector = NameKey::from_bytes(std::array::from_fn(|i| i as u8));
+        assert_eq!(vector.hasher().finish(), 0x726f_db47_dd0e_0e31);
     }
 
     #[test]

@@ -186,12 +186,37 @@ fn in_ns(propagation: &str, dir: &Path, script: &str) -> Output {
 }
 
 /// The sysroots the tests configure, each with the hash of its name that
-/// names its pins (src/pin.rs `hidden_name`: the FNV-1a hash, so that the
-/// mount table shows nobody the names of sysroots they may not enter).
+/// names its pins (src/pin.rs `hidden_name`: keyed with [`name_key`], so
+/// that the mount table shows nobody the names of sysroots they may not
+/// enter).
 fn pin_names() -> String {
-    ["known", "nohome", "gen", "withrun", "norun"]
-        .map(|name| format!("{name}={:016x}", test_support::fnv1a(name)))
-        .join(" ")
+    let key = name_key();
+    ["known", "nohome", "gen", "withrun", "norun"].map(|name| format!("{name}={:016x}", keyed(key, name))).join(" ")
+}
+
+/// The key of pins' names (src/pin.rs `NameKey`): the 16 bytes of
+/// `PINS/key`, which imageswitch makes at its first entry; when there is
+/// none yet, one entry as root into the fixture's `bb`, in a namespace of
+/// its own, makes it.
+fn name_key() -> [u8; 16] {
+    fixture();
+    let path = Path::new(PINS).join("key");
+    if !path.exists() {
+        run(Command::new("unshare").args(["--mount", "--propagation=private", "--", BIN, "bb", "true"]));
+    }
+    let bytes = fs::read(&path).expect("imageswitch made its pins' name key");
+    bytes.try_into().expect("the name key is 16 bytes")
+}
+
+/// SipHash-2-4 of `text` keyed with `key`, as src/pin.rs `NameKey` hashes
+/// a sysroot's name.
+fn keyed(key: [u8; 16], text: impl AsRef<[u8]>) -> u64 {
+    use std::hash::Hasher;
+    let word = |b: &[u8]| u64::from_le_bytes(b.try_into().expect("8 bytes"));
+    #[allow(deprecated)] // std's only keyed SipHash, as the binary uses it.
+    let mut h = std::hash::SipHasher::new_with_keys(word(&key[..8]), word(&key[8..]));
+    h.write(text.as_ref());
+    h.finish()
 }
 
 /// The binary's part of its pins' names: the FNV-1a hash of its GNU build
@@ -276,6 +301,41 @@ $A $BIN known whoami
 "#;
     let out = in_ns("shared", &dir, script);
     assert_eq!(lines(&out), ["known: 1 pin, 0 marker", ALICE], "{}", stderr(&out));
+}
+
+/// Pins' names are in the mount table everybody reads. Hashed without a
+/// key, the sysroot's name and a caller's uid could be guessed and checked
+/// there (which sysroot a 0600 configuration hides, who entered it); keyed
+/// with a secret of root's, the names say nothing a user can check.
+#[test]
+fn row31_pin_names_in_the_mount_table_tell_users_no_sysroot_name_and_no_uid() {
+    require_root!();
+    let tree = known_tree("pin-names");
+    let dir = test_dir("names", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    // A pin directory of this namespace's own, with no key yet: the first
+    // entry makes one.
+    let script = r#"mount -t tmpfs -o mode=0700 names $PINS
+for _ in 1 2 3; do $A $BIN known true; $B $BIN known true; done
+stat -c '%u %a %s' $PINS/key
+od -An -v -tx1 $PINS/key | tr -d ' \n'; echo
+for n in $(ls $PINS); do ! $B grep -q " $PINS/$n " /proc/self/mountinfo || echo $n; done
+"#;
+    let out = in_ns("shared", &dir, script);
+    let got = lines(&out);
+    assert_eq!(got[0], "0 600 16", "the key is root's alone: {got:?}");
+    let key: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&got[1][2 * i..2 * i + 2], 16).unwrap()).collect();
+    let key: [u8; 16] = key.try_into().unwrap();
+    // What bob reads in his mount table, of this namespace's pin directory.
+    let names = &got[2..];
+    let bob = test_support::uid_of(BOB).to_le_bytes();
+    let sysroot = format!("{:016x}", keyed(key, "known"));
+    let owner = format!("{:016x}", keyed(key, bob));
+    assert!(names.iter().any(|n| n.starts_with(&format!("{sysroot}.")) && n.ends_with(".0")), "alice's pin: {names:?}");
+    assert!(names.iter().any(|n| n.starts_with(&format!("{sysroot}.")) && n.ends_with(&owner)), "bob's pin: {names:?}");
+    for guess in [test_support::fnv1a("known"), test_support::fnv1a(bob)] {
+        let guess = format!("{guess:016x}");
+        assert!(!names.iter().any(|n| n.contains(&guess)), "{guess} in {names:?}");
+    }
 }
 
 #[test]
