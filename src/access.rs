@@ -34,7 +34,7 @@ impl Caller {
     pub fn resolve() -> Result<Caller, Error> {
         let uid = getuid();
         let entry = crate::nss_files::passwd_by_uid(uid.as_raw())
-            .map_err(|e| Error::Caller(format!("uid {uid}: {}", crate::error::describe(&e))))?
+            .map_err(|e| Error::Caller(format!("uid {uid}: {}", crate::error::describe_lookup(&e))))?
             .ok_or_else(|| Error::Caller(format!("uid {uid} has no passwd entry")))?;
         let user = User {
             name: String::from_utf8_lossy(&entry.name).into_owned(),

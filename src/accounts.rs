@@ -74,7 +74,8 @@ pub fn account_lines(
     }
     let mut groups = Vec::new();
     for &gid in gids {
-        let group = group_of(gid).map_err(|e| format!("looking up group {gid}: {}", crate::error::describe(&e)))?;
+        let group =
+            group_of(gid).map_err(|e| format!("looking up group {gid}: {}", crate::error::describe_lookup(&e)))?;
         // A gid the host cannot name has no name inside either.
         let Some(group) = group else { continue };
         if let Some(why) = bad_name(&group.name) {

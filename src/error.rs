@@ -135,6 +135,18 @@ pub fn describe(err: &io::Error) -> String {
     }
 }
 
+/// An NSS lookup's error (getpwuid_r(3), getgrgid_r(3)) in the caller's
+/// words. Not found is not an error there; ENOENT is how glibc reports a
+/// name service that could not be asked (nslcd or sssd not answering in
+/// time, a database file missing), which [`describe`] would word "no such
+/// file or directory".
+pub fn describe_lookup(err: &io::Error) -> String {
+    match err.raw_os_error() {
+        Some(libc::ENOENT) => "the name service did not answer".to_string(),
+        _ => describe(err),
+    }
+}
+
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

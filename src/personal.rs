@@ -261,7 +261,13 @@ pub fn bind_etc(tree: &OwnedFd, shown: &EtcFiles) -> bool {
 /// the binds already made (the pinned host files' among them): those under a
 /// directory an overlay covers are carried over onto it. Runs as root in a
 /// private namespace, before the chroot; loads nothing from the tree.
-pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared: &[&Path]) -> Result<(), Failure> {
+pub fn present(
+    tree: &OwnedFd,
+    sysroot: &str,
+    shown: EtcFiles,
+    run_user: Option<&Path>,
+    shared: &[&Path],
+) -> Result<(), Failure> {
     let (etc, run) = (Path::new("/etc"), Path::new("/run"));
     let lower_etc = if shown.is_empty() { None } else { Some(open_dir(tree, etc)?) };
     let mut etc_layer: Vec<(PathBuf, Vec<u8>)> = Vec::new();
@@ -291,11 +297,19 @@ pub fn present(tree: &OwnedFd, shown: EtcFiles, run_user: Option<&Path>, shared:
         etc_layer.clear();
     }
     // The session directory needs a layer over /run when the tree has no
-    // directory to bind it onto (and is not shown in a tree without /run).
+    // directory to bind it onto; a tree without /run has nothing to lay one
+    // over, and is never written.
     let run_has_point = |path: &Path| {
         mounts::open_target(tree, path).and_then(|fd| fstat(&fd)).is_ok_and(|st| stat_type(&st) == SFlag::S_IFDIR)
     };
-    let run_user = run_user.filter(|_| run_has_point(run));
+    let run_user = run_user.filter(|path| {
+        let shown = run_has_point(run);
+        if !shown {
+            let why = "the tree has no /run directory (sysrootctl apply makes one)";
+            warn(sysroot, &format!("{} is not shown: {why}", path.display()));
+        }
+        shown
+    });
     let lower_run = match run_user {
         Some(path) if !run_has_point(path) => Some(open_dir(tree, run)?),
         _ => None,

@@ -349,7 +349,10 @@ fn a_failing_directory_service_stops_cleanly_or_leaves_the_trees_view_whole() {
     assert!(out.stdout.is_empty());
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("imageswitch: ") && err.contains(&LDAP_UID.to_string()), "{err}");
+    assert_eq!(
+        err,
+        format!("imageswitch: cannot resolve the calling user: uid {LDAP_UID}: the name service did not answer\n")
+    );
 
     // A local caller whose LDAP group cannot be looked up: one warning line,
     // and the tree's own passwd and group, whole.
@@ -359,8 +362,9 @@ fn a_failing_directory_service_stops_cleanly_or_leaves_the_trees_view_whole() {
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
     assert!(
-        err.contains(&format!("cannot show your account inside (looking up group {LDAP_GROUP_GID}: "))
-            && err.contains("the tree's passwd and group apply"),
+        err.contains(&format!(
+            "cannot show your account inside (looking up group {LDAP_GROUP_GID}: the name service did not answer)"
+        )) && err.contains("the tree's passwd and group apply"),
         "{err}"
     );
     let (passwd, group) = &before;
@@ -472,6 +476,36 @@ fn the_callers_own_session_directory_is_there_and_nobody_elses() {
     let _ = server.wait();
     assert_eq!(stdout(&out), format!("hello from the host session\n['{alice}']\n"), "{}", stderr(&out));
     assert!(!py.0.join("run/user").exists(), "the tree was written");
+}
+
+/// A tree with no /run at all (a minimal tarball that sysrootctl did not
+/// build) has nowhere to show the caller's session directory without being
+/// written: one warning line names the fix, and the command runs.
+#[test]
+fn a_tree_without_run_says_the_session_directory_is_not_shown_and_is_never_written() {
+    require_root!();
+    let _serial = serial();
+    fixture();
+    let alice = id_of(ALICE, "-u");
+    let run_user = PathBuf::from(format!("/run/user/{alice}"));
+    let _made = (!run_user.exists()).then(|| {
+        sh(&format!("mkdir -p {d} && chown {ALICE}: {d} && chmod 700 {d}", d = run_user.display()));
+        Removed(run_user.clone())
+    });
+    let tree = Removed(scratch_tree("login-norun"));
+    sh(&format!("rm -rf {t}/run && mkdir -p {t}/home {t}/tmp", t = tree.0.display()));
+    let conf = config("binds = [\"/home\", \"/tmp\"]", &sysroot("norun", &tree.0, ""));
+    let probe = format!("test -e /run/user/{alice} && echo shown || echo absent");
+    let out = enter_with(&conf, &login_as(ALICE), &home_of(ALICE), &[], &["norun", "sh", "-c", &probe]);
+    assert_eq!((out.status.code(), stdout(&out).as_str()), (Some(0), "absent\n"), "{}", stderr(&out));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "imageswitch: warning: norun: /run/user/{alice} is not shown: the tree has no /run directory \
+             (sysrootctl apply makes one)\n"
+        )
+    );
+    assert!(!tree.0.join("run").exists(), "the tree was written");
 }
 
 #[test]

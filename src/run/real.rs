@@ -284,7 +284,7 @@ impl Kernel for Real {
             personal::warn_all(&self.sysroot, &warnings);
             etc.extend(host_files);
         }
-        personal::present(tree, etc, personal.run_user.as_deref(), &carried).map_err(failed)
+        personal::present(tree, &self.sysroot, etc, personal.run_user.as_deref(), &carried).map_err(failed)
     }
 
     fn chroot_into_tree(&mut self) -> Result<(), Error> {

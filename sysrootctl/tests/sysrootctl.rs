@@ -457,6 +457,10 @@ fn check_names_every_tree_imageswitch_would_refuse() {
     assert!(out.contains("create directory /data (a bind destination)"), "{out}");
     s.expect(&["apply", "-q"], 0);
     assert!(s.path("roots/bb/data").is_dir());
+    // And /run, where imageswitch shows each caller's /run/user/UID: the
+    // busybox tree has none.
+    let run = fs::symlink_metadata(s.path("roots/bb/run")).unwrap();
+    assert_eq!((run.is_dir(), run.uid(), run.mode() & 0o7777), (true, 0, 0o755));
     // The default host files get mount points too: empty, root's, 0644.
     for file in ["hosts", "localtime", "resolv.conf", "timezone"] {
         let m = fs::symlink_metadata(s.path("roots/bb/etc").join(file)).unwrap();
@@ -998,6 +1002,7 @@ fn adopt_takes_over_a_hand_built_tree() {
     // Every default mount point is there (bind destinations and host files),
     // so adoption is all that changes.
     fs::create_dir_all(path.join("var/tmp")).unwrap();
+    fs::create_dir_all(path.join("run")).unwrap();
     for file in ["hosts", "localtime", "resolv.conf", "timezone"] {
         fs::write(path.join("etc").join(file), "").unwrap();
     }

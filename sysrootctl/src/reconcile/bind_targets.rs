@@ -1,6 +1,7 @@
 //! Mount points: every directory imageswitch binds a host directory onto
 //! (`/home`, `/tmp`, the configured binds) exists in the tree, or imageswitch
-//! refuses to enter it; every host file it shows (`host_files`: `/etc/hosts`
+//! refuses to enter it; `/run`, where it shows each caller's /run/user/UID,
+//! exists, or it warns and shows none; every host file it shows (`host_files`: `/etc/hosts`
 //! ...) has a file or link to be bound over, or imageswitch has to lay an
 //! overlay over the tree's whole `/etc` on each entry instead, which costs a
 //! new filesystem per entry (imageswitch(8), PER-ENTRY VIEW). Observe which

@@ -275,7 +275,10 @@ fn leftovers(ctx: &mut Ctx<'_>) -> Result<Vec<Change>> {
 }
 
 fn bind_destinations(ctx: &mut Ctx<'_>) -> Result<Vec<Change>> {
-    let changes = bind_targets::diff(&bind_targets::observe(&ctx.tree, &ctx.decl.binds, &ctx.decl.host_files));
+    // /run too: imageswitch shows each caller's /run/user/UID there, and a
+    // tree without /run (a minimal tarball) has nowhere to show it.
+    let dirs: Vec<PathBuf> = ctx.decl.binds.iter().cloned().chain([PathBuf::from("/run")]).collect();
+    let changes = bind_targets::diff(&bind_targets::observe(&ctx.tree, &dirs, &ctx.decl.host_files));
     if ctx.apply {
         bind_targets::act(&ctx.tree, &changes)?;
     }
