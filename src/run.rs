@@ -84,7 +84,11 @@ pub fn run(kernel: &mut impl Kernel, argv: &[OsString], caller_env: &[(OsString,
 
     let cwd = kernel.current_directory(&caller, caller_env, &personal::host_file_paths(sysroot, &config.defaults))?;
     if let Some(socket) = &config.defaults.log_socket {
-        kernel.audit(socket, Severity::Info, &audit::entry(&caller, &sysroot.name, &command, &cwd.physical));
+        if let Some(warning) =
+            kernel.audit(socket, Severity::Info, &audit::entry(&caller, &sysroot.name, &command, &cwd.physical))
+        {
+            kernel.say(Stream::Err, &warning);
+        }
     }
 
     let script = match dispatch::script_argument(argv, exec_path.as_deref(), sysroot.bin_dir.as_deref()) {
@@ -268,8 +272,11 @@ fn dispatch_for(
         Ok(Invocation::Enter { sysroot, .. })
             if config.sysroot(&sysroot).is_some_and(|s| !kernel.admits(&s.access, caller)) =>
         {
+            // Whether the record was taken is not said: a refused caller
+            // must be told exactly what an unknown name tells them, and any
+            // user can fill the socket's queue (src/syslog.rs).
             if let Some(socket) = &config.defaults.log_socket {
-                kernel.audit(socket, Severity::Warning, &audit::refusal(caller, &sysroot));
+                let _ = kernel.audit(socket, Severity::Warning, &audit::refusal(caller, &sysroot));
             }
             sysroot
         }
@@ -393,6 +400,8 @@ mod tests {
         pin: bool,
         /// Host paths not everybody may reach.
         private_paths: Vec<PathBuf>,
+        /// Why the log socket does not take records (its queue is full, say).
+        audit_refused: Option<String>,
     }
 
     impl Recorder {
@@ -444,8 +453,9 @@ mod tests {
             let physical = self.cwd.last().map(|p| p.as_os_str().as_bytes().to_vec()).unwrap_or_default();
             Ok(Whereabouts { paths: self.cwd.clone(), id: None, physical })
         }
-        fn audit(&mut self, socket: &Path, severity: Severity, message: &str) {
+        fn audit(&mut self, socket: &Path, severity: Severity, message: &str) -> Option<String> {
             self.steps.push(format!("audit {} {severity:?} {message}", socket.display()));
+            self.audit_refused.clone()
         }
         fn open_script(&mut self, _caller: &Caller, path: &Path) -> Result<Option<std::os::fd::OwnedFd>, Error> {
             self.step(format!("open script {}", path.display()))?;
@@ -983,6 +993,24 @@ mod tests {
         let mut rec = host(&format!("{CONFIG}groups = [\"physics\"]\n"));
         run_argv(&mut rec, &["imageswitch", "sl5", "id"]).expect_err("entered");
         assert!(rec.steps.iter().any(|s| s.starts_with("exec ")), "{:?}", rec.steps);
+    }
+
+    /// Any user can fill the log socket's queue: a refused entry must not
+    /// say so where an unknown name would say nothing (that would confirm a
+    /// hidden sysroot's name); an entry that goes ahead does.
+    #[test]
+    fn an_undelivered_audit_record_is_said_only_on_entries_that_go_ahead() {
+        let full = Some("audit record written to the kernel log".to_string());
+        let text = format!("{CONFIG}users = [\"bob\"]\n");
+        let mut refused = Recorder { audit_refused: full.clone(), ..host(&text) };
+        let err = run_argv(&mut refused, &["imageswitch", "sl5", "id"]).expect_err("refused");
+        let mut unknown = Recorder { audit_refused: full.clone(), ..host(&text) };
+        let unknown_err = run_argv(&mut unknown, &["imageswitch", "nosuch", "id"]).expect_err("unknown");
+        assert_eq!(err.to_string(), unknown_err.to_string().replace("nosuch", "sl5"));
+        assert_eq!((refused.said.as_slice(), unknown.said.as_slice()), (&[][..], &[][..]));
+        let mut admitted = Recorder { audit_refused: full, ..host(CONFIG) };
+        run_argv(&mut admitted, &["imageswitch", "sl5", "id"]).expect_err("entered");
+        assert_eq!(admitted.said, ["err: audit record written to the kernel log"]);
     }
 
     #[test]

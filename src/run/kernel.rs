@@ -43,8 +43,10 @@ pub trait Kernel {
         caller_env: &[(OsString, OsString)],
         host_files: &[PathBuf],
     ) -> Result<Whereabouts, Error>;
-    /// One audit record to `socket`; never blocks.
-    fn audit(&mut self, socket: &Path, severity: Severity, message: &str);
+    /// One audit record to `socket`; never blocks. Returns why the socket
+    /// did not take it (and where it went instead), for the caller to be
+    /// told, or `None`.
+    fn audit(&mut self, socket: &Path, severity: Severity, message: &str) -> Option<String>;
     /// As the caller: opens the `#!BIN_DIR/...` script that started us.
     fn open_script(&mut self, caller: &Caller, path: &Path) -> Result<Option<OwnedFd>, Error>;
     /// What only this caller sees in the tree, resolved on the host.

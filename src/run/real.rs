@@ -114,13 +114,10 @@ impl Kernel for Real {
         Ok(whereabouts)
     }
 
-    fn audit(&mut self, socket: &Path, severity: Severity, message: &str) {
-        if let Some(what) = syslog::record(socket, severity, message) {
-            say(
-                Stream::Err,
-                &format!("imageswitch: warning: the log socket {} is not accepting records: {what}", socket.display()),
-            );
-        }
+    fn audit(&mut self, socket: &Path, severity: Severity, message: &str) -> Option<String> {
+        syslog::record(socket, severity, message).map(|what| {
+            format!("imageswitch: warning: the log socket {} is not accepting records: {what}", socket.display())
+        })
     }
 
     fn open_script(&mut self, caller: &Caller, path: &Path) -> Result<Option<OwnedFd>, Error> {
