@@ -308,31 +308,45 @@ impl NameKey {
 }
 
 /// The key of pins' names, from `dir`'s [`NAME_KEY`], which the first entry
-/// that finds none makes: 16 bytes from /dev/urandom, written with root's
-/// filesystem ids into a file with no name and linked into place
-/// ([`filecache::nameless`]), so that no entry reads half a key, a kill
-/// leaves nothing, and concurrent first entries agree on one. `None`: it
-/// cannot be read or made.
+/// that finds none (or one that is not 16 bytes) makes: 16 bytes from
+/// /dev/urandom, written with root's filesystem ids into a file with no name
+/// and linked into place ([`filecache::nameless`]), so that no entry reads
+/// half a key, a kill leaves nothing, and concurrent first entries agree on
+/// one. The entry that links a new key removes every pin and marker there
+/// ([`remove_all`]): their names came from another key, or from a binary
+/// that had none, and can no longer be found, only read. `None`: it cannot
+/// be read or made.
 fn name_key(dir: &OwnedFd) -> Option<NameKey> {
     let read = || -> nix::Result<NameKey> {
-        let fd = openat(dir, NAME_KEY, OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW, Mode::empty())?;
+        // Non-blocking: a FIFO there must not hold every entry up.
+        let flags = OFlag::O_RDONLY | OFlag::O_CLOEXEC | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+        let fd = openat(dir, NAME_KEY, flags, Mode::empty())?;
         let mut bytes = [0u8; 17];
-        match nix::unistd::read(&fd, &mut bytes)? {
-            16 => Ok(NameKey::from_bytes(bytes[..16].try_into().unwrap_or_default())),
-            _ => Err(Errno::EINVAL),
+        match nix::unistd::read(&fd, &mut bytes) {
+            Ok(16) => Ok(NameKey::from_bytes(bytes[..16].try_into().unwrap_or_default())),
+            Ok(_) | Err(Errno::EAGAIN) => Err(Errno::EINVAL),
+            Err(e) => Err(e),
         }
     };
     match read() {
         Err(Errno::ENOENT) => {}
+        Err(Errno::EINVAL) => unlinkat(dir, NAME_KEY, UnlinkatFlags::NoRemoveDir).ok()?,
         other => return other.ok(),
     }
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes)).ok()?;
-    let made = filecache::as_root(|| {
+    let linked = filecache::as_root(|| {
         let file = filecache::nameless(dir, &bytes, Mode::S_IRUSR | Mode::S_IWUSR).ok()?;
-        matches!(filecache::link_nameless(&file, dir, NAME_KEY), Ok(()) | Err(Errno::EEXIST)).then_some(())
-    });
-    made.and_then(|()| read().ok())
+        match filecache::link_nameless(&file, dir, NAME_KEY) {
+            Ok(()) => Some(true),
+            Err(Errno::EEXIST) => Some(false),
+            Err(_) => None,
+        }
+    })?;
+    if linked {
+        remove_all(dir);
+    }
+    read().ok()
 }
 
 /// After joining a pin built with the caller's passwd and group: that it
@@ -622,11 +636,26 @@ fn remove_stale(dir: &OwnedFd, name: &str) {
         let replaced = prefix == ours && (view != our_view || same_caller);
         let stale = crowded || replaced || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
         if stale {
-            let path = format!("{}/{file}", mounts::fd_path(dir));
-            let _ = umount2(path.as_str(), MntFlags::MNT_DETACH);
-            let _ = unlinkat(dir, file.as_str(), UnlinkatFlags::NoRemoveDir);
+            remove(dir, file);
         }
     }
+}
+
+/// Removes every pin and marker in `dir` (all but the lock and the key).
+fn remove_all(dir: &OwnedFd) {
+    let Ok(entries) = std::fs::read_dir(mounts::fd_path(dir)) else { return };
+    for file in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
+        if file != LOCK && file != NAME_KEY {
+            remove(dir, &file);
+        }
+    }
+}
+
+/// Removes the pin or marker `file` in `dir`: its mount, then its name.
+fn remove(dir: &OwnedFd, file: &str) {
+    let path = format!("{}/{file}", mounts::fd_path(dir));
+    let _ = umount2(path.as_str(), MntFlags::MNT_DETACH);
+    let _ = unlinkat(dir, file, UnlinkatFlags::NoRemoveDir);
 }
 
 /// The mount namespaces processes are in now, as hex inode numbers.

@@ -314,19 +314,24 @@ fn row31_pin_names_in_the_mount_table_tell_users_no_sysroot_name_and_no_uid() {
     let dir = test_dir("names", &sysroot("known", &tree, "binds = [\"/home\"]"));
     // A pin directory of this namespace's own, with no key yet: the first
     // entry makes one.
+    // An older binary's marker, named with unkeyed hashes (the FNV-1a hash
+    // of "deb11"), is there before: the entry that makes the key removes it.
     let script = r#"mount -t tmpfs -o mode=0700 names $PINS
+old=$PINS/d9924875a81458b6.$NS.1.2.0.perentry
+: > $old && mount --bind /dev/null $old
 for _ in 1 2 3; do $A $BIN known true; $B $BIN known true; done
+if [ -e $old ] || grep -q " $old " /proc/self/mountinfo; then echo "old marker kept"; else echo "old marker removed"; fi
 stat -c '%u %a %s' $PINS/key
 od -An -v -tx1 $PINS/key | tr -d ' \n'; echo
 for n in $(ls $PINS); do ! $B grep -q " $PINS/$n " /proc/self/mountinfo || echo $n; done
 "#;
     let out = in_ns("shared", &dir, script);
     let got = lines(&out);
-    assert_eq!(got[0], "0 600 16", "the key is root's alone: {got:?}");
-    let key: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&got[1][2 * i..2 * i + 2], 16).unwrap()).collect();
+    assert_eq!(got[..2], ["old marker removed", "0 600 16"], "the key is root's alone: {got:?}");
+    let key: Vec<u8> = (0..16).map(|i| u8::from_str_radix(&got[2][2 * i..2 * i + 2], 16).unwrap()).collect();
     let key: [u8; 16] = key.try_into().unwrap();
     // What bob reads in his mount table, of this namespace's pin directory.
-    let names = &got[2..];
+    let names = &got[3..];
     let bob = test_support::uid_of(BOB).to_le_bytes();
     let sysroot = format!("{:016x}", keyed(key, "known"));
     let owner = format!("{:016x}", keyed(key, bob));
@@ -336,6 +341,26 @@ for n in $(ls $PINS); do ! $B grep -q " $PINS/$n " /proc/self/mountinfo || echo 
         let guess = format!("{guess:016x}");
         assert!(!names.iter().any(|n| n.contains(&guess)), "{guess} in {names:?}");
     }
+}
+
+/// A key file that is not 16 bytes, or not a regular file (only root can
+/// put one there), is replaced by the next entry, which neither waits on it
+/// nor leaves every later entry off the pin.
+#[test]
+fn row31_a_key_that_is_not_16_bytes_or_not_a_file_is_replaced_and_holds_no_entry_up() {
+    require_root!();
+    let tree = known_tree("pin-badkey");
+    let dir = test_dir("badkey", &sysroot("known", &tree, "binds = [\"/home\"]"));
+    let script = r#"mount -t tmpfs -o mode=0700 badkey $PINS
+printf short > $PINS/key && chmod 600 $PINS/key
+timeout -s KILL 20 $A $BIN known true; echo rc=$?
+stat -c '%F %s' $PINS/key
+rm $PINS/key && mkfifo -m 600 $PINS/key
+timeout -s KILL 20 $A $BIN known true; echo rc=$?
+stat -c '%F %s' $PINS/key
+"#;
+    let out = in_ns("shared", &dir, script);
+    assert_eq!(lines(&out), ["rc=0", "regular file 16", "rc=0", "regular file 16"], "{}", stderr(&out));
 }
 
 #[test]
