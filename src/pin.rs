@@ -208,8 +208,8 @@ fn changes(st: &FileStat) -> (u64, u64, i64, i64, i64, i64, i64) {
     (st.st_dev, st.st_ino, st.st_size, st.st_mtime, st.st_mtime_nsec, st.st_ctime, st.st_ctime_nsec)
 }
 
-/// The pin's file name for this entry, `SYSROOT.NS.EXE.VIEW.ACCOUNT` (SYSROOT:
-/// [`hidden_name`]; NS:
+/// The pin's file name for this entry, `KEY.SYSROOT.NS.EXE.VIEW.ACCOUNT` (KEY:
+/// [`NameKey::id`]; SYSROOT: [`hidden_name`]; NS:
 /// the caller's mount namespace's inode number, EXE: [`this_binary`], both
 /// in hex; VIEW: 16 hex digits hashing the view every caller shares; ACCOUNT:
 /// `0` for a caller the tree knows, else `LINES-OWNER`, 16 hex digits
@@ -254,7 +254,8 @@ fn key(req: &Request<'_>, uid: Uid, keyed: &NameKey) -> Option<String> {
         format!("{:016x}-{:016x}", a.finish(), owner.finish())
     };
     let ns = sys::namespace_inode(sys::OwnNamespace::Mount).ok()?;
-    Some(format!("{}.{ns:x}.{exe:x}.{:016x}.{account}", hidden_name(&req.sysroot.name, keyed), h.finish()))
+    let sysroot = hidden_name(&req.sysroot.name, keyed);
+    Some(format!("{}.{sysroot}.{ns:x}.{exe:x}.{:016x}.{account}", keyed.id(), h.finish()))
 }
 
 /// This binary, for a pin's name: the FNV-1a hash of its GNU build ID, read
@@ -287,9 +288,10 @@ pub fn hidden_name(sysroot: &str, keyed: &NameKey) -> String {
 /// function, as std implements it, so that names said in the mount table
 /// everybody reads give away neither sysroot names, views, passwd lines nor
 /// uids. An unkeyed hash (FNV-1a) did: guesses could be hashed and matched.
-/// The key is [`NAME_KEY`] in the pin directory; a new one (after a reboot,
-/// or removed by hand) only names new pins, and the old ones are removed as
-/// stale.
+/// The key is [`NAME_KEY`] in the pin directory; names made with another
+/// key (after a reboot, or one removed by hand), or by an older binary that
+/// had none, have another [`NameKey::id`], and the next build removes them
+/// ([`remove_stale`]).
 pub struct NameKey(u64, u64);
 
 impl NameKey {
@@ -298,6 +300,15 @@ impl NameKey {
         let (k0, k1) = bytes.split_at(8);
         let word = |b: &[u8]| u64::from_le_bytes(b.try_into().unwrap_or_default());
         NameKey(word(k0), word(k1))
+    }
+
+    /// The first part of every name made with this key: 8 hex digits of
+    /// its hash of a fixed text, which tells names made with it from others
+    /// and gives nothing of the key away.
+    pub fn id(&self) -> String {
+        let mut h = self.hasher();
+        h.write(b"imageswitch pin names");
+        format!("{:08x}", h.finish() >> 32)
     }
 
     /// A hasher keyed with this key.
@@ -312,10 +323,7 @@ impl NameKey {
 /// /dev/urandom, written with root's filesystem ids into a file with no name
 /// and linked into place ([`filecache::nameless`]), so that no entry reads
 /// half a key, a kill leaves nothing, and concurrent first entries agree on
-/// one. The entry that links a new key removes every pin and marker there
-/// ([`remove_all`]): their names came from another key, or from a binary
-/// that had none, and can no longer be found, only read. `None`: it cannot
-/// be read or made.
+/// one. `None`: it cannot be read or made.
 fn name_key(dir: &OwnedFd) -> Option<NameKey> {
     let read = || -> nix::Result<NameKey> {
         // Non-blocking: a FIFO there must not hold every entry up.
@@ -330,22 +338,18 @@ fn name_key(dir: &OwnedFd) -> Option<NameKey> {
     };
     match read() {
         Err(Errno::ENOENT) => {}
-        Err(Errno::EINVAL) => unlinkat(dir, NAME_KEY, UnlinkatFlags::NoRemoveDir).ok()?,
+        // Not 16 bytes, a FIFO, a link or a socket: replaced.
+        Err(Errno::EINVAL | Errno::ELOOP | Errno::ENXIO) => {
+            unlinkat(dir, NAME_KEY, UnlinkatFlags::NoRemoveDir).ok()?;
+        }
         other => return other.ok(),
     }
     let mut bytes = [0u8; 16];
     File::open("/dev/urandom").and_then(|mut random| random.read_exact(&mut bytes)).ok()?;
-    let linked = filecache::as_root(|| {
+    filecache::as_root(|| {
         let file = filecache::nameless(dir, &bytes, Mode::S_IRUSR | Mode::S_IWUSR).ok()?;
-        match filecache::link_nameless(&file, dir, NAME_KEY) {
-            Ok(()) => Some(true),
-            Err(Errno::EEXIST) => Some(false),
-            Err(_) => None,
-        }
+        matches!(filecache::link_nameless(&file, dir, NAME_KEY), Ok(()) | Err(Errno::EEXIST)).then_some(())
     })?;
-    if linked {
-        remove_all(dir);
-    }
     read().ok()
 }
 
@@ -601,8 +605,8 @@ fn publish(dir: &OwnedFd, name: &str, ns: &OwnedFd) -> nix::Result<()> {
     mount(Some(mounts::fd_path(ns).as_str()), target.as_str(), None::<&str>, MsFlags::MS_BIND, None::<&str>)
 }
 
-/// `SYSROOT.NS.EXE.VIEW.ACCOUNT` (or a marker's base name) split into
-/// (`SYSROOT.NS.EXE`, NS, VIEW, ACCOUNT).
+/// `KEY.SYSROOT.NS.EXE.VIEW.ACCOUNT` (or a marker's base name) split into
+/// (`KEY.SYSROOT.NS.EXE`, NS, VIEW, ACCOUNT).
 fn parts(name: &str) -> Option<(&str, &str, &str, &str)> {
     let (rest, account) = name.rsplit_once('.')?;
     let (prefix, view) = rest.rsplit_once('.')?;
@@ -619,16 +623,24 @@ fn owner(account: &str) -> Option<&str> {
 /// Removes, under the lock, the pins and markers `name` replaces (same
 /// sysroot, caller namespace and binary, and another view, or the same
 /// caller's other lines: other callers' pins of the same view stay), those
-/// of namespaces that no longer exist, and all others once there are more
-/// than [`MAX_PINS`] (binaries replaced by upgrades leave theirs).
+/// of namespaces that no longer exist, those named with another key or by a
+/// binary that had none (their names can no longer be found, only read: an
+/// older binary's told who entered which sysroot), and all others once
+/// there are more than [`MAX_PINS`] (binaries replaced by upgrades leave
+/// theirs).
 fn remove_stale(dir: &OwnedFd, name: &str) {
     let Some((ours, _, our_view, our_account)) = parts(name) else { return };
+    let our_key = name.split('.').next();
     let Ok(entries) = std::fs::read_dir(mounts::fd_path(dir)) else { return };
     let names: Vec<String> = entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect();
     let crowded = names.len() > MAX_PINS;
     let mut live: Option<Vec<String>> = None;
     for file in &names {
-        if file == LOCK || file == name {
+        if file == LOCK || file == NAME_KEY || file == name {
+            continue;
+        }
+        if file.split('.').next() != our_key {
+            remove(dir, file);
             continue;
         }
         let Some((prefix, ns, view, account)) = parts(file.strip_suffix(PER_ENTRY).unwrap_or(file)) else { continue };
@@ -637,16 +649,6 @@ fn remove_stale(dir: &OwnedFd, name: &str) {
         let stale = crowded || replaced || !live.get_or_insert_with(live_namespaces).iter().any(|l| l == ns);
         if stale {
             remove(dir, file);
-        }
-    }
-}
-
-/// Removes every pin and marker in `dir` (all but the lock and the key).
-fn remove_all(dir: &OwnedFd) {
-    let Ok(entries) = std::fs::read_dir(mounts::fd_path(dir)) else { return };
-    for file in entries.flatten().filter_map(|e| e.file_name().into_string().ok()) {
-        if file != LOCK && file != NAME_KEY {
-            remove(dir, &file);
         }
     }
 }
@@ -793,6 +795,8 @@ mod tests {
         assert_ne!(hidden_name("deb11", &key), hidden_name("deb11", &other));
         assert_ne!(hidden_name("a", &key), "af63dc4c8601ec8c");
         // SipHash-2-4's published test vector (key 00..0f, empty input).
+        let id = key.id();
+        assert!(id.len() == 8 && id.bytes().all(|b| b.is_ascii_hexdigit()) && id != other.id(), "{id}");
         let vector = NameKey::from_bytes(std::array::from_fn(|i| i as u8));
         assert_eq!(vector.hasher().finish(), 0x726f_db47_dd0e_0e31);
     }
@@ -810,6 +814,10 @@ mod tests {
         );
         assert_eq!(owner(account), Some("00000000000003e8"));
         assert_eq!(owner("0"), None);
+        assert_eq!(
+            parts("0a1b2c3d.af63dc4c8601ec8c.f0a1.9c.0123456789abcdef.0"),
+            Some(("0a1b2c3d.af63dc4c8601ec8c.f0a1.9c", "f0a1", "0123456789abcdef", "0"))
+        );
         assert_eq!(parts("sl5.f0.0123456789abcdef.0"), None);
         assert_eq!(parts("lock"), None);
     }

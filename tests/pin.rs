@@ -44,8 +44,9 @@ UNDO=
 trap 'for p in $D/*.pid; do [ -e "$p" ] && kill $(cat $p) 2>/dev/null; done; eval "$UNDO"; rm -rf $D' EXIT
 # Bound once: namespaces made from this one have it already.
 cmp -s $CONF $CONFIG || mount --bind $CONF $CONFIG
-# Pins are named SYSROOT.NS.EXE.VIEW.ACCOUNT: a hash of the sysroot's name
-# ($PIN_NAMES: NAME=HASH ...), this namespace's inode number in hex, a hash
+# Pins are named KEY.SYSROOT.NS.EXE.VIEW.ACCOUNT: the key's id ($PIN_KEY), a
+# hash of the sysroot's name ($PIN_NAMES: NAME=HASH ...), this namespace's
+# inode number in hex, a hash
 # of the binary's build ID ($PIN_EXE, in hex), a hash of the view, and one of
 # the passwd and group lines an entry adds with one of the caller's uid,
 # LINES-OWNER (0: none, for callers the tree knows).
@@ -59,7 +60,7 @@ own_ns() { unshare --mount --propagation private -- bash -ec "mount --make-rshar
 # live per-entry markers (/dev/null bound there); a name whose namespace is
 # gone is an empty file.
 tag() { local p; for p in $PIN_NAMES; do [ "${p%%=*}" != "$1" ] || echo ${p#*=}; done; }
-names() { ls $PINS | grep -x "$(tag $1)\.$NS\.$EXE\.[0-9a-f]\{16\}\.${2:-[0-9a-f-]*}\(\.perentry\)\?" || true; }
+names() { ls $PINS | grep -x "$PIN_KEY\.$(tag $1)\.$NS\.$EXE\.[0-9a-f]\{16\}\.${2:-[0-9a-f-]*}\(\.perentry\)\?" || true; }
 pins() { for f in $(names $1 $2); do [ "$(stat -f -c %T $PINS/$f)" != nsfs ] || echo $f; done; }
 markers() { for f in $(names $1 $2); do [ "$(stat -c %F:%t:%T $PINS/$f)" != "character special file:1:3" ] || echo $f; done; }
 count() { echo "$1: $(pins $1 | wc -l) pin, $(markers $1 | wc -l) marker"; }
@@ -181,6 +182,7 @@ fn in_ns(propagation: &str, dir: &Path, script: &str) -> Output {
         .env("BOB", BOB)
         .env("LIB", dir.join("lib.sh"))
         .env("PIN_NAMES", pin_names())
+        .env("PIN_KEY", key_id(name_key()))
         .env("PIN_EXE", pin_exe())
         .current_dir("/tmp"))
 }
@@ -206,6 +208,12 @@ fn name_key() -> [u8; 16] {
     }
     let bytes = fs::read(&path).expect("imageswitch made its pins' name key");
     bytes.try_into().expect("the name key is 16 bytes")
+}
+
+/// The first part of every pin's name made with `key` (src/pin.rs
+/// `NameKey::id`).
+fn key_id(key: [u8; 16]) -> String {
+    format!("{:08x}", keyed(key, "imageswitch pin names") >> 32)
 }
 
 /// SipHash-2-4 of `text` keyed with `key`, as src/pin.rs `NameKey` hashes
@@ -315,7 +323,7 @@ fn row31_pin_names_in_the_mount_table_tell_users_no_sysroot_name_and_no_uid() {
     // A pin directory of this namespace's own, with no key yet: the first
     // entry makes one.
     // An older binary's marker, named with unkeyed hashes (the FNV-1a hash
-    // of "deb11"), is there before: the entry that makes the key removes it.
+    // of "deb11"), is there before: the first build removes it.
     let script = r#"mount -t tmpfs -o mode=0700 names $PINS
 old=$PINS/d9924875a81458b6.$NS.1.2.0.perentry
 : > $old && mount --bind /dev/null $old
@@ -333,10 +341,10 @@ for n in $(ls $PINS); do ! $B grep -q " $PINS/$n " /proc/self/mountinfo || echo 
     // What bob reads in his mount table, of this namespace's pin directory.
     let names = &got[3..];
     let bob = test_support::uid_of(BOB).to_le_bytes();
-    let sysroot = format!("{:016x}", keyed(key, "known"));
+    let ours = format!("{}.{:016x}.", key_id(key), keyed(key, "known"));
     let owner = format!("{:016x}", keyed(key, bob));
-    assert!(names.iter().any(|n| n.starts_with(&format!("{sysroot}.")) && n.ends_with(".0")), "alice's pin: {names:?}");
-    assert!(names.iter().any(|n| n.starts_with(&format!("{sysroot}.")) && n.ends_with(&owner)), "bob's pin: {names:?}");
+    assert!(names.iter().any(|n| n.starts_with(&ours) && n.ends_with(".0")), "alice's pin: {names:?}");
+    assert!(names.iter().any(|n| n.starts_with(&ours) && n.ends_with(&owner)), "bob's pin: {names:?}");
     for guess in [test_support::fnv1a("known"), test_support::fnv1a(bob)] {
         let guess = format!("{guess:016x}");
         assert!(!names.iter().any(|n| n.contains(&guess)), "{guess} in {names:?}");
