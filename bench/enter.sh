@@ -29,6 +29,7 @@
 # named after, and stops otherwise.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+BENCH_DIR=$PWD/bench
 RUNS=${1:-300}
 die() { echo "bench/enter.sh: $*" >&2; exit 1; }
 [ "$(id -u)" = 0 ] || { echo "bench/enter.sh: run as root" >&2; exit 2; }
@@ -155,15 +156,11 @@ probe() { # as_user|as_new_user sysroot
     wait $!
     if [ "$root" = "$(stat -c %d:%i $ITREE)" ]; then echo tree; else echo host; fi
 }
-# hidden SYSROOT -> the sysroot's part of its pins' names: the 64-bit FNV-1a
-# hash of its name, in hex (imageswitch(8), PINNED NAMESPACES)
+# hidden SYSROOT -> the first parts of SYSROOT's pins' names, KEY.SYSROOT:
+# hashes keyed with the pin directory's key (imageswitch(8), PINNED
+# NAMESPACES; bench/pin-prefix.py)
 hidden() {
-    local h=$((0xcbf29ce484222325)) i c
-    for ((i = 0; i < ${#1}; i++)); do
-        printf -v c %d "'${1:i:1}"
-        h=$(((h ^ c) * 0x100000001b3))
-    done
-    printf %016x $h
+    python3 "$BENCH_DIR/pin-prefix.py" "$PINS/key" "$1"
 }
 # pin SYSROOT -> the inode of this namespace's pin for SYSROOT (its nsfs file), or nothing
 pin() {
@@ -188,7 +185,7 @@ fallback_probe() {
     pin bench
     marker bench
 }
-export OUT IMGSW ITREE PINS PROBE USER_NAME
+export OUT IMGSW ITREE PINS PROBE USER_NAME BENCH_DIR
 export -f probe pin marker hidden fallback_probe as_user die
 # A first entry does not always leave a pin (the builders' lock is only
 # tried, and publishing one can fail: that entry takes the per-entry path):
