@@ -120,6 +120,8 @@ cleanup() {
     fi
     rm -f /etc/schroot/chroot.d/imgsw-bench
     rm -rf "$OUT"
+    # The bench's set-uid build is not left installed.
+    rm -f "$PREFIX/bin/imageswitch"
 }
 trap cleanup EXIT
 
